@@ -1,0 +1,3 @@
+from tesaiot_cli.cli import main
+
+main()

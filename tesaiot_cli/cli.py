@@ -1,0 +1,58 @@
+"""The Typer app: the commands, their help, and the version flag.
+
+Each command lives in ``tesaiot_cli/commands/``; heavy modules (pyarrow) are imported
+inside the commands that need them, so ``tesaiot --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tesaiot_cli import __version__
+from tesaiot_cli.commands import listen as listen_cmd
+
+HELP = """Listen to, simulate, record and replay MQTT telemetry for the TESAIoT platform.
+
+\b
+Examples:
+  tesaiot listen --topic 'device/+/telemetry/#'
+  tesaiot simulate --anomaly-every 10 --count 100
+  tesaiot record out.parquet --duration 60
+  tesaiot replay recordings/dps368-sample.parquet --speed 5x
+"""
+
+app = typer.Typer(
+    name="tesaiot",
+    help=HELP,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tesaiot {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = None,
+) -> None:
+    """Listen to, simulate, record and replay MQTT telemetry for the TESAIoT platform."""
+
+
+app.command("listen", epilog=listen_cmd.EPILOG)(listen_cmd.listen)
+
+
+def main() -> None:
+    app(prog_name="tesaiot")

@@ -1,0 +1,296 @@
+"""Shared pieces of the CLI layer: exit codes, error reporting, signals, console output,
+and the connection options every networked command takes.
+
+Only the CLI layer (this module, ``cli.py`` and ``commands/``) prints or exits.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import signal
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from tesaiot_cli.errors import (
+    AuthError,
+    ConfigError,
+    ConnectError,
+    PublishError,
+    RecordingError,
+    TesaiotError,
+)
+
+# Exit codes, documented in the README ("Exit codes").
+EXIT_OK = 0
+EXIT_CONFIG = 1  # invalid option value, URL, token, topic filter
+EXIT_USAGE = 2  # command-line syntax (unknown option, missing argument): click's own code
+EXIT_CONNECT = 3  # broker unreachable: refused, DNS, TLS, timeout
+EXIT_AUTH = 4  # authentication or authorization refused
+EXIT_RECORDING = 5  # recording missing, unreadable, corrupt, disk full
+EXIT_TIMEOUT = 6  # listen/record --timeout ran out before --count messages
+EXIT_UNDELIVERED = 7  # some published messages were not delivered
+EXIT_INTERNAL = 70  # a bug: please report it
+
+EXIT_CODES: list[tuple[type[TesaiotError], int]] = [
+    (AuthError, EXIT_AUTH),
+    (ConnectError, EXIT_CONNECT),
+    (RecordingError, EXIT_RECORDING),
+    (PublishError, EXIT_UNDELIVERED),
+    (ConfigError, EXIT_CONFIG),
+    (TesaiotError, EXIT_CONFIG),
+]
+
+SECRET_ENV_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY")
+
+
+def exit_code_for(error: TesaiotError) -> int:
+    for kind, code in EXIT_CODES:
+        if isinstance(error, kind):
+            return code
+    return EXIT_CONFIG
+
+
+def err(text: str) -> None:
+    """One line on stderr, prefixed with the program name."""
+    typer.echo(f"tesaiot: {text}", err=True)
+
+
+def warn(text: str) -> None:
+    err(f"warning: {text}")
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn the core's exceptions into one stderr line and a documented exit code."""
+    from tesaiot_cli.session import Interrupted
+
+    try:
+        yield
+    except Interrupted:
+        raise typer.Exit(EXIT_OK) from None
+    except TesaiotError as exc:
+        err(f"error: {exc}")
+        raise typer.Exit(exit_code_for(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_OK) from None
+    except BrokenPipeError:
+        _silence_broken_stdout()
+        raise typer.Exit(EXIT_OK) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback
+        err(f"internal error: {type(exc).__name__}: {exc} (please report this)")
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _silence_broken_stdout() -> None:
+    # The reader went away (`| head`): point stdout at /dev/null so the final flush is quiet.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+class StopSignals:
+    """SIGINT and SIGTERM set ``event`` instead of raising, while inside the ``with``.
+
+    A second Ctrl+C while stopping raises KeyboardInterrupt, for a user in a hurry.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def use_color(stream: Any, env: Mapping[str, str]) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def print_event(kind: str, text: str) -> None:
+    """Session events (disconnected / reconnecting / reconnected / warning) on stderr."""
+    err(text if kind != "warning" else f"warning: {text}")
+
+
+# -- environment ---------------------------------------------------------------------
+
+
+def load_environment(env_file: Path | None) -> dict[str, str]:
+    """``.env`` values under the real environment (environment wins); ``os.environ`` untouched.
+
+    Warns when a ``.env`` holding secrets is readable by other users.
+    """
+    from dotenv import dotenv_values
+
+    path = env_file if env_file is not None else Path(".env")
+    values: dict[str, str] = {}
+    if path.is_file():
+        try:
+            raw = dotenv_values(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+        values = {k: v for k, v in raw.items() if v is not None}
+        _warn_if_exposed(path, values)
+    elif env_file is not None:
+        raise ConfigError(f"env file not found: {env_file}")
+    values.update(os.environ)
+    return values
+
+
+def _warn_if_exposed(path: Path, values: Mapping[str, str]) -> None:
+    if not any(word in key.upper() for key in values for word in SECRET_ENV_WORDS):
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        warn(f"{path} holds secrets and other users can read it: run 'chmod 600 {path}'")
+
+
+# -- connection options shared by listen, simulate, record, replay ---------------------
+
+
+@dataclass(frozen=True)
+class ConnectionFlags:
+    """The connection options as given on the command line (None: not given)."""
+
+    broker: str | None = None
+    host: str | None = None
+    port: int | None = None
+    tls: bool | None = None
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = False
+    mqtt_version: str | None = None
+    client_id: str | None = None
+    keepalive: int | None = None
+    connect_timeout: float | None = None
+    env_file: Path | None = None
+
+    def as_mapping(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "env_file"}
+
+
+CONN = "Connection"
+_CONNECTION_PARAMS: list[tuple[str, Any]] = [
+    ("broker", Annotated[Optional[str], typer.Option("--broker", "-b", help="Broker URL: mqtt://, mqtts://, ws:// or wss://host[:port][/path]. Env: MQTT_BROKER_URL. Default mqtt://localhost:1883, or the TESAIoT cloud when a token is set.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("host", Annotated[Optional[str], typer.Option("--host", help="Broker host (instead of, or overriding, the URL's). Env: MQTT_BROKER_HOST.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("port", Annotated[Optional[int], typer.Option("--port", "-p", help="Broker port. Env: MQTT_BROKER_PORT.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("tls", Annotated[Optional[bool], typer.Option("--tls/--no-tls", help="Use TLS with --host (mqtts). Env: MQTT_USE_TLS.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("token", Annotated[Optional[str], typer.Option("--token", help="TESAIoT API token (tesa_mqtt_...), sent as username and password. Prefer the env MQTT_API_TOKEN: a flag is visible to other users in the process list.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("username", Annotated[Optional[str], typer.Option("--username", "-u", help="Username for brokers with password auth. Env: MQTT_USERNAME.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("password", Annotated[Optional[str], typer.Option("--password", help="Password. Prefer the env MQTT_PASSWORD or .env; asked for on a terminal when --username is given without one.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("ca_file", Annotated[Optional[str], typer.Option("--ca-file", help="CA certificate (PEM) to verify the broker. Env: CA_CERT_PATH or MQTT_CA_CERT. Default: the system CAs.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("cert_file", Annotated[Optional[str], typer.Option("--cert-file", help="Client certificate (PEM) for mutual TLS.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("key_file", Annotated[Optional[str], typer.Option("--key-file", help="Client private key (PEM) for mutual TLS.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("insecure", Annotated[bool, typer.Option("--insecure", help="Do NOT verify the broker's TLS certificate (testing only; prints a warning).", rich_help_panel=CONN)]),  # noqa: E501
+    ("mqtt_version", Annotated[Optional[str], typer.Option("--mqtt-version", help="3.1.1 (default) or 5.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("client_id", Annotated[Optional[str], typer.Option("--client-id", help="MQTT client id. Env: MQTT_CLIENT_ID. Default: a unique id (tesaiot-<command>-<random>).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("keepalive", Annotated[Optional[int], typer.Option("--keepalive", help="Keepalive in seconds (default 60).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("connect_timeout", Annotated[Optional[float], typer.Option("--connect-timeout", help="Seconds to wait for the broker when connecting (default 10).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("env_file", Annotated[Optional[Path], typer.Option("--env-file", help="Read variables from this file (default: ./.env when present).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_connection_options(func: F) -> F:
+    """Add the shared connection options to a Typer command.
+
+    The command receives them bundled as one ``conn: ConnectionFlags`` argument, so the
+    option definitions live here once instead of in every command.
+    """
+    signature = inspect.signature(func, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "conn"]
+    names = [name for name, _ in _CONNECTION_PARAMS]
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if name == "insecure" else None,
+                          annotation=annotation)
+        for name, annotation in _CONNECTION_PARAMS
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = ConnectionFlags(**{name: kwargs.pop(name, None) for name in names})
+        return func(*args, conn=flags, **kwargs)
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is not inspect.Parameter.empty else p for p in own]  # noqa: E501
+    wrapper.__signature__ = signature.replace(parameters=params + extra)  # type: ignore[attr-defined]
+    annotations = dict(getattr(func, "__annotations__", {}))
+    annotations.pop("conn", None)
+    annotations.update(dict(_CONNECTION_PARAMS))
+    wrapper.__annotations__ = annotations
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_settings(conn: ConnectionFlags, *, command: str, allow_token: bool = True) -> Any:
+    """Resolve the connection settings for ``command``; prompt for a password on a TTY.
+
+    Returns :class:`tesaiot_cli.config.ConnectionSettings`. Raises :class:`ConfigError`.
+    """
+    from dataclasses import replace
+
+    from tesaiot_cli.config import Secret, resolve_connection
+
+    env = load_environment(conn.env_file)
+    settings = resolve_connection(conn.as_mapping(), env, client_prefix=f"tesaiot-{command}")
+    if settings.token is not None and not allow_token:
+        raise ConfigError(
+            f"a TESAIoT API token may only subscribe, so '{command}' cannot publish with it: "
+            "use device credentials (--username/--password or --cert-file/--key-file)"
+        )
+    if settings.username is not None and settings.password is None and sys.stdin.isatty():
+        password = typer.prompt(f"Password for {settings.username}", hide_input=True, default="",
+                                show_default=False)
+        if password:
+            settings = replace(settings, password=Secret(password))
+    if settings.insecure:
+        warn("TLS certificate verification is OFF (--insecure): the connection can be intercepted")
+    if settings.insecure and not settings.url.tls:
+        warn("--insecure has no effect without TLS (mqtts:// or wss://)")
+    return settings

@@ -1,0 +1,120 @@
+"""The one record type that flows through every command, and topic helpers.
+
+``Message`` is a ``NamedTuple`` rather than a frozen dataclass: it is just as
+immutable, but 2.5x cheaper to build (0.27 us against 0.66 us here), and one is
+built per received message on the recorder's hot path.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, NamedTuple
+
+import orjson
+
+from tesaiot_cli.errors import ConfigError
+
+
+class Message(NamedTuple):
+    """One MQTT message.
+
+    ``payload`` holds the exact bytes, never re-encoded. ``time_ns`` is when it was
+    received (or generated), in nanoseconds since the Unix epoch, UTC.
+    """
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    time_ns: int = 0
+
+
+class TopicParts(NamedTuple):
+    device_id: str
+    sensor_type: str
+
+
+def parse_topic(topic: str) -> TopicParts:
+    """Split a TESAIoT topic into device id and sensor type.
+
+    ``device/<id>/telemetry/<sensor...>``: the device id is part 1 (``unknown`` when
+    missing); the sensor type is parts 3.. joined with ``/`` (multi-level types
+    survive), or ``default`` when the topic has 3 parts or fewer.
+    """
+    parts = topic.split("/")
+    device_id = parts[1] if len(parts) > 1 and parts[1] else "unknown"
+    sensor_type = "/".join(parts[3:]) if len(parts) > 3 else "default"
+    return TopicParts(device_id, sensor_type or "default")
+
+
+def validate_topic_filter(topic_filter: str) -> str:
+    """Check an MQTT topic filter; return it unchanged or raise :class:`ConfigError`.
+
+    Rules (MQTT 3.1.1 section 4.7): not empty, at most 65535 bytes, no NUL, ``#`` only
+    as the whole last level, ``+`` only as a whole level.
+    """
+    if not topic_filter:
+        raise ConfigError("invalid topic filter '': a topic filter cannot be empty")
+    if "\x00" in topic_filter:
+        raise ConfigError(f"invalid topic filter {topic_filter!r}: it contains a NUL character")
+    if len(topic_filter.encode("utf-8")) > 65535:
+        raise ConfigError("invalid topic filter: longer than 65535 bytes")
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            raise ConfigError(
+                f"invalid topic filter {topic_filter!r}: '#' must be a whole level and the last one"
+            )
+        if "+" in level and level != "+":
+            raise ConfigError(f"invalid topic filter {topic_filter!r}: '+' must be a whole level")
+    return topic_filter
+
+
+def validate_topic_name(topic: str) -> str:
+    """Check a topic name used for publishing (no wildcards); raise :class:`ConfigError`."""
+    if not topic:
+        raise ConfigError("invalid topic '': a topic cannot be empty")
+    if "+" in topic or "#" in topic:
+        raise ConfigError(f"invalid topic {topic!r}: wildcards '+' and '#' are only for subscribing")
+    if "\x00" in topic:
+        raise ConfigError(f"invalid topic {topic!r}: it contains a NUL character")
+    if len(topic.encode("utf-8")) > 65535:
+        raise ConfigError("invalid topic: longer than 65535 bytes")
+    return topic
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Whether ``topic`` matches the MQTT ``topic_filter`` (``+`` and ``#`` wildcards).
+
+    As in MQTT, a filter starting with a wildcard does not match topics starting with ``$``.
+    """
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    filter_levels = topic_filter.split("/")
+    topic_levels = topic.split("/")
+    for index, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if index >= len(topic_levels):
+            return False
+        if level != "+" and level != topic_levels[index]:
+            return False
+    return len(filter_levels) == len(topic_levels)
+
+
+def decode_payload(payload: bytes) -> tuple[Any, str]:
+    """Decode a payload for display: ``(value, encoding)``.
+
+    ``encoding`` is ``json`` (value is the parsed JSON), ``text`` (valid UTF-8 that is
+    not JSON) or ``base64`` (anything else, value is the base64 text).
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode("ascii"), "base64"
+    if text.strip():
+        try:
+            return orjson.loads(payload), "json"
+        except orjson.JSONDecodeError:
+            pass
+    return text, "text"

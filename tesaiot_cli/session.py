@@ -1,0 +1,532 @@
+"""The one MQTT session layer, around paho-mqtt 2.x, shared by every command.
+
+It connects (with a timeout), authenticates, verifies TLS, reconnects with backoff
+and re-subscribes, delivers received messages as :class:`Message`, and publishes with
+flow control: a bounded window of unacknowledged messages, so paho's queue never
+grows without bound and no publish is lost without being counted.
+
+Nothing from paho, ``ssl`` or ``socket`` escapes this module: failures become
+:class:`ConnectError`, :class:`AuthError`, :class:`ConfigError` or :class:`PublishError`.
+It never prints; state changes go to the ``on_event`` callback.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from tesaiot_cli.config import ConnectionSettings
+from tesaiot_cli.errors import AuthError, ConfigError, ConnectError, TesaiotError
+from tesaiot_cli.message import Message, validate_topic_filter
+
+# CONNACK codes that mean "your credentials": MQTT 3.1.1 (4, 5) and MQTT 5 / paho 2 (134, 135).
+AUTH_REASON_CODES = frozenset({4, 5, 134, 135})
+TOKEN_HINT = "the API token may be expired, revoked or wrong: create a new one in the TESAIoT dashboard"
+PASSWORD_HINT = "check the username and password"
+SESSION_TAKEN_OVER = frozenset({0x8E, 0x87})
+RECONNECT_MIN_DELAY_S = 1
+RECONNECT_MAX_DELAY_S = 30
+DEFAULT_WINDOW = 1000
+PERSISTENT_SESSION_EXPIRY_S = 7 * 24 * 3600
+
+EventCallback = Callable[[str, str], None]
+MessageCallback = Callable[[Message], None]
+
+
+class Interrupted(TesaiotError):
+    """A wait was cut short because the caller's ``interrupt`` event was set (Ctrl+C)."""
+
+
+@dataclass
+class SessionStats:
+    """Counters, updated by the network thread and read by the caller.
+
+    ``published``: publish attempts; ``completed``: acknowledged by the broker
+    (QoS 1/2) or written to the socket (QoS 0); ``failed``: refused by the broker
+    (MQTT 5 reason code >= 128); ``dropped``: never delivered (lost while disconnected,
+    or no room in the window in time).
+    """
+
+    received: int = 0
+    published: int = 0
+    completed: int = 0
+    failed: int = 0
+    dropped: int = 0
+    disconnects: int = 0
+    reconnects: int = 0
+    failed_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def unacknowledged(self) -> int:
+        return self.published - self.completed - self.failed - self.dropped
+
+
+def _reason_value(reason: Any) -> int:
+    if isinstance(reason, ReasonCode):
+        return int(reason.value)
+    try:
+        return int(reason)
+    except (TypeError, ValueError):
+        return -1
+
+
+class Session:
+    """One connection to one broker. Use as a context manager::
+
+        with Session(settings, on_event=print_event) as session:
+            session.subscribe(["device/+/telemetry/#"], qos=1, on_message=handle)
+
+    ``window`` bounds the messages published but not yet completed. ``interrupt`` is an
+    event the caller sets (on Ctrl+C) to cut blocking waits short with :class:`Interrupted`.
+    """
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        *,
+        on_event: EventCallback | None = None,
+        window: int = DEFAULT_WINDOW,
+        interrupt: threading.Event | None = None,
+    ) -> None:
+        if window < 1:
+            raise ConfigError(f"invalid publish window {window}: it must be at least 1")
+        self.settings = settings
+        self.stats = SessionStats()
+        self._on_event = on_event
+        self._window = window
+        self._interrupt = interrupt or threading.Event()
+        self._client: paho.Client | None = None
+        self._connack = threading.Event()
+        self._connack_code = -1
+        self._connack_text = ""
+        self._ever_connected = False
+        self._closing = False
+        self._connected = threading.Event()
+        self._subscriptions: list[tuple[str, int]] = []
+        self._on_message: MessageCallback | None = None
+        self._suback: dict[int, list[int]] = {}
+        self._suback_ready = threading.Condition()
+        self._pending: collections.deque[paho.MQTTMessageInfo] = collections.deque()
+        self._callback_error: BaseException | None = None
+        self._awaited_mids: set[int] = set()
+
+    # -- context manager -------------------------------------------------------------
+
+    def __enter__(self) -> Session:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- connecting ----------------------------------------------------------------
+
+    def _build_client(self) -> paho.Client:
+        s = self.settings
+        protocol = paho.MQTTv5 if s.mqtt_version == 5 else paho.MQTTv311
+        kwargs: dict[str, Any] = {
+            "callback_api_version": CallbackAPIVersion.VERSION2,
+            "client_id": s.client_id,
+            "protocol": protocol,
+            "transport": s.url.transport,
+            "reconnect_on_failure": True,
+        }
+        if protocol != paho.MQTTv5:
+            kwargs["clean_session"] = s.clean_session
+        client = paho.Client(**kwargs)
+        if s.url.transport == "websockets":
+            client.ws_set_options(path=s.url.path or "/mqtt")
+        if s.token is not None:
+            client.username_pw_set(s.token.reveal(), s.token.reveal())
+        elif s.username is not None:
+            client.username_pw_set(s.username, s.password.reveal() if s.password else None)
+        if s.url.tls:
+            client.tls_set_context(self._ssl_context())
+        client.connect_timeout = s.connect_timeout
+        client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+        client.max_inflight_messages_set(self._window)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_connect_fail = self._handle_connect_fail
+        client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
+        client.on_publish = self._handle_publish
+        client.on_socket_open = self._handle_socket_open
+        return client
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        s = self.settings
+        try:
+            context = ssl.create_default_context(cafile=s.ca_file)
+        except FileNotFoundError:
+            raise ConfigError(f"CA file not found: {s.ca_file}") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"cannot load CA file {s.ca_file}: {_ssl_text(exc)}") from None
+        if s.cert_file or s.key_file:
+            if not s.cert_file:
+                raise ConfigError("--key-file needs --cert-file too (mutual TLS)")
+            try:
+                context.load_cert_chain(s.cert_file, s.key_file)
+            except FileNotFoundError as exc:
+                raise ConfigError(f"client certificate or key not found: {exc.filename}") from None
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(f"cannot load client certificate/key: {_ssl_text(exc)}") from None
+        if s.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def connect(self) -> None:
+        """Connect and wait for the broker's CONNACK.
+
+        Raises :class:`ConnectError` (refused, DNS, TLS, timeout), :class:`AuthError`
+        (CONNACK 4/5/134/135), :class:`ConfigError` (bad TLS files) or :class:`Interrupted`.
+        """
+        if self._client is not None:
+            raise RuntimeError("session already connected")
+        s = self.settings
+        client = self._build_client()
+        where = f"{s.url.host}:{s.url.port}"
+        connect_kwargs: dict[str, Any] = {"keepalive": s.keepalive}
+        if s.mqtt_version == 5:
+            connect_kwargs["clean_start"] = s.clean_session
+            if not s.clean_session:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = PERSISTENT_SESSION_EXPIRY_S
+                connect_kwargs["properties"] = props
+        try:
+            client.connect(s.url.host, s.url.port, **connect_kwargs)
+        except BaseException as exc:  # noqa: BLE001 - translated, never leaks
+            raise _translate_connect_error(exc, where, s) from None
+        self._client = client
+        client.loop_start()
+        deadline = time.monotonic() + s.connect_timeout
+        try:
+            self._wait(self._connack, deadline)
+        except Interrupted:
+            self._teardown()
+            raise
+        if not self._connack.is_set():
+            self._teardown()
+            raise ConnectError(f"no answer from the MQTT broker at {where} within {s.connect_timeout:g} s")
+        if self._connack_code != 0:
+            code, text = self._connack_code, self._connack_text
+            self._teardown()
+            if code in AUTH_REASON_CODES:
+                hint = TOKEN_HINT if s.token is not None else PASSWORD_HINT
+                raise AuthError(
+                    f"authentication failed at {where} (code {code}: {text}): {hint}", reason_code=code
+                )
+            raise ConnectError(f"the broker at {where} refused the connection (code {code}: {text})",
+                               reason_code=code)
+
+    def _wait(self, event: threading.Event, deadline: float) -> None:
+        while not event.is_set():
+            if self._interrupt.is_set():
+                raise Interrupted("interrupted")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            event.wait(min(remaining, 0.1))
+
+    def _teardown(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        self._closing = True
+        try:
+            client.disconnect()
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
+        client.loop_stop()
+        self._connected.clear()
+
+    # -- paho callbacks (network thread: they must never raise) ----------------------
+
+    def _emit(self, kind: str, text: str) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(kind, text)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _handle_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # Nagle's algorithm holds small packets back up to ~40 ms; telemetry wants them now.
+        raw = getattr(sock, "_socket", sock)
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+
+    def _handle_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        code = _reason_value(reason)
+        self._connack_code = code
+        self._connack_text = str(getattr(reason, "getName", lambda: reason)())
+        if code == 0:
+            if self._ever_connected:
+                self.stats.reconnects += 1
+                self._emit("reconnected", f"reconnected to {self.settings.url.display()}")
+            self._ever_connected = True
+            self._connected.set()
+            if self._subscriptions:
+                client.subscribe(list(self._subscriptions))
+        elif self._ever_connected:
+            self._emit("reconnecting", f"reconnect refused (code {code}: {self._connack_text}); retrying")
+        self._connack.set()
+
+    def _handle_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if self._closing or not was_connected:
+            return
+        self.stats.disconnects += 1
+        code = _reason_value(reason)
+        why = str(getattr(reason, "getName", lambda: reason)())
+        if code in SESSION_TAKEN_OVER:
+            why += " (another client with the same client id took the session over)"
+        self._emit("disconnected", f"disconnected from {self.settings.url.display()}: {why}")
+        self._emit(
+            "reconnecting",
+            f"reconnecting with backoff ({RECONNECT_MIN_DELAY_S} s doubling to {RECONNECT_MAX_DELAY_S} s)",
+        )
+
+    def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        if not self._closing and self._ever_connected:
+            self._emit("reconnecting", "reconnect attempt failed; trying again")
+
+    def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self.stats.received += 1
+        sink = self._on_message
+        if sink is None:
+            return
+        try:
+            sink(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), time.time_ns()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            if self._callback_error is None:
+                self._callback_error = exc
+
+    def _handle_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        with self._suback_ready:
+            self._suback[mid] = [_reason_value(r) for r in reasons]
+            self._suback_ready.notify_all()
+        refused = [f for (f, _), r in zip(self._subscriptions, reasons) if _reason_value(r) >= 0x80]
+        if refused and self._ever_connected and mid not in self._awaited_mids:
+            self._emit("warning", f"the broker refused the subscription to {', '.join(refused)}")
+
+    def _handle_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        code = _reason_value(reason)
+        if code >= 0x80:
+            self.stats.failed += 1
+            self.stats.failed_reasons[str(getattr(reason, "getName", lambda: code)())] += 1
+        else:
+            self.stats.completed += 1
+
+    # -- subscribing ---------------------------------------------------------------
+
+    def subscribe(self, filters: Sequence[str], *, qos: int, on_message: MessageCallback) -> None:
+        """Subscribe and wait for the SUBACK; re-subscribed after every reconnect.
+
+        ``on_message`` runs on the network thread for every message: keep it short.
+        Raises :class:`AuthError` when the broker refuses a filter, :class:`ConfigError`
+        for an invalid filter or QoS, :class:`ConnectError` when no SUBACK comes.
+        """
+        client = self._require_client()
+        if qos not in (0, 1, 2):
+            raise ConfigError(f"invalid QoS {qos}: use 0, 1 or 2")
+        if not filters:
+            raise ConfigError("no topic filter to subscribe to")
+        for topic_filter in filters:
+            validate_topic_filter(topic_filter)
+        self._on_message = on_message
+        self._subscriptions = [(f, qos) for f in filters]
+        self._awaited_mids = set()
+        rc, mid = client.subscribe(list(self._subscriptions))
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise ConnectError(f"cannot subscribe: {paho.error_string(rc)}")
+        self._awaited_mids.add(mid)
+        deadline = time.monotonic() + self.settings.connect_timeout
+        with self._suback_ready:
+            while mid not in self._suback:
+                if self._interrupt.is_set():
+                    raise Interrupted("interrupted")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConnectError("no answer (SUBACK) from the broker to the subscription")
+                self._suback_ready.wait(min(remaining, 0.1))
+            codes = self._suback.pop(mid)
+        refused = [f for f, code in zip(filters, codes) if code >= 0x80]
+        if refused:
+            hint = (
+                "; a TESAIoT token may only subscribe to topics that start with device/ and contain /telemetry"
+                if self.settings.token is not None
+                else ""
+            )
+            raise AuthError(f"the broker refused the subscription to {', '.join(refused)} (not authorized){hint}")
+
+    # -- publishing ----------------------------------------------------------------
+
+    def publish(self, message: Message, *, timeout: float | None = None) -> bool:
+        """Publish with flow control. Returns False (and counts it dropped) when no slot
+        in the window became free within ``timeout`` seconds (``None``: wait as long as
+        it takes). Raises :class:`Interrupted` when the caller's interrupt is set while
+        waiting, :class:`ConfigError` for an invalid topic or QoS.
+        """
+        client = self._require_client()
+        if len(self._pending) >= self._window and not self._make_room(timeout):
+            self.stats.published += 1
+            self.stats.dropped += 1
+            return False
+        try:
+            info = client.publish(message.topic, message.payload, message.qos, message.retain)
+        except ValueError as exc:
+            raise ConfigError(f"cannot publish to {message.topic!r}: {exc}") from None
+        self.stats.published += 1
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
+            message.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
+        ):
+            # QoS 1/2 published while disconnected stays in paho's store and is sent on reconnect.
+            self._pending.append(info)
+        else:
+            self.stats.dropped += 1
+        return True
+
+    def _make_room(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0002
+        while True:
+            self._reap()
+            if len(self._pending) < self._window:
+                return True
+            if self._interrupt.is_set():
+                raise Interrupted("interrupted")
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
+
+    def _reap(self) -> None:
+        pending = self._pending
+        while pending:
+            info = pending[0]
+            if not info._published:  # noqa: SLF001 - is_published() raises for NO_CONN rcs
+                return
+            pending.popleft()
+            if info.rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
+                # A QoS 0 packet still queued when the connection dropped: paho discards it.
+                self.stats.dropped += 1
+
+    def in_flight(self) -> int:
+        """Messages published but not yet completed."""
+        self._reap()
+        return len(self._pending)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every published message completed.
+
+        Returns whether all did. Raises :class:`Interrupted` on the caller's interrupt.
+        """
+        deadline = time.monotonic() + timeout
+        while self.in_flight():
+            if self._interrupt.is_set():
+                raise Interrupted("interrupted")
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def check(self) -> None:
+        """Re-raise, on the caller's thread, an error raised by the message callback."""
+        error, self._callback_error = self._callback_error, None
+        if error is not None:
+            raise error
+
+    def close(self, *, flush_timeout: float = 5.0) -> None:
+        """Wait for in-flight publishes (up to ``flush_timeout`` s), then disconnect cleanly.
+
+        What is still unacknowledged after that is counted as dropped.
+        """
+        if self._client is None:
+            return
+        try:
+            if self._pending and self.connected:
+                self.flush(flush_timeout)
+        except Interrupted:
+            pass
+        self._reap()
+        self.stats.dropped += len(self._pending)
+        self._pending.clear()
+        self._teardown()
+
+    def _require_client(self) -> paho.Client:
+        if self._client is None:
+            raise RuntimeError("session is not connected: use it as a context manager")
+        return self._client
+
+
+def _ssl_text(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return str(exc.verify_message or exc.reason or exc)
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _translate_connect_error(exc: BaseException, where: str, s: ConnectionSettings) -> BaseException:
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return exc
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(f"cannot resolve broker host '{s.url.host}' (DNS: {exc.strerror})")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ConnectError(
+            f"TLS certificate verification failed for {where}: {_ssl_text(exc)} "
+            "(give the broker's CA with --ca-file, or --insecure to skip verification)"
+        )
+    if isinstance(exc, ssl.CertificateError):
+        return ConnectError(f"TLS certificate does not match {s.url.host}: {exc}")
+    if isinstance(exc, ssl.SSLError):
+        return ConnectError(f"TLS handshake with {where} failed: {_ssl_text(exc)}")
+    if isinstance(exc, paho.WebsocketConnectionError):
+        return ConnectError(f"WebSocket handshake with {where}{s.url.path} failed: {exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError(f"connection refused by {where} (is an MQTT broker listening there?)")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return ConnectError(f"timed out connecting to {where} after {s.connect_timeout:g} s")
+    if isinstance(exc, ConnectionResetError):
+        return ConnectError(
+            f"{where} closed the connection during the handshake (wrong scheme? "
+            "mqtts:// and wss:// need a TLS port)"
+        )
+    if isinstance(exc, OSError):
+        return ConnectError(f"cannot connect to {where}: {_ssl_text(exc)}")
+    if isinstance(exc, ValueError):
+        return ConfigError(f"cannot connect to {where}: {exc}")
+    return ConnectError(f"cannot connect to {where}: {type(exc).__name__}: {exc}")
