@@ -218,22 +218,22 @@ class ConnectionFlags:
 
 CONN = "Connection"
 _CONNECTION_PARAMS: list[tuple[str, Any]] = [
-    ("broker", Annotated[Optional[str], typer.Option("--broker", "-b", help="Broker URL: mqtt://, mqtts://, ws:// or wss://host[:port][/path]. Env: MQTT_BROKER_URL. Default mqtt://localhost:1883, or the TESAIoT cloud when a token is set.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("host", Annotated[Optional[str], typer.Option("--host", help="Broker host (instead of, or overriding, the URL's). Env: MQTT_BROKER_HOST.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("port", Annotated[Optional[int], typer.Option("--port", "-p", help="Broker port. Env: MQTT_BROKER_PORT.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("broker", Annotated[Optional[str], typer.Option("--broker", "-b", metavar="URL", help="Broker URL: mqtt://, mqtts://, ws:// or wss://host[:port][/path]. Env: MQTT_BROKER_URL. Default mqtt://localhost:1883, or the TESAIoT cloud when a token is set.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("host", Annotated[Optional[str], typer.Option("--host", metavar="HOST", help="Broker host (instead of, or overriding, the URL's). Env: MQTT_BROKER_HOST.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("port", Annotated[Optional[int], typer.Option("--port", "-p", metavar="PORT", help="Broker port. Env: MQTT_BROKER_PORT.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
     ("tls", Annotated[Optional[bool], typer.Option("--tls/--no-tls", help="Use TLS with --host (mqtts). Env: MQTT_USE_TLS.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("token", Annotated[Optional[str], typer.Option("--token", help="TESAIoT API token (tesa_mqtt_...), sent as username and password. Prefer the env MQTT_API_TOKEN: a flag is visible to other users in the process list.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("username", Annotated[Optional[str], typer.Option("--username", "-u", help="Username for brokers with password auth. Env: MQTT_USERNAME.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("password", Annotated[Optional[str], typer.Option("--password", help="Password. Prefer the env MQTT_PASSWORD or .env; asked for on a terminal when --username is given without one.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("ca_file", Annotated[Optional[str], typer.Option("--ca-file", help="CA certificate (PEM) to verify the broker. Env: CA_CERT_PATH or MQTT_CA_CERT. Default: the system CAs.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("cert_file", Annotated[Optional[str], typer.Option("--cert-file", help="Client certificate (PEM) for mutual TLS.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("key_file", Annotated[Optional[str], typer.Option("--key-file", help="Client private key (PEM) for mutual TLS.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("token", Annotated[Optional[str], typer.Option("--token", metavar="TOKEN", help="TESAIoT API token (tesa_mqtt_...), sent as username and password. Prefer the env MQTT_API_TOKEN: a flag is visible to other users in the process list.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("username", Annotated[Optional[str], typer.Option("--username", "-u", metavar="USER", help="Username for brokers with password auth. Env: MQTT_USERNAME.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("password", Annotated[Optional[str], typer.Option("--password", metavar="PASSWORD", help="Password. Prefer the env MQTT_PASSWORD or .env; asked for on a terminal when --username is given without one.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("ca_file", Annotated[Optional[str], typer.Option("--ca-file", metavar="PEM", help="CA certificate (PEM) to verify the broker. Env: CA_CERT_PATH or MQTT_CA_CERT. Default: the system CAs.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("cert_file", Annotated[Optional[str], typer.Option("--cert-file", metavar="PEM", help="Client certificate (PEM) for mutual TLS.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("key_file", Annotated[Optional[str], typer.Option("--key-file", metavar="PEM", help="Client private key (PEM) for mutual TLS.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
     ("insecure", Annotated[bool, typer.Option("--insecure", help="Do NOT verify the broker's TLS certificate (testing only; prints a warning).", rich_help_panel=CONN)]),  # noqa: E501
-    ("mqtt_version", Annotated[Optional[str], typer.Option("--mqtt-version", help="3.1.1 (default) or 5.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("client_id", Annotated[Optional[str], typer.Option("--client-id", help="MQTT client id. Env: MQTT_CLIENT_ID. Default: a unique id (tesaiot-<command>-<random>).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("keepalive", Annotated[Optional[int], typer.Option("--keepalive", help="Keepalive in seconds (default 60).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("connect_timeout", Annotated[Optional[float], typer.Option("--connect-timeout", help="Seconds to wait for the broker when connecting (default 10).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
-    ("env_file", Annotated[Optional[Path], typer.Option("--env-file", help="Read variables from this file (default: ./.env when present).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("mqtt_version", Annotated[Optional[str], typer.Option("--mqtt-version", metavar="VERSION", help="3.1.1 (default) or 5.", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("client_id", Annotated[Optional[str], typer.Option("--client-id", metavar="ID", help="MQTT client id. Env: MQTT_CLIENT_ID. Default: a unique id (tesaiot-<command>-<random>).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("keepalive", Annotated[Optional[int], typer.Option("--keepalive", metavar="SECONDS", help="Keepalive in seconds (default 60).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("connect_timeout", Annotated[Optional[float], typer.Option("--connect-timeout", metavar="SECONDS", help="Seconds to wait for the broker when connecting (default 10).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
+    ("env_file", Annotated[Optional[Path], typer.Option("--env-file", metavar="PATH", help="Read variables from this file (default: ./.env when present).", rich_help_panel=CONN, show_default=False)]),  # noqa: E501
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -354,3 +354,19 @@ def _bracket(host: str) -> str:
 def _is_cloud(url: BrokerURL) -> bool:
     host = url.host.lower()
     return host == CLOUD_DOMAIN or host.endswith("." + CLOUD_DOMAIN)
+
+
+def check_token_topics(settings: ConnectionSettings, filters: list[str] | tuple[str, ...]) -> None:
+    """On the TESAIoT cloud, a token may only subscribe to ``device/...`` (or ``devices/...``)
+    filters that contain ``/telemetry``: say so before the broker silently refuses.
+
+    Raises :class:`ConfigError`.
+    """
+    if settings.token is None or not settings.is_cloud:
+        return
+    for topic_filter in filters:
+        if not topic_filter.startswith(("device/", "devices/")) or "/telemetry" not in topic_filter:
+            raise ConfigError(
+                f"a TESAIoT API token may only subscribe to topics that start with device/ and contain "
+                f"/telemetry, not {topic_filter!r} (for example 'device/+/telemetry/#')"
+            )

@@ -15,6 +15,7 @@ from tesaiot_cli.message import Message, decode_payload, parse_topic
 
 BINARY_PREVIEW_BYTES = 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_BINARY_LOOKING = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f]")  # C0 controls that text rarely holds
 _CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _RESET = "\x1b[0m"
@@ -81,7 +82,7 @@ def human_block(message: Message, *, color: bool = False, compact: bool = False)
         if isinstance(value, dict) and ("anomaly" in value or "label" in value) and color:
             body = _paint(body, "anomaly", color) if value.get("anomaly") not in (None, False, "normal") else body
         data = f"Data: {escape_control(body, keep_newlines=not compact)}"
-    elif encoding == "text":
+    elif encoding == "text" and not _BINARY_LOOKING.search(value):
         text = value if not compact else value.replace("\n", "\\n")
         data = f"Data: {escape_control(text, keep_newlines=not compact)}" if text else "Data: (empty)"
     else:

@@ -22,8 +22,9 @@ from tesaiot_cli.cliutil import (
     use_color,
     with_connection_options,
 )
+from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.message import Message, parse_topic
+from tesaiot_cli.message import Message, parse_topic, validate_topic_filter
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
 
@@ -39,14 +40,14 @@ Examples:
 
 @with_connection_options
 def listen(
-    topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", help="Topic filter, repeatable. Env: MQTT_SUBSCRIBE_TOPIC or MQTT_TOPIC. Default device/+/telemetry/#.", show_default=False)] = None,  # noqa: E501
-    qos: Annotated[int, typer.Option("--qos", "-q", min=0, max=2, help="Subscription QoS.")] = 1,
+    topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Topic filter, repeatable. Env: MQTT_SUBSCRIBE_TOPIC or MQTT_TOPIC. Default device/+/telemetry/#.", show_default=False)] = None,  # noqa: E501
+    qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", min=0, max=2, help="Subscription QoS.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout (NDJSON).")] = False,  # noqa: E501
     compact: Annotated[bool, typer.Option("--compact", help="Human output, one line per message.")] = False,
-    count: Annotated[Optional[int], typer.Option("--count", "-n", help="Exit 0 after N messages (after filters).", show_default=False)] = None,  # noqa: E501
-    timeout: Annotated[Optional[float], typer.Option("--timeout", "-W", help=f"Exit after SECONDS; exit code {EXIT_TIMEOUT} when --count was not reached.", show_default=False)] = None,  # noqa: E501
-    device: Annotated[Optional[list[str]], typer.Option("--device", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
-    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", help="Only these sensor types (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
+    count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Exit 0 after N messages (after filters).", show_default=False)] = None,  # noqa: E501
+    timeout: Annotated[Optional[float], typer.Option("--timeout", "-W", metavar="SECONDS", help=f"Exit after SECONDS; exit code {EXIT_TIMEOUT} when --count was not reached.", show_default=False)] = None,  # noqa: E501
+    device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
+    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", metavar="GLOB", help="Only these sensor types (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No banner or final stats on stderr.")] = False,
     *,
     conn: ConnectionFlags,
@@ -62,6 +63,9 @@ def listen(
         settings = resolve_settings(conn, command="listen")
         env = os.environ
         filters = topic or _env_topics(conn) or [DEFAULT_TOPIC]
+        for topic_filter in filters:
+            validate_topic_filter(topic_filter)
+        check_token_topics(settings, filters)
         color = not json_out and use_color(sys.stdout, env)
         inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         shown = 0

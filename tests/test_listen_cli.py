@@ -1,0 +1,198 @@
+"""`tesaiot listen` as a user runs it: a real process, a real broker, real signals."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import clean_env, run_cli, start_cli
+from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
+from tests.support.clients import publish
+
+
+def wait_listening(process: subprocess.Popen[str], timeout: float = 15) -> str:
+    """Read stderr until the banner says it is subscribed; return what was read."""
+    assert process.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen += line
+        if "listening on" in line:
+            return seen
+    raise AssertionError(f"listen did not start: {seen!r}")
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 20) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def test_json_output_with_binary_text_and_json(broker: Mosquitto) -> None:
+    process = start_cli("listen", "-b", broker.tcp_url, "--json", "--count", "3")
+    wait_listening(process)
+    publish(broker.tcp_port, [("device/d1/telemetry/DPS368", b'{"data": {"pressure": 1013.25}}'),
+                              ("device/d2/telemetry", b"plain text"),
+                              ("device/d3/telemetry/raw/adc", b"\x00\xff\xfe")])
+    code, out, err = finish(process)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["encoding"] for line in lines] == ["json", "text", "base64"]
+    assert lines[0]["payload"] == {"data": {"pressure": 1013.25}}
+    assert lines[0]["device_id"] == "d1" and lines[0]["sensor_type"] == "DPS368"
+    assert lines[1]["sensor_type"] == "default"
+    assert base64.b64decode(lines[2]["payload"]) == b"\x00\xff\xfe" and lines[2]["sensor_type"] == "raw/adc"
+    assert all(line["qos"] == 1 and line["retain"] is False and line["time"].endswith("+00:00") for line in lines)
+    assert "stopped (count): 3 messages shown" in err
+
+
+def test_human_output(broker: Mosquitto) -> None:
+    process = start_cli("listen", "-b", broker.tcp_url, "--count", "1")
+    wait_listening(process)
+    publish(broker.tcp_port, [("device/infineon-sensor-01/telemetry", b'{"sensor_type": "DPS368"}')])
+    code, out, _ = finish(process)
+    assert code == 0
+    assert "Device: infineon-sensor-01" in out and "Sensor: default" in out
+    assert '"sensor_type": "DPS368"' in out  # pretty-printed JSON
+    assert "\x1b[" not in out  # not a terminal: no colour
+
+
+def test_device_and_sensor_filters(broker: Mosquitto) -> None:
+    process = start_cli("listen", "-b", broker.tcp_url, "--json", "--count", "1", "--device", "keep-*",
+                        "--sensor", "DPS368")
+    wait_listening(process)
+    publish(broker.tcp_port, [("device/drop-1/telemetry/DPS368", b"1"), ("device/keep-1/telemetry/other", b"2"),
+                              ("device/keep-2/telemetry/DPS368", b"3")])
+    code, out, _ = finish(process)
+    assert code == 0
+    assert [json.loads(line)["device_id"] for line in out.splitlines()] == ["keep-2"]
+
+
+def test_timeout_exit_code(broker: Mosquitto) -> None:
+    result = run_cli("listen", "-b", broker.tcp_url, "--timeout", "0.5", "--count", "5")
+    assert result.returncode == 6
+    assert "stopped (timeout)" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly(broker: Mosquitto, sig: signal.Signals) -> None:
+    process = start_cli("listen", "-b", broker.tcp_url)
+    wait_listening(process)
+    process.send_signal(sig)
+    code, _, err = finish(process)
+    assert code == 0
+    assert f"stopped ({sig.name})" in err and "Traceback" not in err
+
+
+def test_token_over_wss_never_shown_in_full(broker: Mosquitto) -> None:
+    env = clean_env(MQTT_API_TOKEN=TOKEN, CA_CERT_PATH=str(broker.pki.ca_cert))
+    process = start_cli("listen", "-b", broker.wss_url, "--count", "1", "--json", env=env)
+    banner = wait_listening(process)
+    publish(broker.auth_port, [("device/tok/telemetry", b"{}")], username=USER, password=PASSWORD)
+    code, out, err = finish(process)
+    assert code == 0
+    assert TOKEN[:20] + "..." + TOKEN[-4:] in banner
+    assert TOKEN not in out + err + banner
+
+
+def test_bad_token_is_exit_4_with_hint_and_masked(broker: Mosquitto) -> None:
+    bad = TOKEN[:-4] + "zzzz"
+    result = run_cli("listen", "-b", broker.auth_url, env=clean_env(MQTT_API_TOKEN=bad))
+    assert result.returncode == 4
+    assert "authentication failed" in result.stderr and "expired, revoked or wrong" in result.stderr
+    assert bad not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_tls_failure_is_one_line_exit_3(broker: Mosquitto) -> None:
+    result = run_cli("listen", "-b", broker.tls_url)
+    assert result.returncode == 3
+    assert result.stderr.count("\n") == 1 and "certificate verification failed" in result.stderr
+
+
+def test_insecure_warns(broker: Mosquitto) -> None:
+    result = run_cli("listen", "-b", broker.tls_url, "--insecure", "--timeout", "0.3")
+    assert result.returncode == 6
+    assert "warning: TLS certificate verification is OFF" in result.stderr
+
+
+def test_password_from_env_file(broker: Mosquitto, tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"MQTT_BROKER_URL={broker.auth_url}\nMQTT_USERNAME={USER}\nMQTT_PASSWORD={PASSWORD}\n")
+    env_file.chmod(0o600)
+    result = run_cli("listen", "--timeout", "0.3", cwd=tmp_path, env=clean_env(PYTHONPATH=str(Path.cwd())))
+    assert result.returncode == 6, result.stderr
+    assert f"auth=user {USER}" in result.stderr and PASSWORD not in result.stderr
+    assert "other users can read" not in result.stderr
+    env_file.chmod(0o644)
+    result = run_cli("listen", "--timeout", "0.3", cwd=tmp_path, env=clean_env(PYTHONPATH=str(Path.cwd())))
+    assert "other users can read it" in result.stderr
+
+
+def test_environment_beats_env_file(broker: Mosquitto, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MQTT_BROKER_URL=mqtt://127.0.0.1:1\n")
+    env = clean_env(MQTT_BROKER_URL=broker.tcp_url, PYTHONPATH=str(Path.cwd()))
+    result = run_cli("listen", "--timeout", "0.3", cwd=tmp_path, env=env)
+    assert result.returncode == 6, result.stderr
+
+
+def test_upstream_topic_env_names(broker: Mosquitto) -> None:
+    env = clean_env(MQTT_BROKER_URL=broker.tcp_url, MQTT_SUBSCRIBE_TOPIC="device/only-this/telemetry")
+    process = start_cli("listen", "--json", "--count", "1", env=env)
+    banner = wait_listening(process)
+    assert "topics=device/only-this/telemetry" in banner
+    publish(broker.tcp_port, [("device/other/telemetry", b"no"), ("device/only-this/telemetry", b"yes")])
+    code, out, _ = finish(process)
+    assert code == 0 and json.loads(out)["payload"] == "yes"
+
+
+def test_reconnects_after_broker_restart(own_broker: Mosquitto) -> None:
+    process = start_cli("listen", "-b", own_broker.tcp_url, "--json", "--count", "1")
+    wait_listening(process)
+    own_broker.restart(down_seconds=0.5)
+    deadline = time.monotonic() + 20
+    delivered = False
+    while time.monotonic() < deadline and process.poll() is None:
+        publish(own_broker.tcp_port, [("device/back/telemetry", b"after restart")])
+        try:
+            process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            continue
+        delivered = True
+    code, out, err = finish(process)
+    assert delivered and code == 0
+    assert json.loads(out.splitlines()[0])["payload"] == "after restart"
+    for word in ("disconnected from", "reconnecting", "reconnected to"):
+        assert word in err
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (["--broker", "ftp://x"], 1, "unknown scheme"),
+        (["--broker", "mqtt://h:99999"], 1, "out of range"),
+        (["--topic", "a/#/b"], 1, "invalid topic filter"),
+        (["--topic", "+x"], 1, "invalid topic filter"),
+        (["--count", "0"], 1, "--count"),
+        (["--timeout", "-1"], 1, "--timeout"),
+        (["--mqtt-version", "4.2"], 1, "MQTT version"),
+        (["--no-such-option"], 2, "No such option"),
+        (["--broker", "mqtt://127.0.0.1:1"], 3, "connection refused"),
+        (["--broker", "wss://mqtt.tesaiot.com", "--token", "abc_wrong_prefix"], 1, "start with 'tesa_mqtt_'"),
+        (["--broker", "wss://mqtt.tesaiot.com"], 1, "needs credentials"),
+        (["--token", TOKEN, "--topic", "#"], 1, "may only subscribe"),
+    ],
+)
+def test_bad_input_one_line_and_exit_code(args: list[str], code: int, text: str) -> None:
+    result = run_cli("listen", *args, timeout=30)
+    assert result.returncode == code, result.stderr
+    assert text in result.stderr
+    assert "Traceback" not in result.stderr

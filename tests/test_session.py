@@ -1,0 +1,219 @@
+"""The session layer against a real mosquitto: schemes, auth, TLS, reconnect, flow control."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from tesaiot_cli.config import ConnectionSettings, resolve_connection
+from tesaiot_cli.errors import AuthError, ConnectError
+from tesaiot_cli.message import Message
+from tesaiot_cli.session import Session
+from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
+from tests.support.clients import Collector, publish
+
+
+def settings_for(url: str, **flags: object) -> ConnectionSettings:
+    return resolve_connection({"broker": url, "connect_timeout": 5, **flags}, {}, client_prefix="tesaiot-test")
+
+
+def scheme_settings(broker: Mosquitto, scheme: str) -> ConnectionSettings:
+    ca = str(broker.pki.ca_cert)
+    return {
+        "mqtt": lambda: settings_for(broker.tcp_url),
+        "mqtt+password": lambda: settings_for(broker.auth_url, username=USER, password=PASSWORD),
+        "ws": lambda: settings_for(broker.ws_url),
+        "mqtts": lambda: settings_for(broker.tls_url, ca_file=ca),
+        "mqtts+client-cert": lambda: settings_for(broker.mtls_url, ca_file=ca, cert_file=str(broker.pki.client_cert),
+                                                  key_file=str(broker.pki.client_key)),
+        "wss+token": lambda: settings_for(broker.wss_url, ca_file=ca, token=TOKEN),
+        "mqtt5": lambda: settings_for(broker.tcp_url, mqtt_version="5"),
+    }[scheme]()
+
+
+@pytest.mark.parametrize("scheme", ["mqtt", "mqtt+password", "ws", "mqtts", "mqtts+client-cert", "wss+token", "mqtt5"])
+def test_every_scheme_receives(broker: Mosquitto, scheme: str) -> None:
+    received: list[Message] = []
+    got = threading.Event()
+
+    def sink(message: Message) -> None:
+        received.append(message)
+        got.set()
+
+    topic = f"device/{scheme.replace('+', '-')}/telemetry/DPS368"
+    with Session(scheme_settings(broker, scheme)) as session:
+        session.subscribe(["device/+/telemetry/#"], qos=1, on_message=sink)
+        publish(broker.auth_port, [(topic, b'{"x": 1}')], username=USER, password=PASSWORD)
+        assert got.wait(10)
+    assert received[0].topic == topic and received[0].payload == b'{"x": 1}' and received[0].qos == 1
+    assert received[0].time_ns > 1_700_000_000 * 10**9
+
+
+@pytest.mark.parametrize("scheme", ["mqtt", "ws", "mqtts", "mqtt5"])
+def test_every_scheme_publishes(broker: Mosquitto, scheme: str) -> None:
+    topic = f"device/pub-{scheme}/telemetry"
+    with Collector(broker.tcp_port, topic) as collector, Session(scheme_settings(broker, scheme)) as session:
+        assert session.publish(Message(topic, b"\x00\x01binary", qos=1))
+        assert session.flush(10)
+        messages = collector.wait_for(1)
+    assert [m.payload for m in messages] == [b"\x00\x01binary"]
+    assert session.stats.completed == 1 and session.stats.dropped == 0
+
+
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_wrong_password_is_an_auth_error(broker: Mosquitto, version: str) -> None:
+    with pytest.raises(AuthError) as info:
+        Session(settings_for(broker.auth_url, username=USER, password="wrong", mqtt_version=version)).connect()
+    assert info.value.reason_code in (4, 5, 134, 135)
+    assert "check the username and password" in str(info.value)
+
+
+def test_unknown_token_gets_the_token_hint_and_stays_secret(broker: Mosquitto) -> None:
+    bad = TOKEN[:-6] + "nope00"
+    with pytest.raises(AuthError) as info:
+        Session(settings_for(broker.auth_url, token=bad)).connect()
+    assert "expired, revoked or wrong" in str(info.value)
+    assert bad not in str(info.value) and TOKEN not in str(info.value)
+
+
+def test_tls_is_verified_by_default(broker: Mosquitto) -> None:
+    with pytest.raises(ConnectError, match="certificate verification failed"):
+        Session(settings_for(broker.tls_url)).connect()
+    with pytest.raises(ConnectError, match="certificate verification failed"):
+        Session(settings_for(broker.tls_url, ca_file=str(broker.pki.other_ca_cert))).connect()
+
+
+def test_tls_hostname_is_checked(broker: Mosquitto) -> None:
+    # The server certificate names localhost and 127.0.0.1; 127.0.0.2 is neither.
+    url = broker.tls_url.replace("localhost", "127.0.0.2")
+    with pytest.raises(ConnectError):
+        Session(settings_for(url, ca_file=str(broker.pki.ca_cert))).connect()
+
+
+def test_insecure_skips_verification(broker: Mosquitto) -> None:
+    with Session(settings_for(broker.tls_url, insecure=True)) as session:
+        assert session.connected
+
+
+def test_client_certificate_required(broker: Mosquitto) -> None:
+    with pytest.raises(ConnectError):
+        Session(settings_for(broker.mtls_url, ca_file=str(broker.pki.ca_cert))).connect()
+
+
+def test_connection_refused_and_dns() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ConnectError, match="connection refused"):
+        Session(settings_for(f"mqtt://127.0.0.1:{port}")).connect()
+    with pytest.raises(ConnectError, match="cannot resolve"):
+        Session(settings_for("mqtt://no-such-host.invalid")).connect()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A loopback TCP server that accepts and never answers (a broker that hangs)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_connect_timeout(silent_server: int) -> None:
+    started = time.monotonic()
+    with pytest.raises(ConnectError, match="no answer"):
+        Session(settings_for(f"mqtt://127.0.0.1:{silent_server}", connect_timeout=1)).connect()
+    assert time.monotonic() - started < 8  # bounded, not a performance claim
+
+
+def test_plain_client_on_tls_port_fails_clearly(broker: Mosquitto) -> None:
+    with pytest.raises(ConnectError):
+        Session(settings_for(f"mqtt://127.0.0.1:{broker.tls_port}", connect_timeout=2)).connect()
+
+
+def test_tcp_nodelay_is_set(broker: Mosquitto) -> None:
+    with Session(settings_for(broker.tcp_url)) as session:
+        sock = session._client.socket()  # noqa: SLF001 - the option is the point of the test
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_reconnect_resubscribes_after_broker_restart(own_broker: Mosquitto) -> None:
+    events: list[tuple[str, str]] = []
+    received: list[Message] = []
+    with Session(settings_for(own_broker.tcp_url), on_event=lambda k, t: events.append((k, t))) as session:
+        session.subscribe(["device/+/telemetry"], qos=1, on_message=received.append)
+        own_broker.restart(down_seconds=0.5)
+        deadline = time.monotonic() + 20
+        while not session.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert session.connected
+        time.sleep(0.3)  # let the re-subscription land
+        publish(own_broker.tcp_port, [("device/after/telemetry", b"again")])
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    kinds = [kind for kind, _ in events]
+    assert "disconnected" in kinds and "reconnecting" in kinds and "reconnected" in kinds
+    assert [m.payload for m in received] == [b"again"]
+    assert session.stats.reconnects == 1
+
+
+def test_flow_control_never_rejects(broker: Mosquitto) -> None:
+    """20k QoS 1 publishes in a tight loop: every one acknowledged, none rejected."""
+    total = 20_000
+    topic = "bench/flow"
+    with Collector(broker.tcp_port, topic) as collector, Session(settings_for(broker.tcp_url), window=200) as session:
+        for i in range(total):
+            assert session.publish(Message(topic, i.to_bytes(4, "big"), qos=1))
+            assert session.in_flight() <= 200
+        assert session.flush(30)
+        messages = collector.wait_for(total, timeout=30)
+    stats = session.stats
+    assert (stats.published, stats.completed, stats.failed, stats.dropped) == (total, total, 0, 0)
+    assert sorted(int.from_bytes(m.payload, "big") for m in messages) == list(range(total))
+
+
+def test_publish_while_broker_down_is_queued_then_delivered(own_broker: Mosquitto) -> None:
+    topic = "device/outage/telemetry"
+    collector = Collector(own_broker.tcp_port, topic, client_id="outage-collector", clean_session=False)
+    with collector:
+        pass  # register the persistent session, then go away
+    with Session(settings_for(own_broker.tcp_url), window=100) as session:
+        own_broker.stop()
+        deadline = time.monotonic() + 10
+        while session.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for i in range(20):
+            assert session.publish(Message(topic, b"%d" % i, qos=1), timeout=0.1)
+        own_broker.start()
+        assert session.flush(30)
+    assert session.stats.completed == 20 and session.stats.dropped == 0
+    with Collector(own_broker.tcp_port, topic, client_id="outage-collector", clean_session=False) as again:
+        messages = again.wait_for(20)
+    assert sorted(int(m.payload) for m in messages) == list(range(20))
+
+
+def test_full_window_drops_are_counted_not_silent(own_broker: Mosquitto) -> None:
+    with Session(settings_for(own_broker.tcp_url), window=5) as session:
+        own_broker.stop()
+        deadline = time.monotonic() + 10
+        while session.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        results = [session.publish(Message("t/x", b"x", qos=1), timeout=0.01) for _ in range(8)]
+        own_broker.start()
+        session.flush(30)
+    assert results.count(False) == 3
+    assert session.stats.dropped == 3 and session.stats.completed == 5
+
+
+def test_settings_repr_has_no_secret(broker: Mosquitto) -> None:
+    settings = settings_for(broker.auth_url, username=USER, password=PASSWORD)
+    assert PASSWORD not in repr(settings) and PASSWORD not in settings.describe()
+    token_settings = replace(settings, token=settings_for(broker.wss_url, token=TOKEN).token)
+    assert TOKEN not in repr(token_settings) and TOKEN not in token_settings.describe()
