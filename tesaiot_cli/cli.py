@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from tesaiot_cli import __version__
+from tesaiot_cli.commands import broker as broker_cmd
 from tesaiot_cli.commands import listen as listen_cmd
 
 HELP = """Listen to, simulate, record and replay MQTT telemetry for the TESAIoT platform.
@@ -52,6 +53,7 @@ def root(
 
 
 app.command("listen", epilog=listen_cmd.EPILOG)(listen_cmd.listen)
+app.command("broker", epilog=broker_cmd.EPILOG)(broker_cmd.broker)
 
 
 def main() -> None:

@@ -1,0 +1,130 @@
+"""An embedded MQTT broker for development and demos (amqtt, pure Python, optional extra).
+
+It carries a few thousand messages per second (about 4-9k msg/s measured here, against
+about 136k for mosquitto): enough for a demo and for trying the tool without installing
+anything. For real loads use mosquitto, EMQX or the TESAIoT platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from tesaiot_cli.errors import ConfigError, ConnectError
+
+INSTALL_HINT = "the embedded broker needs the 'broker' extra: pip install 'tesaiot-cli[broker]' (it adds amqtt)"
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    ws_port: int | None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str | None:
+        return None if self.ws_port is None else f"ws://{self.host}:{self.ws_port}/mqtt"
+
+
+def _check_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConnectError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another broker running? "
+                "use --port)"
+            ) from None
+
+
+class EmbeddedBroker:
+    """amqtt on a background thread with its own event loop. A context manager.
+
+    Raises :class:`ConfigError` when amqtt is not installed, :class:`ConnectError` when
+    a port is taken.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883, ws_port: int | None = 8083) -> None:
+        for value in (port, ws_port):
+            if value is not None and not 1 <= value <= 65535:
+                raise ConfigError(f"invalid port {value}: out of range 1-65535")
+        self.address = BrokerAddress(host, port, ws_port)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: Any = None
+
+    def _config(self) -> dict[str, Any]:
+        listeners: dict[str, Any] = {
+            "default": {"type": "tcp", "bind": f"{self.address.host}:{self.address.port}"},
+        }
+        if self.address.ws_port is not None:
+            listeners["ws"] = {"type": "ws", "bind": f"{self.address.host}:{self.address.ws_port}"}
+        return {
+            "listeners": listeners,
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+
+    def start(self) -> BrokerAddress:
+        try:
+            from amqtt.broker import Broker
+        except ImportError:
+            raise ConfigError(INSTALL_HINT) from None
+        _check_free(self.address.host, self.address.port)
+        if self.address.ws_port is not None:
+            _check_free(self.address.host, self.address.ws_port)
+        # amqtt logs every connection at INFO; the CLI reports what matters.
+        logging.getLogger("amqtt").setLevel(logging.WARNING)
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        async def boot() -> None:
+            try:
+                self._broker = Broker(self._config(), loop=loop)
+                await self._broker.start()
+            except Exception as exc:  # noqa: BLE001 - reported to the caller below
+                failure.append(exc)
+            finally:
+                started.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.create_task(boot())
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="embedded-broker", daemon=True)
+        self._thread.start()
+        if not started.wait(15) or failure:
+            self.stop()
+            why = f"{type(failure[0]).__name__}: {failure[0]}" if failure else "timed out"
+            raise ConnectError(f"the embedded broker did not start ({why})")
+        return self.address
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if self._broker is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._broker.shutdown(), loop).result(timeout=10)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        self._loop = self._thread = self._broker = None
+
+    def __enter__(self) -> BrokerAddress:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
