@@ -208,7 +208,7 @@ class Session:
         if s.mqtt_version == 5:
             connect_kwargs["clean_start"] = s.clean_session
             if not s.clean_session:
-                props = Properties(PacketTypes.CONNECT)
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                 props.SessionExpiryInterval = PERSISTENT_SESSION_EXPIRY_S
                 connect_kwargs["properties"] = props
         try:
@@ -321,7 +321,7 @@ class Session:
         if sink is None:
             return
         try:
-            sink(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), time.time_ns()))
+            sink(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), time.time_ns()))  # type: ignore[arg-type]
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             if self._callback_error is None:
                 self._callback_error = exc
@@ -329,11 +329,15 @@ class Session:
     def _handle_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any
     ) -> None:
-        with self._suback_ready:
-            self._suback[mid] = [_reason_value(r) for r in reasons]
-            self._suback_ready.notify_all()
-        refused = [f for (f, _), r in zip(self._subscriptions, reasons) if _reason_value(r) >= 0x80]
-        if refused and self._ever_connected and mid not in self._awaited_mids:
+        codes = [_reason_value(r) for r in reasons]
+        with self._suback_ready:  # held by subscribe() until it has noted its mid
+            if mid in self._awaited_mids:
+                self._suback[mid] = codes
+                self._suback_ready.notify_all()
+                return
+        # A re-subscription after a reconnect: nobody waits for it, so say it if it failed.
+        refused = [f for (f, _), code in zip(self._subscriptions, codes, strict=False) if code >= 0x80]
+        if refused:
             self._emit("warning", f"the broker refused the subscription to {', '.join(refused)}")
 
     def _handle_publish(
@@ -364,13 +368,12 @@ class Session:
             validate_topic_filter(topic_filter)
         self._on_message = on_message
         self._subscriptions = [(f, qos) for f in filters]
-        self._awaited_mids = set()
-        rc, mid = client.subscribe(list(self._subscriptions))
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-            raise ConnectError(f"cannot subscribe: {paho.error_string(rc)}")
-        self._awaited_mids.add(mid)
         deadline = time.monotonic() + self.settings.connect_timeout
         with self._suback_ready:
+            rc, mid = client.subscribe(list(self._subscriptions))
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+                raise ConnectError(f"cannot subscribe: {paho.error_string(rc)}")
+            self._awaited_mids.add(mid)
             while mid not in self._suback:
                 if self._interrupt.is_set():
                     raise Interrupted("interrupted")
@@ -379,7 +382,7 @@ class Session:
                     raise ConnectError("no answer (SUBACK) from the broker to the subscription")
                 self._suback_ready.wait(min(remaining, 0.1))
             codes = self._suback.pop(mid)
-        refused = [f for f, code in zip(filters, codes) if code >= 0x80]
+        refused = [f for f, code in zip(filters, codes, strict=False) if code >= 0x80]
         if refused:
             hint = (
                 "; a TESAIoT token may only subscribe to topics that start with device/ and contain /telemetry"

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import (
+    Message,
     decode_payload,
     parse_topic,
     topic_matches,
@@ -15,7 +16,6 @@ from tesaiot_cli.message import (
     validate_topic_name,
 )
 from tesaiot_cli.render import escape_control, human_block, iso_time, message_record
-from tesaiot_cli.message import Message
 
 
 @pytest.mark.parametrize(

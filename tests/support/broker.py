@@ -146,7 +146,7 @@ class Mosquitto:
         config.write_text(
             "per_listener_settings true\n"
             + ("user root\n" if os.geteuid() == 0 else "")
-            + 
+            +
             f"persistence true\npersistence_location {d}/\nautosave_interval 1\n"
             f"log_dest file {self.log_path}\nlog_type error\nlog_type warning\nlog_type notice\n"
             "max_queued_messages 200000\nmax_inflight_messages 1000\n"
