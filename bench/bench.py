@@ -1,0 +1,200 @@
+"""The tesaiot benchmark: record, replay fidelity, publish throughput, storage, start-up and memory.
+
+Run it through ``bench/run`` (which prepares the venv and compiles bench/pacedpub.c);
+see docs/benchmarks.md for what each section measures. It starts its own mosquitto on a
+free loopback port, prints a report on stdout (progress on stderr) and writes the
+results to bench/results/<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import publish, record, replay, startup, storage  # noqa: E402
+from benchlib.common import (  # noqa: E402
+    BENCH_DIR,
+    MAX_INFLIGHT_MESSAGES,
+    MAX_QUEUED_MESSAGES,
+    Broker,
+    PacedPublisher,
+    Table,
+    progress,
+    run,
+    say,
+)
+
+SECTIONS = ("record", "replay", "publish", "storage", "startup")
+
+FULL: dict[str, Any] = {
+    "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
+    "record_duration": 3.0, "retries": 1, "record_budget_s": 360,
+    "replay_seconds": 5.0, "replay_5x_seconds": 10.0,
+    "publish_count": 50_000,
+    "storage_count": 10_000,
+    "memory_count": 1_000_000,
+    "startup_runs": 10,
+}
+QUICK: dict[str, Any] = {
+    "ladder": [2000, 5000, 10000],
+    "record_duration": 1.0, "retries": 0, "record_budget_s": 120,
+    "replay_seconds": 1.0, "replay_5x_seconds": 2.0,
+    "publish_count": 10_000,
+    "storage_count": 5_000,
+    "memory_count": 50_000,
+    "startup_runs": 3,
+}
+
+
+def versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("tesaiot-cli", "paho-mqtt", "pyarrow", "typer", "orjson", "mqtt-recorder"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    out = run([mosquitto, "-h"], timeout=10).stdout.decode(errors="replace").splitlines()
+    found["mosquitto"] = out[0].replace("mosquitto version", "").strip() if out else None
+    return found
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"nproc": os.cpu_count(), "kernel": platform.release(), "arch": platform.machine()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+        info["loadavg_at_start"] = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        pass
+    return info
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: bench/run --quick --only record,storage")
+    parser.add_argument("--pacedpub", required=True, help="the compiled bench/pacedpub.c (bench/run builds it)")
+    parser.add_argument("--quick", action="store_true", help="short smoke run: small rates and counts")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default: all): {', '.join(SECTIONS)}")
+    parser.add_argument("--ladder", help="record section: comma-separated rates to try, msg/s (overrides the plan)")
+    parser.add_argument("--duration", type=float, help="record section: seconds per trial (overrides the plan)")
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "results",
+                        help="directory for the JSON results (default: bench/results)")
+    args = parser.parse_args(argv)
+    args.sections = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in args.sections if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
+    try:
+        args.ladder = sorted(int(float(x)) for x in args.ladder.split(",")) if args.ladder else None
+    except ValueError:
+        parser.error(f"invalid --ladder {args.ladder!r}: give rates like 5000,10000,20000")
+    if args.duration is not None and not 0.2 <= args.duration <= 60:
+        parser.error("--duration must be between 0.2 and 60 seconds")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    plan: dict[str, Any] = dict(QUICK if args.quick else FULL)
+    if args.ladder:
+        plan["ladder"] = args.ladder
+    if args.duration:
+        plan["record_duration"] = args.duration
+    started = time.monotonic()
+    now = datetime.now(timezone.utc)
+    results: dict[str, Any] = {
+        "date": now.isoformat(timespec="seconds"), "mode": "quick" if args.quick else "full",
+        "sections_run": args.sections, "plan": plan, "versions": versions(), "machine": machine(),
+        "broker_config": {"max_queued_messages": MAX_QUEUED_MESSAGES, "max_inflight_messages": MAX_INFLIGHT_MESSAGES,
+                          "set_tcp_nodelay": True, "persistence": False},
+        "goals": [],
+    }
+    say(f"# tesaiot benchmark, {results['date']} ({results['mode']} run)")
+    say(f"machine: {results['machine'].get('cpu')}, {results['machine']['nproc']} cores, "
+        f"{results['machine'].get('memory_gib')} GiB; load at start {results['machine'].get('loadavg_at_start')}")
+    say("versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v))
+    say()
+    with tempfile.TemporaryDirectory(prefix="tesaiot-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = Broker(workdir / "broker")
+        broker.start()
+        progress(f"mosquitto on {broker.url} (config {broker.directory / 'mosquitto.conf'})")
+        publisher = PacedPublisher(args.pacedpub, broker)
+        ctx = record.Context(broker, publisher, workdir)
+        steps: list[tuple[str, str, Callable[[], Any], Callable[[Any], Any]]] = [
+            ("record", "section 1: record",
+             lambda: record.run_section(ctx, ladder=plan["ladder"], duration=plan["record_duration"],
+                                        retries=plan["retries"], budget_s=plan["record_budget_s"]),
+             lambda section: results["goals"].extend(record.report(section))),
+            ("replay", "section 2: replay fidelity",
+             lambda: replay.run_section(ctx, seconds=plan["replay_seconds"], seconds_5x=plan["replay_5x_seconds"]),
+             replay.report),
+            ("publish", "section 3: publish throughput",
+             lambda: publish.run_section(ctx, count=plan["publish_count"]), publish.report),
+            ("storage", "section 4: storage",
+             lambda: storage.run_section(ctx, count=plan["storage_count"]), storage.report),
+            ("startup", "section 5: start-up and memory",
+             lambda: startup.run_section(ctx, runs=plan["startup_runs"], memory_count=plan["memory_count"],
+                                         record_results=results.get("record")),
+             startup.report),
+        ]
+        try:
+            for name, title, measure, show in steps:
+                if name not in args.sections:
+                    continue
+                progress(title)
+                if not broker.alive():
+                    broker.start()  # it died in an earlier section: a fresh one, on a new port
+                    progress(f"mosquitto restarted on {broker.url}")
+                try:
+                    results[name] = measure()
+                    show(results[name])
+                except Exception as exc:  # noqa: BLE001 - one broken section must not lose the others
+                    results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                    say(f"## {title}: FAILED ({type(exc).__name__}: {exc})")
+                    say()
+        except KeyboardInterrupt:
+            results["interrupted"] = True
+            say("interrupted: writing what was measured so far")
+        finally:
+            broker.stop()
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    if results["goals"]:
+        say("## Goals")
+        table = Table(["goal", "met", "detail"])
+        for goal in results["goals"]:
+            met = {True: "yes", False: "NO", None: "n/a"}[goal["met"]]
+            table.add(goal["goal"], met, goal["detail"])
+        say(table.render())
+        say()
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / f"{now.strftime('%Y-%m-%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    say(f"whole run: {results['elapsed_s']:.0f} s; results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

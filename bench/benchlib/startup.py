@@ -1,0 +1,186 @@
+"""Section 5: start-up time and peak memory while recording.
+
+Start-up: each command runs ``runs`` times (after one untimed warm-up run, so the page
+cache is warm); the median wall time (time.perf_counter around the whole process) is
+reported, with the minimum. ``python -c pass`` is the floor for any Python program.
+
+Memory: ``tesaiot record FILE.parquet --count N`` (QoS 0) while bench/pacedpub sends N
+messages at a rate it keeps up with; the peak resident set size is the child's
+``ru_maxrss`` from wait4(), cross-checked with VmRSS sampled from /proc every 0.2 s.
+A short recording (N / 100) is measured too: if the peak does not grow with N, memory
+is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib.common import PYTHON, Table, progress, rate_text, say, tesaiot_help
+from benchlib.data import count_recording
+from benchlib.record import Context
+from benchlib.storage import disk_bytes
+
+DEFAULT_MEMORY_RATE = 20000
+MAX_MEMORY_SECONDS = 90  # the large recording is cut to what this many seconds at the rate hold
+
+
+def timings(argv: list[str], runs: int) -> dict[str, Any]:
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+    values = []
+    for _ in range(runs):
+        begin = time.perf_counter()
+        code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                              check=False).returncode
+        values.append(time.perf_counter() - begin)
+        if code != 0:
+            return {"error": f"exit code {code}"}
+    return {"median_ms": statistics.median(values) * 1000, "min_ms": min(values) * 1000, "runs": runs}
+
+
+def _vm_rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def peak_rss(ctx: Context, *, count: int, rate: int, tag: str) -> dict[str, Any]:
+    """Record ``count`` messages at ``rate`` with tesaiot record (Parquet); its peak RSS and more."""
+    tesaiot = shutil.which("tesaiot") or "tesaiot"
+    output = ctx.workdir / f"memory-{tag}.parquet"
+    topic = f"device/bench-memory-{tag}/telemetry"
+    client_id = f"bench-memory-{tag}"
+    argv = [tesaiot, "record", str(output), "--count", str(count), "--qos", "0", "--topic", topic,
+            "--broker", ctx.broker.url, "--client-id", client_id]
+    if "--quiet" in tesaiot_help("record"):
+        argv.append("--quiet")
+    result: dict[str, Any] = {"count": count, "rate": rate}
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ctx.workdir)
+    sampled_max = 0
+    status = None
+    usage = None
+    try:
+        ctx.broker.wait_subscribed(client_id, topic, timeout=20, process=process)
+        pub_process = ctx.publisher.start(topic=topic, rate=rate, count=count, qos=0, device="bench-memory")
+        hard_deadline = time.monotonic() + count / rate * 2 + 60
+        published_at: float | None = None
+        interrupted_at: float | None = None
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            sampled_max = max(sampled_max, _vm_rss_kib(process.pid) or 0)
+            now = time.monotonic()
+            if published_at is None and pub_process.poll() is not None:
+                published_at = now
+            if interrupted_at is None and ((published_at is not None and now > published_at + 15)
+                                           or now > hard_deadline):
+                result["note"] = "recorder did not finish: stopped with SIGINT"
+                process.send_signal(signal.SIGINT)
+                interrupted_at = now
+            if interrupted_at is not None and now > interrupted_at + 20:
+                process.kill()
+                _, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.2)
+        process.returncode = os.waitstatus_to_exitcode(status) if status is not None else -1
+        pub = ctx.publisher.result(pub_process, timeout=30)
+        result["publisher_rate"] = pub.data.get("rate")
+    except Exception as exc:  # noqa: BLE001 - report what could be measured
+        result["error"] = str(exc)
+        if process.returncode is None:
+            process.kill()
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = -9
+    if usage is not None:
+        result["peak_rss_mib"] = usage.ru_maxrss / 1024
+    result["sampled_max_rss_mib"] = sampled_max / 1024
+    result["exit_code"] = process.returncode
+    result["received"] = count_recording(output)
+    size = disk_bytes(output)
+    result["file_bytes"] = size
+    if result["received"] and result["received"] > 0:
+        result["bytes_per_message"] = size / result["received"]
+    for path in (output, output.with_name(output.name + ".partial")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return result
+
+
+def memory_rate(record_results: dict[str, Any] | None) -> int:
+    """A rate tesaiot record keeps up with: 60 % of its best QoS 0 Parquet rate, 10k..50k/s."""
+    best = (((record_results or {}).get("qos0") or {}).get("tesaiot-parquet") or {}).get("best_rate")
+    if not best:
+        return DEFAULT_MEMORY_RATE
+    return int(min(50000, max(min(10000, best), best * 0.6)))  # at most its best, at least 10k if it passed 10k
+
+
+def run_section(ctx: Context, *, runs: int, memory_count: int, record_results: dict[str, Any] | None
+                ) -> dict[str, Any]:
+    section: dict[str, Any] = {"runs": runs, "startup": {}, "memory": {}}
+    tesaiot = shutil.which("tesaiot")
+    commands = {
+        "python -c pass": [PYTHON, "-c", "pass"],
+        "python -c 'import typer'": [PYTHON, "-c", "import typer"],
+        "tesaiot --help": [tesaiot or "tesaiot", "--help"],
+    }
+    for name, argv in commands.items():
+        section["startup"][name] = timings(argv, runs)
+        progress(f"start-up {name}: {section['startup'][name]}")
+    if not tesaiot_help("record"):
+        section["memory"] = {"unavailable": "tesaiot record not available"}
+        return section
+    rate = memory_rate(record_results)
+    large = min(memory_count, int(rate * MAX_MEMORY_SECONDS))
+    if large < memory_count:
+        section["memory_note"] = (f"{large} messages instead of {memory_count}: at {rate_text(rate)}/s more would "
+                                  f"take over {MAX_MEMORY_SECONDS} s")
+    for tag, count in (("small", max(1000, large // 100)), ("large", large)):
+        section["memory"][tag] = peak_rss(ctx, count=count, rate=rate, tag=tag)
+        progress(f"memory {tag}: {section['memory'][tag]}")
+    return section
+
+
+def report(section: dict[str, Any]) -> None:
+    say(f"## 5. Start-up (median of {section['runs']} runs) and memory")
+    table = Table(["command", "median ms", "min ms"])
+    for name, result in section["startup"].items():
+        if "error" in result:
+            table.add(name, "error", result["error"])
+        else:
+            table.add(name, f"{result['median_ms']:.0f}", f"{result['min_ms']:.0f}")
+    say(table.render())
+    typer_ms = section["startup"].get("python -c 'import typer'", {}).get("median_ms")
+    ours = section["startup"].get("tesaiot --help", {}).get("median_ms")
+    if typer_ms and ours:
+        say(f"tesaiot --help / import typer: {ours / typer_ms:.2f}x ({ours - typer_ms:+.0f} ms)")
+    say()
+    memory = section["memory"]
+    if "unavailable" in memory:
+        say(f"memory: not available ({memory['unavailable']})")
+        say()
+        return
+    table = Table(["tesaiot record (Parquet, QoS 0)", "rate", "received", "peak RSS MiB", "sampled max MiB",
+                   "file bytes/msg", "note"])
+    for result in memory.values():
+        per = result.get("bytes_per_message")
+        table.add(f"{result['count']} messages", f"{rate_text(result['rate'])}/s", result.get("received"),
+                  f"{result['peak_rss_mib']:.1f}" if "peak_rss_mib" in result else "n/a",
+                  f"{result['sampled_max_rss_mib']:.1f}", f"{per:.1f}" if per else "n/a",
+                  result.get("note") or result.get("error") or "")
+    say(table.render())
+    if section.get("memory_note"):
+        say(f"note: {section['memory_note']}")
+    say()

@@ -1,0 +1,202 @@
+"""The recorders and subscribers compared in the record, storage and memory sections.
+
+Each tool is started with a unique client id, so the harness can see in the broker's log
+when its subscription is in place; then it is "done" either when it exits by itself after
+the expected count (tesaiot record --count, paho_sub --count, mosquitto_sub -C) or, for
+mqtt-recorder, which has no count option, when its CSV (line-buffered) holds every row.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchlib.common import BENCH_DIR, PYTHON, Broker, LineCounter, count_lines, stop_process, tesaiot_help
+from benchlib.data import count_recording
+
+
+@dataclass
+class Running:
+    """One started subscriber: its process, output, and when it was done (CLOCK_MONOTONIC ns)."""
+
+    tool: SubscriberTool
+    process: subprocess.Popen[bytes]
+    output: Path
+    count: int
+    done_ns: int | None = None
+    received: int | None = None
+    note: str = ""
+    counter: LineCounter | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def poll_done(self) -> bool:
+        """Whether it has received everything; records the time it first saw so."""
+        if self.done_ns is not None:
+            return True
+        if self.counter is not None:
+            finished = self.counter.update() >= self.count
+        else:
+            finished = self.process.poll() is not None
+        if finished:
+            self.done_ns = time.monotonic_ns()
+        return finished
+
+    def finish(self) -> int:
+        """Stop it if it still runs (SIGINT: recorders write out and close), then count what it got."""
+        code = stop_process(self.process)
+        self.received = self.tool.received(self)
+        if code not in (0, -2, 130) and not self.note:
+            self.note = f"exit code {code}"
+        return self.received
+
+
+class SubscriberTool:
+    """Base class: ``key``, ``label``, availability and how to start and count."""
+
+    key = ""
+    label = ""
+    suffix = ".out"
+
+    def unavailable(self) -> str | None:
+        """None when the tool can run here, else why not."""
+        return None
+
+    def argv(self, broker: Broker, *, topic: str, qos: int, count: int, client_id: str, output: Path) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, broker: Broker, *, topic: str, qos: int, count: int, client_id: str, workdir: Path,
+              memory: bool = False) -> Running:
+        output = workdir / f"{client_id}{self.suffix}"
+        argv = self.argv(broker, topic=topic, qos=qos, count=count, client_id=client_id, output=output)
+        stdout = self.stdout_target(output)
+        try:
+            process = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, cwd=workdir)
+        finally:
+            if stdout not in (subprocess.DEVNULL, subprocess.PIPE) and hasattr(stdout, "close"):
+                stdout.close()
+        running = Running(self, process, output, count)
+        if self.counts_by_file():
+            running.counter = LineCounter(output)
+        return running
+
+    def stdout_target(self, output: Path) -> Any:
+        return subprocess.DEVNULL
+
+    def counts_by_file(self) -> bool:
+        return False
+
+    def received(self, running: Running) -> int:
+        raise NotImplementedError
+
+
+class TesaiotRecord(SubscriberTool):
+    """``tesaiot record FILE --count N`` to Parquet or JSONL."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.key = f"tesaiot-{fmt}"
+        self.label = f"tesaiot record ({'Parquet' if fmt == 'parquet' else 'JSONL'})"
+        self.suffix = f".{fmt}"
+        self._help: str | None = None
+
+    def help_text(self) -> str:
+        if self._help is None:
+            self._help = tesaiot_help("record")
+        return self._help
+
+    def unavailable(self) -> str | None:
+        if not shutil.which("tesaiot"):
+            return "tesaiot is not on PATH"
+        if not self.help_text():
+            return "tesaiot record not available"
+        return None
+
+    def argv(self, broker: Broker, *, topic: str, qos: int, count: int, client_id: str, output: Path) -> list[str]:
+        text = self.help_text()
+        argv = [shutil.which("tesaiot") or "tesaiot", "record", str(output), "--count", str(count),
+                "--qos", str(qos), "--topic", topic, "--broker", broker.url, "--client-id", client_id]
+        if "--quiet" in text:
+            argv.append("--quiet")
+        return argv
+
+    def received(self, running: Running) -> int:
+        found = count_recording(running.output)
+        if found < 0:
+            running.note = running.note or "output unreadable"
+            return 0
+        return found
+
+
+class PahoSubscriber(SubscriberTool):
+    key = "paho"
+    label = "raw paho subscriber"
+    suffix = ".json"
+
+    def argv(self, broker: Broker, *, topic: str, qos: int, count: int, client_id: str, output: Path) -> list[str]:
+        return [PYTHON, str(BENCH_DIR / "paho_sub.py"), "--port", str(broker.port), "--topic", topic,
+                "--qos", str(qos), "--count", str(count), "--client-id", client_id]
+
+    def stdout_target(self, output: Path) -> Any:
+        return open(output, "wb")
+
+    def received(self, running: Running) -> int:
+        try:
+            return int(json.loads(running.output.read_text().strip().splitlines()[-1])["received"])
+        except (ValueError, IndexError, KeyError, OSError):
+            running.note = running.note or "no count printed"
+            return 0
+
+
+class MosquittoSub(SubscriberTool):
+    key = "mosquitto_sub"
+    label = "mosquitto_sub (C)"
+    suffix = ".lens"
+
+    def unavailable(self) -> str | None:
+        return None if shutil.which("mosquitto_sub") else "mosquitto_sub not found"
+
+    def argv(self, broker: Broker, *, topic: str, qos: int, count: int, client_id: str, output: Path) -> list[str]:
+        # -F %l: one short line (the payload length) per message, so the count is exact.
+        return ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", topic, "-q", str(qos),
+                "-C", str(count), "-i", client_id, "-F", "%l"]
+
+    def stdout_target(self, output: Path) -> Any:
+        return open(output, "wb")
+
+    def received(self, running: Running) -> int:
+        return count_lines(running.output)
+
+
+class MqttRecorder(SubscriberTool):
+    key = "mqtt-recorder"
+    label = "mqtt-recorder 1.4.0 (CSV)"
+    suffix = ".csv"
+
+    def __init__(self) -> None:
+        self._available: bool | None = None
+
+    def unavailable(self) -> str | None:
+        if self._available is None:
+            from benchlib.common import has_module
+
+            self._available = has_module("mqtt_recorder")
+        return None if self._available else "mqtt-recorder not installed (pip install -e '.[bench]')"
+
+    def argv(self, broker: Broker, *, topic: str, qos: int, count: int, client_id: str, output: Path) -> list[str]:
+        return [PYTHON, "-m", "mqtt_recorder", "--host", "127.0.0.1", "--port", str(broker.port), "--mode", "record",
+                "--file", str(output), "--qos", str(qos), "--topic", topic, "--client_id", client_id]
+
+    def counts_by_file(self) -> bool:
+        return True
+
+    def received(self, running: Running) -> int:
+        return count_lines(running.output)
+
+
+def all_tools() -> list[SubscriberTool]:
+    return [TesaiotRecord("parquet"), TesaiotRecord("jsonl"), PahoSubscriber(), MosquittoSub(), MqttRecorder()]
