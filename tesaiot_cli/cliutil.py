@@ -268,9 +268,11 @@ def with_connection_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def resolve_settings(conn: ConnectionFlags, *, command: str, allow_token: bool = True) -> Any:
+def resolve_settings(conn: ConnectionFlags, *, command: str, allow_token: bool = True,
+                     session: str | None = None) -> Any:
     """Resolve the connection settings for ``command``; prompt for a password on a TTY.
 
+    ``session``: a persistent session name (client id NAME, clean_session false).
     Returns :class:`tesaiot_cli.config.ConnectionSettings`. Raises :class:`ConfigError`.
     """
     from dataclasses import replace
@@ -278,7 +280,10 @@ def resolve_settings(conn: ConnectionFlags, *, command: str, allow_token: bool =
     from tesaiot_cli.config import Secret, resolve_connection
 
     env = load_environment(conn.env_file)
-    settings = resolve_connection(conn.as_mapping(), env, client_prefix=f"tesaiot-{command}")
+    flags = conn.as_mapping()
+    if session is not None:
+        flags["session"] = session
+    settings = resolve_connection(flags, env, client_prefix=f"tesaiot-{command}")
     if settings.token is not None and not allow_token:
         raise ConfigError(
             f"a TESAIoT API token may only subscribe, so '{command}' cannot publish with it: "

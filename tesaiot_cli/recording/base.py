@@ -1,8 +1,10 @@
 """The recording contract: metadata, writer and reader protocols, and the format registry.
 
-A format is a module ``tesaiot_cli.recording.<name>`` with two functions,
-``open_writer(path, *, metadata)`` and ``open_reader(path)``, registered in
-``FORMATS`` with its file suffixes. The CLI never needs to change for a new format.
+A format is a module ``tesaiot_cli.recording.<name>`` with the functions
+``open_writer(path, *, metadata, crash_safe)``, ``open_reader(path)``,
+``existing_outputs(path)``, ``remove_outputs(path)`` and ``recover(path, *, output)``,
+registered in ``FORMATS`` with its file suffixes. The CLI never needs to change for a
+new format. The file layout is documented in ``docs/recording-format.md``.
 """
 
 from __future__ import annotations
@@ -47,16 +49,40 @@ class RecordingMetadata:
     seed: int | None = None
     labelled: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The distinct labels present, sorted; filled in by the writer.
+    labels: tuple[str, ...] = ()
+    # A random id the writer gives each recording (kept by convert); "" until written.
+    recording_id: str = ""
 
 
 @dataclass(frozen=True)
 class WriteSummary:
+    """What a writer wrote: counts, bytes (payload and on disk) and the time span (ns)."""
+
     path: Path
     messages: int
     payload_bytes: int
     file_bytes: int
     start_ns: int | None
     end_ns: int | None
+    topic_counts: dict[str, int] = field(default_factory=dict)
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecoverResult:
+    """What ``recover`` did. ``action``: ``sealed``, ``truncated``, ``salvaged`` or ``nothing``.
+
+    ``messages``: messages in ``output`` afterwards; ``lost``: damaged lines, row groups or
+    bytes left out (see ``detail``).
+    """
+
+    path: Path
+    output: Path
+    action: str
+    messages: int
+    lost: int = 0
+    detail: str = ""
 
 
 class RecordingWriter(Protocol):
@@ -123,15 +149,66 @@ def format_for(path: Path, explicit: str | None = None) -> str:
     )
 
 
-def open_writer(path: Path, *, metadata: RecordingMetadata, format: str | None = None) -> RecordingWriter:
-    """Open a writer for ``path`` (format from ``format`` or the suffix)."""
-    module: Any = importlib.import_module(f"tesaiot_cli.recording.{format_for(path, format)}")
-    writer: RecordingWriter = module.open_writer(path, metadata=metadata)
+# Suffix of the directory a crash-safe Parquet recording is written to until it is sealed.
+PARTIAL_SUFFIX = ".partial"
+
+
+def _module(path: Path, format: str | None) -> Any:
+    return importlib.import_module(f"tesaiot_cli.recording.{format_for(path, format)}")
+
+
+def open_writer(
+    path: Path, *, metadata: RecordingMetadata, format: str | None = None, crash_safe: bool = True
+) -> RecordingWriter:
+    """Open a writer for ``path`` (format from ``format`` or the suffix).
+
+    ``crash_safe`` (live recording): everything older than about a second survives a
+    SIGKILL or power loss. Without it (convert) the output appears only when ``close``
+    succeeds. An existing file at ``path`` is replaced when the writer closes; callers
+    that must not overwrite check :func:`existing_outputs` first. Raises
+    :class:`RecordingError` (cannot create, or an unsealed recording is in the way).
+    """
+    writer: RecordingWriter = _module(path, format).open_writer(path, metadata=metadata, crash_safe=crash_safe)
     return writer
 
 
 def open_reader(path: Path, *, format: str | None = None) -> RecordingReader:
-    """Open a reader for ``path`` (format from ``format`` or the suffix)."""
-    module: Any = importlib.import_module(f"tesaiot_cli.recording.{format_for(path, format)}")
-    reader: RecordingReader = module.open_reader(path)
+    """Open a reader for ``path`` (format from ``format`` or the suffix).
+
+    A Parquet recording left unsealed by a crash (``path`` missing, ``path.partial/``
+    present) is read transparently; the reader's ``sealed`` attribute is then False.
+    Raises :class:`RecordingError` (missing, corrupt, newer format version).
+    """
+    path = strip_partial(path)
+    reader: RecordingReader = _module(path, format).open_reader(path)
     return reader
+
+
+def existing_outputs(path: Path, *, format: str | None = None) -> list[Path]:
+    """Files or directories that writing a recording to ``path`` would replace or that
+    are in its way (the file itself, an unsealed ``.partial`` leftover)."""
+    found: list[Path] = _module(path, format).existing_outputs(path)
+    return found
+
+
+def remove_outputs(path: Path, *, format: str | None = None) -> None:
+    """Delete what :func:`existing_outputs` lists (``--force``). Raises :class:`RecordingError`."""
+    _module(path, format).remove_outputs(path)
+
+
+def recover(path: Path, *, output: Path | None = None, format: str | None = None) -> RecoverResult:
+    """Repair what a crash or damage left behind, keeping everything readable.
+
+    Seals an unsealed Parquet recording, cuts a torn last JSONL line, or copies what is
+    still readable of a damaged file to ``output``. Raises :class:`RecordingError`.
+    """
+    path = strip_partial(path)
+    result: RecoverResult = _module(path, format).recover(path, output=output)
+    return result
+
+
+def strip_partial(path: Path) -> Path:
+    """``out.parquet.partial`` (a crash leftover named directly) means ``out.parquet``."""
+    if path.suffix == PARTIAL_SUFFIX:
+        return path.with_suffix("")
+    return path

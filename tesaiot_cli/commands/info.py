@@ -1,0 +1,193 @@
+"""``tesaiot info``: what is in a recording (both formats, sealed or left by a crash)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from tesaiot_cli.cliutil import cli_errors, warn
+
+if TYPE_CHECKING:
+    from tesaiot_cli.recording.stats import RecordingStats
+
+EPILOG = """\b
+Examples:
+  tesaiot info out.parquet
+  tesaiot info run.jsonl --json | jq '.topics[] | {topic, messages, rate_per_s}'
+  tesaiot info out.parquet          # after a crash: reads out.parquet.partial/ as it is
+"""
+
+TOP_TOPICS = 20
+
+
+def human_bytes(size: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def human_duration(seconds: float) -> str:
+    """3723.5 -> '1 h 2 min 3.5 s'."""
+    if seconds < 60:
+        return f"{seconds:.3g} s" if seconds < 10 else f"{seconds:.1f} s"
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    days, hours = divmod(hours, 24)
+    parts = [f"{days} d"] if days else []
+    parts += [f"{hours} h"] if hours or days else []
+    return " ".join(parts + [f"{minutes} min", f"{secs:.0f} s"])
+
+
+def iso(time_ns: int | None) -> str | None:
+    """ns since the epoch -> ISO 8601 UTC with microseconds."""
+    if time_ns is None:
+        return None
+    seconds, rest = divmod(time_ns, 1_000_000_000)
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).replace(microsecond=rest // 1000)
+    return moment.isoformat(timespec="microseconds")
+
+
+def info(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A recording: .parquet or .jsonl (or a crash leftover FILE.partial/).", show_default=False)],  # noqa: E501
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for machines.")] = False,
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="FORMAT", help="parquet or jsonl (default: from the suffix).", show_default=False)] = None,  # noqa: E501
+) -> None:
+    """Show what a recording holds: messages, time span, per-topic counts, rates and the
+    longest silence, payload sizes, and anomaly counts when the messages are labelled."""
+    from tesaiot_cli.recording.base import open_reader, strip_partial
+    from tesaiot_cli.recording.stats import compute_stats
+
+    with cli_errors():
+        file = strip_partial(file)
+        reader: Any
+        with open_reader(file, format=fmt) as reader:
+            stats = compute_stats(reader.iter_tables())
+            sealed = getattr(reader, "sealed", True)
+            warnings = list(getattr(reader, "warnings", []))
+            report = build_report(file, reader.metadata, stats, sealed=sealed, warnings=warnings, fmt=fmt)
+        if json_out:
+            import orjson
+
+            sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        else:
+            typer.echo(render_report(report))
+        for text in warnings:
+            warn(text)
+        if not sealed:
+            where = f" in {file.name}.partial/" if report["format"] == "parquet" else ""
+            warn(f"{file} is not sealed: a recording still running, or left by a crash{where}; "
+                 f"'tesaiot recover {file}' seals it")
+
+
+def _disk_bytes(file: Path) -> int:
+    from tesaiot_cli.recording.base import PARTIAL_SUFFIX
+
+    if file.is_file():
+        return file.stat().st_size
+    partial = file.with_name(file.name + PARTIAL_SUFFIX)
+    if partial.is_dir():
+        return sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
+    return 0
+
+
+def build_report(file: Path, metadata: Any, stats: RecordingStats, *, sealed: bool, warnings: list[str],
+                 fmt: str | None) -> dict[str, Any]:
+    """The ``--json`` object (also what the human output is rendered from)."""
+    from tesaiot_cli.recording.base import RecordingMetadata, format_for
+    from tesaiot_cli.recording.meta import metadata_to_dict
+
+    disk = _disk_bytes(file)
+    topics = sorted(stats.topics.values(), key=lambda t: (-t.messages, t.topic))
+    meta = metadata_to_dict(metadata) if isinstance(metadata, RecordingMetadata) else {}
+    return {
+        "file": str(file),
+        "format": format_for(file, fmt),
+        "sealed": sealed,
+        "file_bytes": disk,
+        "bytes_per_message": round(disk / stats.messages, 2) if stats.messages else None,
+        "messages": stats.messages,
+        "start_ns": stats.start_ns,
+        "end_ns": stats.end_ns,
+        "start": iso(stats.start_ns),
+        "end": iso(stats.end_ns),
+        "duration_s": round(stats.duration_s, 6),
+        "rate_per_s": _round(stats.rate),
+        "payload_bytes": {"min": stats.payload_min, "mean": _round(stats.payload_mean), "max": stats.payload_max,
+                          "total": stats.payload_total},
+        "topics": [
+            {
+                "topic": t.topic, "device_id": t.device_id, "sensor_type": t.sensor_type,
+                "messages": t.messages, "rate_per_s": _round(stats.topic_rate(t)),
+                "first": iso(t.first_ns), "last": iso(t.last_ns),
+                "longest_silence_s": None if t.longest_gap_ns is None else round(t.longest_gap_ns / 1e9, 6),
+                "longest_silence_start": iso(t.longest_gap_start_ns),
+            }
+            for t in topics
+        ],
+        "labels": dict(sorted(stats.labels.items())) if stats.labels else None,
+        "anomalies": stats.anomalies,
+        "unlabelled": stats.unlabelled if stats.labels else None,
+        "metadata": meta,
+        "warnings": warnings,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def render_report(report: dict[str, Any]) -> str:
+    """The human form of :func:`build_report`."""
+    meta = report["metadata"]
+    state = "sealed" if report["sealed"] else "NOT SEALED (crash leftover or still recording)"
+    lines = [f"file        {report['file']} ({report['format']}, {human_bytes(report['file_bytes'])}, {state})"]
+    per = f", {report['bytes_per_message']} bytes/message on disk" if report["bytes_per_message"] else ""
+    lines.append(f"messages    {report['messages']:,}{per}")
+    if report["start"]:
+        rate = f", {report['rate_per_s']:,.2f} msg/s" if report["rate_per_s"] else ""
+        lines.append(f"time span   {report['start']} -> {report['end']} "
+                     f"({human_duration(report['duration_s'])}{rate})")
+    origin = meta.get("source", "unknown")
+    if meta.get("broker"):
+        origin += f" from {meta['broker']}"
+    if meta.get("topic_filters"):
+        origin += f", topics {' '.join(meta['topic_filters'])}"
+    if meta.get("seed") is not None:
+        origin += f", seed {meta['seed']}"
+    version = f"tesaiot {meta['tool_version']}, " if meta.get("tool_version") else ""
+    lines.append(f"source      {origin} ({version}format {meta.get('format_version', '?')})")
+    size = report["payload_bytes"]
+    if report["messages"]:
+        lines.append(f"payload     min {size['min']:,} B, mean {size['mean']:,.1f} B, max {size['max']:,} B, "
+                     f"total {human_bytes(size['total'])}")
+    if report["labels"]:
+        counts = ", ".join(f"{label} {count:,}" for label, count in report["labels"].items())
+        lines.append(f"labels      {counts}; anomalies {report['anomalies']:,}"
+                     + (f"; unlabelled {report['unlabelled']:,}" if report["unlabelled"] else ""))
+    topics = report["topics"]
+    if topics:
+        lines.append(f"topics      {len(topics)}")
+        width = min(max(len(t["topic"]) for t in topics[:TOP_TOPICS]), 60)
+        lines.append(f"  {'TOPIC':<{width}}  {'MESSAGES':>10}  {'MSG/S':>9}  LONGEST SILENCE")
+        for t in topics[:TOP_TOPICS]:
+            rate = f"{t['rate_per_s']:,.2f}" if t["rate_per_s"] is not None else "-"
+            gap = "-" if t["longest_silence_s"] is None else (
+                f"{human_duration(t['longest_silence_s'])} from {t['longest_silence_start']}")
+            lines.append(f"  {_clip(t['topic'], width):<{width}}  {t['messages']:>10,}  {rate:>9}  {gap}")
+        if len(topics) > TOP_TOPICS:
+            lines.append(f"  ... and {len(topics) - TOP_TOPICS} more topics (--json lists them all)")
+    return "\n".join(lines)
+
+
+def _clip(text: str, width: int) -> str:
+    from tesaiot_cli.render import escape_control
+
+    text = escape_control(text)
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,266 @@
+"""What every writer shares: a cheap ``write`` and a background flusher.
+
+``write`` runs on the MQTT network thread for every message, so it only appends to a
+list under a lock. A flusher thread swaps the list out every ``flush_interval`` seconds
+(0.5 s by default), turns it into columns in one go and hands them to the format
+(:meth:`BufferedWriter._write_batch`), then makes them durable (``_sync``: fsync).
+So a SIGKILL or power loss loses at most the last ~``flush_interval`` + the time of
+one batch, and memory holds at most one interval of messages.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple
+
+from tesaiot_cli.errors import RecordingError
+from tesaiot_cli.message import Message
+from tesaiot_cli.recording.base import RecordingMetadata, WriteSummary
+from tesaiot_cli.recording.meta import new_recording_id
+
+FLUSH_INTERVAL_S = 0.5
+
+
+class Columns(NamedTuple):
+    """One batch of messages, column-wise (tuples, as ``zip(*messages)`` makes them)."""
+
+    topics: tuple[str, ...]
+    payloads: tuple[bytes, ...]
+    qos: tuple[int, ...]
+    retain: tuple[bool, ...]
+    times: tuple[int, ...]
+    labels: list[str | None]
+
+
+def os_error_text(exc: OSError) -> str:
+    """A short reason for an OSError, with a hint for the usual disk problems."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{reason} (the disk is full)"
+    if exc.errno == errno.EFBIG:
+        return f"{reason} (a file size limit was reached)"
+    return reason
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable (best effort where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary name, fsync, rename. Raises OSError."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+class BufferedWriter:
+    """Base class of the format writers: buffering, the flusher thread, bookkeeping and
+    error handling. Subclasses implement ``_write_batch``, ``_sync``, ``_finish``,
+    ``_abort`` and ``disk_bytes``; :meth:`_start` launches the flusher.
+
+    After the first I/O error every call raises that :class:`RecordingError`; what was
+    made durable before stays readable.
+    """
+
+    def __init__(self, path: Path, metadata: RecordingMetadata, *, flush_interval: float = FLUSH_INTERVAL_S) -> None:
+        self.path = path
+        self.metadata = metadata
+        self.recording_id = metadata.recording_id or new_recording_id()
+        self._flush_interval = flush_interval
+        self._lock = threading.Lock()  # guards the two buffer lists
+        self._io_lock = threading.Lock()  # one drain at a time (flusher, flush(), close())
+        self._buffer: list[Message] = []
+        self._labels: list[str | None] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: RecordingError | None = None
+        self._closed = False
+        self._summary: WriteSummary | None = None
+        self._dirty = False
+        self.written = 0
+        self.payload_bytes = 0
+        self.start_ns: int | None = None
+        self.end_ns: int | None = None
+        self.topic_counts: collections.Counter[str] = collections.Counter()
+        self.label_counts: collections.Counter[str] = collections.Counter()
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def write(self, message: Message, *, label: str | None = None) -> None:
+        """Buffer one message (cheap; safe from any thread). Raises :class:`RecordingError`
+        after a write error or once closed."""
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise RecordingError(f"{self.path}: write after close")
+        with self._lock:
+            self._buffer.append(message)
+            self._labels.append(label)
+
+    @property
+    def messages(self) -> int:
+        """Messages accepted so far (written or still buffered)."""
+        return self.written + len(self._buffer)
+
+    # -- flushing --------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tesaiot-recording-flusher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._flush_interval):
+            try:
+                self._drain(sync=True)
+            except RecordingError:
+                return  # kept in self._error; the next write/flush/close raises it
+
+    def _drain(self, *, sync: bool) -> None:
+        with self._io_lock:
+            if self._error is not None:
+                raise self._error
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+                labels, self._labels = self._labels, []
+            try:
+                if batch:
+                    topics, payloads, qos, retain, times = zip(*batch, strict=True)
+                    columns = Columns(topics, payloads, qos, retain, times, labels)
+                    self._account(columns)
+                    self._write_batch(columns)
+                    self._dirty = True
+                if sync and self._dirty:
+                    self._sync()
+                    self._dirty = False
+            except RecordingError as exc:
+                self._error = exc
+                raise
+            except OSError as exc:
+                self._error = RecordingError(f"cannot write {self.path}: {os_error_text(exc)}")
+                raise self._error from None
+            except Exception as exc:  # noqa: BLE001 - pyarrow errors and the like, translated
+                self._error = RecordingError(f"cannot write {self.path}: {type(exc).__name__}: {exc}")
+                raise self._error from None
+
+    def _account(self, columns: Columns) -> None:
+        self.written += len(columns.times)
+        self.payload_bytes += sum(map(len, columns.payloads))
+        low, high = min(columns.times), max(columns.times)
+        self.start_ns = low if self.start_ns is None else min(self.start_ns, low)
+        self.end_ns = high if self.end_ns is None else max(self.end_ns, high)
+        self.topic_counts.update(columns.topics)
+        if any(label is not None for label in columns.labels):
+            self.label_counts.update(label for label in columns.labels if label is not None)
+
+    def check(self) -> None:
+        """Raise the flusher's :class:`RecordingError`, if it failed."""
+        if self._error is not None:
+            raise self._error
+
+    def flush(self) -> None:
+        """Write what is buffered and make it durable now. Raises :class:`RecordingError`."""
+        if self._closed:
+            return
+        self._drain(sync=True)
+
+    def close(self) -> WriteSummary:
+        """Stop the flusher, write the rest and finish the file. Idempotent.
+
+        Raises :class:`RecordingError` if anything failed; what was durable stays readable.
+        """
+        if self._summary is not None:
+            return self._summary
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self._drain(sync=False)
+            with self._io_lock:
+                file_bytes = self._finish()
+        except RecordingError:
+            self._abort()
+            raise
+        except OSError as exc:
+            self._abort()
+            raise RecordingError(f"cannot finish {self.path}: {os_error_text(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - translated
+            self._abort()
+            raise RecordingError(f"cannot finish {self.path}: {type(exc).__name__}: {exc}") from None
+        self._summary = WriteSummary(
+            path=self.path,
+            messages=self.written,
+            payload_bytes=self.payload_bytes,
+            file_bytes=file_bytes,
+            start_ns=self.start_ns,
+            end_ns=self.end_ns,
+            topic_counts=dict(self.topic_counts),
+            label_counts=dict(self.label_counts),
+        )
+        return self._summary
+
+    def discard(self) -> None:
+        """Stop without finishing: a temporary output is deleted, a crash-safe one is left
+        for ``tesaiot recover``. Never raises."""
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._io_lock:
+            try:
+                self._abort()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+
+    def __enter__(self) -> BufferedWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # An error is on its way out: still seal what was recorded, but do not mask it.
+        try:
+            self.close()
+        except RecordingError:
+            pass
+
+    # -- for subclasses ----------------------------------------------------------------
+
+    def _write_batch(self, columns: Columns) -> None:
+        raise NotImplementedError
+
+    def _sync(self) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> int:
+        """Finish the file; return its size in bytes."""
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        """Release handles after a failure, leaving what is durable in place."""
+        raise NotImplementedError
+
+    def disk_bytes(self) -> int:
+        """Bytes on disk so far (for the live status)."""
+        raise NotImplementedError

@@ -1,0 +1,430 @@
+"""JSONL recordings: a metadata line, then one JSON object per message.
+
+First line: ``{"tesaiot_recording": {...metadata...}}``. Then, per message::
+
+    {"time": 1732263896055689000, "topic": "device/a/telemetry", "device_id": "a",
+     "sensor_type": "default", "qos": 1, "retain": false, "payload": "..."}
+
+``payload`` is the text when the bytes are valid UTF-8; otherwise it is base64 and the
+object has ``"encoding": "base64"``. ``label`` is present for labelled messages. The
+file is appended and fsynced every ~0.5 s while recording, so after a crash it is all
+readable except perhaps a torn last line, which readers skip (and report) and
+``tesaiot recover`` cuts off. The time span in the metadata comes from the first and
+last message lines (the header is written before they are known).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import orjson
+
+from tesaiot_cli.errors import RecordingError
+from tesaiot_cli.message import Message, parse_topic
+from tesaiot_cli.recording.base import RecordingMetadata, RecoverResult
+from tesaiot_cli.recording.buffered import (
+    FLUSH_INTERVAL_S,
+    BufferedWriter,
+    Columns,
+    fsync_dir,
+    os_error_text,
+)
+from tesaiot_cli.recording.meta import JSONL_HEADER_KEY, finished_metadata, metadata_from_dict, metadata_to_dict
+
+HEADER_ROOM = 1024  # bytes reserved for the metadata line
+TAIL_SCAN_LIMIT = 64 * 1024 * 1024  # how far back to look for the last complete line
+BATCH_ROWS = 32_768
+
+
+def encode_line(message: Message, label: str | None, parts: dict[str, tuple[str, str]]) -> bytes:
+    """One message as a JSON line (with the newline). ``parts`` caches parsed topics."""
+    topic = message.topic
+    derived = parts.get(topic)
+    if derived is None:
+        parsed = parse_topic(topic)
+        derived = parts[topic] = (parsed.device_id, parsed.sensor_type)
+    record: dict[str, Any] = {"time": message.time_ns, "topic": topic, "device_id": derived[0],
+                              "sensor_type": derived[1], "qos": message.qos, "retain": message.retain}
+    if label is not None:
+        record["label"] = label
+    try:
+        record["payload"] = message.payload.decode("utf-8")
+    except UnicodeDecodeError:
+        record["encoding"] = "base64"
+        record["payload"] = base64.b64encode(message.payload).decode("ascii")
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+class JsonlWriter(BufferedWriter):
+    """Appends lines to the file (or, without ``crash_safe``, to a hidden temporary file
+    renamed into place by ``close``)."""
+
+    def __init__(self, path: Path, metadata: RecordingMetadata, *, crash_safe: bool = True,
+                 flush_interval: float = FLUSH_INTERVAL_S) -> None:
+        super().__init__(path, metadata, flush_interval=flush_interval)
+        self.crash_safe = crash_safe
+        self._target = path if crash_safe else path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        self._handle: IO[bytes] | None = None
+        self._topics: dict[str, tuple[str, str]] = {}
+        self._header_size = 0
+
+    def open(self) -> JsonlWriter:
+        """Create the file, write the metadata line, start the flusher. Raises :class:`RecordingError`."""
+        if not self.path.parent.is_dir():
+            raise RecordingError(f"cannot write {self.path}: the directory {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise RecordingError(f"cannot write {self.path}: it is a directory")
+        try:
+            header = self._header_line(start_ns=None, end_ns=None, labels=list(self.metadata.labels))
+            # Room to rewrite the line in place at close, with the time span and labels.
+            header = header[:-1].ljust(max(HEADER_ROOM, len(header) + 256)) + b"\n"
+            self._header_size = len(header)
+            self._handle = open(self._target, "wb")  # noqa: SIM115 - closed by close()/_abort()
+            self._handle.write(header)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            fsync_dir(self.path.parent)
+        except TypeError as exc:
+            self._abort()
+            raise RecordingError(f"recording metadata cannot be stored as JSON: {exc}") from None
+        except OSError as exc:
+            self._abort()
+            raise RecordingError(f"cannot create {self.path}: {os_error_text(exc)}") from None
+        self._start()
+        return self
+
+    def _header_line(self, *, start_ns: int | None, end_ns: int | None, labels: list[str]) -> bytes:
+        final = finished_metadata(self.metadata, start_ns=start_ns, end_ns=end_ns, labels=labels,
+                                  recording_id=self.recording_id)
+        return orjson.dumps({JSONL_HEADER_KEY: metadata_to_dict(final)}, option=orjson.OPT_APPEND_NEWLINE)
+
+    def _write_batch(self, columns: Columns) -> None:
+        handle = self._require_handle()
+        parts = self._topics
+        handle.write(b"".join(
+            encode_line(Message(topic, payload, qos, retain, time), label, parts)
+            for topic, payload, qos, retain, time, label in zip(*columns, strict=True)
+        ))
+
+    def _require_handle(self) -> IO[bytes]:
+        if self._handle is None:
+            raise RecordingError(f"{self.path}: the writer is not open")
+        return self._handle
+
+    def _sync(self) -> None:
+        handle = self._require_handle()
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    def _finish(self) -> int:
+        handle = self._require_handle()
+        self._sync()
+        labels = sorted(set(self.metadata.labels) | set(self.label_counts))
+        final = finished_metadata(self.metadata, start_ns=self.start_ns, end_ns=self.end_ns, labels=labels,
+                                  recording_id=self.recording_id)
+        rewrite_header(handle.fileno(), final, self._header_size)
+        handle.close()
+        self._handle = None
+        if not self.crash_safe:
+            os.replace(self._target, self.path)
+            fsync_dir(self.path.parent)
+        return self.path.stat().st_size
+
+    def _abort(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:
+                pass
+        if not self.crash_safe:
+            self._target.unlink(missing_ok=True)
+
+    def disk_bytes(self) -> int:
+        try:
+            return self._target.stat().st_size
+        except OSError:
+            return 0
+
+
+def rewrite_header(fd: int, metadata: RecordingMetadata, size: int) -> bool:
+    """Overwrite the metadata line (``size`` bytes with its newline) in place, padded with
+    spaces, and fsync. Returns False, changing nothing, when the new line does not fit."""
+    line = orjson.dumps({JSONL_HEADER_KEY: metadata_to_dict(metadata)})
+    if len(line) + 1 > size:
+        return False
+    os.pwrite(fd, line.ljust(size - 1) + b"\n", 0)
+    os.fsync(fd)
+    return True
+
+
+def decode_line(raw: bytes) -> tuple[Message, str | None]:
+    """Parse one message line; raise ValueError (with the reason) when it is not one."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError("not valid JSON") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    time, topic, payload = record.get("time"), record.get("topic"), record.get("payload")
+    qos, retain = record.get("qos", 0), record.get("retain", False)
+    if not isinstance(time, int) or isinstance(time, bool):
+        raise ValueError("'time' is not an integer (ns since the epoch)")
+    if not isinstance(topic, str) or not isinstance(payload, str):
+        raise ValueError("'topic' or 'payload' is missing or not a string")
+    if qos not in (0, 1, 2) or isinstance(qos, bool) or not isinstance(retain, bool):
+        raise ValueError("'qos' or 'retain' has an invalid value")
+    encoding = record.get("encoding")
+    if encoding == "base64":
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("the base64 payload is invalid") from None
+    elif encoding in (None, "utf-8", "utf8", "text"):
+        data = payload.encode("utf-8")
+    else:
+        raise ValueError(f"unknown payload encoding {encoding!r}")
+    label = record.get("label")
+    return Message(topic, data, qos, retain, time), label if isinstance(label, str) else None
+
+
+class JsonlReader:
+    """Streams a JSONL recording. ``strict`` (default): a damaged line in the middle raises
+    :class:`RecordingError`; otherwise it is skipped and counted in ``skipped``. A torn
+    last line (a crash while writing) is skipped either way and noted in ``warnings``."""
+
+    def __init__(self, path: Path, *, strict: bool = True) -> None:
+        self.path = path
+        self.sealed = True
+        self.header_size = 0
+        self.strict = strict
+        self.warnings: list[str] = []
+        self.skipped = 0
+        self.torn_bytes = 0
+        self.metadata = RecordingMetadata(source="unknown")
+        self._has_header = False
+
+    def open(self) -> JsonlReader:
+        """Read the metadata line and the first and last messages' times. Raises :class:`RecordingError`."""
+        try:
+            with open(self.path, "rb") as handle:
+                first = handle.readline()
+                metadata = self._header(first)
+                start: int | None
+                end: int | None
+                if metadata is not None and metadata.start_ns is not None:
+                    start, end = metadata.start_ns, metadata.end_ns  # sealed by close()
+                else:  # still being written, or left by a crash
+                    start = _time_of(handle.readline() if metadata is not None else first)
+                    end = _last_time(handle, self.path.stat().st_size)
+        except FileNotFoundError:
+            raise RecordingError(f"recording not found: {self.path}") from None
+        except IsADirectoryError:
+            raise RecordingError(f"{self.path} is a directory, not a recording") from None
+        except OSError as exc:
+            raise RecordingError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        self._has_header = metadata is not None
+        self.header_size = len(first) if metadata is not None else 0
+        # close() writes the time span into the metadata line: without it a writer did not finish.
+        self.sealed = metadata is None or metadata.start_ns is not None or start is None
+        base = metadata or RecordingMetadata(source="unknown")
+        self.metadata = finished_metadata(base, start_ns=start, end_ns=end, labels=list(base.labels),
+                                          recording_id=base.recording_id)
+        return self
+
+    def _header(self, line: bytes) -> RecordingMetadata | None:
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if not line.endswith(b"\n") and line:
+                return None  # a torn first line: iteration reports it
+            if not line:
+                raise RecordingError(f"{self.path} is empty: not a recording") from None
+            raise RecordingError(f"{self.path} line 1 is not JSON: not a JSONL recording") from None
+        if isinstance(data, dict) and JSONL_HEADER_KEY in data:
+            return metadata_from_dict(data[JSONL_HEADER_KEY], where=str(self.path))
+        return None
+
+    def iter_labelled(self) -> Iterator[tuple[Message, str | None]]:
+        """(message, label or None) in file order. Raises :class:`RecordingError` on a
+        damaged line (strict mode)."""
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise RecordingError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        with handle:
+            number = 0
+            if self._has_header:
+                handle.readline()
+                number = 1
+            for raw in handle:
+                number += 1
+                if not raw.strip():
+                    continue
+                try:
+                    yield decode_line(raw)
+                except ValueError as exc:
+                    if not raw.endswith(b"\n"):
+                        self.torn_bytes = len(raw)
+                        self.warnings.append(f"the last line ({len(raw)} bytes) is incomplete (a crash while "
+                                             f"writing?) and was skipped: 'tesaiot recover {self.path}' removes it")
+                        return
+                    if self.strict:
+                        raise RecordingError(
+                            f"{self.path} line {number} is damaged ({exc}); 'tesaiot recover {self.path}' "
+                            "copies the readable lines to a new file"
+                        ) from None
+                    self.skipped += 1
+
+    def __iter__(self) -> Iterator[Message]:
+        for message, _label in self.iter_labelled():
+            yield message
+
+    def iter_tables(self) -> Iterator[Any]:
+        """Recording-schema Arrow tables of up to 32k messages (for ``info``; imports pyarrow)."""
+        from tesaiot_cli.recording import schema
+
+        rows: list[tuple[Message, str | None]] = []
+        for row in self.iter_labelled():
+            rows.append(row)
+            if len(rows) >= BATCH_ROWS:
+                yield _table(rows, schema)
+                rows = []
+        if rows:
+            yield _table(rows, schema)
+
+    def count(self) -> int:
+        """Complete, non-empty lines after the metadata line (no parsing: fast)."""
+        total = 0
+        try:
+            with open(self.path, "rb") as handle:
+                for raw in handle:
+                    if raw.endswith(b"\n") and raw.strip():
+                        total += 1
+        except OSError as exc:
+            raise RecordingError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        return total - (1 if self._has_header else 0)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> JsonlReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _table(rows: list[tuple[Message, str | None]], schema: Any) -> Any:
+    messages = [m for m, _ in rows]
+    topics, payloads, qos, retain, times = zip(*messages, strict=True)
+    return schema.full_table(schema.base_table(times, topics, payloads, qos, retain, [lab for _, lab in rows]))
+
+
+def _time_of(line: bytes) -> int | None:
+    try:
+        return decode_line(line)[0].time_ns
+    except ValueError:
+        return None
+
+
+def _last_time(handle: IO[bytes], size: int) -> int | None:
+    """The time of the last complete message line, reading backwards from the end."""
+    data = b""
+    position = size
+    while position > 0 and len(data) <= TAIL_SCAN_LIMIT:
+        step = min(65_536, position)
+        position -= step
+        handle.seek(position)
+        data = handle.read(step) + data
+        end = data.rfind(b"\n")
+        while end >= 0:
+            start = data.rfind(b"\n", 0, end)
+            if start < 0 and position > 0:
+                break  # the line starts further back: read more
+            found = _time_of(data[start + 1:end + 1])
+            if found is not None:
+                return found
+            if start < 0:
+                return None
+            end = start
+    return None
+
+
+def open_writer(path: Path, *, metadata: RecordingMetadata, crash_safe: bool = True) -> JsonlWriter:
+    """Open a JSONL recording writer (see :func:`tesaiot_cli.recording.base.open_writer`)."""
+    return JsonlWriter(path, metadata, crash_safe=crash_safe).open()
+
+
+def open_reader(path: Path) -> JsonlReader:
+    """Open a JSONL recording (strict: damage in the middle raises). Raises :class:`RecordingError`."""
+    return JsonlReader(path).open()
+
+
+def existing_outputs(path: Path) -> list[Path]:
+    return [path] if path.exists() else []
+
+
+def remove_outputs(path: Path) -> None:
+    """Delete ``path``. Raises :class:`RecordingError`."""
+    try:
+        if path.is_dir():
+            raise RecordingError(f"{path} is a directory: not removing it")
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise RecordingError(f"cannot remove {path}: {os_error_text(exc)}") from None
+
+
+def recover(path: Path, *, output: Path | None = None) -> RecoverResult:
+    """Cut a torn last line in place; copy a file with damaged lines, without them, to
+    ``output`` (default ``<name>.recovered.jsonl``). Raises :class:`RecordingError`."""
+    reader = JsonlReader(path, strict=False).open()
+    messages, start, end, labels = 0, None, None, set()
+    for message, label in reader.iter_labelled():
+        messages += 1
+        start = message.time_ns if start is None else min(start, message.time_ns)
+        end = message.time_ns if end is None else max(end, message.time_ns)
+        if label is not None:
+            labels.add(label)
+    if reader.skipped == 0:
+        if reader.torn_bytes == 0 and reader.sealed:
+            return RecoverResult(path, path, "nothing", messages, detail=f"{path} is healthy")
+        done = []
+        try:
+            with open(path, "r+b") as handle:
+                if reader.torn_bytes:
+                    handle.truncate(path.stat().st_size - reader.torn_bytes)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    done.append(f"removed the incomplete last line ({reader.torn_bytes} bytes)")
+                final = finished_metadata(reader.metadata, start_ns=start, end_ns=end,
+                                          labels=sorted(labels | set(reader.metadata.labels)),
+                                          recording_id=reader.metadata.recording_id)
+                if not reader.sealed and rewrite_header(handle.fileno(), final, reader.header_size):
+                    done.append("wrote the time span into the metadata line")
+        except OSError as exc:
+            raise RecordingError(f"cannot repair {path}: {os_error_text(exc)}") from None
+        return RecoverResult(path, path, "truncated" if reader.torn_bytes else "sealed", messages,
+                             lost=reader.torn_bytes, detail="; ".join(done))
+    target = output or path.with_name(f"{path.stem}.recovered{path.suffix}")
+    if target.exists():
+        raise RecordingError(f"{target} already exists: choose another name with --output")
+    copy = JsonlReader(path, strict=False).open()
+    writer = JsonlWriter(target, copy.metadata, crash_safe=False).open()
+    try:
+        for message, label in copy.iter_labelled():
+            writer.write(message, label=label)
+    except BaseException:
+        writer.discard()
+        raise
+    summary = writer.close()
+    return RecoverResult(path, target, "salvaged", summary.messages, lost=copy.skipped,
+                         detail=f"{copy.skipped} damaged lines were left out")
