@@ -1,0 +1,71 @@
+"""Fleet naming: device ids derived from one base id, and per-device topics."""
+
+from __future__ import annotations
+
+import re
+
+from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.message import validate_topic_name
+
+DEFAULT_DEVICE_ID = "infineon-sensor-01"
+DEFAULT_TOPIC = "device/{device_id}/telemetry"
+DEVICE_PLACEHOLDER = "{device_id}"
+MAX_DEVICES = 10_000
+
+_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
+
+
+def device_ids(base: str, devices: int) -> list[str]:
+    """The ids of ``devices`` devices derived from ``base``.
+
+    One device keeps ``base`` as it is. For a fleet, a trailing number in ``base`` is
+    counted up, zero-padded to its own width or the width the last number needs
+    (``infineon-sensor-01`` -> ``-01`` ... ``-12``; ``dev-7`` x 3 -> ``dev-7``, ``dev-8``,
+    ``dev-9``); without one, ``-01``, ``-02``... (at least 2 digits) is appended.
+    Raises :class:`ConfigError`.
+    """
+    check_device_id(base)
+    if devices < 1 or devices > MAX_DEVICES:
+        raise ConfigError(f"invalid --devices {devices}: use 1 to {MAX_DEVICES}")
+    if devices == 1:
+        return [base]
+    match = _TRAILING_NUMBER.match(base)
+    if match:
+        stem, digits = match.group(1), match.group(2)
+        first = int(digits)
+        width = max(len(digits), len(str(first + devices - 1)))
+    else:
+        stem, first = f"{base}-", 1
+        width = max(2, len(str(devices)))
+    return [f"{stem}{number:0{width}d}" for number in range(first, first + devices)]
+
+
+def check_device_id(device_id: str) -> str:
+    """A device id must be a non-empty single topic level. Raises :class:`ConfigError`."""
+    if not device_id or not device_id.strip():
+        raise ConfigError("invalid device id '': it cannot be empty")
+    for bad in ("/", "+", "#", "\x00"):
+        if bad in device_id:
+            raise ConfigError(f"invalid device id {device_id!r}: it cannot contain {bad!r} (it is a topic level)")
+    return device_id
+
+
+def topic_for(template: str, device_id: str) -> str:
+    """The topic of one device: ``{device_id}`` in ``template`` is replaced by its id.
+
+    Raises :class:`ConfigError` when the result is not a valid topic name.
+    """
+    return validate_topic_name(template.replace(DEVICE_PLACEHOLDER, device_id))
+
+
+def fleet_topics(template: str, ids: list[str]) -> list[str]:
+    """Per-device topics; a fleet's template must contain ``{device_id}`` (distinct topics).
+
+    Raises :class:`ConfigError`.
+    """
+    if len(ids) > 1 and DEVICE_PLACEHOLDER not in template:
+        raise ConfigError(
+            f"with several devices the topic must contain {DEVICE_PLACEHOLDER} so each device has its own "
+            f"topic (got {template!r}; default {DEFAULT_TOPIC!r})"
+        )
+    return [topic_for(template, device_id) for device_id in ids]
