@@ -1,0 +1,504 @@
+"""The core of ``tesaiot replay``: option parsing, selection, rewriting and the scheduler.
+
+Pure: no printing, no MQTT, no files. Messages come from an iterable (a recording
+reader, one fresh iterable per loop) and go to a ``send`` callable (``Session.publish``
+or a line writer); the clock, the sleep and the wall clock are injected, so the whole
+schedule runs on a fake clock in tests. Message *i* is due at
+``start + (t_i - t_0) / speed``, absolute, in file order, never earlier than the message
+before it; the timing model, loops and windows are described in docs/replay.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import orjson
+
+from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.message import Message, topic_matches, validate_topic_filter, validate_topic_name
+from tesaiot_cli.render import iso_time
+
+MIN_SPEED = 1e-6
+MAX_FINITE_SPEED = 1e6
+SPIN_S = 0.0005  # spin (instead of sleeping) this long before a due time
+MAX_SLEEP_S = 0.25  # sleep in slices, so stop requests and progress are seen during long gaps
+PROGRESS_EVERY_S = 0.5
+SINGLE_MESSAGE_PERIOD_NS = 1_000_000_000
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+# -- option values ---------------------------------------------------------------------
+
+
+def parse_speed(text: str) -> float | None:
+    """``5x``, ``5``, ``0.5x``, ``1X`` -> the factor; ``max`` -> ``None`` (no waiting).
+
+    Raises :class:`ConfigError` for zero, negative, NaN, infinite, out-of-range or garbage.
+    """
+    word = text.strip().lower()
+    if word == "max":
+        return None
+    number = word[:-1] if word.endswith("x") else word
+    try:
+        speed = float(number)
+    except ValueError:
+        raise ConfigError(f"invalid --speed {text!r}: use a factor like 5x, 0.5x or 2, or max") from None
+    if not math.isfinite(speed) or speed <= 0:
+        raise ConfigError(f"invalid --speed {text!r}: it must be a positive finite factor (or max)")
+    if not MIN_SPEED <= speed <= MAX_FINITE_SPEED:
+        raise ConfigError(
+            f"invalid --speed {text!r}: use a factor from {MIN_SPEED:g} to {MAX_FINITE_SPEED:g}, or max"
+        )
+    return speed
+
+
+class TimeBound(NamedTuple):
+    """``--start``/``--end``: an offset from the recording's first message, or a UTC time."""
+
+    text: str
+    offset_ns: int | None = None
+    at_ns: int | None = None
+
+    def resolve(self, origin_ns: int) -> int:
+        """The bound in ns since the epoch, given the first message's time ``origin_ns``."""
+        return origin_ns + self.offset_ns if self.offset_ns is not None else int(self.at_ns or 0)
+
+
+def parse_time_bound(text: str, *, name: str) -> TimeBound:
+    """``30`` or ``1.5`` (seconds after the first message) or an ISO 8601 time (UTC when
+    no offset is given). Raises :class:`ConfigError`."""
+    word = text.strip()
+    try:
+        seconds = float(word)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ConfigError(f"invalid {name} {text!r}: an offset must be a non-negative number of seconds")
+        return TimeBound(text, offset_ns=round(seconds * 1e9))
+    try:
+        moment = dt.datetime.fromisoformat(word)
+    except ValueError:
+        raise ConfigError(
+            f"invalid {name} {text!r}: give seconds from the first message (30, 1.5) "
+            "or an ISO 8601 time (2026-11-22T08:24:56+00:00)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return TimeBound(text, at_ns=(moment - _EPOCH) // dt.timedelta(microseconds=1) * 1000)
+
+
+def _check_topic_part(value: str, what: str) -> None:
+    try:
+        validate_topic_name(value)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid {what}: {exc}") from None
+
+
+def parse_remap(text: str) -> tuple[str, str]:
+    """``old=new``: topics starting with ``old`` get ``new`` instead (``new`` may be empty).
+    Raises :class:`ConfigError`."""
+    old, sep, new = text.partition("=")
+    if not sep or not old:
+        raise ConfigError(f"invalid --remap {text!r}: use OLD=NEW, e.g. device/=lab/device/")
+    for part in (old, new) if new else (old,):
+        _check_topic_part(part, f"--remap {text!r}")
+    return old, new
+
+
+def check_topic_prefix(prefix: str) -> str:
+    """A ``--topic-prefix``: a non-empty topic part without wildcards. Raises :class:`ConfigError`."""
+    _check_topic_part(prefix, "--topic-prefix")
+    return prefix
+
+
+def restamp_payload(payload: bytes, stamp: str) -> bytes | None:
+    """The payload with its top-level ``timestamp`` set to ``stamp``, or ``None`` when the
+    payload is not a JSON object with a ``timestamp`` (it is then left as it is).
+
+    Key order is kept; the rest is re-serialised compactly by orjson (same values).
+    """
+    if b"timestamp" not in payload:
+        return None
+    try:
+        value = orjson.loads(payload)
+        if not isinstance(value, dict) or "timestamp" not in value:
+            return None
+        value["timestamp"] = stamp
+        return orjson.dumps(value)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What to replay and how. ``speed`` ``None`` means ``max``; ``loops`` ``None`` means forever."""
+
+    speed: float | None = 1.0
+    topic_filters: tuple[str, ...] = ()
+    start: TimeBound | None = None
+    end: TimeBound | None = None
+    topic_prefix: str = ""
+    remaps: tuple[tuple[str, str], ...] = ()
+    qos: int | None = None
+    retain: bool | None = None
+    restamp: bool = False
+    restore_retained: bool = False
+    loops: int | None = 1
+
+    def __post_init__(self) -> None:
+        for topic_filter in self.topic_filters:
+            validate_topic_filter(topic_filter)
+        if self.qos is not None and self.qos not in (0, 1, 2):
+            raise ConfigError(f"invalid --qos {self.qos}: use 0, 1 or 2")
+        if self.loops is not None and self.loops < 1:
+            raise ConfigError(f"invalid --loop {self.loops}: it must be at least 1")
+        if self.restore_retained and self.retain is False:
+            raise ConfigError("--restore-retained and --no-retain contradict each other: pick one")
+        if self.start is not None and self.end is not None:
+            same_kind = (self.start.offset_ns is None) == (self.end.offset_ns is None)
+            if same_kind and self.end.resolve(0) < self.start.resolve(0):
+                raise ConfigError(f"--end {self.end.text!r} is before --start {self.start.text!r}")
+
+    @property
+    def rewrites(self) -> bool:
+        return bool(self.topic_prefix or self.remaps or self.qos is not None or self.retain is not None
+                    or self.restamp)
+
+
+# -- lateness statistics ---------------------------------------------------------------
+
+
+class LatenessHistogram:
+    """Send lateness (actual send time - due time) in fixed memory.
+
+    To the nearest 1 us below 1024 us, then log-linear buckets of 512 per power of two (within
+    0.2 %); ``max`` and ``mean`` are exact.
+    """
+
+    __slots__ = ("_buckets", "count", "total_s", "max_s")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, int] = {}
+        self.count = 0
+        self.total_s = 0.0
+        self.max_s = 0.0
+
+    def record(self, seconds: float) -> None:
+        if seconds < 0:
+            seconds = 0.0
+        self.count += 1
+        self.total_s += seconds
+        if seconds > self.max_s:
+            self.max_s = seconds
+        micros = int(seconds * 1e6 + 0.5)
+        if micros >= 1024:
+            shift = micros.bit_length() - 10
+            micros = 1024 + (shift - 1) * 512 + (micros >> shift) - 512
+        self._buckets[micros] = self._buckets.get(micros, 0) + 1
+
+    @staticmethod
+    def _bucket_value_s(index: int) -> float:
+        if index < 1024:
+            return index * 1e-6
+        shift, mantissa = divmod(index - 1024, 512)
+        low = (mantissa + 512) << (shift + 1)
+        return (low + (1 << shift)) * 1e-6  # the middle of the bucket
+
+    def percentile(self, fraction: float) -> float | None:
+        """The lateness (seconds) below which ``fraction`` (0..1) of sends fall; None if empty."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(fraction * self.count))
+        seen = 0
+        for index in sorted(self._buckets):
+            seen += self._buckets[index]
+            if seen >= rank:
+                return min(self._bucket_value_s(index), self.max_s)
+        return self.max_s
+
+    @property
+    def mean_s(self) -> float | None:
+        return self.total_s / self.count if self.count else None
+
+
+# -- the replay ------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayStats:
+    """What a replay did so far (read it for progress, and after a stop or an error).
+
+    Clock times are seconds on the injected monotonic clock.
+    """
+
+    sent: int = 0  # selected messages handed to ``send``, all loops
+    restored: int = 0  # retained messages from before the window, sent first
+    skipped: int = 0  # read but not selected (topic filter or time window), all loops
+    restamped: int = 0
+    not_restamped: int = 0  # --restamp, but the payload is not a JSON object with a timestamp
+    clamped: int = 0  # out-of-order messages sent right after their predecessor
+    loops_done: int = 0
+    started_s: float | None = None  # when the first selected message was reached
+    last_due_s: float | None = None
+    last_sent_s: float | None = None
+    first_ns: int | None = None  # recording time of the first selected message (the schedule's t_0)
+    position_ns: int | None = None  # recording time of the last message sent
+    window_end_ns: int | None = None  # --end, resolved (ns since the epoch)
+    stopped: bool = False  # cut short by a stop request
+    lateness: LatenessHistogram = field(default_factory=LatenessHistogram)
+
+    @property
+    def duration_s(self) -> float:
+        """From the first to the last send."""
+        if self.started_s is None or self.last_sent_s is None:
+            return 0.0
+        return self.last_sent_s - self.started_s
+
+    @property
+    def expected_s(self) -> float | None:
+        """What ``duration_s`` should be by the schedule; ``None`` at ``max`` speed."""
+        if self.started_s is None or self.last_due_s is None:
+            return None if self.last_sent_s is not None else 0.0
+        return self.last_due_s - self.started_s
+
+
+Send = Callable[[Message], object]
+
+
+# One spin step. sched_yield releases the GIL, so paho's network thread can write meanwhile
+# (a pure busy loop holds the GIL up to the 5 ms switch interval); sleep(0) would sleep the
+# ~50 us timer slack instead. Measured in docs/replay.md.
+_release_gil: Callable[[], object] = getattr(os, "sched_yield", None) or functools.partial(time.sleep, 0)
+
+
+class Replayer:
+    """Runs one replay. ``run`` returns the stats; they are also in ``stats`` while it runs
+    and after ``send`` raised (e.g. an interrupted publish).
+
+    ``passes`` (given to ``run``) returns a fresh iterable of the recording for each loop.
+    ``before_wait`` is called before each sleep (to flush a buffered output);
+    ``on_progress`` about every ``PROGRESS_EVERY_S``. ``should_stop`` is polled between
+    messages and sleep slices; ``sleep`` may return early (``Event.wait``).
+    """
+
+    def __init__(
+        self,
+        options: ReplayOptions,
+        *,
+        send: Send,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], object] = time.sleep,
+        wall_ns: Callable[[], int] = time.time_ns,
+        should_stop: Callable[[], bool] = lambda: False,
+        before_wait: Callable[[], object] | None = None,
+        on_progress: Callable[[ReplayStats], object] | None = None,
+        spin_s: float = SPIN_S,
+        spin: Callable[[], object] = _release_gil,
+    ) -> None:
+        self.options = options
+        self.stats = ReplayStats()
+        self._send = send
+        self._clock = clock
+        self._sleep = sleep
+        self._wall_ns = wall_ns
+        self._should_stop = should_stop
+        self._before_wait = before_wait
+        self._on_progress = on_progress
+        self._spin_s = spin_s
+        self._spin = spin
+        self._next_progress = 0.0
+        self._start_ns: int | None = None
+        self._end_ns: int | None = None
+
+    # -- message rewriting ---------------------------------------------------------
+
+    def rewrite(self, message: Message) -> Message:
+        """The message as it is sent: topic remapped and prefixed, QoS/retain overridden,
+        payload restamped with the wall clock now. Raises :class:`ConfigError` when a
+        remap leaves an empty topic."""
+        o = self.options
+        topic = message.topic
+        for old, new in o.remaps:
+            if topic.startswith(old):
+                topic = new + topic[len(old):]
+                break
+        if o.topic_prefix:
+            topic = o.topic_prefix + topic
+        if topic != message.topic:
+            validate_topic_name(topic)
+        payload = message.payload
+        if o.restamp:
+            stamped = restamp_payload(payload, iso_time(self._wall_ns()))
+            if stamped is None:
+                self.stats.not_restamped += 1
+            else:
+                self.stats.restamped += 1
+                payload = stamped
+        return Message(topic, payload, message.qos if o.qos is None else o.qos,
+                       message.retain if o.retain is None else o.retain, message.time_ns)
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self, passes: Callable[[], Iterable[Message]]) -> ReplayStats:
+        """Replay every loop; returns the stats. Whatever ``send`` raises propagates."""
+        stats = self.stats
+        loops = self.options.loops
+        offset_ns = 0
+        while loops is None or stats.loops_done < loops:
+            selected, span_ns = self._run_pass(passes(), offset_ns, first=stats.loops_done == 0)
+            if stats.stopped or selected == 0:
+                break
+            stats.loops_done += 1
+            gap_ns = span_ns // (selected - 1) if selected > 1 else SINGLE_MESSAGE_PERIOD_NS
+            offset_ns += span_ns + gap_ns
+        if self._before_wait is not None:
+            self._before_wait()
+        return stats
+
+    def _wanted(self, topic: str) -> bool:
+        filters = self.options.topic_filters
+        return not filters or any(topic_matches(f, topic) for f in filters)
+
+    def _in_window(self, message: Message) -> int:
+        """-1 before the window, 0 inside, 1 after (resolving the bounds on the first call)."""
+        if self._start_ns is None:
+            o = self.options
+            self._start_ns = o.start.resolve(message.time_ns) if o.start is not None else -(1 << 62)
+            self._end_ns = o.end.resolve(message.time_ns) if o.end is not None else 1 << 62
+            self.stats.window_end_ns = self._end_ns if o.end is not None else None
+            if self._end_ns < self._start_ns:
+                raise ConfigError(f"--end {o.end.text if o.end else ''!r} is before --start "
+                                  f"{o.start.text if o.start else ''!r}")
+        t = message.time_ns
+        return -1 if t < self._start_ns else (1 if t > (self._end_ns or 0) else 0)
+
+    def _run_pass(self, messages: Iterable[Message], offset_ns: int, *, first: bool) -> tuple[int, int]:
+        """One loop over the recording: returns (messages selected, span in ns)."""
+        o, stats = self.options, self.stats
+        filters = bool(o.topic_filters)
+        windowed = o.start is not None or o.end is not None
+        restore: dict[str, Message] | None = {} if (o.restore_retained and first) else None
+        rewrite = self.rewrite if o.rewrites else None
+        speed_ns = None if o.speed is None else o.speed * 1e9
+        clock, send, should_stop, record = self._clock, self._send, self._should_stop, stats.lateness.record
+        t0_ns = None
+        high_ns = 0  # the latest relative time scheduled in this pass
+        selected = 0
+        iterator = iter(messages)
+        try:
+            for message in iterator:
+                if should_stop():
+                    stats.stopped = True
+                    break
+                if windowed and (where := self._in_window(message)):
+                    if where > 0:
+                        break  # past --end: the rest of the file is not read
+                    if restore is not None and message.retain and self._wanted(message.topic):
+                        restore[message.topic] = message
+                    stats.skipped += 1
+                    continue
+                if filters and not self._wanted(message.topic):
+                    stats.skipped += 1
+                    continue
+                if t0_ns is None:
+                    t0_ns = message.time_ns
+                    stats.first_ns = t0_ns
+                    if restore:
+                        self._restore(restore.values(), rewrite)
+                    if stats.started_s is None:
+                        stats.started_s = clock()
+                        self._next_progress = stats.started_s + PROGRESS_EVERY_S
+                relative_ns = message.time_ns - t0_ns
+                if relative_ns < high_ns:
+                    relative_ns = high_ns
+                    stats.clamped += 1
+                high_ns = relative_ns
+                selected += 1
+                stats.position_ns = message.time_ns
+                if speed_ns is None:
+                    if not stats.sent & 1023:
+                        self._progress(clock())
+                    send(rewrite(message) if rewrite is not None else message)
+                    stats.sent += 1
+                    continue
+                due = stats.started_s + (relative_ns + offset_ns) / speed_ns  # type: ignore[operator]
+                if clock() < due and not self._wait_until(due):
+                    stats.stopped = True
+                    break
+                if rewrite is not None:
+                    message = rewrite(message)
+                now = clock()
+                record(now - due)
+                stats.last_due_s = due
+                stats.last_sent_s = now
+                send(message)
+                stats.sent += 1
+                if not stats.sent & 255:  # when messages come too fast to ever sleep
+                    self._progress(now)
+        finally:
+            if speed_ns is None and stats.sent:
+                stats.last_sent_s = clock()
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        return selected, high_ns
+
+    def _restore(self, retained: Iterable[Message], rewrite: Callable[[Message], Message] | None) -> None:
+        for message in sorted(retained, key=lambda m: m.time_ns):
+            self._send(rewrite(message) if rewrite is not None else message)
+            self.stats.restored += 1
+
+    def _wait_until(self, due: float) -> bool:
+        """Sleep, then spin, until ``due``; False when a stop was requested meanwhile."""
+        clock, spin_s = self._clock, self._spin_s
+        if self._before_wait is not None:
+            self._before_wait()
+        while True:
+            now = clock()
+            remaining = due - now
+            if remaining <= 0:
+                return True
+            if remaining > spin_s:
+                self._progress(now)
+                self._sleep(min(remaining - spin_s, MAX_SLEEP_S))
+                if self._should_stop():
+                    return False
+            else:
+                self._spin()
+
+    def _progress(self, now: float) -> None:
+        if self._on_progress is not None and now >= self._next_progress:
+            self._next_progress = now + PROGRESS_EVERY_S
+            self._on_progress(self.stats)
+
+
+def summary(stats: ReplayStats, *, speed: float | None) -> dict[str, object]:
+    """The replay's own numbers as a JSON-ready dict (the CLI adds the delivery counters)."""
+    late = stats.lateness
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1e3, 3)
+
+    return {
+        "speed": "max" if speed is None else speed,
+        "sent": stats.sent,
+        "restored_retained": stats.restored,
+        "skipped": stats.skipped,
+        "restamped": stats.restamped,
+        "not_restamped": stats.not_restamped,
+        "clamped": stats.clamped,
+        "loops": stats.loops_done,
+        "duration_s": round(stats.duration_s, 6),
+        "expected_s": None if (e := stats.expected_s) is None else round(e, 6),
+        "lateness_ms": {"p50": ms(late.percentile(0.5)), "p99": ms(late.percentile(0.99)),
+                        "max": ms(late.max_s if late.count else None), "mean": ms(late.mean_s)},
+        "stopped": stats.stopped,
+    }
