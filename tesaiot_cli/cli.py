@@ -12,7 +12,13 @@ import typer
 
 from tesaiot_cli import __version__
 from tesaiot_cli.commands import broker as broker_cmd
+from tesaiot_cli.commands import convert as convert_cmd
+from tesaiot_cli.commands import info as info_cmd
 from tesaiot_cli.commands import listen as listen_cmd
+from tesaiot_cli.commands import record as record_cmd
+from tesaiot_cli.commands import recover as recover_cmd
+from tesaiot_cli.commands import replay as replay_cmd
+from tesaiot_cli.commands import simulate as simulate_cmd
 
 HELP = """Listen to, simulate, record and replay MQTT telemetry for the TESAIoT platform.
 
@@ -53,7 +59,13 @@ def root(
 
 
 app.command("listen", epilog=listen_cmd.EPILOG)(listen_cmd.listen)
+app.command("record", epilog=record_cmd.EPILOG)(record_cmd.record)
+app.command("info", epilog=info_cmd.EPILOG)(info_cmd.info)
+app.command("convert", epilog=convert_cmd.EPILOG)(convert_cmd.convert)
+app.command("recover", epilog=recover_cmd.EPILOG)(recover_cmd.recover)
+app.command("simulate", epilog=simulate_cmd.EPILOG)(simulate_cmd.simulate)
 app.command("broker", epilog=broker_cmd.EPILOG)(broker_cmd.broker)
+app.command("replay", cls=replay_cmd.ReplayCommand, epilog=replay_cmd.EPILOG)(replay_cmd.replay)
 
 
 def main() -> None:
