@@ -83,7 +83,7 @@ class EmbeddedBroker:
             _check_free(self.address.host, self.address.ws_port)
         # amqtt logs every connection, and websockets logs a traceback for every port probe
         # or stray HTTP request: a demo broker's console should stay readable.
-        logging.getLogger("amqtt").setLevel(logging.ERROR)
+        logging.getLogger("amqtt").setLevel(logging.CRITICAL)
         logging.getLogger("websockets").setLevel(logging.CRITICAL)
         logging.getLogger("transitions").setLevel(logging.ERROR)
         loop = asyncio.new_event_loop()
