@@ -90,6 +90,8 @@ class Session:
 
     ``window`` bounds the messages published but not yet completed. ``interrupt`` is an
     event the caller sets (on Ctrl+C) to cut blocking waits short with :class:`Interrupted`.
+    ``on_message`` receives messages from the moment the session connects (a persistent
+    session's queued messages arrive before any SUBSCRIBE); ``subscribe`` may also set it.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Session:
         on_event: EventCallback | None = None,
         window: int = DEFAULT_WINDOW,
         interrupt: threading.Event | None = None,
+        on_message: MessageCallback | None = None,
     ) -> None:
         if window < 1:
             raise ConfigError(f"invalid publish window {window}: it must be at least 1")
@@ -115,7 +118,9 @@ class Session:
         self._closing = False
         self._connected = threading.Event()
         self._subscriptions: list[tuple[str, int]] = []
-        self._on_message: MessageCallback | None = None
+        # Given here, it also receives what a persistent session delivers right after CONNACK,
+        # before subscribe() is called.
+        self._on_message: MessageCallback | None = on_message
         self._suback: dict[int, list[int]] = {}
         self._suback_ready = threading.Condition()
         self._pending: collections.deque[paho.MQTTMessageInfo] = collections.deque()
@@ -355,7 +360,7 @@ class Session:
 
     # -- subscribing ---------------------------------------------------------------
 
-    def subscribe(self, filters: Sequence[str], *, qos: int, on_message: MessageCallback) -> None:
+    def subscribe(self, filters: Sequence[str], *, qos: int, on_message: MessageCallback | None = None) -> None:
         """Subscribe and wait for the SUBACK; re-subscribed after every reconnect.
 
         ``on_message`` runs on the network thread for every message: keep it short.
@@ -369,7 +374,8 @@ class Session:
             raise ConfigError("no topic filter to subscribe to")
         for topic_filter in filters:
             validate_topic_filter(topic_filter)
-        self._on_message = on_message
+        if on_message is not None:
+            self._on_message = on_message
         self._subscriptions = [(f, qos) for f in filters]
         deadline = time.monotonic() + self.settings.connect_timeout
         with self._suback_ready:

@@ -119,11 +119,9 @@ def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos
     done = threading.Event()
     inbox = _Inbox()
     with StopSignals() as stop:
-        session = Session(settings, on_event=print_event, interrupt=stop.event)
-        # A persistent session gets its queued messages right after CONNACK, before
-        # subscribe() installs a callback: catch them from the start. (Session has no public
-        # way to set the callback before connecting yet.)
-        session._on_message = inbox  # noqa: SLF001
+        # on_message from the start: a persistent session gets its queued messages right
+        # after CONNACK, before subscribe().
+        session = Session(settings, on_event=print_event, interrupt=stop.event, on_message=inbox)
         session.connect()  # before touching the output: a failed connect leaves an old file alone
         try:
             if force:
