@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -164,11 +164,13 @@ def test_reconnect_resubscribes_after_broker_restart(own_broker: Mosquitto) -> N
     assert session.stats.reconnects == 1
 
 
-def test_flow_control_never_rejects(broker: Mosquitto) -> None:
+@pytest.mark.parametrize("threaded", [True, False], ids=["threaded", "driven"])
+def test_flow_control_never_rejects(broker: Mosquitto, threaded: bool) -> None:
     """20k QoS 1 publishes in a tight loop: every one acknowledged, none rejected."""
     total = 20_000
-    topic = "bench/flow"
-    with Collector(broker.tcp_port, topic) as collector, Session(settings_for(broker.tcp_url), window=200) as session:
+    topic = f"bench/flow-{threaded}"
+    with Collector(broker.tcp_port, topic) as collector, \
+            Session(settings_for(broker.tcp_url), window=200, threaded=threaded) as session:
         for i in range(total):
             assert session.publish(Message(topic, i.to_bytes(4, "big"), qos=1))
             assert session.in_flight() <= 200
@@ -179,37 +181,73 @@ def test_flow_control_never_rejects(broker: Mosquitto) -> None:
     assert sorted(int.from_bytes(m.payload, "big") for m in messages) == list(range(total))
 
 
-def test_publish_while_broker_down_is_queued_then_delivered(own_broker: Mosquitto) -> None:
+def wait_until(session: Session, condition: Callable[[], bool], timeout: float = 20) -> None:
+    """Let time pass through the session (a driven session serves its connection meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        session.wait(0.02)
+    assert condition()
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["threaded", "driven"])
+def test_publish_while_broker_down_is_queued_then_delivered(own_broker: Mosquitto, threaded: bool) -> None:
     topic = "device/outage/telemetry"
+    events: list[str] = []
     collector = Collector(own_broker.tcp_port, topic, client_id="outage-collector", clean_session=False)
     with collector:
         pass  # register the persistent session, then go away
-    with Session(settings_for(own_broker.tcp_url), window=100) as session:
+    with Session(settings_for(own_broker.tcp_url), window=100, threaded=threaded,
+                 on_event=lambda kind, text: events.append(kind)) as session:
+        for i in range(10):
+            assert session.publish(Message(topic, b"%d" % i, qos=1))
         own_broker.stop()
-        deadline = time.monotonic() + 10
-        while session.connected and time.monotonic() < deadline:
-            time.sleep(0.02)
-        for i in range(20):
+        wait_until(session, lambda: not session.connected)
+        for i in range(10, 30):
             assert session.publish(Message(topic, b"%d" % i, qos=1), timeout=0.1)
         own_broker.start()
+        wait_until(session, lambda: session.connected)
         assert session.flush(30)
-    assert session.stats.completed == 20 and session.stats.dropped == 0
+    assert session.stats.completed == 30 and session.stats.dropped == 0
+    assert {"disconnected", "reconnecting", "reconnected"} <= set(events)
     with Collector(own_broker.tcp_port, topic, client_id="outage-collector", clean_session=False) as again:
-        messages = again.wait_for(20)
-    assert sorted(int(m.payload) for m in messages) == list(range(20))
+        messages = again.wait_for(30)
+    assert sorted(set(int(m.payload) for m in messages)) == list(range(30))
 
 
-def test_full_window_drops_are_counted_not_silent(own_broker: Mosquitto) -> None:
-    with Session(settings_for(own_broker.tcp_url), window=5) as session:
+@pytest.mark.parametrize("threaded", [True, False], ids=["threaded", "driven"])
+def test_full_window_drops_are_counted_not_silent(own_broker: Mosquitto, threaded: bool) -> None:
+    with Session(settings_for(own_broker.tcp_url), window=5, threaded=threaded) as session:
         own_broker.stop()
-        deadline = time.monotonic() + 10
-        while session.connected and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(session, lambda: not session.connected)
         results = [session.publish(Message("t/x", b"x", qos=1), timeout=0.01) for _ in range(8)]
         own_broker.start()
+        wait_until(session, lambda: session.connected)
         session.flush(30)
     assert results.count(False) == 3
     assert session.stats.dropped == 3 and session.stats.completed == 5
+
+
+def test_driven_session_keeps_the_connection_alive(broker: Mosquitto) -> None:
+    """A driven session that only waits still answers keepalives (5 s keepalive, 8 s idle)."""
+    events: list[str] = []
+    with Session(settings_for(broker.tcp_url, keepalive=5), threaded=False,
+                 on_event=lambda kind, text: events.append(kind)) as session:
+        session.wait(8)
+        assert session.connected
+        assert session.publish(Message("t/alive", b"still here", qos=1))
+        assert session.flush(10)
+    assert "disconnected" not in events and session.stats.completed == 1
+
+
+def test_driven_qos0_lost_in_an_outage_is_counted(own_broker: Mosquitto) -> None:
+    with Session(settings_for(own_broker.tcp_url), threaded=False) as session:
+        own_broker.stop()
+        wait_until(session, lambda: not session.connected)
+        for _ in range(5):
+            session.publish(Message("t/q0", b"x", qos=0), timeout=0.01)
+        own_broker.start()
+        wait_until(session, lambda: session.connected)
+    assert session.stats.dropped == 5 and session.stats.unacknowledged == 0
 
 
 def test_settings_repr_has_no_secret(broker: Mosquitto) -> None:

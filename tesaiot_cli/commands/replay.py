@@ -192,8 +192,10 @@ def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, 
     from tesaiot_cli.session import Interrupted, Session
 
     settings = resolve_settings(conn, command="replay", allow_token=False)
-    with Session(settings, on_event=print_event, interrupt=stop.event) as session:
-        replayer = Replayer(options, send=session.publish, **common)
+    # threaded=False: this thread runs the network loop, so each PUBLISH is written straight
+    # to the socket; the scheduler's sleeps serve the connection (acks, keepalive, reconnect).
+    with Session(settings, on_event=print_event, interrupt=stop.event, threaded=False) as session:
+        replayer = Replayer(options, send=session.publish, sleep=session.wait, **common)
         try:
             replayer.run(passes)
         except Interrupted:  # Ctrl+C while waiting for room in the publish window

@@ -213,7 +213,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
     console = _Console(opts, quiet=quiet, color=color)
     with StopSignals() as stop, ExitStack() as resources:
         session = resources.enter_context(
-            Session(settings, on_event=console.event, interrupt=stop.event, window=opts.queue))
+            Session(settings, on_event=console.event, interrupt=stop.event, window=opts.queue, threaded=False))
         console.session = session
         if not quiet:
             for line in _banner(opts, settings, ids, topics):
@@ -244,7 +244,9 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
                 writer.write(message, label=packet.label)
             console.packet(packet, sent)
 
-        scheduler = Scheduler(interval_s=opts.interval_s, devices=opts.devices, sleep=stop.event.wait)
+        # The session runs its network loop on this thread (threaded=False): waiting for the
+        # next packet goes through it, reading acknowledgements and reconnecting meanwhile.
+        scheduler = Scheduler(interval_s=opts.interval_s, devices=opts.devices, sleep=session.wait)
         stats = run(fleet, topics, scheduler, publish, qos=opts.qos, count=opts.count,
                     duration_s=opts.duration_s, stop=stop.event.is_set, on_packet=on_packet)
         console.clear()
