@@ -1,0 +1,92 @@
+"""The newcomer's loop on the embedded broker: simulate -> record -> info -> replay -> listen."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import ROOT, clean_env, run_cli, start_cli
+from tests.support.broker import free_ports, wait_for_port
+
+
+def wait_for_text(process: subprocess.Popen[str], text: str, timeout: float = 30) -> None:
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen += line
+        if text in line:
+            return
+    raise AssertionError(f"{text!r} not seen: {seen!r}")
+
+
+@pytest.fixture
+def embedded_url() -> Iterator[str]:
+    (port,) = free_ports(1)
+    broker = start_cli("broker", "--port", str(port), "--no-ws")
+    try:
+        wait_for_port(port, timeout=30)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        broker.send_signal(signal.SIGINT)
+        broker.communicate(timeout=20)
+
+
+def test_simulate_record_replay_loop(embedded_url: str, tmp_path: Path) -> None:
+    recording, truth = tmp_path / "rec.parquet", tmp_path / "truth.parquet"
+    recorder = start_cli("record", str(recording), "-b", embedded_url, "-t", "device/#", "--count", "30")
+    wait_for_text(recorder, "recording")
+    sim = run_cli("simulate", "-b", embedded_url, "--count", "30", "--interval", "0.02", "--anomaly-every", "10",
+                  "--seed", "7", "--quiet", "--record", str(truth))
+    assert sim.returncode == 0, sim.stderr
+    _, err = recorder.communicate(timeout=30)
+    assert recorder.returncode == 0, err
+
+    table = pq.read_table(recording)
+    truth_table = pq.read_table(truth)
+    assert table.num_rows == 30
+    assert table.column("payload").to_pylist() == truth_table.column("payload").to_pylist()
+    labels = truth_table.column("label").to_pylist()
+    assert [i + 1 for i, label in enumerate(labels) if label != "normal"] == [10, 20, 30]
+
+    info = run_cli("info", str(truth), "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["messages"] == 30
+
+    listener = start_cli("listen", "-b", embedded_url, "--json", "--count", "30")
+    wait_for_text(listener, "listening on")
+    started = time.monotonic()
+    replay = run_cli("replay", str(recording), "-b", embedded_url, "--speed", "5x")
+    assert replay.returncode == 0, replay.stderr
+    out, err = listener.communicate(timeout=30)
+    assert listener.returncode == 0, err
+    received = [json.loads(line) for line in out.splitlines()]
+    original = [json.loads(p) for p in table.column("payload").to_pylist()]
+    assert [r["payload"] for r in received] == original
+    assert time.monotonic() - started < 25  # bounded, not a performance claim
+
+
+def test_demo_script_runs_end_to_end() -> None:
+    """The README's main command, as a newcomer runs it (its .venv already exists here)."""
+    before = set((ROOT / "recordings").glob("demo-*"))
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "demo")], cwd=ROOT, env=clean_env(),
+                            capture_output=True, text=True, timeout=400)
+    try:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert "replayed 40 messages" in result.stderr
+        assert "labels" in result.stdout and "anomalies 4" in result.stdout
+        assert result.stdout.count("Device: infineon-sensor-01") == 40
+        assert "Traceback" not in result.stderr
+    finally:
+        for path in set((ROOT / "recordings").glob("demo-*")) - before:
+            path.unlink()
