@@ -16,7 +16,6 @@ import collections
 import contextlib
 import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,17 +26,20 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from tesaiot_cli.config import ConnectionSettings
+from tesaiot_cli.connection import (
+    AUTH_REASON_CODES,
+    PASSWORD_HINT,
+    SESSION_TAKEN_OVER,
+    TOKEN_HINT,
+    reason_value,
+    ssl_context,
+    translate_connect_error,
+)
 from tesaiot_cli.errors import AuthError, ConfigError, ConnectError, TesaiotError
 from tesaiot_cli.message import Message, validate_topic_filter
 
-# CONNACK codes that mean "your credentials": MQTT 3.1.1 (4, 5) and MQTT 5 / paho 2 (134, 135).
-AUTH_REASON_CODES = frozenset({4, 5, 134, 135})
-TOKEN_HINT = "the API token may be expired, revoked or wrong: create a new one in the TESAIoT dashboard"
-PASSWORD_HINT = "check the username and password"
-SESSION_TAKEN_OVER = frozenset({0x8E, 0x87})
 RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30
 DEFAULT_WINDOW = 1000
@@ -76,15 +78,6 @@ class SessionStats:
     @property
     def unacknowledged(self) -> int:
         return self.published - self.completed - self.failed - self.dropped
-
-
-def _reason_value(reason: Any) -> int:
-    if isinstance(reason, ReasonCode):
-        return int(reason.value)
-    try:
-        return int(reason)
-    except (TypeError, ValueError):
-        return -1
 
 
 class Session:
@@ -184,7 +177,7 @@ class Session:
         elif s.username is not None:
             client.username_pw_set(s.username, s.password.reveal() if s.password else None)
         if s.url.tls:
-            client.tls_set_context(self._ssl_context())
+            client.tls_set_context(ssl_context(s))
         client.connect_timeout = s.connect_timeout
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         # Our window bounds what is in flight. paho's own limit would make it walk its whole
@@ -204,28 +197,6 @@ class Session:
             client.on_publish = self._handle_publish
         client.on_socket_open = self._handle_socket_open
         return client
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        s = self.settings
-        try:
-            context = ssl.create_default_context(cafile=s.ca_file)
-        except FileNotFoundError:
-            raise ConfigError(f"CA file not found: {s.ca_file}") from None
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"cannot load CA file {s.ca_file}: {_ssl_text(exc)}") from None
-        if s.cert_file or s.key_file:
-            if not s.cert_file:
-                raise ConfigError("--key-file needs --cert-file too (mutual TLS)")
-            try:
-                context.load_cert_chain(s.cert_file, s.key_file)
-            except FileNotFoundError as exc:
-                raise ConfigError(f"client certificate or key not found: {exc.filename}") from None
-            except (ssl.SSLError, OSError) as exc:
-                raise ConfigError(f"cannot load client certificate/key: {_ssl_text(exc)}") from None
-        if s.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
 
     def connect(self) -> None:
         """Connect and wait for the broker's CONNACK.
@@ -248,7 +219,7 @@ class Session:
         try:
             client.connect(s.url.host, s.url.port, **connect_kwargs)
         except BaseException as exc:  # noqa: BLE001 - translated, never leaks
-            raise _translate_connect_error(exc, where, s) from None
+            raise translate_connect_error(exc, where, s) from None
         self._client = client
         if self._threaded:
             self._stop_network.clear()
@@ -337,7 +308,7 @@ class Session:
                 raise
             self._reconnect_delay = min(self._reconnect_delay * 2, RECONNECT_MAX_DELAY_S)
             self._next_reconnect = time.monotonic() + self._reconnect_delay
-            why = _translate_connect_error(exc, f"{self.settings.url.host}:{self.settings.url.port}", self.settings)
+            why = translate_connect_error(exc, f"{self.settings.url.host}:{self.settings.url.port}", self.settings)
             self._emit("reconnecting", f"reconnect failed ({why}); next attempt in {self._reconnect_delay:g} s")
 
     def _network_main(self) -> None:
@@ -418,7 +389,7 @@ class Session:
     def _handle_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        code = _reason_value(reason)
+        code = reason_value(reason)
         self._connack_code = code
         self._connack_text = str(getattr(reason, "getName", lambda: reason)())
         if code == 0:
@@ -442,7 +413,7 @@ class Session:
         if self._closing or not was_connected:
             return
         self.stats.disconnects += 1
-        code = _reason_value(reason)
+        code = reason_value(reason)
         why = str(getattr(reason, "getName", lambda: reason)())
         if code in SESSION_TAKEN_OVER:
             why += " (another client with the same client id took the session over)"
@@ -470,7 +441,7 @@ class Session:
     def _handle_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any
     ) -> None:
-        codes = [_reason_value(r) for r in reasons]
+        codes = [reason_value(r) for r in reasons]
         with self._suback_ready:  # held by subscribe() until it has noted its mid
             if mid in self._awaited_mids:
                 self._suback[mid] = codes
@@ -484,7 +455,7 @@ class Session:
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any
     ) -> None:
-        code = _reason_value(reason)
+        code = reason_value(reason)
         if code >= 0x80:
             self.stats.failed += 1
             self.stats.failed_reasons[str(getattr(reason, "getName", lambda: code)())] += 1
@@ -655,45 +626,3 @@ class Session:
         if self._client is None:
             raise RuntimeError("session is not connected: use it as a context manager")
         return self._client
-
-
-def _ssl_text(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return str(exc.verify_message or exc.reason or exc)
-    if isinstance(exc, ssl.SSLError):
-        return str(exc.reason or exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _translate_connect_error(exc: BaseException, where: str, s: ConnectionSettings) -> BaseException:
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return exc
-    if isinstance(exc, socket.gaierror):
-        return ConnectError(f"cannot resolve broker host '{s.url.host}' (DNS: {exc.strerror})")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return ConnectError(
-            f"TLS certificate verification failed for {where}: {_ssl_text(exc)} "
-            "(give the broker's CA with --ca-file, or --insecure to skip verification)"
-        )
-    if isinstance(exc, ssl.CertificateError):
-        return ConnectError(f"TLS certificate does not match {s.url.host}: {exc}")
-    if isinstance(exc, ssl.SSLError):
-        return ConnectError(f"TLS handshake with {where} failed: {_ssl_text(exc)}")
-    if isinstance(exc, paho.WebsocketConnectionError):
-        return ConnectError(f"WebSocket handshake with {where}{s.url.path} failed: {exc}")
-    if isinstance(exc, ConnectionRefusedError):
-        return ConnectError(f"connection refused by {where} (is an MQTT broker listening there?)")
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return ConnectError(f"timed out connecting to {where} after {s.connect_timeout:g} s")
-    if isinstance(exc, ConnectionResetError):
-        return ConnectError(
-            f"{where} closed the connection during the handshake (wrong scheme? "
-            "mqtts:// and wss:// need a TLS port)"
-        )
-    if isinstance(exc, OSError):
-        return ConnectError(f"cannot connect to {where}: {_ssl_text(exc)}")
-    if isinstance(exc, ValueError):
-        return ConfigError(f"cannot connect to {where}: {exc}")
-    return ConnectError(f"cannot connect to {where}: {type(exc).__name__}: {exc}")

@@ -1,0 +1,97 @@
+"""Connection helpers for the session layer: the TLS context, and translating what paho,
+``ssl`` and ``socket`` raise into the project's exceptions with one clear sentence each."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+
+from tesaiot_cli.config import ConnectionSettings
+from tesaiot_cli.errors import ConfigError, ConnectError
+
+# CONNACK codes that mean "your credentials": MQTT 3.1.1 (4, 5) and MQTT 5 / paho 2 (134, 135).
+AUTH_REASON_CODES = frozenset({4, 5, 134, 135})
+TOKEN_HINT = "the API token may be expired, revoked or wrong: create a new one in the TESAIoT dashboard"
+PASSWORD_HINT = "check the username and password"
+SESSION_TAKEN_OVER = frozenset({0x8E, 0x87})
+
+
+def reason_value(reason: Any) -> int:
+    """The numeric value of a paho reason code (or of a plain int); -1 when it has none."""
+    if isinstance(reason, ReasonCode):
+        return int(reason.value)
+    try:
+        return int(reason)
+    except (TypeError, ValueError):
+        return -1
+
+
+def ssl_context(s: ConnectionSettings) -> ssl.SSLContext:
+    """The TLS context for ``s``: system CAs or ``ca_file``, an optional client certificate,
+    verification off only with ``insecure``. Raises :class:`ConfigError` for unreadable files."""
+    try:
+        context = ssl.create_default_context(cafile=s.ca_file)
+    except FileNotFoundError:
+        raise ConfigError(f"CA file not found: {s.ca_file}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"cannot load CA file {s.ca_file}: {_ssl_text(exc)}") from None
+    if s.cert_file or s.key_file:
+        if not s.cert_file:
+            raise ConfigError("--key-file needs --cert-file too (mutual TLS)")
+        try:
+            context.load_cert_chain(s.cert_file, s.key_file)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"client certificate or key not found: {exc.filename}") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"cannot load client certificate/key: {_ssl_text(exc)}") from None
+    if s.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _ssl_text(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return str(exc.verify_message or exc.reason or exc)
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def translate_connect_error(exc: BaseException, where: str, s: ConnectionSettings) -> BaseException:
+    """The project's exception for what connecting to ``where`` raised (interrupts pass through)."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return exc
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(f"cannot resolve broker host '{s.url.host}' (DNS: {exc.strerror})")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ConnectError(
+            f"TLS certificate verification failed for {where}: {_ssl_text(exc)} "
+            "(give the broker's CA with --ca-file, or --insecure to skip verification)"
+        )
+    if isinstance(exc, ssl.CertificateError):
+        return ConnectError(f"TLS certificate does not match {s.url.host}: {exc}")
+    if isinstance(exc, ssl.SSLError):
+        return ConnectError(f"TLS handshake with {where} failed: {_ssl_text(exc)}")
+    if isinstance(exc, paho.WebsocketConnectionError):
+        return ConnectError(f"WebSocket handshake with {where}{s.url.path} failed: {exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError(f"connection refused by {where} (is an MQTT broker listening there?)")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return ConnectError(f"timed out connecting to {where} after {s.connect_timeout:g} s")
+    if isinstance(exc, ConnectionResetError):
+        return ConnectError(
+            f"{where} closed the connection during the handshake (wrong scheme? "
+            "mqtts:// and wss:// need a TLS port)"
+        )
+    if isinstance(exc, OSError):
+        return ConnectError(f"cannot connect to {where}: {_ssl_text(exc)}")
+    if isinstance(exc, ValueError):
+        return ConfigError(f"cannot connect to {where}: {exc}")
+    return ConnectError(f"cannot connect to {where}: {type(exc).__name__}: {exc}")
