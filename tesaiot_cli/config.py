@@ -7,7 +7,6 @@ the flags and an already merged environment mapping (``.env`` values under
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -54,7 +53,9 @@ class Secret:
     __str__ = masked
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+        import hmac
+
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
 
     def __hash__(self) -> int:
         return hash(self._value)
@@ -199,6 +200,8 @@ class ConnectionSettings:
 
 def new_client_id(prefix: str) -> str:
     """A unique client id: the prefix plus 6 random hex characters (23 characters or fewer)."""
+    import secrets  # here, not at the top: `tesaiot --help` should not pay for it
+
     return f"{prefix[:16]}-{secrets.token_hex(3)}"
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 from typing import Any, NamedTuple
 
-import orjson
-
 from tesaiot_cli.errors import ConfigError
 
 
@@ -113,6 +111,8 @@ def decode_payload(payload: bytes) -> tuple[Any, str]:
     except UnicodeDecodeError:
         return base64.b64encode(payload).decode("ascii"), "base64"
     if text.strip():
+        import orjson  # here, so that importing this module (every command does) stays light
+
         try:
             return orjson.loads(payload), "json"
         except orjson.JSONDecodeError:
