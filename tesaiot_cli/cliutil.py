@@ -26,6 +26,7 @@ from tesaiot_cli.errors import (
     AuthError,
     ConfigError,
     ConnectError,
+    Interrupted,
     PublishError,
     RecordingError,
     TesaiotError,
@@ -73,8 +74,6 @@ def warn(text: str) -> None:
 @contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn the core's exceptions into one stderr line and a documented exit code."""
-    from tesaiot_cli.session import Interrupted
-
     try:
         yield
     except Interrupted:

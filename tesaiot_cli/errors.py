@@ -37,3 +37,7 @@ class PublishError(TesaiotError):
 
 class RecordingError(TesaiotError):
     """A recording could not be written or read (missing, corrupt, wrong format, disk full)."""
+
+
+class Interrupted(TesaiotError):
+    """A wait was cut short because the caller asked to stop (Ctrl+C, SIGTERM)."""

@@ -37,7 +37,7 @@ from tesaiot_cli.connection import (
     ssl_context,
     translate_connect_error,
 )
-from tesaiot_cli.errors import AuthError, ConfigError, ConnectError, TesaiotError
+from tesaiot_cli.errors import AuthError, ConfigError, ConnectError, Interrupted
 from tesaiot_cli.message import Message, validate_topic_filter
 
 RECONNECT_MIN_DELAY_S = 1
@@ -50,10 +50,6 @@ PUMP_EVERY = 64  # threaded=False: read acknowledgements every this many publish
 
 EventCallback = Callable[[str, str], None]
 MessageCallback = Callable[[Message], None]
-
-
-class Interrupted(TesaiotError):
-    """A wait was cut short because the caller's ``interrupt`` event was set (Ctrl+C)."""
 
 
 @dataclass

@@ -10,12 +10,14 @@ import typer
 from tesaiot_cli.cliutil import cli_errors, err, warn
 from tesaiot_cli.commands.info import human_bytes
 from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
 
 EPILOG = """\b
 Examples:
   tesaiot convert out.parquet out.jsonl          # for jq, grep and friends
   tesaiot convert run.jsonl run.parquet          # compact, for pandas, polars, DuckDB
   tesaiot convert data.bin copy.jsonl --from parquet --force
+  tesaiot convert out.parquet clean.parquet --dedupe   # drop QoS 1 re-deliveries
 """
 
 
@@ -25,25 +27,46 @@ def convert(
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="FORMAT", help="Format of OUT: parquet or jsonl (default: from its suffix).", show_default=False)] = None,  # noqa: E501
     from_fmt: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of IN (default: from its suffix).", show_default=False)] = None,  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT.")] = False,
+    dedupe: Annotated[bool, typer.Option("--dedupe", help="Leave out duplicates: messages whose topic and payload repeat an earlier one within --dedupe-window (QoS 1 re-deliveries after a reconnect); the first copy is kept.")] = False,  # noqa: E501
+    window: Annotated[float, typer.Option("--dedupe-window", metavar="SECONDS", help="How far back --dedupe looks.")] = DEFAULT_WINDOW_S,  # noqa: E501
 ) -> None:
     """Convert a recording between Parquet and JSONL, keeping every payload byte, time,
     QoS, retain flag, label and the metadata. OUT appears only when complete."""
-    from tesaiot_cli.recording.base import existing_outputs, format_for, open_reader, open_writer, strip_partial
+    from dataclasses import replace
+
+    from tesaiot_cli.recording.base import (
+        existing_outputs,
+        format_for,
+        is_dataset_path,
+        open_reader,
+        open_writer,
+        strip_partial,
+    )
+    from tesaiot_cli.recording.dedupe import DuplicateFinder
 
     with cli_errors():
+        finder = DuplicateFinder(window) if dedupe else None
         source = strip_partial(source)
         out_format = format_for(target, fmt)
-        format_for(source, from_fmt)
+        if not is_dataset_path(source):  # a dataset directory is Parquet by definition
+            format_for(source, from_fmt)
         if source.resolve() == target.resolve():
             raise ConfigError("IN and OUT are the same file")
         in_the_way = [p for p in existing_outputs(target, format=out_format) if p.is_file()]
         if in_the_way and not force:
             raise ConfigError(f"{target} already exists: choose another name, or --force to overwrite")
         with open_reader(source, format=from_fmt) as reader:
-            writer: Any = open_writer(target, metadata=reader.metadata, format=out_format, crash_safe=False)
+            metadata = reader.metadata
+            note: dict[str, Any] = {"removed": 0, "window_s": window}
+            if finder is not None:  # said in the metadata: filled in before the writer closes
+                metadata = replace(metadata, extra={**metadata.extra, "deduplicated": note})
+            writer: Any = open_writer(target, metadata=metadata, format=out_format, crash_safe=False)
             try:
                 for message, label in reader.iter_labelled():
+                    if finder is not None and finder.repeated(message.topic, message.payload, message.time_ns):
+                        continue
                     writer.write(message, label=label)
+                note["removed"] = finder.duplicates if finder is not None else 0
             except BaseException:
                 writer.discard()
                 raise
@@ -51,5 +74,6 @@ def convert(
             warnings = list(getattr(reader, "warnings", []))
         for text in warnings:
             warn(text)
+        removed = f", {finder.duplicates:,} duplicates left out" if finder is not None else ""
         err(f"converted {summary.messages:,} messages: {source} -> {target} ({out_format}, "
-            f"{human_bytes(summary.file_bytes)})")
+            f"{human_bytes(summary.file_bytes)}){removed}")

@@ -44,6 +44,7 @@ Examples:
   tesaiot replay rec.parquet --start 30 --end 90 --restore-retained
   tesaiot replay rec.parquet -t 'device/+/telemetry/#' --remap device/=lab/device/ --loop
   tesaiot replay rec.parquet --restamp --loop 3 --json
+  tesaiot replay data/ --speed 10x                    # a dataset (record --workers): merged by time
 """
 
 # ``--loop`` takes an optional count, which Typer cannot express: a bare ``--loop`` (not
@@ -87,7 +88,7 @@ def parse_loops(value: str | None) -> int | None:
 
 @with_connection_options
 def replay(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="Recording (.parquet or .jsonl) from 'record' or 'simulate --record'.", show_default=False)],  # noqa: E501
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Recording (.parquet or .jsonl) from 'record' or 'simulate --record', or a dataset directory (its files merged by receive time).", show_default=False)],  # noqa: E501
     speed: Annotated[str, typer.Option("--speed", "-s", metavar="FACTOR", help="Time factor: 5x, 5, 0.5x, 1X... or max (as fast as flow control allows).")] = "1x",  # noqa: E501
     topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Only messages matching this MQTT filter (+ and # wildcards), repeatable.", show_default=False)] = None,  # noqa: E501
     start: Annotated[Optional[str], typer.Option("--start", metavar="TIME", help="Skip messages before TIME: seconds after the first message (30, 1.5) or ISO 8601 (UTC unless an offset is given).", show_default=False)] = None,  # noqa: E501
@@ -188,8 +189,9 @@ def _read_again(path: Path, recording_format: str | None) -> Iterator[Message]:
 
 def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, Any], conn: ConnectionFlags,
                       stop: StopSignals) -> dict[str, Any]:
+    from tesaiot_cli.errors import Interrupted
     from tesaiot_cli.replay import Replayer
-    from tesaiot_cli.session import Interrupted, Session
+    from tesaiot_cli.session import Session
 
     settings = resolve_settings(conn, command="replay", allow_token=False)
     # threaded=False: this thread runs the network loop, so each PUBLISH is written straight

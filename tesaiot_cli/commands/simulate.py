@@ -66,6 +66,7 @@ Examples:
   tesaiot simulate --devices 20 --interval 0.5 --duration 60 --device-id lab-01
   tesaiot simulate --profile realistic --anomaly-kinds spike,stuck,drift,dropout --label
   tesaiot simulate --interval 0 --count 50000 --qos 0 --quiet   # as fast as possible
+  tesaiot simulate --devices 1000 --shard 2/4 --seed 7   # devices 251-500 of a 1000-device fleet
 """
 
 
@@ -87,6 +88,7 @@ def simulate(
     qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", help="Publish QoS (upstream: 1).")] = 1,
     queue: Annotated[Optional[int], typer.Option("--queue", metavar="N", help=f"Keep at most N unacknowledged packets (in flight, or queued while disconnected); more are dropped and counted. Default: {QUEUE_SECONDS:g} s of packets, {QUEUE_MIN} to {QUEUE_MAX}; {QUEUE_FLAT_OUT} with --interval 0.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="Nothing on stdout or stderr but warnings and errors.")] = False,  # noqa: E501
+    shard: Annotated[Optional[str], typer.Option("--shard", metavar="K/M", help="Simulate only shard K of M (numbered from 1) of the --devices fleet: processes or machines given 1/M .. M/M and the same --seed together publish exactly the whole fleet, with disjoint device ids.", show_default=False)] = None,  # noqa: E501
     *,
     conn: ConnectionFlags,
 ) -> None:
@@ -101,8 +103,11 @@ def simulate(
         opts = resolve_options(
             env, device_id=device_id, devices=devices, topic=topic, interval=interval, anomaly_every=anomaly_every,
             anomaly_kinds=anomaly_kinds, profile=profile, seed=seed, count=count, duration=duration, qos=qos,
-            label=label, queue=queue,
+            label=label, queue=queue, shard=shard,
         )
+        if opts.shard is not None and not opts.seed_given:
+            warn("--shard without --seed: this shard draws its own seed; give every shard the same --seed so that "
+                 "together they are the same fleet as one unsharded run")
         if record is not None:
             _check_record_path(record, force=force)
         settings = resolve_settings(conn, command="simulate", allow_token=False)
@@ -193,14 +198,15 @@ class _Console:
 def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | None, force: bool, quiet: bool,
               color: bool, argv: list[str]) -> bool:
     """Run the simulation; print the summary; return whether some packets were not delivered."""
+    from tesaiot_cli.errors import Interrupted
     from tesaiot_cli.recording.base import open_writer, remove_outputs
-    from tesaiot_cli.session import Interrupted, Session
+    from tesaiot_cli.session import Session
     from tesaiot_cli.sim.dps368 import DPS368Device, DPS368Model, TimestampFormatter
     from tesaiot_cli.sim.fleet import device_ids, fleet_topics
     from tesaiot_cli.sim.report import summary_lines
     from tesaiot_cli.sim.schedule import Scheduler, StopRun, run
 
-    ids = device_ids(opts.device_id, opts.devices)
+    ids = device_ids(opts.device_id, opts.fleet_size)[opts.first_index:opts.first_index + opts.devices]
     topics = fleet_topics(opts.topic, ids)
     step_s = opts.interval_s if opts.interval_s > 0 else 1.0
     stamps = TimestampFormatter()
@@ -208,7 +214,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
         DPS368Device(device_id, DPS368Model(seed=opts.seed, device_index=index, anomaly_every=opts.anomaly_every,
                                             kinds=opts.kinds, profile=opts.profile, step_s=step_s),
                      device_index=index, label_field=opts.label_field, timestamps=stamps)
-        for index, device_id in enumerate(ids)
+        for index, device_id in enumerate(ids, start=opts.first_index)
     ]
     console = _Console(opts, quiet=quiet, color=color)
     with StopSignals() as stop, ExitStack() as resources:
@@ -278,7 +284,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
 
 def _drain(session: Session, stop: StopSignals, *, quiet: bool) -> None:
     """Wait (bounded) for the packets still unacknowledged; Ctrl+C again stops waiting."""
-    from tesaiot_cli.session import Interrupted
+    from tesaiot_cli.errors import Interrupted
 
     # The first Ctrl+C ended the loop; clear it so the flush waits, and a second one cuts it short.
     stop.event.clear()
@@ -312,8 +318,9 @@ def _banner(opts: SimOptions, settings: ConnectionSettings, ids: list[str], topi
     anomalies = (f"anomaly every {opts.anomaly_every} packets ({', '.join(opts.kinds)})" if opts.anomaly_every
                  else "no anomalies")
     seed = f"seed {opts.seed}" + ("" if opts.seed_given else f" (repeat this run with --seed {opts.seed})")
+    shard = "" if opts.shard is None else f", shard {opts.shard[0]}/{opts.shard[1]} of a {opts.fleet_size}-device fleet"
     return [
-        f"simulating {len(ids)} DPS368 device{'s' if len(ids) > 1 else ''} ({who}) on {settings.describe()}",
+        f"simulating {len(ids)} DPS368 device{'s' if len(ids) > 1 else ''} ({who}{shard}) on {settings.describe()}",
         f"topic {where}, {pace}, {anomalies}, profile {opts.profile}, QoS {opts.qos}, {seed}",
     ]
 
@@ -331,7 +338,7 @@ def _metadata(opts: SimOptions, settings: ConnectionSettings, ids: list[str], to
             dropouts = {device_id: planned_dropouts(seed=opts.seed, device_index=index,
                                                     anomaly_every=opts.anomaly_every, kinds=opts.kinds,
                                                     packets=opts.count)
-                        for index, device_id in enumerate(ids)}
+                        for index, device_id in enumerate(ids, start=opts.first_index)}
     extra: dict[str, Any] = {
         "command": ["tesaiot", *argv],
         "sensor_type": "DPS368",
@@ -349,6 +356,9 @@ def _metadata(opts: SimOptions, settings: ConnectionSettings, ids: list[str], to
         "label_field": opts.label_field,
         "dropouts": dropouts,
     }
+    if opts.shard is not None:
+        extra["shard"] = f"{opts.shard[0]}/{opts.shard[1]}"
+        extra["fleet_devices"] = opts.fleet_size
     return RecordingMetadata(
         source="simulate", seed=opts.seed, labelled=True, broker=settings.url.display(),
         topic_filters=tuple(topics) if len(topics) <= 100 else (opts.topic.replace("{device_id}", "+"),),
