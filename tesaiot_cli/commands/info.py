@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from tesaiot_cli.cliutil import cli_errors, warn
+from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
 
 if TYPE_CHECKING:
     from tesaiot_cli.recording.stats import RecordingStats
@@ -19,6 +20,8 @@ Examples:
   tesaiot info out.parquet
   tesaiot info run.jsonl --json | jq '.topics[] | {topic, messages, rate_per_s}'
   tesaiot info out.parquet          # after a crash: reads out.parquet.partial/ as it is
+  tesaiot info out.parquet --duplicates   # messages delivered twice (QoS 1 after a reconnect)
+  tesaiot info data/                # a dataset (record --workers/--share): all files, merged by time
 """
 
 TOP_TOPICS = 20
@@ -55,23 +58,29 @@ def iso(time_ns: int | None) -> str | None:
 
 
 def info(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="A recording: .parquet or .jsonl (or a crash leftover FILE.partial/).", show_default=False)],  # noqa: E501
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A recording: .parquet or .jsonl (or a crash leftover FILE.partial/), or a dataset directory.", show_default=False)],  # noqa: E501
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for machines.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="FORMAT", help="parquet or jsonl (default: from the suffix).", show_default=False)] = None,  # noqa: E501
+    duplicates: Annotated[bool, typer.Option("--duplicates", help="Also count duplicates: messages whose topic and payload repeat an earlier one within --dedupe-window (QoS 1 re-deliveries after a reconnect). Slower: every message is compared.")] = False,  # noqa: E501
+    window: Annotated[float, typer.Option("--dedupe-window", metavar="SECONDS", help="How far back --duplicates looks.")] = DEFAULT_WINDOW_S,  # noqa: E501
 ) -> None:
     """Show what a recording holds: messages, time span, per-topic counts, rates and the
     longest silence, payload sizes, and anomaly counts when the messages are labelled."""
     from tesaiot_cli.recording.base import open_reader, strip_partial
+    from tesaiot_cli.recording.dedupe import DuplicateFinder
     from tesaiot_cli.recording.stats import compute_stats
 
     with cli_errors():
         file = strip_partial(file)
+        finder = DuplicateFinder(window) if duplicates else None
         reader: Any
         with open_reader(file, format=fmt) as reader:
-            stats = compute_stats(reader.iter_tables())
+            tables = reader.iter_tables()
+            stats = compute_stats(finder.scan_tables(tables) if finder is not None else tables)
             sealed = getattr(reader, "sealed", True)
             warnings = list(getattr(reader, "warnings", []))
             report = build_report(file, reader.metadata, stats, sealed=sealed, warnings=warnings, fmt=fmt)
+        report["duplicates"] = finder.report() if finder is not None else None
         if json_out:
             import orjson
 
@@ -80,7 +89,7 @@ def info(
             typer.echo(render_report(report))
         for text in warnings:
             warn(text)
-        if not sealed:
+        if not sealed and report["format"] != "parquet-dataset":  # a dataset's warnings say what is unsealed
             where = f" in {file.name}.partial/" if report["format"] == "parquet" else ""
             warn(f"{file} is not sealed: a recording still running, or left by a crash{where}; "
                  f"'tesaiot recover {file}' seals it")
@@ -91,6 +100,8 @@ def _disk_bytes(file: Path) -> int:
 
     if file.is_file():
         return file.stat().st_size
+    if file.is_dir():  # a dataset: every file in it, staging included
+        return sum(p.stat().st_size for p in file.rglob("*") if p.is_file())
     partial = file.with_name(file.name + PARTIAL_SUFFIX)
     if partial.is_dir():
         return sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
@@ -100,7 +111,7 @@ def _disk_bytes(file: Path) -> int:
 def build_report(file: Path, metadata: Any, stats: RecordingStats, *, sealed: bool, warnings: list[str],
                  fmt: str | None) -> dict[str, Any]:
     """The ``--json`` object (also what the human output is rendered from)."""
-    from tesaiot_cli.recording.base import RecordingMetadata, format_for
+    from tesaiot_cli.recording.base import RecordingMetadata, format_for, is_dataset_path
     from tesaiot_cli.recording.meta import metadata_to_dict
 
     disk = _disk_bytes(file)
@@ -108,7 +119,7 @@ def build_report(file: Path, metadata: Any, stats: RecordingStats, *, sealed: bo
     meta = metadata_to_dict(metadata) if isinstance(metadata, RecordingMetadata) else {}
     return {
         "file": str(file),
-        "format": format_for(file, fmt),
+        "format": "parquet-dataset" if is_dataset_path(file) else format_for(file, fmt),
         "sealed": sealed,
         "file_bytes": disk,
         "bytes_per_message": round(disk / stats.messages, 2) if stats.messages else None,
@@ -163,6 +174,10 @@ def render_report(report: dict[str, Any]) -> str:
         origin += f", seed {meta['seed']}"
     version = f"tesaiot {meta['tool_version']}, " if meta.get("tool_version") else ""
     lines.append(f"source      {origin} ({version}format {meta.get('format_version', '?')})")
+    dataset = (meta.get("extra") or {}).get("dataset") if report["format"] == "parquet-dataset" else None
+    if isinstance(dataset, dict):
+        lines.append(f"dataset     {dataset.get('files', 0):,} files, partitioned by {dataset.get('partitioning')}, "
+                     f"{len(dataset.get('workers') or [])} recorder(s), merged by receive time")
     size = report["payload_bytes"]
     if report["messages"]:
         lines.append(f"payload     min {size['min']:,} B, mean {size['mean']:,.1f} B, max {size['max']:,} B, "
@@ -171,6 +186,10 @@ def render_report(report: dict[str, Any]) -> str:
         counts = ", ".join(f"{label} {count:,}" for label, count in report["labels"].items())
         lines.append(f"labels      {counts}; anomalies {report['anomalies']:,}"
                      + (f"; unlabelled {report['unlabelled']:,}" if report["unlabelled"] else ""))
+    dups = report.get("duplicates")
+    if dups is not None:
+        lines.append(f"duplicates  {dups['count']:,} (same topic and payload within {dups['window_s']:g} s)"
+                     + ("; 'tesaiot convert --dedupe' removes them" if dups["count"] else ""))
     topics = report["topics"]
     if topics:
         lines.append(f"topics      {len(topics)}")

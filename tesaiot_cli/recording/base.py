@@ -10,13 +10,14 @@ new format. The file layout is documented in ``docs/recording-format.md``.
 from __future__ import annotations
 
 import importlib
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import Message
 
 FORMAT_VERSION = 1
@@ -177,11 +178,23 @@ def open_reader(path: Path, *, format: str | None = None) -> RecordingReader:
 
     A Parquet recording left unsealed by a crash (``path`` missing, ``path.partial/``
     present) is read transparently; the reader's ``sealed`` attribute is then False.
+    A directory is read as a dataset: all its Parquet files merged by receive time
+    (:class:`~tesaiot_cli.recording.dataset_read.DatasetReader`).
     Raises :class:`RecordingError` (missing, corrupt, newer format version).
     """
     path = strip_partial(path)
+    if is_dataset_path(path):
+        from tesaiot_cli.recording.dataset_read import DatasetReader
+
+        return DatasetReader.open(path)
     reader: RecordingReader = _module(path, format).open_reader(path)
     return reader
+
+
+def is_dataset_path(path: Path) -> bool:
+    """Whether ``path`` names a dataset: a directory (not a ``.partial`` crash leftover)
+    of Parquet files, as ``record --workers`` / ``--share`` or a directory name write."""
+    return path.is_dir() and path.suffix != PARTIAL_SUFFIX
 
 
 def existing_outputs(path: Path, *, format: str | None = None) -> list[Path]:
@@ -203,8 +216,32 @@ def recover(path: Path, *, output: Path | None = None, format: str | None = None
     still readable of a damaged file to ``output``. Raises :class:`RecordingError`.
     """
     path = strip_partial(path)
+    if is_dataset_path(path):
+        from tesaiot_cli.recording.dataset import recover_dataset
+
+        if output is not None:
+            raise ConfigError("--output is for single files: a dataset is recovered in place")
+        return recover_dataset(path)
     result: RecoverResult = _module(path, format).recover(path, output=output)
     return result
+
+
+def check_regular_file(path: Path) -> None:
+    """Raise :class:`RecordingError` unless ``path`` is a regular file.
+
+    A directory is not a recording, and reading a FIFO or a device (``/dev/zero``) would
+    block or never end: both get a clear error instead.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise RecordingError(f"recording not found: {path}") from None
+    except OSError as exc:
+        raise RecordingError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise RecordingError(f"{path} is a directory, not a recording")
+    if not stat.S_ISREG(mode):
+        raise RecordingError(f"{path} is not a regular file (a pipe or a device?): a recording is a file")
 
 
 def strip_partial(path: Path) -> Path:

@@ -14,6 +14,7 @@ import collections
 import errno
 import os
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
@@ -96,6 +97,7 @@ class BufferedWriter:
         self._closed = False
         self._summary: WriteSummary | None = None
         self._dirty = False
+        self._synced_at = time.monotonic()  # when everything accepted so far was last durable
         self.written = 0
         self.payload_bytes = 0
         self.start_ns: int | None = None
@@ -135,6 +137,7 @@ class BufferedWriter:
                 return  # kept in self._error; the next write/flush/close raises it
 
     def _drain(self, *, sync: bool) -> None:
+        started = time.monotonic()
         with self._io_lock:
             if self._error is not None:
                 raise self._error
@@ -151,6 +154,8 @@ class BufferedWriter:
                 if sync and self._dirty:
                     self._sync()
                     self._dirty = False
+                if sync:
+                    self._synced_at = started
             except RecordingError as exc:
                 self._error = exc
                 raise
@@ -170,6 +175,11 @@ class BufferedWriter:
         self.topic_counts.update(columns.topics)
         if any(label is not None for label in columns.labels):
             self.label_counts.update(label for label in columns.labels if label is not None)
+
+    def unsynced_s(self) -> float:
+        """Seconds since everything accepted was last durable: about ``flush_interval`` on a
+        healthy disk; more when the disk is slow (what a crash would lose, held in memory)."""
+        return time.monotonic() - self._synced_at
 
     def check(self) -> None:
         """Raise the flusher's :class:`RecordingError`, if it failed."""

@@ -19,6 +19,7 @@ import base64
 import binascii
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +29,7 @@ import orjson
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message, parse_topic
-from tesaiot_cli.recording.base import RecordingMetadata, RecoverResult
+from tesaiot_cli.recording.base import RecordingMetadata, RecoverResult, check_regular_file
 from tesaiot_cli.recording.buffered import (
     FLUSH_INTERVAL_S,
     BufferedWriter,
@@ -41,6 +42,7 @@ from tesaiot_cli.recording.meta import JSONL_HEADER_KEY, finished_metadata, meta
 HEADER_ROOM = 1024  # bytes reserved for the metadata line
 TAIL_SCAN_LIMIT = 64 * 1024 * 1024  # how far back to look for the last complete line
 BATCH_ROWS = 32_768
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def encode_line(message: Message, label: str | None, parts: dict[str, tuple[str, str]]) -> bytes:
@@ -81,21 +83,26 @@ class JsonlWriter(BufferedWriter):
             raise RecordingError(f"cannot write {self.path}: the directory {self.path.parent} does not exist")
         if self.path.is_dir():
             raise RecordingError(f"cannot write {self.path}: it is a directory")
+        created = False
         try:
             header = self._header_line(start_ns=None, end_ns=None, labels=list(self.metadata.labels))
             # Room to rewrite the line in place at close, with the time span and labels.
             header = header[:-1].ljust(max(HEADER_ROOM, len(header) + 256)) + b"\n"
             self._header_size = len(header)
+            existed = os.path.lexists(self._target)
             self._handle = open(self._target, "wb")  # noqa: SIM115 - closed by close()/_abort()
+            # Only a regular file this writer made may be deleted after a failure (never /dev/full).
+            created = not existed and stat.S_ISREG(os.fstat(self._handle.fileno()).st_mode)
             self._handle.write(header)
             self._handle.flush()
             os.fsync(self._handle.fileno())
             fsync_dir(self.path.parent)
         except TypeError as exc:
-            self._abort()
+            self._abort(created=created)
             raise RecordingError(f"recording metadata cannot be stored as JSON: {exc}") from None
         except OSError as exc:
-            self._abort()
+            # A file without its complete metadata line is not a recording: leave nothing (disk full).
+            self._abort(created=created)
             raise RecordingError(f"cannot create {self.path}: {os_error_text(exc)}") from None
         self._start()
         return self
@@ -137,15 +144,20 @@ class JsonlWriter(BufferedWriter):
             fsync_dir(self.path.parent)
         return self.path.stat().st_size
 
-    def _abort(self) -> None:
+    def _abort(self, *, created: bool = False) -> None:
+        """Close after a failure; delete the output if it is temporary, or ``created`` by this
+        writer as a regular file that holds nothing useful."""
         handle, self._handle = self._handle, None
         if handle is not None:
             try:
                 handle.close()
             except OSError:
                 pass
-        if not self.crash_safe:
-            self._target.unlink(missing_ok=True)
+        if not self.crash_safe or created:
+            try:
+                self._target.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def disk_bytes(self) -> int:
         try:
@@ -177,6 +189,8 @@ def decode_line(raw: bytes) -> tuple[Message, str | None]:
     qos, retain = record.get("qos", 0), record.get("retain", False)
     if not isinstance(time, int) or isinstance(time, bool):
         raise ValueError("'time' is not an integer (ns since the epoch)")
+    if not INT64_MIN <= time <= INT64_MAX:  # the Parquet time column (and Arrow) hold int64
+        raise ValueError("'time' is out of range (ns since the epoch, a 64-bit integer)")
     if not isinstance(topic, str) or not isinstance(payload, str):
         raise ValueError("'topic' or 'payload' is missing or not a string")
     if qos not in (0, 1, 2) or isinstance(qos, bool) or not isinstance(retain, bool):
@@ -213,6 +227,7 @@ class JsonlReader:
 
     def open(self) -> JsonlReader:
         """Read the metadata line and the first and last messages' times. Raises :class:`RecordingError`."""
+        check_regular_file(self.path)
         try:
             with open(self.path, "rb") as handle:
                 first = handle.readline()
@@ -378,6 +393,8 @@ def remove_outputs(path: Path) -> None:
     try:
         if path.is_dir():
             raise RecordingError(f"{path} is a directory: not removing it")
+        if path.exists() and not path.is_symlink() and not path.is_file():
+            raise RecordingError(f"{path} is not a regular file (a device or a pipe?): not removing it")
         path.unlink(missing_ok=True)
     except OSError as exc:
         raise RecordingError(f"cannot remove {path}: {os_error_text(exc)}") from None

@@ -155,6 +155,7 @@ class ParquetWriter(BufferedWriter):
             raise RecordingError(f"cannot write {self.path}: the directory {self.path.parent} does not exist")
         if self.path.is_dir():
             raise RecordingError(f"cannot write {self.path}: it is a directory")
+        created = False
         try:
             if self.crash_safe:
                 try:
@@ -164,6 +165,7 @@ class ParquetWriter(BufferedWriter):
                         f"{self._partial} already exists: an unsealed recording (left by a crash, or still "
                         f"being recorded); run 'tesaiot recover {self.path}' or remove it"
                     ) from None
+                created = True
                 (self._partial / "README.txt").write_text(README.format(name=self.path.name))
                 write_file_atomic(self._partial / "metadata.json", self._metadata_json())
                 fsync_dir(self.path.parent)
@@ -171,7 +173,11 @@ class ParquetWriter(BufferedWriter):
             else:
                 tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
                 self._part = PartWriter(tmp, **self._group_limits)
-        except OSError as exc:
+        except (OSError, RecordingError) as exc:
+            if created:  # a half-made directory would be in the next recording's way (disk full)
+                shutil.rmtree(self._partial, ignore_errors=True)
+            if isinstance(exc, RecordingError):
+                raise
             raise RecordingError(f"cannot create {self.path}: {os_error_text(exc)}") from None
         self._start()
         return self
@@ -318,6 +324,8 @@ def remove_outputs(path: Path) -> None:
             shutil.rmtree(partial_dir(path))
         if path.is_dir():
             raise RecordingError(f"{path} is a directory: not removing it")
+        if path.exists() and not path.is_symlink() and not path.is_file():
+            raise RecordingError(f"{path} is not a regular file (a device or a pipe?): not removing it")
         path.unlink(missing_ok=True)
     except OSError as exc:
         raise RecordingError(f"cannot remove {path}: {os_error_text(exc)}") from None

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import schema
-from tesaiot_cli.recording.base import PARTIAL_SUFFIX, RecordingMetadata
+from tesaiot_cli.recording.base import PARTIAL_SUFFIX, RecordingMetadata, check_regular_file
 from tesaiot_cli.recording.meta import METADATA_KEY, finished_metadata, metadata_from_json
 
 _NUMBERED = re.compile(r"^(part|journal)-(\d+)\.(parquet|arrows)$")
@@ -83,6 +83,7 @@ class ParquetReader(_Reader):
     @classmethod
     def open(cls, path: Path) -> ParquetReader:
         """Open and check the footer and metadata. Raises :class:`RecordingError`."""
+        check_regular_file(path)
         try:
             handle: BinaryIO = open(path, "rb")  # noqa: SIM115 - owned by the reader
         except FileNotFoundError:
@@ -276,10 +277,6 @@ def open_reader(path: Path) -> ParquetReader | UnsealedParquetReader:
 
     Raises :class:`RecordingError` when neither exists or the file is unreadable.
     """
-    if path.is_file():
-        return ParquetReader.open(path)
-    if path.is_dir():
-        raise RecordingError(f"{path} is a directory, not a recording")
-    if partial_dir(path).is_dir():
+    if not path.exists() and partial_dir(path).is_dir():
         return UnsealedParquetReader.open(path)
-    raise RecordingError(f"recording not found: {path}")
+    return ParquetReader.open(path)  # a clear error for a missing file, a directory or a pipe

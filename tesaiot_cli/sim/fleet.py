@@ -69,3 +69,31 @@ def fleet_topics(template: str, ids: list[str]) -> list[str]:
             f"topic (got {template!r}; default {DEFAULT_TOPIC!r})"
         )
     return [topic_for(template, device_id) for device_id in ids]
+
+
+def parse_shard(text: str, devices: int) -> tuple[int, int]:
+    """``K/M`` -> (K, M): shard K of M (numbered from 1) of a fleet of ``devices``.
+
+    Raises :class:`ConfigError` for anything else, K outside 1..M, or more shards than devices.
+    """
+    shard_text, slash, shards_text = text.strip().partition("/")
+    try:
+        shard, shards = int(shard_text), int(shards_text)
+    except ValueError:
+        shard = shards = -1
+    if not slash or shard < 0 or shards < 0:
+        raise ConfigError(f"invalid --shard {text!r}: use K/M, e.g. 2/4 (shard K of M, numbered from 1)")
+    if shards < 1:
+        raise ConfigError(f"invalid --shard {text!r}: M (the number of shards) must be at least 1")
+    if not 1 <= shard <= shards:
+        raise ConfigError(f"invalid --shard {text!r}: shards are numbered from 1: use 1/{shards} to {shards}/{shards}")
+    if shards > devices:
+        raise ConfigError(f"invalid --shard {text!r}: a fleet of {devices} device{'s' if devices > 1 else ''} "
+                          f"splits into at most {devices} shards (give --devices N for the whole fleet)")
+    return shard, shards
+
+
+def shard_range(devices: int, shard: int, shards: int) -> range:
+    """The device indices (0-based, of the whole fleet) of shard ``shard`` (1-based) of
+    ``shards``: consecutive blocks whose sizes differ by at most one, together the fleet."""
+    return range((shard - 1) * devices // shards, shard * devices // shards)

@@ -16,7 +16,7 @@ from typing import Any
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.sim.dps368 import UPSTREAM_KINDS, check_anomaly_every, check_profile, parse_kinds
-from tesaiot_cli.sim.fleet import DEFAULT_DEVICE_ID, DEFAULT_TOPIC, MAX_DEVICES
+from tesaiot_cli.sim.fleet import DEFAULT_DEVICE_ID, DEFAULT_TOPIC, MAX_DEVICES, parse_shard, shard_range
 
 # Below this interval (or for a fleet) a live status line replaces the per-packet lines.
 PER_PACKET_MIN_INTERVAL_S = 0.2
@@ -32,7 +32,11 @@ SEED_LIMIT = 2**31
 
 @dataclass(frozen=True)
 class SimOptions:
-    """The simulator's options, resolved: flag > environment > .env > default."""
+    """The simulator's options, resolved: flag > environment > .env > default.
+
+    ``devices`` is how many devices this process simulates; with ``--shard K/M`` that is
+    shard K of a fleet of ``fleet_devices``, whose first device has index ``first_index``.
+    """
 
     device_id: str
     devices: int
@@ -48,6 +52,14 @@ class SimOptions:
     qos: int
     label_field: bool
     queue: int
+    shard: tuple[int, int] | None = None
+    fleet_devices: int = 0
+    first_index: int = 0
+
+    @property
+    def fleet_size(self) -> int:
+        """Devices in the whole fleet (all shards)."""
+        return self.fleet_devices or self.devices
 
     @property
     def slot_s(self) -> float:
@@ -85,6 +97,7 @@ def resolve_options(
     qos: int = 1,
     label: bool = False,
     queue: int | None = None,
+    shard: str | None = None,
 ) -> SimOptions:
     """Check and complete the options; upstream env names DEVICE_ID, MQTT_TOPIC,
     PUBLISH_INTERVAL and ANOMALY_INTERVAL fill what no flag gave. Raises :class:`ConfigError`."""
@@ -117,6 +130,11 @@ def resolve_options(
         raise ConfigError(f"invalid --qos {qos}: use 0, 1 or 2")
     if queue is not None and queue < 1:
         raise ConfigError(f"invalid --queue {queue}: it must be at least 1")
+    fleet_devices, first_index, shard_pair = devices, 0, None
+    if shard is not None:
+        shard_pair = parse_shard(shard, devices)
+        indices = shard_range(devices, *shard_pair)
+        devices, first_index = len(indices), indices.start
     slot_s = interval_s / devices
     if slot_s == 0:
         auto_queue = QUEUE_FLAT_OUT
@@ -126,7 +144,8 @@ def resolve_options(
         device_id=base_id, devices=devices, topic=topic, interval_s=interval_s, anomaly_every=every, kinds=kinds,
         profile=check_profile(profile), seed=seed if seed is not None else secrets.randbelow(SEED_LIMIT),
         seed_given=seed is not None, count=count, duration_s=duration, qos=qos, label_field=label,
-        queue=queue if queue is not None else auto_queue,
+        queue=queue if queue is not None else auto_queue, shard=shard_pair, fleet_devices=fleet_devices,
+        first_index=first_index,
     )
 
 

@@ -1,0 +1,290 @@
+"""MQTT shared subscriptions for ``record``: ``--share GROUP`` and ``--workers N`` processes.
+
+One Python process tops out around 50k msg/s (paho and the GIL), so each worker is its
+own process (``multiprocessing`` with the ``spawn`` start method: a clean interpreter,
+no forked threads or locks) with its own paho client and its own
+:class:`~tesaiot_cli.recording.dataset_writer.DatasetWriter`. They subscribe to
+``$share/GROUP/FILTER``, so the broker hands each message to one of them, and write
+their own files into the same dataset.
+
+The parent never prints: the CLI polls :class:`WorkerPool` for events, counts and
+errors. Workers ignore SIGINT (the terminal sends it to the whole process group: the
+parent decides), stop cleanly on SIGTERM, stop when the parent dies, and report
+errors back as (class name, text), re-raised in the parent as the same exception class.
+Connection settings travel through the spawn pipe, never on a command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tesaiot_cli import errors
+from tesaiot_cli.config import BrokerURL, ConnectionSettings, Secret
+from tesaiot_cli.errors import RecordingError, TesaiotError
+from tesaiot_cli.recording.base import RecordingMetadata, WriteSummary
+
+MAX_WORKERS = 64
+POLL_S = 0.1
+START_GRACE_S = 60.0  # spawning N interpreters that import pyarrow, on a busy machine
+STOP_GRACE_S = 120.0  # sealing the last files (splitting may read them once)
+
+
+SHARE_PREFIX = "$share/"
+
+
+def check_share_group(group: str) -> str:
+    """A shared subscription group name: not empty, one topic level, no wildcard.
+
+    Raises :class:`ConfigError`.
+    """
+    if not group or not group.strip():
+        raise errors.ConfigError("invalid --share '': give a group name, e.g. --share recorders")
+    for bad in ("/", "+", "#", "\x00"):
+        if bad in group:
+            raise errors.ConfigError(f"invalid --share {group!r}: a group name cannot contain {bad!r}")
+    return group
+
+
+def shared_filters(group: str, filters: list[str]) -> list[str]:
+    """``$share/GROUP/FILTER`` for each filter. Raises :class:`ConfigError` for a filter
+    that is already a shared one."""
+    for topic_filter in filters:
+        if topic_filter.startswith(("$share/", "$queue/")):
+            raise errors.ConfigError(f"topic filter {topic_filter!r} is already shared: give the plain filter, "
+                                     f"--share adds {SHARE_PREFIX}GROUP/")
+    return [f"{SHARE_PREFIX}{group}/{topic_filter}" for topic_filter in filters]
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What every worker needs (picklable; secrets as plain text only inside the pipe)."""
+
+    root: Path
+    settings: dict[str, Any]
+    filters: tuple[str, ...]
+    qos: int
+    metadata: RecordingMetadata
+    partition: str
+    recorder_id: str
+    count: int | None = None
+    duration_s: float | None = None
+    roll_interval_s: float | None = None
+    memory_pool: str | None = None  # the parent's ARROW_DEFAULT_MEMORY_POOL, if set
+
+
+def settings_to_wire(settings: ConnectionSettings) -> dict[str, Any]:
+    """The settings as plain values for a worker (secrets revealed: the spawn pipe only)."""
+    data = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    url = settings.url
+    data["url"] = {f.name: getattr(url, f.name) for f in dataclasses.fields(url)}
+    for holder, key in ((data["url"], "password"), (data, "password"), (data, "token")):
+        secret = holder.get(key)
+        holder[key] = secret.reveal() if isinstance(secret, Secret) else None
+    return data
+
+
+def settings_from_wire(data: dict[str, Any], *, client_suffix: str) -> ConnectionSettings:
+    """Rebuild the settings in a worker; the client id gets ``client_suffix`` (unique per worker)."""
+    values = dict(data)
+    url = dict(values.pop("url"))
+    url["password"] = Secret(url["password"]) if url.get("password") is not None else None
+    for key in ("password", "token"):
+        values[key] = Secret(values[key]) if values.get(key) is not None else None
+    values["client_id"] = f"{values['client_id']}{client_suffix}"
+    return ConnectionSettings(url=BrokerURL(**url), **values)
+
+
+def _error_from(kind: str, text: str) -> TesaiotError:
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, TesaiotError):
+        return cls(text)
+    return RecordingError(text) if kind == "OSError" else TesaiotError(text)
+
+
+def worker_main(index: int, plan: WorkerPlan, channel: Any, counters: Any, remaining: Any, stop: Any,
+                parent_pid: int) -> None:
+    """The body of worker ``index`` (1-based), in its own process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    local_stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
+    try:
+        summary, reconnects = _work(index, plan, channel, counters, remaining, stop, local_stop, parent_pid)
+        channel.put(("done", index, summary, reconnects))
+    except TesaiotError as exc:
+        channel.put(("error", index, type(exc).__name__, str(exc)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, never a traceback
+        channel.put(("error", index, "internal", f"{type(exc).__name__}: {exc}"))
+
+
+def _work(index: int, plan: WorkerPlan, channel: Any, counters: Any, remaining: Any, stop: Any,
+          local_stop: threading.Event, parent_pid: int) -> tuple[WriteSummary, int]:
+    from tesaiot_cli.message import Message
+    from tesaiot_cli.recording.dataset_writer import DatasetWriter
+    from tesaiot_cli.recording.partition import parse_partition
+    from tesaiot_cli.recording.schema import use_lean_memory_pool
+    from tesaiot_cli.session import Session
+
+    use_lean_memory_pool({"ARROW_DEFAULT_MEMORY_POOL": plan.memory_pool} if plan.memory_pool else {})
+    settings = settings_from_wire(plan.settings, client_suffix=f"-w{index}")
+    metadata = dataclasses.replace(plan.metadata, extra={**plan.metadata.extra, "worker": index})
+    writer = DatasetWriter(plan.root, metadata=metadata, spec=parse_partition(plan.partition),
+                           worker_id=f"{plan.recorder_id}-w{index}", roll_interval_s=plan.roll_interval_s).open()
+    sink: Callable[[Message], None] = writer.write
+    if remaining is not None:
+        lock = remaining.get_lock()
+
+        def take(message: Message) -> None:  # the network thread; exactly --count in all workers
+            with lock:
+                if remaining.value <= 0:
+                    return
+                remaining.value -= 1
+                last = remaining.value == 0
+            writer.write(message)
+            if last:
+                local_stop.set()  # this worker took the last one: stop now, not at the next poll
+
+        sink = take
+    session = Session(settings, on_event=lambda kind, text: channel.put(("event", index, kind, text)),
+                      on_message=sink)
+    try:
+        session.connect()
+        session.subscribe(list(plan.filters), qos=plan.qos)
+        channel.put(("ready", index))
+        deadline = None if plan.duration_s is None else time.monotonic() + plan.duration_s
+        while not (stop.is_set() or local_stop.wait(POLL_S)):
+            session.check()
+            writer.check()
+            counters[2 * index - 2] = writer.messages
+            counters[2 * index - 1] = writer.disk_bytes()
+            if os.getppid() != parent_pid or (deadline is not None and time.monotonic() >= deadline):
+                break
+            if remaining is not None and remaining.value <= 0:
+                break  # --count reached (by any worker)
+    except BaseException:
+        session.close()
+        if writer.messages:
+            try:
+                writer.close()  # seal what was recorded before the error
+            except RecordingError:
+                pass
+        else:
+            writer.discard()
+        raise
+    session.close()
+    summary = writer.close()
+    counters[2 * index - 2] = summary.messages
+    counters[2 * index - 1] = summary.file_bytes
+    return summary, session.stats.reconnects
+
+
+class WorkerPool:
+    """The parent's side: start, watch and stop ``workers`` worker processes."""
+
+    def __init__(self, workers: int, plan: WorkerPlan, *, on_event: Callable[[int, str, str], None]) -> None:
+        self.workers = workers
+        self.plan = plan
+        self._on_event = on_event
+        self._ctx = multiprocessing.get_context("spawn")
+        self._channel = self._ctx.Queue()
+        self._counters = self._ctx.Array("q", 2 * workers, lock=False)
+        self._remaining = self._ctx.Value("q", plan.count) if plan.count is not None else None
+        self._stop = self._ctx.Event()
+        self._processes: list[Any] = []
+        self.ready: set[int] = set()
+        self.summaries: dict[int, WriteSummary] = {}
+        self.reconnects = 0
+        self.error: TesaiotError | None = None
+
+    def start(self, *, interrupt: threading.Event, timeout: float) -> None:
+        """Start the workers and wait until every one has subscribed.
+
+        Raises the first worker's error (:class:`TesaiotError` subclasses), or
+        :class:`ConnectError` when they are not ready within ``timeout`` + a start-up grace.
+        """
+        for index in range(1, self.workers + 1):
+            process = self._ctx.Process(
+                target=worker_main, name=f"tesaiot-record-w{index}", daemon=False,
+                args=(index, self.plan, self._channel, self._counters, self._remaining, self._stop, os.getpid()))
+            process.start()
+            self._processes.append(process)
+        deadline = time.monotonic() + timeout + START_GRACE_S
+        while len(self.ready) < self.workers:
+            self.poll()
+            if self.error is not None or interrupt.is_set():
+                return
+            if time.monotonic() >= deadline:
+                self.error = errors.ConnectError(f"only {len(self.ready)} of {self.workers} workers subscribed "
+                                                 f"within {timeout + START_GRACE_S:g} s")
+                return
+            time.sleep(POLL_S / 2)
+
+    def poll(self) -> None:
+        """Handle what the workers reported; notice a worker that died (``error`` is set)."""
+        import queue
+
+        while True:
+            try:
+                item = self._channel.get_nowait()
+            except queue.Empty:
+                break
+            kind, index = item[0], item[1]
+            if kind == "ready":
+                self.ready.add(index)
+            elif kind == "event":
+                self._on_event(index, item[2], item[3])
+            elif kind == "done":
+                self.summaries[index] = item[2]
+                self.reconnects += item[3]
+            elif kind == "error" and self.error is None:
+                self.error = _error_from(item[2], f"worker {index}: {item[3]}")
+        for index, process in enumerate(self._processes, start=1):
+            if process.exitcode is not None and index not in self.summaries and self.error is None:
+                time.sleep(POLL_S)  # its last report may still be in the pipe
+                if self._channel.empty() and index not in self.summaries:
+                    self.error = RecordingError(
+                        f"worker {index} stopped unexpectedly (exit code {process.exitcode}); what it recorded "
+                        f"is in {self.plan.root} ('tesaiot recover {self.plan.root}' seals its last file)")
+
+    @property
+    def messages(self) -> int:
+        return sum(self._counters[i] for i in range(0, 2 * self.workers, 2))
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(self._counters[i] for i in range(1, 2 * self.workers, 2))
+
+    @property
+    def counted_out(self) -> bool:
+        """Whether ``--count`` messages were taken (the workers then only need stopping)."""
+        return self._remaining is not None and self._remaining.value <= 0
+
+    @property
+    def finished(self) -> bool:
+        """Whether every worker has stopped by itself (``--duration``)."""
+        return all(process.exitcode is not None for process in self._processes)
+
+    def stop(self, *, timeout: float = STOP_GRACE_S) -> None:
+        """Ask every worker to stop, wait (bounded) for their summaries, then make sure they exit."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(p.exitcode is None for p in self._processes):
+            self.poll()
+            time.sleep(POLL_S / 2)
+        for process in self._processes:
+            if process.exitcode is None:
+                process.terminate()  # SIGTERM: the worker still seals what it has
+                process.join(10)
+            if process.exitcode is None:
+                process.kill()
+                process.join(5)
+        self.poll()
+        self._channel.close()
