@@ -28,6 +28,9 @@ PASSWORD = "s3cret-Passw0rd-for-tests"
 # A token of the platform's shape. The org part has '-' and '_' would break naive splitting.
 TOKEN = "tesa_mqtt_test-org-1_Q2hhbmdlTWVQbGVhc2UxMjM0NTY3ODkwYWJjZGVm"
 EXPIRED_TOKEN = "tesa_mqtt_test-org-1_ZXhwaXJlZFRva2VuVGhhdElzTm90S25vd24xMjM0"
+# A user whose ACL lets it read everything and publish nothing (the broker denies its publishes).
+READER = "reader"
+READER_PASSWORD = "r3ad-0nly-Passw0rd-for-tests"
 
 
 class BrokerUnavailable(RuntimeError):
@@ -132,12 +135,14 @@ class Mosquitto:
             tool = find_mosquitto_passwd()
             subprocess.run([tool, "-c", "-b", str(passwd), USER, PASSWORD], check=True, capture_output=True)
             subprocess.run([tool, "-b", str(passwd), TOKEN, TOKEN], check=True, capture_output=True)
+            subprocess.run([tool, "-b", str(passwd), READER, READER_PASSWORD], check=True, capture_output=True)
             passwd.chmod(0o600)
         acl = d / "acl"
         acl.write_text(
             f"user {USER}\ntopic readwrite #\n\n"
             f"user {TOKEN}\ntopic read device/+/telemetry/#\ntopic read device/+/telemetry\n"
             "topic read devices/+/telemetry/#\n"
+            f"\nuser {READER}\ntopic read #\n"
         )
         acl.chmod(0o600)
         p = self.pki
