@@ -1,4 +1,5 @@
-"""The tesaiot benchmark: record, replay fidelity, publish throughput, storage, start-up and memory.
+"""The tesaiot benchmark: record, replay fidelity, publish throughput, storage, start-up and memory,
+and scaling the recorder out over processes.
 
 Run it through ``bench/run`` (which prepares the venv and compiles bench/pacedpub.c);
 see docs/benchmarks.md for what each section measures. It starts its own mosquitto on a
@@ -23,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import publish, record, replay, startup, storage  # noqa: E402
+from benchlib import publish, record, replay, scaling, startup, storage  # noqa: E402
 from benchlib.common import (  # noqa: E402
     BENCH_DIR,
     MAX_INFLIGHT_MESSAGES,
@@ -36,7 +37,7 @@ from benchlib.common import (  # noqa: E402
     say,
 )
 
-SECTIONS = ("record", "replay", "publish", "storage", "startup")
+SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling")
 
 FULL: dict[str, Any] = {
     "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
@@ -46,6 +47,8 @@ FULL: dict[str, Any] = {
     "storage_count": 10_000,
     "memory_count": 1_000_000,
     "startup_runs": 10,
+    "scaling_ladder": [20000, 40000, 60000, 80000, 100000, 120000], "scaling_duration": 2.0,
+    "scaling_budget_s": 110,
 }
 QUICK: dict[str, Any] = {
     "ladder": [2000, 5000, 10000],
@@ -55,6 +58,7 @@ QUICK: dict[str, Any] = {
     "storage_count": 5_000,
     "memory_count": 50_000,
     "startup_runs": 3,
+    "scaling_ladder": [5000, 10000], "scaling_duration": 1.0, "scaling_budget_s": 60,
 }
 
 
@@ -159,6 +163,10 @@ def main(argv: list[str]) -> int:
              lambda: startup.run_section(ctx, runs=plan["startup_runs"], memory_count=plan["memory_count"],
                                          record_results=results.get("record")),
              startup.report),
+            ("scaling", "section 6: scaling record out (--workers 1, 2, 4)",
+             lambda: scaling.run_section(ctx, ladder=plan["scaling_ladder"], duration=plan["scaling_duration"],
+                                         budget_s=plan["scaling_budget_s"]),
+             scaling.report),
         ]
         try:
             for name, title, measure, show in steps:
