@@ -22,6 +22,7 @@ from tesaiot_cli.cliutil import (
     StopSignals,
     cli_errors,
     err,
+    freeze_startup_objects,
     print_event,
     resolve_settings,
     stderr_is_tty,
@@ -164,6 +165,7 @@ def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos
         try:
             sink = _sink(writer, count, done)
             inbox.attach(sink)  # from now on the inbox passes straight through to the sink
+            freeze_startup_objects()
             session.subscribe(filters, qos=qos, on_message=sink)
             kind = format_name if dataset is None else f"dataset, partitioned by {writer.spec.text()}"
             err(f"recording {settings.url.display()} topics={','.join(filters)} qos={qos} to {file} "

@@ -18,6 +18,7 @@ from tesaiot_cli.cliutil import (
     StopSignals,
     cli_errors,
     err,
+    freeze_startup_objects,
     print_event,
     resolve_settings,
     stderr_is_tty,
@@ -199,6 +200,7 @@ def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, 
     with Session(settings, on_event=print_event, interrupt=stop.event, threaded=False) as session:
         replayer = Replayer(options, send=session.publish, sleep=session.wait, **common)
         try:
+            freeze_startup_objects()
             replayer.run(passes)
         except Interrupted:  # Ctrl+C while waiting for room in the publish window
             replayer.stats.stopped = True
@@ -233,6 +235,7 @@ def _replay_to_stdout(options: ReplayOptions, passes: Passes, common: dict[str, 
         written += 1
 
     replayer = Replayer(options, send=write, before_wait=out.flush, **common)
+    freeze_startup_objects()
     replayer.run(passes)
     out.flush()
     return {"replayer": replayer, "published": written, "acknowledged": written, "failed": 0, "dropped": 0,

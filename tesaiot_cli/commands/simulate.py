@@ -22,6 +22,7 @@ from tesaiot_cli.cliutil import (
     StopSignals,
     cli_errors,
     err,
+    freeze_startup_objects,
     load_environment,
     print_event,
     resolve_settings,
@@ -253,6 +254,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
         # The session runs its network loop on this thread (threaded=False): waiting for the
         # next packet goes through it, reading acknowledgements and reconnecting meanwhile.
         scheduler = Scheduler(interval_s=opts.interval_s, devices=opts.devices, sleep=session.wait)
+        freeze_startup_objects()
         stats = run(fleet, topics, scheduler, publish, qos=opts.qos, count=opts.count,
                     duration_s=opts.duration_s, stop=stop.event.is_set, on_packet=on_packet)
         console.clear()
