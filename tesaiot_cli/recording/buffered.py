@@ -62,6 +62,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def remove_regular_file(path: Path) -> None:
+    """Delete ``path`` if it exists, but only a regular file (or a link): never a directory,
+    a device or a pipe that happens to be named as an output (as root, ``record /dev/null
+    --force`` must not delete the device). Raises :class:`RecordingError` or OSError."""
+    if path.is_dir():
+        raise RecordingError(f"{path} is a directory: not removing it")
+    if path.exists() and not path.is_symlink() and not path.is_file():
+        raise RecordingError(f"{path} is not a regular file (a device or a pipe?): not removing it")
+    path.unlink(missing_ok=True)
+
+
 def write_file_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary name, fsync, rename. Raises OSError."""
     tmp = path.with_name(f".{path.name}.tmp")

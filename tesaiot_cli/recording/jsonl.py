@@ -36,6 +36,7 @@ from tesaiot_cli.recording.buffered import (
     Columns,
     fsync_dir,
     os_error_text,
+    remove_regular_file,
 )
 from tesaiot_cli.recording.meta import JSONL_HEADER_KEY, finished_metadata, metadata_from_dict, metadata_to_dict
 
@@ -391,11 +392,7 @@ def existing_outputs(path: Path) -> list[Path]:
 def remove_outputs(path: Path) -> None:
     """Delete ``path``. Raises :class:`RecordingError`."""
     try:
-        if path.is_dir():
-            raise RecordingError(f"{path} is a directory: not removing it")
-        if path.exists() and not path.is_symlink() and not path.is_file():
-            raise RecordingError(f"{path} is not a regular file (a device or a pipe?): not removing it")
-        path.unlink(missing_ok=True)
+        remove_regular_file(path)
     except OSError as exc:
         raise RecordingError(f"cannot remove {path}: {os_error_text(exc)}") from None
 

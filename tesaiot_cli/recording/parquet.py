@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from tesaiot_cli.recording.buffered import (
     Columns,
     fsync_dir,
     os_error_text,
+    remove_regular_file,
     write_file_atomic,
 )
 from tesaiot_cli.recording.meta import METADATA_KEY, finished_metadata, metadata_to_json
@@ -322,13 +324,32 @@ def remove_outputs(path: Path) -> None:
     try:
         if partial_dir(path).is_dir():
             shutil.rmtree(partial_dir(path))
-        if path.is_dir():
-            raise RecordingError(f"{path} is a directory: not removing it")
-        if path.exists() and not path.is_symlink() and not path.is_file():
-            raise RecordingError(f"{path} is not a regular file (a device or a pipe?): not removing it")
-        path.unlink(missing_ok=True)
+        remove_regular_file(path)
     except OSError as exc:
         raise RecordingError(f"cannot remove {path}: {os_error_text(exc)}") from None
+
+
+def _write_sealed(target: Path, tables: Iterable[Any], metadata_json: bytes) -> int:
+    """Write ``tables`` as one Parquet file at ``target``: under a temporary name, fsynced,
+    then renamed, so ``target`` never exists half-written. Returns the rows written.
+    Raises :class:`RecordingError`."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    sink = PartWriter(tmp)
+    try:
+        for table in tables:
+            sink.add(table, schema.payload_bytes(table))
+        sink.close(metadata_json)
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+        return int(sink.rows)
+    except OSError as exc:
+        sink.abort()
+        tmp.unlink(missing_ok=True)
+        raise RecordingError(f"cannot write {target}: {os_error_text(exc)}") from None
+    except BaseException:
+        sink.abort()
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def recover(path: Path, *, output: Path | None = None) -> RecoverResult:
@@ -350,23 +371,7 @@ def recover(path: Path, *, output: Path | None = None) -> RecoverResult:
                 f"{target} already exists and {partial.name}/ holds another recording: recover it to a new "
                 "file with --output NEW.parquet"
             )
-        metadata_json = metadata_to_json(reader.metadata)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        sink = PartWriter(tmp)
-        try:
-            for table in reader.iter_tables():
-                sink.add(table, schema.payload_bytes(table))
-            sink.close(metadata_json)
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
-        except OSError as exc:
-            sink.abort()
-            tmp.unlink(missing_ok=True)
-            raise RecordingError(f"cannot write {target}: {os_error_text(exc)}") from None
-        except BaseException:
-            sink.abort()
-            tmp.unlink(missing_ok=True)
-            raise
+        _write_sealed(target, reader.iter_tables(), metadata_to_json(reader.metadata))
         messages, notes = reader.count(), "; ".join(reader.warnings)
     shutil.rmtree(partial, ignore_errors=True)
     return RecoverResult(path, target, "sealed", messages, detail=notes)
@@ -394,25 +399,10 @@ def salvage(path: Path, *, output: Path | None = None) -> RecoverResult:
         target = output or path.with_name(f"{path.stem}.recovered{path.suffix}")
         if target.exists():
             raise RecordingError(f"{target} already exists: choose another name with --output")
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        sink = PartWriter(tmp)
-        try:
-            for table in reader.iter_tables(skip=set(damaged)):
-                sink.add(table, schema.payload_bytes(table))
-            sink.close(metadata_to_json(reader.metadata))
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
-        except OSError as exc:
-            sink.abort()
-            tmp.unlink(missing_ok=True)
-            raise RecordingError(f"cannot write {target}: {os_error_text(exc)}") from None
-        except BaseException:
-            sink.abort()
-            tmp.unlink(missing_ok=True)
-            raise
+        rows = _write_sealed(target, reader.iter_tables(skip=set(damaged)), metadata_to_json(reader.metadata))
         lost_rows = sum(reader.row_group_rows(i) for i in damaged)
         return RecoverResult(
-            path, target, "salvaged", sink.rows, lost=len(damaged),
+            path, target, "salvaged", rows, lost=len(damaged),
             detail=f"{len(damaged)} of {reader.row_groups} row groups were damaged and left out "
                    f"({lost_rows} messages)",
         )
