@@ -58,6 +58,9 @@ def use_lean_memory_pool(env: dict[str, str] | None = None) -> str:
         return str(pa.default_memory_pool().backend_name)
     try:
         pool = pa.jemalloc_memory_pool()
+        # Give freed pages back at once rather than after jemalloc's default decay: each
+        # flush's batch is freed before the next one, so keeping them only inflates RSS.
+        pa.jemalloc_set_decay_ms(0)
     except NotImplementedError:
         pool = pa.system_memory_pool()
     pa.set_memory_pool(pool)
