@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
@@ -84,7 +84,31 @@ def write_file_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-class BufferedWriter:
+W = TypeVar("W", bound="SealsOnExit")
+
+
+class SealsOnExit:
+    """The writers' context manager: ``close`` (seal) on the way out, also after an error,
+    without masking that error with a second one."""
+
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self: W) -> W:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except RecordingError:
+            pass
+
+
+class BufferedWriter(SealsOnExit):
     """Base class of the format writers: buffering, the flusher thread, bookkeeping and
     error handling. Subclasses implement ``_write_batch``, ``_sync``, ``_finish``,
     ``_abort`` and ``disk_bytes``; :meth:`_start` launches the flusher.
@@ -251,20 +275,6 @@ class BufferedWriter:
                 self._abort()
             except Exception:  # noqa: BLE001 - best effort
                 pass
-
-    def __enter__(self) -> BufferedWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        # An error is on its way out: still seal what was recorded, but do not mask it.
-        try:
-            self.close()
-        except RecordingError:
-            pass
 
     # -- for subclasses ----------------------------------------------------------------
 

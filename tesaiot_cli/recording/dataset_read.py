@@ -17,15 +17,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from tesaiot_cli.errors import RecordingError
-from tesaiot_cli.message import Message
-from tesaiot_cli.recording import schema
 from tesaiot_cli.recording.base import PARTIAL_SUFFIX, RecordingMetadata
 from tesaiot_cli.recording.dataset import (
     CONTROL_DIR,
@@ -37,7 +34,7 @@ from tesaiot_cli.recording.dataset import (
     staged_names,
     staged_path,
 )
-from tesaiot_cli.recording.parquet_read import ParquetReader, UnsealedParquetReader
+from tesaiot_cli.recording.parquet_read import ParquetReader, TableReader, UnsealedParquetReader
 
 FORMAT_NAME = "parquet-dataset"
 TableSource = Callable[[], Iterator[pa.Table]]
@@ -155,7 +152,7 @@ def merged_tables(sources: list[tuple[int | None, TableSource]]) -> Iterator[pa.
         yield merged
 
 
-class DatasetReader:
+class DatasetReader(TableReader):
     """A dataset directory read as one recording, in receive-time order (see the module doc).
 
     ``sealed`` is False while files are being recorded or a crash left some in staging
@@ -230,23 +227,8 @@ class DatasetReader:
                 entries.append((source.start_ns, functools.partial(_unsealed_tables, source.path)))
         return merged_tables(entries)
 
-    def __iter__(self) -> Iterator[Message]:
-        for table in self.iter_tables():
-            yield from schema.iter_messages(table)
-
-    def iter_labelled(self) -> Iterator[tuple[Message, str | None]]:
-        for table in self.iter_tables():
-            yield from schema.iter_rows(table)
-
     def close(self) -> None:
         pass
-
-    def __enter__(self) -> DatasetReader:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 def _common(values: list[Any]) -> Any:

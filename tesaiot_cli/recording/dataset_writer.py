@@ -19,11 +19,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording.base import RecordingMetadata, WriteSummary
+from tesaiot_cli.recording.buffered import SealsOnExit
 from tesaiot_cli.recording.dataset import (
     StagingLock,
     lock_path,
@@ -73,7 +73,7 @@ class _Open:
     key: str  # the time partition when opened
 
 
-class DatasetWriter:
+class DatasetWriter(SealsOnExit):
     """Writes one recorder's messages into the dataset at ``root`` (created beforehand by
     :func:`tesaiot_cli.recording.dataset.prepare_dataset`). A context manager.
 
@@ -266,15 +266,3 @@ class DatasetWriter:
             remove_staged(self.path, current.name)
         current.lock.release(remove=empty)
 
-    def __enter__(self) -> DatasetWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except RecordingError:
-            pass

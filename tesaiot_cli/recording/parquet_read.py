@@ -36,8 +36,9 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
-class _Reader:
-    """Iteration shared by both readers; subclasses provide ``iter_tables`` and ``close``."""
+class TableReader:
+    """Iteration and the context manager shared by the Parquet readers (single file, unsealed
+    leftover, dataset directory); subclasses provide ``iter_tables`` and ``close``."""
 
     path: Path
     metadata: RecordingMetadata
@@ -68,7 +69,7 @@ class _Reader:
         self.close()
 
 
-class ParquetReader(_Reader):
+class ParquetReader(TableReader):
     """A sealed Parquet recording (or any Parquet file with time, topic and payload)."""
 
     sealed = True
@@ -196,7 +197,7 @@ def journal_batches(path: Path, problems: list[str]) -> Iterator[pa.RecordBatch]
             yield batch
 
 
-class UnsealedParquetReader(_Reader):
+class UnsealedParquetReader(TableReader):
     """The ``.partial`` directory of a recording that was not sealed (crash or running)."""
 
     sealed = False
