@@ -195,31 +195,26 @@ def conform(table: pa.Table, *, where: str) -> pa.Table:
     return full_table(base)
 
 
-def iter_rows(table: pa.Table | pa.RecordBatch) -> Iterator[tuple[Message, str | None]]:
-    """Messages and labels of a recording-schema table, in order."""
+def _message_columns(table: pa.Table | pa.RecordBatch) -> Iterator[tuple[pa.RecordBatch, list[list[Any]]]]:
+    """Per batch: the batch, and its Message fields as Python lists in Message's order
+    (topic, payload, qos, retain, time in ns)."""
     batches = table.to_batches() if isinstance(table, pa.Table) else [table]
     for batch in batches:
-        times = batch.column("time").cast(pa.int64()).to_pylist()
-        topics = batch.column("topic").to_pylist()
-        payloads = batch.column("payload").to_pylist()
-        qos = batch.column("qos").to_pylist()
-        retain = batch.column("retain").to_pylist()
-        labels = batch.column("label").to_pylist()
-        for t, topic, payload, q, r, label in zip(times, topics, payloads, qos, retain, labels,
-                                                     strict=True):
-            yield Message(topic, payload, q, r, t), label
+        yield batch, [batch.column("topic").to_pylist(), batch.column("payload").to_pylist(),
+                      batch.column("qos").to_pylist(), batch.column("retain").to_pylist(),
+                      batch.column("time").cast(pa.int64()).to_pylist()]
+
+
+def iter_rows(table: pa.Table | pa.RecordBatch) -> Iterator[tuple[Message, str | None]]:
+    """Messages and labels of a recording-schema table, in order."""
+    for batch, fields in _message_columns(table):
+        yield from zip(map(Message, *fields), batch.column("label").to_pylist(), strict=True)
 
 
 def iter_messages(table: pa.Table | pa.RecordBatch) -> Iterator[Message]:
     """Messages of a recording-schema table, in order (no labels: a bit faster)."""
-    batches = table.to_batches() if isinstance(table, pa.Table) else [table]
-    for batch in batches:
-        times = batch.column("time").cast(pa.int64()).to_pylist()
-        topics = batch.column("topic").to_pylist()
-        payloads = batch.column("payload").to_pylist()
-        qos = batch.column("qos").to_pylist()
-        retain = batch.column("retain").to_pylist()
-        yield from map(Message, topics, payloads, qos, retain, times)
+    for _batch, fields in _message_columns(table):
+        yield from map(Message, *fields)
 
 
 def payload_bytes(table: pa.Table) -> int:
