@@ -49,6 +49,10 @@ MAX_PUMP_S = 1.0  # longest single network wait: keepalive pings are sent betwee
 READ_BATCH = 64  # threaded=True: packets read per hold of the I/O lock
 MISC_EVERY_S = 0.1  # threaded=True: how often paho's keepalive check runs while data flows
 PUMP_EVERY = 64  # threaded=False: read acknowledgements every this many publishes
+HOLD_BYTES = 64 * 1024  # publish(hold=True): QoS 0 PUBLISH packets written per send
+HOLD_QUEUED = 2  # publish(hold=True): held batches paho may keep unwritten before we wait
+HELD_MID = 0  # paho never gives out message id 0: it marks a batch of held packets
+MAX_REMAINING_LENGTH = 268_435_455  # the largest MQTT packet body
 
 EventCallback = Callable[[str, str], None]
 MessageCallback = Callable[[Message], None]
@@ -139,6 +143,11 @@ class Session:
         self._reconnect_delay = float(RECONNECT_MIN_DELAY_S)
         self._next_reconnect = 0.0
         self._since_pump = 0
+        # publish(hold=True): QoS 0 PUBLISH packets built here and handed to paho together.
+        self._held = bytearray()
+        self._held_count = 0
+        self._held_batches: collections.deque[tuple[paho.MQTTMessageInfo, int]] = collections.deque()
+        self._topic_headers: dict[str, bytes] = {}
 
     # -- context manager -------------------------------------------------------------
 
@@ -284,6 +293,8 @@ class Session:
         if client is None:
             return
         self._since_pump = 0
+        if self._held_count:
+            self._release()
         if client.socket() is not None:
             # _loop, not loop(): loop() creates the wake-up socket pair of paho's own thread,
             # and paho would then write a byte to it for every packet it queues.
@@ -463,6 +474,8 @@ class Session:
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any
     ) -> None:
+        if mid == HELD_MID:
+            return  # a batch of held QoS 0 packets: counted when the batches are reaped
         code = reason_value(reason)
         if code >= 0x80:
             self.stats.failed += 1
@@ -523,13 +536,25 @@ class Session:
 
     # -- publishing ----------------------------------------------------------------
 
-    def publish(self, message: Message, *, timeout: float | None = None) -> bool:
+    def publish(self, message: Message, *, timeout: float | None = None, hold: bool = False) -> bool:
         """Publish with flow control. Returns False (and counts it dropped) when no slot
         in the window became free within ``timeout`` seconds (``None``: wait as long as
         it takes). Raises :class:`Interrupted` when the caller's interrupt is set while
         waiting, :class:`ConfigError` for an invalid topic or QoS.
+
+        ``hold=True`` is for publishing flat out: with ``threaded=False`` a QoS 0 message
+        may then be held back and written together with the ones after it, up to
+        ``HOLD_BYTES`` per ``send`` (one system call and no paho bookkeeping per message).
+        Held messages keep their order with every other packet; they are written at the
+        latest by the next :meth:`wait`, :meth:`flush`, :meth:`close` or publish without
+        ``hold``. Instead of the window, what paho has not yet written is bounded to
+        ``HOLD_QUEUED`` batches.
         """
         client = self._require_client()
+        if hold and message.qos == 0 and not self._threaded:
+            return self._hold(message)
+        if self._held_count:
+            self._release()
         if len(self._pending) >= self._window and not self._make_room(timeout):
             self.stats.published += 1
             self.stats.dropped += 1
@@ -553,6 +578,66 @@ class Session:
             self.stats.dropped += 1
         return True
 
+    def _hold(self, message: Message) -> bool:
+        """Build the QoS 0 PUBLISH packet into the held batch (MQTT 3.1.1 and 5: fixed
+        header, remaining length, topic, for MQTT 5 an empty property list, payload)."""
+        header = self._topic_headers.get(message.topic)
+        if header is None:
+            header = self._topic_header(message.topic)
+        payload = message.payload
+        size = len(header) + len(payload)
+        if size > MAX_REMAINING_LENGTH:
+            raise ConfigError(f"cannot publish to {message.topic!r}: the payload is too large for MQTT")
+        held = self._held
+        held.append(0x31 if message.retain else 0x30)
+        while size > 0x7F:  # remaining length: 7 bits a byte, least significant first
+            held.append((size & 0x7F) | 0x80)
+            size >>= 7
+        held.append(size)
+        held += header
+        held += payload
+        self._held_count += 1
+        self.stats.published += 1
+        if len(held) >= HOLD_BYTES:
+            self._pump(0.0)  # writes the batch, reads what arrived, keeps the connection alive
+        return True
+
+    def _topic_header(self, topic: str) -> bytes:
+        """The PUBLISH variable header for ``topic`` (checked as paho checks it), cached."""
+        encoded = topic.encode("utf-8")
+        if not encoded or b"+" in encoded or b"#" in encoded or len(encoded) > 0xFFFF:
+            raise ConfigError(
+                f"cannot publish to {topic!r}: a topic name must be 1 to 65535 bytes without wildcards"
+            )
+        header = len(encoded).to_bytes(2, "big") + encoded
+        if self.settings.mqtt_version == 5:
+            header += b"\x00"  # no properties
+        if len(self._topic_headers) < 65536:
+            self._topic_headers[topic] = header
+        return header
+
+    def _release(self) -> None:
+        """Hand the held packets to paho as one write; wait while paho still has more than
+        ``HOLD_QUEUED`` batches to write (the socket is full: the broker sets the pace)."""
+        count, self._held_count = self._held_count, 0
+        if not count:
+            return
+        batch, self._held = self._held, bytearray()
+        client = self._client
+        if client is None or client.socket() is None:
+            self.stats.dropped += count  # QoS 0 while disconnected: lost, as paho would lose it
+            return
+        info = paho.MQTTMessageInfo(HELD_MID)
+        self._held_batches.append((info, count))
+        with self._io:
+            # paho's own queue: it keeps the order with its other packets, writes what the
+            # socket takes and the rest as the socket drains, through tcp, TLS or websockets.
+            client._packet_queue(paho.PUBLISH, batch, HELD_MID, 0, info)  # noqa: SLF001
+        while len(client._out_packet) > HOLD_QUEUED and client.socket() is not None:  # noqa: SLF001
+            if self._interrupt.is_set():
+                return  # what is unwritten is written by close(), or counted dropped there
+            self._pump(0.005)
+
     def _make_room(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.0002
@@ -571,6 +656,13 @@ class Session:
             pause = min(pause * 2, 0.005)
 
     def _reap(self) -> None:
+        batches = self._held_batches
+        while batches and batches[0][0]._published:  # noqa: SLF001
+            info, count = batches.popleft()
+            if info.rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
+                self.stats.dropped += count
+            else:
+                self.stats.completed += count
         pending = self._pending
         while pending:
             info = pending[0]
@@ -586,7 +678,7 @@ class Session:
     def in_flight(self) -> int:
         """Messages published but not yet completed."""
         self._reap()
-        return len(self._pending)
+        return len(self._pending) + self._held_count + sum(count for _, count in self._held_batches)
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until every published message completed.
@@ -594,6 +686,8 @@ class Session:
         Returns whether all did. Raises :class:`Interrupted` on the caller's interrupt.
         """
         deadline = time.monotonic() + timeout
+        if self._held_count:
+            self._release()
         while self.in_flight():
             if self._interrupt.is_set():
                 raise Interrupted("interrupted")
@@ -626,8 +720,10 @@ class Session:
         except Interrupted:
             pass
         self._reap()
-        self.stats.dropped += len(self._pending)
+        self.stats.dropped += self.in_flight()
         self._pending.clear()
+        self._held_batches.clear()
+        self._held, self._held_count = bytearray(), 0
         self._teardown()
 
     def _require_client(self) -> paho.Client:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -11,9 +13,9 @@ from dataclasses import replace
 import pytest
 
 from tesaiot_cli.config import ConnectionSettings, resolve_connection
-from tesaiot_cli.errors import AuthError, ConnectError
+from tesaiot_cli.errors import AuthError, ConfigError, ConnectError
 from tesaiot_cli.message import Message
-from tesaiot_cli.session import Session
+from tesaiot_cli.session import HOLD_QUEUED, Session
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
 from tests.support.clients import Collector, publish
 
@@ -32,6 +34,7 @@ def scheme_settings(broker: Mosquitto, scheme: str) -> ConnectionSettings:
         "mqtts+client-cert": lambda: settings_for(broker.mtls_url, ca_file=ca, cert_file=str(broker.pki.client_cert),
                                                   key_file=str(broker.pki.client_key)),
         "wss+token": lambda: settings_for(broker.wss_url, ca_file=ca, token=TOKEN),
+        "wss+password": lambda: settings_for(broker.wss_url, ca_file=ca, username=USER, password=PASSWORD),
         "mqtt5": lambda: settings_for(broker.tcp_url, mqtt_version="5"),
     }[scheme]()
 
@@ -255,3 +258,120 @@ def test_settings_repr_has_no_secret(broker: Mosquitto) -> None:
     assert PASSWORD not in repr(settings) and PASSWORD not in settings.describe()
     token_settings = replace(settings, token=settings_for(broker.wss_url, token=TOKEN).token)
     assert TOKEN not in repr(token_settings) and TOKEN not in token_settings.describe()
+
+
+# -- publish(hold=True): QoS 0 packets written in batches ---------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["mqtt", "ws", "mqtts", "wss+password", "mqtt5"])
+def test_held_qos0_arrive_exact_and_in_order(broker: Mosquitto, scheme: str) -> None:
+    """Many batches' worth of held packets, with payload sizes on both sides of each
+    remaining-length boundary (127/128, 16383/16384) and one larger than a whole batch."""
+    topic = f"device/held-{scheme.replace('+', '-')}/telemetry"
+    sizes = [0, 1, 120, 121, 122, 125, 16_370, 16_380, 16_381, 200_000] + [160] * 3000
+    payloads = [i.to_bytes(4, "big") + bytes([i % 251]) * max(size - 4, 0) for i, size in enumerate(sizes)]
+    with Collector(broker.tcp_port, topic) as collector, \
+            Session(scheme_settings(broker, scheme), threaded=False) as session:
+        for payload in payloads:
+            assert session.publish(Message(topic, payload, qos=0, retain=False), hold=True)
+        assert session.in_flight() > 0  # the tail is still held: nothing waits on the caller
+        assert session.flush(20)
+        messages = collector.wait_for(len(payloads), timeout=30)
+    assert [m.payload for m in messages] == payloads
+    assert all(m.topic == topic and m.qos == 0 and not m.retain for m in messages)
+    stats = session.stats
+    assert (stats.published, stats.completed, stats.dropped, stats.failed) == (len(payloads), len(payloads), 0, 0)
+
+
+def test_held_packets_keep_their_order_with_other_publishes(broker: Mosquitto) -> None:
+    """Held QoS 0, plain QoS 0 and QoS 1 interleaved reach a subscriber in publish order."""
+    topic = "device/held-mixed/telemetry"
+    plan = [(i, 1 if i % 7 == 0 else 0, i % 5 != 0) for i in range(2000)]  # (number, qos, hold)
+    with Collector(broker.tcp_port, topic) as collector, \
+            Session(settings_for(broker.tcp_url), threaded=False) as session:
+        for number, qos, hold in plan:
+            assert session.publish(Message(topic, b"%d" % number, qos=qos), hold=hold)
+        assert session.flush(20)
+        messages = collector.wait_for(len(plan), timeout=20)
+    assert [int(m.payload) for m in messages] == [number for number, _, _ in plan]
+    assert session.stats.completed == len(plan)
+
+
+def test_held_retain_flag_is_kept(broker: Mosquitto) -> None:
+    topic = "device/held-retained/telemetry"
+    with Session(settings_for(broker.tcp_url), threaded=False) as session:
+        assert session.publish(Message(topic, b"kept", qos=0, retain=True), hold=True)
+        assert session.flush(10)
+    with Collector(broker.tcp_port, topic) as collector:
+        messages = collector.wait_for(1)
+    assert [(m.payload, m.retain) for m in messages] == [(b"kept", True)]
+    publish(broker.tcp_port, [(topic, b"")], retain=True)  # clear it for other tests
+
+
+def test_held_publish_checks_the_topic_like_paho(broker: Mosquitto) -> None:
+    with Session(settings_for(broker.tcp_url), threaded=False) as session:
+        for bad in ["", "device/+/telemetry", "device/#", "x" * 65536]:
+            with pytest.raises(ConfigError, match="cannot publish to"):
+                session.publish(Message(bad, b"x", qos=0), hold=True)
+    assert session.stats.published == 0
+
+
+def test_held_qos0_lost_in_an_outage_is_counted(own_broker: Mosquitto) -> None:
+    """Held packets made while the broker is down are counted dropped, never silently lost,
+    and publishing goes on after the reconnect."""
+    topic = "device/held-outage/telemetry"
+    with Session(settings_for(own_broker.tcp_url), threaded=False) as session:
+        for _ in range(100):
+            session.publish(Message(topic, b"before", qos=0), hold=True)
+        own_broker.stop()
+        wait_until(session, lambda: not session.connected)
+        for _ in range(50):
+            session.publish(Message(topic, b"during", qos=0), hold=True)
+        session.wait(0.05)
+        own_broker.start()
+        wait_until(session, lambda: session.connected)
+        with Collector(own_broker.tcp_port, topic) as collector:
+            for _ in range(10):
+                session.publish(Message(topic, b"after", qos=0), hold=True)
+            assert session.flush(10)
+            messages = collector.wait_for(10)
+    stats = session.stats
+    assert [m.payload for m in messages] == [b"after"] * 10
+    assert stats.published == 160 and stats.unacknowledged == 0
+    # "before" was written before the outage or lost in it; "during" is lost and counted.
+    assert stats.completed + stats.dropped == 160 and stats.dropped >= 50 and stats.completed >= 10
+
+
+def test_held_publishing_waits_for_a_stalled_broker(own_broker: Mosquitto) -> None:
+    """With the broker frozen (SIGSTOP), flat-out held publishing blocks once the socket is
+    full instead of piling packets up in memory, and resumes when the broker does."""
+    assert own_broker.process is not None
+    pid = own_broker.process.pid
+    total, payload = 30_000, b"x" * 1000  # 30 MB: far more than loopback socket buffers take
+    done = threading.Event()
+    peak = 0
+    with Session(settings_for(own_broker.tcp_url), threaded=False) as session:
+        client = session._client  # noqa: SLF001 - the test watches paho's outgoing queue
+        assert client is not None
+
+        def flat_out() -> None:
+            for _ in range(total):
+                session.publish(Message("device/stalled/telemetry", payload, qos=0), hold=True)
+            done.set()
+
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            thread = threading.Thread(target=flat_out, daemon=True)
+            thread.start()
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                peak = max(peak, len(client._out_packet))  # noqa: SLF001
+                time.sleep(0.005)
+            assert not done.is_set()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        thread.join(60)
+        assert done.is_set()
+        assert session.flush(30)
+    assert 1 <= peak <= HOLD_QUEUED + 1
+    assert session.stats.completed == total and session.stats.dropped == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import time
@@ -198,7 +199,10 @@ def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, 
     # threaded=False: this thread runs the network loop, so each PUBLISH is written straight
     # to the socket; the scheduler's sleeps serve the connection (acks, keepalive, reconnect).
     with Session(settings, on_event=print_event, interrupt=stop.event, threaded=False) as session:
-        replayer = Replayer(options, send=session.publish, sleep=session.wait, **common)
+        # At --speed max, QoS 0 packets go out in batches (one send per ~64 KiB); on a
+        # schedule each one is written at its due time.
+        send = functools.partial(session.publish, hold=True) if options.speed is None else session.publish
+        replayer = Replayer(options, send=send, sleep=session.wait, **common)
         try:
             freeze_startup_objects()
             replayer.run(passes)

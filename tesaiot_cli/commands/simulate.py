@@ -242,7 +242,8 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
             else:
                 timeout = room_timeout if session.connected else 0.0
             try:
-                return session.publish(message, timeout=timeout)
+                # Flat out, QoS 0 packets are written in batches (one send per ~64 KiB).
+                return session.publish(message, timeout=timeout, hold=flat_out)
             except Interrupted:
                 raise StopRun from None
 
