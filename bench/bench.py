@@ -103,6 +103,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"comma-separated sections to run (default: all): {', '.join(SECTIONS)}")
     parser.add_argument("--ladder", help="record section: comma-separated rates to try, msg/s (overrides the plan)")
     parser.add_argument("--duration", type=float, help="record section: seconds per trial (overrides the plan)")
+    parser.add_argument("--tools", help="record section: comma-separated recorders to run (default: all): "
+                        "tesaiot-parquet, tesaiot-jsonl, paho, mosquitto_sub, mqtt-recorder")
+    parser.add_argument("--qos", help="record section: QoS levels to run, comma-separated (default: 0,1)")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results",
                         help="directory for the JSON results (default: bench/results)")
     args = parser.parse_args(argv)
@@ -114,6 +117,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.ladder = sorted(int(float(x)) for x in args.ladder.split(",")) if args.ladder else None
     except ValueError:
         parser.error(f"invalid --ladder {args.ladder!r}: give rates like 5000,10000,20000")
+    args.tools = [name.strip() for name in args.tools.split(",") if name.strip()] if args.tools else None
+    try:
+        args.qos = tuple(int(x) for x in args.qos.split(",")) if args.qos else (0, 1)
+    except ValueError:
+        parser.error(f"invalid --qos {args.qos!r}: give 0, 1 or 0,1")
+    if not args.qos or any(q not in (0, 1) for q in args.qos):
+        parser.error("--qos takes 0, 1 or 0,1")
     if args.duration is not None and not 0.2 <= args.duration <= 60:
         parser.error("--duration must be between 0.2 and 60 seconds")
     return args
@@ -150,7 +160,8 @@ def main(argv: list[str]) -> int:
         steps: list[tuple[str, str, Callable[[], Any], Callable[[Any], Any]]] = [
             ("record", "section 1: record",
              lambda: record.run_section(ctx, ladder=plan["ladder"], duration=plan["record_duration"],
-                                        retries=plan["retries"], budget_s=plan["record_budget_s"]),
+                                        retries=plan["retries"], budget_s=plan["record_budget_s"],
+                                        qos_levels=args.qos, tool_keys=args.tools),
              lambda section: results["goals"].extend(record.report(section))),
             ("replay", "section 2: replay fidelity",
              lambda: replay.run_section(ctx, seconds=plan["replay_seconds"], seconds_5x=plan["replay_5x_seconds"]),

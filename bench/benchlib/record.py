@@ -180,10 +180,17 @@ def ladder_for_tool(ctx: Context, tool: SubscriberTool, rate: int, qos: int, dur
 
 
 def run_section(ctx: Context, *, ladder: list[int], duration: float, retries: int, budget_s: float,
-                qos_levels: tuple[int, ...] = (0, 1)) -> dict[str, Any]:
-    """The ladder for every available tool, QoS 0 then 1. Each QoS level gets half of
-    ``budget_s``; rungs that would start after that are skipped (and say so)."""
+                qos_levels: tuple[int, ...] = (0, 1), tool_keys: list[str] | None = None) -> dict[str, Any]:
+    """The ladder for every available tool (or those in ``tool_keys``), QoS 0 then 1. Each
+    QoS level gets its share of ``budget_s``; rungs that would start after that are skipped
+    (and say so)."""
     tools = all_tools()
+    if tool_keys is not None:
+        unknown = set(tool_keys) - {t.key for t in tools}
+        if unknown:
+            raise SystemExit(f"bench: unknown --tools {', '.join(sorted(unknown))}: "
+                             f"choose from {', '.join(t.key for t in tools)}")
+        tools = [t for t in tools if t.key in tool_keys]
     section: dict[str, Any] = {"grace_s": GRACE_S, "duration_s": duration, "ladder": ladder, "retries": retries,
                                "budget_s": budget_s, "tools": {}, "trials": []}
     section["pacer_check"] = pacer_check(ctx, rate=ladder[-1], seconds=min(duration, 2.0))
