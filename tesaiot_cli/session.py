@@ -53,9 +53,59 @@ HOLD_BYTES = 64 * 1024  # publish(hold=True): QoS 0 PUBLISH packets written per 
 HOLD_QUEUED = 2  # publish(hold=True): held batches paho may keep unwritten before we wait
 HELD_MID = 0  # paho never gives out message id 0: it marks a batch of held packets
 MAX_REMAINING_LENGTH = 268_435_455  # the largest MQTT packet body
+READ_CHUNK = 64 * 1024  # bytes asked of the socket per read (paho asks for 1 byte at a time)
 
 EventCallback = Callable[[str, str], None]
 MessageCallback = Callable[[Message], None]
+
+
+class _ReadAhead:
+    """The connection's socket (tcp, TLS or paho's websocket wrapper) with a read buffer.
+
+    paho reads each packet with three or more ``recv`` calls (the command byte, each
+    remaining-length byte, then the body): a system call each on a plain socket. This
+    reads up to ``READ_CHUNK`` bytes at once and serves paho's small reads from them, so a
+    batch of packets costs one system call. ``pending()`` tells paho's loop and ours that
+    buffered bytes are waiting, as an SSL socket's does. Everything else goes to the socket.
+    """
+
+    __slots__ = ("_inner", "_data", "_pos")
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        data, pos = self._data, self._pos
+        if pos < len(data):
+            self._pos = pos + size
+            return data[pos:pos + size]
+        data = self._inner.recv(READ_CHUNK if size < READ_CHUNK else size)
+        if len(data) <= size:
+            self._data, self._pos = b"", 0
+            return data  # type: ignore[no-any-return]
+        self._data, self._pos = data, size
+        return data[:size]  # type: ignore[no-any-return]
+
+    def pending(self) -> int:
+        buffered = len(self._data) - self._pos
+        if buffered > 0:
+            return buffered
+        inner_pending = getattr(self._inner, "pending", None)
+        return inner_pending() if inner_pending is not None else 0
+
+    def send(self, data: bytes | bytearray) -> int:
+        return self._inner.send(data)  # type: ignore[no-any-return]
+
+    def fileno(self) -> int:
+        return self._inner.fileno()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 @dataclass
@@ -404,6 +454,8 @@ class Session:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError):
             pass
+        if client._sock is sock:  # noqa: SLF001 - paho reads and writes through client._sock
+            client._sock = _ReadAhead(sock)  # noqa: SLF001
 
     def _handle_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -511,10 +563,17 @@ class Session:
                 raise ConnectError(f"cannot subscribe: {paho.error_string(rc)}")
             with self._suback_ready:
                 self._awaited_mids.add(mid)
+        seen = self.stats.received
         while True:
             if self._interrupt.is_set():
                 raise Interrupted("interrupted")
             remaining = deadline - time.monotonic()
+            if remaining <= 0 and self.stats.received != seen:
+                # The broker is busy sending us messages (a persistent session's backlog comes
+                # before the SUBACK): it is alive, so the wait goes on while they keep coming.
+                seen = self.stats.received
+                deadline = time.monotonic() + self.settings.connect_timeout
+                remaining = self.settings.connect_timeout
             with self._suback_ready:
                 if mid in self._suback:
                     codes = self._suback.pop(mid)

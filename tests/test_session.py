@@ -375,3 +375,25 @@ def test_held_publishing_waits_for_a_stalled_broker(own_broker: Mosquitto) -> No
         assert session.flush(30)
     assert 1 <= peak <= HOLD_QUEUED + 1
     assert session.stats.completed == total and session.stats.dropped == 0
+
+
+def test_subscribe_waits_while_a_persistent_session_backlog_arrives(broker: Mosquitto) -> None:
+    """mosquitto sends a persistent session's queued messages before the SUBACK of a new
+    SUBSCRIBE: while they keep arriving the wait for the SUBACK goes on, past the connect
+    timeout (here 0.5 s), instead of failing with "no answer"."""
+    name, topic, total = f"backlog-{time.monotonic_ns()}", "device/backlog/telemetry", 100_000
+    settings = settings_for(broker.tcp_url, session=name, connect_timeout=0.5)
+    with Session(settings) as session:
+        session.subscribe([topic], qos=1)
+    for start in range(0, total, 50_000):  # queued for the session (paho's message ids wrap at 65535)
+        publish(broker.tcp_port, [(topic, b"%d" % i) for i in range(start, min(start + 50_000, total))])
+    received: list[bytes] = []
+    with Session(settings, on_message=lambda m: received.append(m.payload)) as session:
+        time.sleep(0.3)  # the broker is sending the backlog
+        session.subscribe(["device/other/telemetry"], qos=1)
+        arrived_before_suback = len(received)
+        deadline = time.monotonic() + 30
+        while len(received) < total and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert received == [b"%d" % i for i in range(total)]
+    assert arrived_before_suback > 0
