@@ -16,6 +16,7 @@ import collections
 import contextlib
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -59,22 +60,30 @@ EventCallback = Callable[[str, str], None]
 MessageCallback = Callable[[Message], None]
 
 
-class _ReadAhead:
-    """The connection's socket (tcp, TLS or paho's websocket wrapper) with a read buffer.
+class _BufferedSocket:
+    """The connection's socket (tcp, TLS or paho's websocket wrapper) with a read buffer
+    and, while corked, a write buffer.
 
     paho reads each packet with three or more ``recv`` calls (the command byte, each
     remaining-length byte, then the body): a system call each on a plain socket. This
     reads up to ``READ_CHUNK`` bytes at once and serves paho's small reads from them, so a
     batch of packets costs one system call. ``pending()`` tells paho's loop and ours that
-    buffered bytes are waiting, as an SSL socket's does. Everything else goes to the socket.
+    buffered bytes are waiting, as an SSL socket's does.
+
+    The network thread corks the socket while it reads a batch of packets: the PUBACKs
+    paho writes for them are collected and sent together by :meth:`uncork` (one system
+    call instead of one per message). What the socket does not take at once stays in the
+    write buffer, ahead of anything written later, and goes out as the socket drains.
     """
 
-    __slots__ = ("_inner", "_data", "_pos")
+    __slots__ = ("_inner", "_data", "_pos", "_out", "_corked")
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self._data = b""
         self._pos = 0
+        self._out = bytearray()
+        self._corked = False
 
     def recv(self, size: int) -> bytes:
         data, pos = self._data, self._pos
@@ -96,12 +105,44 @@ class _ReadAhead:
         return inner_pending() if inner_pending is not None else 0
 
     def send(self, data: bytes | bytearray) -> int:
+        if self._corked or self._out:
+            self._out += data
+            if not self._corked:
+                self.flush()
+            return len(data)
         return self._inner.send(data)  # type: ignore[no-any-return]
+
+    def cork(self) -> None:
+        self._corked = True
+
+    def uncork(self) -> None:
+        self._corked = False
+        if self._out:
+            self.flush()
+
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    def flush(self) -> None:
+        """Write what the socket takes now; raises OSError when the connection is gone."""
+        out = self._out
+        while out:
+            try:
+                written = self._inner.send(out)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            if not written:
+                return
+            del out[:written]
 
     def fileno(self) -> int:
         return self._inner.fileno()  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        try:
+            self.flush()  # a DISCONNECT written after buffered PUBACKs goes out with them
+        except OSError:
+            pass
         self._inner.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -245,7 +286,9 @@ class Session:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_connect_fail = self._handle_connect_fail
-        client.on_message = self._handle_message
+        # paho's own dispatch matches every message against per-topic callbacks (we add none)
+        # under two mutexes; each message goes straight to the session instead.
+        client._handle_on_message = self._deliver  # type: ignore[method-assign,assignment]  # noqa: SLF001
         client.on_subscribe = self._handle_subscribe
         if s.mqtt_version == 5:
             # Only MQTT 5 acknowledgements carry a reason code that can say "refused". Without
@@ -375,9 +418,10 @@ class Session:
         let paho read, write and keep alive under it.
 
         paho's own thread (``loop_start``) would make paho queue every outgoing packet for
-        that thread and wake it through a socket pair; here paho writes each PUBACK straight
-        from the read loop (a third less CPU per QoS 1 message), and other threads' writes
-        (subscribe, publish, disconnect) are serialised with this one by ``self._io``.
+        that thread and wake it through a socket pair; here the PUBACKs paho writes from the
+        read loop are collected while a batch is read and sent together (the socket is
+        corked), and other threads' writes (subscribe, publish, disconnect) are serialised
+        with this one by ``self._io``.
         """
         client = self._client
         stop = self._stop_network
@@ -390,15 +434,22 @@ class Session:
                     self._pump(NETWORK_TICK_S, idle=stop)
                     continue
                 before = self.stats.received
+                buffered = sock if isinstance(sock, _BufferedSocket) else None
                 with self._io:
                     # What paho's _loop does after its select (which ours replaces), but reading
                     # a batch of packets per lock hold, and checking keepalive every 0.1 s
                     # rather than after every packet.
-                    for _ in range(READ_BATCH):
-                        seen = self.stats.received
-                        rc = client.loop_read()  # one packet; PUBACKs are written from inside it
-                        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self.stats.received == seen:
-                            break
+                    if buffered is not None:
+                        buffered.cork()
+                    try:
+                        for _ in range(READ_BATCH):
+                            seen = self.stats.received
+                            rc = client.loop_read()  # one packet; its PUBACK is written into the cork
+                            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self.stats.received == seen:
+                                break
+                    finally:
+                        if buffered is not None:
+                            buffered.uncork()  # the batch's PUBACKs in one send
                     if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
                         rc = client.loop_write()
                     now = time.monotonic()
@@ -413,7 +464,8 @@ class Session:
                     continue  # more is probably waiting: read on without a select
                 pending = getattr(sock, "pending", None)
                 if pending is None or not pending():
-                    select.select([sock], [sock] if client.want_write() else [], [], NETWORK_TICK_S)
+                    writing = client.want_write() or (buffered is not None and buffered.has_output())
+                    select.select([sock], [sock] if writing else [], [], NETWORK_TICK_S)
             except (OSError, ValueError, TypeError):
                 continue  # the socket was closed under us: the next turn sees it
             except BaseException as exc:  # noqa: BLE001 - the thread must not die silently
@@ -455,7 +507,7 @@ class Session:
         except (OSError, AttributeError):
             pass
         if client._sock is sock:  # noqa: SLF001 - paho reads and writes through client._sock
-            client._sock = _ReadAhead(sock)  # noqa: SLF001
+            client._sock = _BufferedSocket(sock)  # noqa: SLF001
 
     def _handle_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -498,7 +550,7 @@ class Session:
         if not self._closing and self._ever_connected:
             self._emit("reconnecting", "reconnect attempt failed; trying again")
 
-    def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+    def _deliver(self, msg: paho.MQTTMessage) -> None:
         self.stats.received += 1
         sink = self._on_message
         if sink is None:

@@ -15,7 +15,7 @@ import pytest
 from tesaiot_cli.config import ConnectionSettings, resolve_connection
 from tesaiot_cli.errors import AuthError, ConfigError, ConnectError
 from tesaiot_cli.message import Message
-from tesaiot_cli.session import HOLD_QUEUED, Session
+from tesaiot_cli.session import HOLD_QUEUED, Session, _BufferedSocket
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
 from tests.support.clients import Collector, publish
 
@@ -397,3 +397,43 @@ def test_subscribe_waits_while_a_persistent_session_backlog_arrives(broker: Mosq
             time.sleep(0.02)
     assert received == [b"%d" % i for i in range(total)]
     assert arrived_before_suback > 0
+
+
+def test_buffered_socket_keeps_order_when_the_socket_is_full() -> None:
+    """Corked writes (the PUBACKs of a batch) go out in one send; what a full socket does
+    not take stays buffered ahead of later writes, and nothing is lost or reordered."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        buffered = _BufferedSocket(ours)
+        chunks = [bytes([i % 256]) * 1000 + i.to_bytes(4, "big") for i in range(20_000)]  # ~20 MB
+        buffered.cork()
+        for chunk in chunks[:10_000]:
+            assert buffered.send(chunk) == len(chunk)
+        buffered.uncork()
+        assert buffered.has_output()  # the peer reads nothing yet: the socket is full
+        for chunk in chunks[10_000:]:
+            assert buffered.send(chunk) == len(chunk)  # after the backlog, never before it
+        expected = b"".join(chunks)
+        received = bytearray()
+        peer.settimeout(5)
+        while len(received) < len(expected):
+            received += peer.recv(1 << 20)
+            buffered.flush()
+        assert received == expected and not buffered.has_output()
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_buffered_socket_serves_small_reads_from_one_recv() -> None:
+    ours, peer = socket.socketpair()
+    try:
+        buffered = _BufferedSocket(ours)
+        peer.sendall(b"\x30\x05ab" + b"x" * 3)
+        assert buffered.recv(1) == b"\x30" and buffered.pending() == 6
+        assert buffered.recv(1) == b"\x05" and buffered.recv(100) == b"abxxx" and buffered.pending() == 0
+        peer.close()
+        assert buffered.recv(1) == b""  # end of stream, as from the socket itself
+    finally:
+        ours.close()
