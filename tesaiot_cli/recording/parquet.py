@@ -50,7 +50,7 @@ from tesaiot_cli.recording.parquet_read import (  # noqa: F401 - open_reader: th
     partial_dir,
 )
 
-ROW_GROUP_ROWS = 65_536
+ROW_GROUP_ROWS = 32_768
 ROW_GROUP_BYTES = 32 * 1024 * 1024  # payload bytes: bounds memory with large payloads
 PART_ROWS = 16 * 1024 * 1024
 PART_BYTES = 1024 * 1024 * 1024
