@@ -76,7 +76,7 @@ class _BufferedSocket:
     write buffer, ahead of anything written later, and goes out as the socket drains.
     """
 
-    __slots__ = ("_inner", "_data", "_pos", "_out", "_corked")
+    __slots__ = ("_inner", "_data", "_pos", "_out", "_corked", "_eof", "_topics")
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -84,18 +84,92 @@ class _BufferedSocket:
         self._pos = 0
         self._out = bytearray()
         self._corked = False
+        self._eof = False
+        self._topics: dict[bytes, str] = {}
 
     def recv(self, size: int) -> bytes:
         data, pos = self._data, self._pos
         if pos < len(data):
             self._pos = pos + size
             return data[pos:pos + size]
+        if self._eof:
+            return b""
         data = self._inner.recv(READ_CHUNK if size < READ_CHUNK else size)
         if len(data) <= size:
             self._data, self._pos = b"", 0
             return data  # type: ignore[no-any-return]
         self._data, self._pos = data, size
         return data[:size]  # type: ignore[no-any-return]
+
+    def fill(self) -> None:
+        """One read from the socket, appended to what is buffered (a partial packet)."""
+        if self._eof:
+            return
+        try:
+            chunk = self._inner.recv(READ_CHUNK)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except OSError:
+            return  # paho's next read meets the same error and handles the lost connection
+        if not chunk:
+            self._eof = True  # served to paho as the end of the stream once the buffer is empty
+            return
+        if self._pos < len(self._data):
+            self._data = self._data[self._pos:] + chunk
+        else:
+            self._data = chunk
+        self._pos = 0
+
+    def take_publishes(self, deliver: Callable[[str, bytes, int, bool], None]) -> int:
+        """Take the complete MQTT 3.1.1 QoS 0 and QoS 1 PUBLISH packets at the head of
+        the buffer, hand each to ``deliver(topic, payload, qos, retain)`` and queue the
+        PUBACK of each QoS 1 one (written when uncorked). Stops at anything else — another
+        packet type, QoS 2, a partial or malformed packet, a topic that is not UTF-8 —
+        which paho then reads as usual. Returns the number of packets taken.
+
+        Call only at a packet boundary (paho holds no partial packet) and while corked.
+        """
+        data, pos = self._data, self._pos
+        end = len(data)
+        topics = self._topics
+        taken = 0
+        while pos < end:
+            first = data[pos]
+            if first & 0xF0 != 0x30 or first & 0x06 > 0x02:  # not PUBLISH, or QoS 2 (or 3)
+                break
+            index, length, shift = pos + 1, 0, 0
+            while index < end and shift <= 21:
+                byte = data[index]
+                index += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+            else:
+                break  # the remaining length is incomplete (or malformed: paho reports it)
+            body_end = index + length
+            if body_end > end or length < 2:
+                break
+            name_end = index + 2 + ((data[index] << 8) | data[index + 1])
+            qos = (first >> 1) & 0x03
+            payload_start = name_end + 2 if qos else name_end
+            if payload_start > body_end:
+                break
+            name = data[index + 2:name_end]
+            topic = topics.get(name)
+            if topic is None:
+                try:
+                    topic = name.decode("utf-8")
+                except UnicodeDecodeError:
+                    break
+                if len(topics) < 65536:
+                    topics[name] = topic
+            if qos:
+                self._out += b"\x40\x02" + data[name_end:payload_start]  # PUBACK with the packet id
+            self._pos = pos = body_end
+            taken += 1
+            deliver(topic, data[payload_start:body_end], qos, bool(first & 0x01))
+        return taken
 
     def pending(self) -> int:
         buffered = len(self._data) - self._pos
@@ -435,6 +509,8 @@ class Session:
                     continue
                 before = self.stats.received
                 buffered = sock if isinstance(sock, _BufferedSocket) else None
+                # MQTT 5 PUBLISH packets carry properties: those stay with paho.
+                fast = buffered if self.settings.mqtt_version != 5 else None
                 with self._io:
                     # What paho's _loop does after its select (which ours replaces), but reading
                     # a batch of packets per lock hold, and checking keepalive every 0.1 s
@@ -444,6 +520,16 @@ class Session:
                     try:
                         for _ in range(READ_BATCH):
                             seen = self.stats.received
+                            if fast is not None and client._in_packet["command"] == 0:  # noqa: SLF001
+                                # At a packet boundary: PUBLISH packets are parsed here, the
+                                # rest (and partial packets) are left to paho.
+                                taken = fast.take_publishes(self._deliver_parts)
+                                if not taken:
+                                    fast.fill()  # the buffer is empty, or holds the start of a packet
+                                    taken = fast.take_publishes(self._deliver_parts)
+                                if taken:
+                                    client._last_bytes_received = time.monotonic()  # noqa: SLF001 - keepalive
+                                    continue
                             rc = client.loop_read()  # one packet; its PUBACK is written into the cork
                             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self.stats.received == seen:
                                 break
@@ -549,6 +635,18 @@ class Session:
     def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         if not self._closing and self._ever_connected:
             self._emit("reconnecting", "reconnect attempt failed; trying again")
+
+    def _deliver_parts(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        """A PUBLISH parsed by :meth:`_BufferedSocket.take_publishes`: as :meth:`_deliver`."""
+        self.stats.received += 1
+        sink = self._on_message
+        if sink is None:
+            return
+        try:
+            sink(Message(topic, payload, qos, retain, time.time_ns()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            if self._callback_error is None:
+                self._callback_error = exc
 
     def _deliver(self, msg: paho.MQTTMessage) -> None:
         self.stats.received += 1

@@ -10,7 +10,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tesaiot_cli.config import ConnectionSettings, resolve_connection
 from tesaiot_cli.errors import AuthError, ConfigError, ConnectError
@@ -397,6 +399,12 @@ def test_subscribe_waits_while_a_persistent_session_backlog_arrives(broker: Mosq
             time.sleep(0.02)
     assert received == [b"%d" % i for i in range(total)]
     assert arrived_before_suback > 0
+    # Every message was acknowledged (PUBACKs batched per read): nothing comes back.
+    again: list[bytes] = []
+    with Session(settings, on_message=lambda m: again.append(m.payload)) as session:
+        session.subscribe([topic], qos=1)
+        time.sleep(1.0)
+    assert again == []
 
 
 def test_buffered_socket_keeps_order_when_the_socket_is_full() -> None:
@@ -437,3 +445,104 @@ def test_buffered_socket_serves_small_reads_from_one_recv() -> None:
         assert buffered.recv(1) == b""  # end of stream, as from the socket itself
     finally:
         ours.close()
+
+
+def mqtt_publish_packet(topic: bytes, payload: bytes, *, qos: int = 0, retain: bool = False, mid: int = 1) -> bytes:
+    """An MQTT 3.1.1 PUBLISH packet, built by hand (the test's own encoder)."""
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"") + payload
+    length, size = bytearray(), len(body)
+    while True:
+        size, digit = size >> 7, size & 0x7F
+        length.append(digit | (0x80 if size else 0))
+        if not size:
+            break
+    return bytes([0x30 | qos << 1 | int(retain)]) + bytes(length) + body
+
+
+def test_take_publishes_parses_what_it_can_and_leaves_the_rest() -> None:
+    packets = [
+        mqtt_publish_packet(b"a/b", b"zero", qos=0),
+        mqtt_publish_packet(b"a/c", b"one" * 100, qos=1, mid=258, retain=True),
+        mqtt_publish_packet("d/é".encode(), b"x" * 20_000, qos=1, mid=7),  # 3-byte remaining length
+        mqtt_publish_packet(b"e", b"", qos=0),
+        b"\xd0\x00",  # PINGRESP: paho's
+        mqtt_publish_packet(b"after/ping", b"p"),
+    ]
+    stream = b"".join(packets)
+    ours, peer = socket.socketpair()
+    try:
+        buffered = _BufferedSocket(ours)
+        got: list[tuple[str, bytes, int, bool]] = []
+        buffered.cork()
+        position = 0
+        for cut in (5, 300, 9000, len(stream)):  # the stream arrives in pieces, cut mid-packet
+            peer.sendall(stream[position:cut])
+            position = cut
+            buffered.fill()
+            buffered.take_publishes(lambda *parts: got.append(parts))
+        assert got == [("a/b", b"zero", 0, False), ("a/c", b"one" * 100, 1, True), ("d/é", b"x" * 20_000, 1, False),
+                       ("e", b"", 0, False)]
+        assert buffered.recv(1) == b"\xd0" and buffered.recv(1) == b"\x00"  # the PINGRESP is left to paho
+        assert buffered.take_publishes(lambda *parts: got.append(parts)) == 1 and got[-1][0] == "after/ping"
+        buffered.uncork()
+        peer.settimeout(5)
+        assert peer.recv(100) == b"\x40\x02\x01\x02" + b"\x40\x02\x00\x07"  # the two PUBACKs, in one write
+        # QoS 2, and a topic that is not UTF-8: left to paho, nothing taken.
+        for left in (mqtt_publish_packet(b"q2", b"x", qos=2), mqtt_publish_packet(b"\xff\xfe", b"x")):
+            peer.sendall(left)
+            buffered.fill()
+            assert buffered.take_publishes(lambda *parts: got.append(parts)) == 0
+            assert buffered.recv(len(left)) == left
+    finally:
+        ours.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("scheme", ["mqtt", "ws", "mqtts", "mqtt5"])
+def test_every_size_and_qos_arrives_exact_and_in_order(broker: Mosquitto, scheme: str) -> None:
+    """Payload sizes around each remaining-length boundary, QoS 0 and 1, retain or not,
+    from a raw paho publisher, received through the session's read path."""
+    topic = f"device/sizes-{scheme}/telemetry"
+    sizes = [0, 1, 120, 124, 125, 16_370, 16_377, 16_378, 300_000] + [170] * 2000
+    plan = [(i.to_bytes(4, "big") + b"s" * max(size - 4, 0), i % 2, i % 3 == 0) for i, size in enumerate(sizes)]
+    received: list[Message] = []
+    with Session(scheme_settings(broker, scheme), on_message=received.append) as session:
+        session.subscribe([topic], qos=1)
+        client = paho.Client(CallbackAPIVersion.VERSION2)
+        client.max_inflight_messages_set(0)  # else paho holds QoS 1 back behind QoS 0: out of order
+        client.connect("127.0.0.1", broker.tcp_port)
+        client.loop_start()
+        try:
+            infos = [client.publish(topic, payload, qos, retain) for payload, qos, retain in plan]
+            for info in infos:
+                info.wait_for_publish(timeout=20)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        deadline = time.monotonic() + 20
+        while len(received) < len(plan) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert [m.payload for m in received] == [payload for payload, _, _ in plan]
+    assert [m.qos for m in received] == [qos for _, qos, _ in plan]
+    assert not any(m.retain for m in received)  # live messages: the broker clears retain on the way
+    assert all(m.topic == topic for m in received) and session.stats.received == len(plan)
+
+
+@pytest.mark.parametrize("scheme", ["mqtt", "mqtt5"])
+def test_retained_message_arrives_flagged(broker: Mosquitto, scheme: str) -> None:
+    topic = f"device/retained-{scheme}/telemetry"
+    publish(broker.tcp_port, [(topic, b"last known")], qos=1, retain=True)
+    got = threading.Event()
+    received: list[Message] = []
+
+    def sink(message: Message) -> None:
+        received.append(message)
+        got.set()
+
+    try:
+        with Session(scheme_settings(broker, scheme), on_message=sink) as session:
+            session.subscribe([topic], qos=1)
+            assert got.wait(10)
+    finally:
+        publish(broker.tcp_port, [(topic, b"")], retain=True)
+    assert [(m.payload, m.retain, m.qos) for m in received] == [(b"last known", True, 1)]
