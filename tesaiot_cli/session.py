@@ -54,6 +54,7 @@ HOLD_BYTES = 64 * 1024  # publish(hold=True): QoS 0 PUBLISH packets written per 
 HOLD_QUEUED = 2  # publish(hold=True): held batches paho may keep unwritten before we wait
 HELD_MID = 0  # paho never gives out message id 0: it marks a batch of held packets
 MAX_REMAINING_LENGTH = 268_435_455  # the largest MQTT packet body
+CLOSE_LINGER_S = 2.0  # after DISCONNECT: longest wait for the broker to close its side
 READ_CHUNK = 64 * 1024  # bytes asked of the socket per read (paho asks for 1 byte at a time)
 
 EventCallback = Callable[[str, str], None]
@@ -76,7 +77,7 @@ class _BufferedSocket:
     write buffer, ahead of anything written later, and goes out as the socket drains.
     """
 
-    __slots__ = ("_inner", "_data", "_pos", "_out", "_corked", "_eof", "_topics")
+    __slots__ = ("_inner", "_data", "_pos", "_out", "_corked", "_eof", "_topics", "linger_s")
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -86,6 +87,7 @@ class _BufferedSocket:
         self._corked = False
         self._eof = False
         self._topics: dict[bytes, str] = {}
+        self.linger_s = 0.0  # set before a clean DISCONNECT: see close()
 
     def recv(self, size: int) -> bytes:
         data, pos = self._data, self._pos
@@ -213,11 +215,33 @@ class _BufferedSocket:
         return self._inner.fileno()  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        """Close; after a clean DISCONNECT (``linger_s`` > 0) first wait, reading and
+        discarding, until the broker closes its side (at most ``linger_s`` seconds).
+
+        Closing a socket with unread data in it resets the connection, and the broker then
+        drops what it had not yet read: the last PUBACKs, so their messages would come
+        again to a persistent session. The broker reads in order, so when it closes after
+        our DISCONNECT it has taken every PUBACK before it."""
         try:
             self.flush()  # a DISCONNECT written after buffered PUBACKs goes out with them
-        except OSError:
+            if self.linger_s > 0 and not self._out:
+                self._linger(self.linger_s)
+        except (OSError, ValueError):
             pass
         self._inner.close()
+
+    def _linger(self, seconds: float) -> None:
+        raw = getattr(self._inner, "_socket", self._inner)  # paho's websocket wrapper holds one
+        raw.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not select.select([raw], [], [], remaining)[0]:
+                return
+            try:
+                if not socket.socket.recv(raw, READ_CHUNK):  # raw bytes: TLS was shut down
+                    return
+            except (BlockingIOError, InterruptedError):
+                continue
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -568,6 +592,9 @@ class Session:
         if network is not None:
             self._stop_network.set()
             network.join(timeout=5)
+        sock = client.socket()
+        if isinstance(sock, _BufferedSocket):
+            sock.linger_s = CLOSE_LINGER_S
         try:
             client.disconnect()
             if client.socket() is not None:
