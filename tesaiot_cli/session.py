@@ -73,8 +73,9 @@ class _BufferedSocket:
 
     The network thread corks the socket while it reads a batch of packets: the PUBACKs
     paho writes for them are collected and sent together by :meth:`uncork` (one system
-    call instead of one per message). What the socket does not take at once stays in the
-    write buffer, ahead of anything written later, and goes out as the socket drains.
+    call instead of one per message). What the socket does not take at once stays in the write buffer, ahead of anything
+    written later: until it has drained, other writes are refused as a full socket
+    refuses them (paho keeps those packets and retries).
     """
 
     __slots__ = ("_inner", "_data", "_pos", "_out", "_corked", "_eof", "_topics", "linger_s")
@@ -181,11 +182,13 @@ class _BufferedSocket:
         return inner_pending() if inner_pending is not None else 0
 
     def send(self, data: bytes | bytearray) -> int:
-        if self._corked or self._out:
+        if self._corked:
             self._out += data
-            if not self._corked:
-                self.flush()
             return len(data)
+        if self._out:
+            self.flush()
+            if self._out:
+                raise BlockingIOError  # the socket is full: paho keeps the packet and retries
         return self._inner.send(data)  # type: ignore[no-any-return]
 
     def cork(self) -> None:
