@@ -2,7 +2,7 @@
 
 ``write`` runs on the MQTT network thread for every message, so it only appends to a
 list under a lock. A flusher thread swaps the list out every ``flush_interval`` seconds
-(0.5 s by default), turns it into columns in one go and hands them to the format
+(0.25 s by default), turns it into columns in one go and hands them to the format
 (:meth:`BufferedWriter._write_batch`), then makes them durable (``_sync``: fsync).
 So a SIGKILL or power loss loses at most the last ~``flush_interval`` + the time of
 one batch, and memory holds at most one interval of messages.
@@ -24,7 +24,7 @@ from tesaiot_cli.message import Message
 from tesaiot_cli.recording.base import RecordingMetadata, WriteSummary
 from tesaiot_cli.recording.meta import new_recording_id
 
-FLUSH_INTERVAL_S = 0.5
+FLUSH_INTERVAL_S = 0.25
 
 
 class Columns(NamedTuple):

@@ -7,7 +7,7 @@ First line: ``{"tesaiot_recording": {...metadata...}}``. Then, per message::
 
 ``payload`` is the text when the bytes are valid UTF-8; otherwise it is base64 and the
 object has ``"encoding": "base64"``. ``label`` is present for labelled messages. The
-file is appended and fsynced every ~0.5 s while recording, so after a crash it is all
+file is appended and fsynced every ~0.25 s while recording, so after a crash it is all
 readable except perhaps a torn last line, which readers skip (and report) and
 ``tesaiot recover`` cuts off. The time span in the metadata comes from the first and
 last message lines (the header is written before they are known).

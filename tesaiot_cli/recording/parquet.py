@@ -5,7 +5,7 @@ While recording to ``out.parquet`` everything lives in the directory
 
 - ``metadata.json``: the recording metadata, written first;
 - ``journal-NNNNNN.arrows``: an Arrow IPC stream of every message of the open part,
-  appended and fsynced every ~0.5 s. A stream needs no footer: after a SIGKILL or a
+  appended and fsynced every ~0.25 s. A stream needs no footer: after a SIGKILL or a
   power loss every complete batch in it is readable;
 - ``part-NNNNNN.parquet.tmp``: the open part, written in row groups (no footer yet);
 - ``part-NNNNNN.parquet``: closed parts (a part closes after ``PART_ROWS`` messages or
