@@ -337,9 +337,10 @@ class Session:
         self._since_pump = 0
         # publish(hold=True): QoS 0 PUBLISH packets built here and handed to paho together.
         self._held = bytearray()
-        self._held_count = 0
+        self._held_count = 0  # packets held (QoS 0 and 1)
+        self._held_qos0 = 0  # of which QoS 0: completed when written (QoS 1: when acknowledged)
         self._held_batches: collections.deque[tuple[paho.MQTTMessageInfo, int]] = collections.deque()
-        self._topic_headers: dict[str, bytes] = {}
+        self._topic_names: dict[str, bytes] = {}
 
     # -- context manager -------------------------------------------------------------
 
@@ -781,17 +782,28 @@ class Session:
         it takes). Raises :class:`Interrupted` when the caller's interrupt is set while
         waiting, :class:`ConfigError` for an invalid topic or QoS.
 
-        ``hold=True`` is for publishing flat out: with ``threaded=False`` a QoS 0 message
-        may then be held back and written together with the ones after it, up to
-        ``HOLD_BYTES`` per ``send`` (one system call and no paho bookkeeping per message).
-        Held messages keep their order with every other packet; they are written at the
-        latest by the next :meth:`wait`, :meth:`flush`, :meth:`close` or publish without
-        ``hold``. Instead of the window, what paho has not yet written is bounded to
-        ``HOLD_QUEUED`` batches.
+        ``hold=True`` is for publishing flat out: with ``threaded=False`` a QoS 0 or 1
+        message may then be held back and written together with the ones after it, up to
+        ``HOLD_BYTES`` per ``send`` (one system call per batch; the session builds the
+        packets). Held messages keep their order with every other packet; they are
+        written at the latest by the next :meth:`wait`, :meth:`flush`, :meth:`close` or
+        publish without ``hold``. QoS 1 ones count in the window and are registered with
+        paho, which handles their PUBACK and resends them after a reconnect; for QoS 0,
+        what paho has not yet written is bounded to ``HOLD_QUEUED`` batches.
         """
         client = self._require_client()
-        if hold and message.qos == 0 and not self._threaded:
-            return self._hold(message)
+        if hold and not self._threaded:
+            if message.qos == 0:
+                return self._hold(message)
+            if message.qos == 1 and client.socket() is not None:
+                if len(self._pending) >= self._window and not self._make_room(timeout):
+                    self.stats.published += 1
+                    self.stats.dropped += 1
+                    return False
+                info = self._hold_qos1(client, message)
+                if info is not None:
+                    self._pending.append(info)
+                    return True
         if self._held_count:
             self._release()
         if len(self._pending) >= self._window and not self._make_room(timeout):
@@ -820,51 +832,89 @@ class Session:
     def _hold(self, message: Message) -> bool:
         """Build the QoS 0 PUBLISH packet into the held batch (MQTT 3.1.1 and 5: fixed
         header, remaining length, topic, for MQTT 5 an empty property list, payload)."""
-        header = self._topic_headers.get(message.topic)
-        if header is None:
-            header = self._topic_header(message.topic)
+        self._append_publish(message, None)
+        self._held_qos0 += 1
+        if len(self._held) >= HOLD_BYTES:
+            self._pump(0.0)  # writes the batch, reads what arrived, keeps the connection alive
+        return True
+
+    def _hold_qos1(self, client: paho.Client, message: Message) -> paho.MQTTMessageInfo | None:
+        """Build a QoS 1 PUBLISH packet into the held batch, registered in paho's store of
+        outgoing messages as paho's own ``publish`` registers it: paho then handles its
+        PUBACK, and after a reconnect sends it again (with DUP) as it does its own.
+        None when the next packet id is still in use (the caller publishes through paho)."""
+        topic = self._topic_name(message.topic)[2:]
+        mid = client._mid_generate()  # noqa: SLF001
+        msg = paho.MQTTMessage(mid, topic)
+        msg.timestamp = time.monotonic()  # paho's clock
+        msg.payload = message.payload
+        msg.qos = 1
+        msg.retain = message.retain
+        msg.dup = False
+        msg.properties = None
+        msg.state = paho.mqtt_ms_wait_for_puback
+        with client._out_message_mutex:  # noqa: SLF001
+            if mid in client._out_messages:  # noqa: SLF001
+                return None
+            client._out_messages[mid] = msg  # noqa: SLF001
+            client._inflight_messages += 1  # noqa: SLF001
+        msg.info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        self._append_publish(message, mid)
+        if len(self._held) >= HOLD_BYTES:
+            self._pump(0.0)
+        return msg.info
+
+    def _append_publish(self, message: Message, mid: int | None) -> None:
+        """One PUBLISH packet (QoS 0 without ``mid``, QoS 1 with it) onto the held batch."""
+        name = self._topic_name(message.topic)
         payload = message.payload
-        size = len(header) + len(payload)
+        five = self.settings.mqtt_version == 5
+        size = len(name) + len(payload) + (2 if mid is not None else 0) + (1 if five else 0)
         if size > MAX_REMAINING_LENGTH:
             raise ConfigError(f"cannot publish to {message.topic!r}: the payload is too large for MQTT")
         held = self._held
-        held.append(0x31 if message.retain else 0x30)
+        held.append((0x32 if mid is not None else 0x30) | (1 if message.retain else 0))
         while size > 0x7F:  # remaining length: 7 bits a byte, least significant first
             held.append((size & 0x7F) | 0x80)
             size >>= 7
         held.append(size)
-        held += header
+        held += name
+        if mid is not None:
+            held += mid.to_bytes(2, "big")
+        if five:
+            held.append(0)  # no properties
         held += payload
         self._held_count += 1
         self.stats.published += 1
-        if len(held) >= HOLD_BYTES:
-            self._pump(0.0)  # writes the batch, reads what arrived, keeps the connection alive
-        return True
 
-    def _topic_header(self, topic: str) -> bytes:
-        """The PUBLISH variable header for ``topic`` (checked as paho checks it), cached."""
+    def _topic_name(self, topic: str) -> bytes:
+        """``topic`` as a PUBLISH packet's topic name (length-prefixed UTF-8), checked as
+        paho checks it, cached."""
+        name = self._topic_names.get(topic)
+        if name is not None:
+            return name
         encoded = topic.encode("utf-8")
         if not encoded or b"+" in encoded or b"#" in encoded or len(encoded) > 0xFFFF:
             raise ConfigError(
                 f"cannot publish to {topic!r}: a topic name must be 1 to 65535 bytes without wildcards"
             )
-        header = len(encoded).to_bytes(2, "big") + encoded
-        if self.settings.mqtt_version == 5:
-            header += b"\x00"  # no properties
-        if len(self._topic_headers) < 65536:
-            self._topic_headers[topic] = header
-        return header
+        name = len(encoded).to_bytes(2, "big") + encoded
+        if len(self._topic_names) < 65536:
+            self._topic_names[topic] = name
+        return name
 
     def _release(self) -> None:
         """Hand the held packets to paho as one write; wait while paho still has more than
         ``HOLD_QUEUED`` batches to write (the socket is full: the broker sets the pace)."""
-        count, self._held_count = self._held_count, 0
-        if not count:
+        if not self._held_count:
             return
+        count, self._held_qos0, self._held_count = self._held_qos0, 0, 0
         batch, self._held = self._held, bytearray()
         client = self._client
         if client is None or client.socket() is None:
-            self.stats.dropped += count  # QoS 0 while disconnected: lost, as paho would lose it
+            # QoS 0 while disconnected is lost, as paho would lose it; QoS 1 stays in paho's
+            # store and goes out again after the reconnect.
+            self.stats.dropped += count
             return
         info = paho.MQTTMessageInfo(HELD_MID)
         self._held_batches.append((info, count))
@@ -917,7 +967,7 @@ class Session:
     def in_flight(self) -> int:
         """Messages published but not yet completed."""
         self._reap()
-        return len(self._pending) + self._held_count + sum(count for _, count in self._held_batches)
+        return len(self._pending) + self._held_qos0 + sum(count for _, count in self._held_batches)
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until every published message completed.
@@ -962,7 +1012,7 @@ class Session:
         self.stats.dropped += self.in_flight()
         self._pending.clear()
         self._held_batches.clear()
-        self._held, self._held_count = bytearray(), 0
+        self._held, self._held_count, self._held_qos0 = bytearray(), 0, 0
         self._teardown()
 
     def _require_client(self) -> paho.Client:

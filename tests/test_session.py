@@ -265,22 +265,23 @@ def test_settings_repr_has_no_secret(broker: Mosquitto) -> None:
 # -- publish(hold=True): QoS 0 packets written in batches ---------------------------------
 
 
+@pytest.mark.parametrize("qos", [0, 1])
 @pytest.mark.parametrize("scheme", ["mqtt", "ws", "mqtts", "wss+password", "mqtt5"])
-def test_held_qos0_arrive_exact_and_in_order(broker: Mosquitto, scheme: str) -> None:
+def test_held_packets_arrive_exact_and_in_order(broker: Mosquitto, scheme: str, qos: int) -> None:
     """Many batches' worth of held packets, with payload sizes on both sides of each
     remaining-length boundary (127/128, 16383/16384) and one larger than a whole batch."""
-    topic = f"device/held-{scheme.replace('+', '-')}/telemetry"
+    topic = f"device/held-{scheme.replace('+', '-')}-{qos}/telemetry"
     sizes = [0, 1, 120, 121, 122, 125, 16_370, 16_380, 16_381, 200_000] + [160] * 3000
     payloads = [i.to_bytes(4, "big") + bytes([i % 251]) * max(size - 4, 0) for i, size in enumerate(sizes)]
     with Collector(broker.tcp_port, topic) as collector, \
             Session(scheme_settings(broker, scheme), threaded=False) as session:
         for payload in payloads:
-            assert session.publish(Message(topic, payload, qos=0, retain=False), hold=True)
+            assert session.publish(Message(topic, payload, qos=qos, retain=False), hold=True)
         assert session.in_flight() > 0  # the tail is still held: nothing waits on the caller
         assert session.flush(20)
         messages = collector.wait_for(len(payloads), timeout=30)
     assert [m.payload for m in messages] == payloads
-    assert all(m.topic == topic and m.qos == 0 and not m.retain for m in messages)
+    assert all(m.topic == topic and m.qos == qos and not m.retain for m in messages)
     stats = session.stats
     assert (stats.published, stats.completed, stats.dropped, stats.failed) == (len(payloads), len(payloads), 0, 0)
 
@@ -561,3 +562,26 @@ def test_retained_message_arrives_flagged(broker: Mosquitto, scheme: str) -> Non
     finally:
         publish(broker.tcp_port, [(topic, b"")], retain=True)
     assert [(m.payload, m.retain, m.qos) for m in received] == [(b"last known", True, 1)]
+
+
+def test_held_qos1_survives_an_outage(own_broker: Mosquitto) -> None:
+    """Held QoS 1 packets are in paho's store: those the broker had not acknowledged when
+    it went down are sent again after the reconnect; none is dropped."""
+    topic = "device/held-qos1-outage/telemetry"
+    collector = Collector(own_broker.tcp_port, topic, client_id="held-qos1-collector", clean_session=False)
+    with collector:
+        pass  # register the persistent session, then go away
+    with Session(settings_for(own_broker.tcp_url), window=100, threaded=False) as session:
+        for i in range(60):
+            assert session.publish(Message(topic, b"%d" % i, qos=1), hold=True)  # most still held
+        own_broker.stop()
+        wait_until(session, lambda: not session.connected)
+        for i in range(60, 90):
+            assert session.publish(Message(topic, b"%d" % i, qos=1), hold=True, timeout=0.1)
+        own_broker.start()
+        wait_until(session, lambda: session.connected)
+        assert session.flush(30)
+    assert session.stats.completed == 90 and session.stats.dropped == 0
+    with Collector(own_broker.tcp_port, topic, client_id="held-qos1-collector", clean_session=False) as again:
+        messages = again.wait_for(90)
+    assert set(int(m.payload) for m in messages) == set(range(90))
