@@ -245,8 +245,7 @@ def _sink(writer: Any, count: int | None, done: threading.Event) -> Callable[[Me
 def _wait(session: Any, writer: Any, stop: StopSignals, done: threading.Event, started: float,
           duration: float | None) -> str:
     deadline = None if duration is None else started + duration
-    live = stderr_is_tty()
-    last_status, last_count = started, 0
+    status = _LiveStatus(started)
     slow_warned = False
     while not stop.event.is_set():
         if done.wait(0.1):
@@ -262,13 +261,27 @@ def _wait(session: Any, writer: Any, stop: StopSignals, done: threading.Event, s
             warn(f"the disk is slow: the last {behind:.0f} s of messages are not on disk yet (held in memory; "
                  "a crash would lose them); recording continues")
             slow_warned = True
-        if live and now - last_status >= STATUS_EVERY_S:
-            messages = writer.messages
-            rate = (messages - last_count) / (now - last_status)
-            _status(f"{messages:,} messages  {rate:,.0f} msg/s  {human_bytes(writer.disk_bytes())}  "
-                    f"{_clock(now - started)}")
-            last_status, last_count = now, messages
+        status.update(now, lambda: (writer.messages, writer.disk_bytes()))
     return "signal"
+
+
+class _LiveStatus:
+    """The live status line on stderr (only on a TTY), at most every ``STATUS_EVERY_S``:
+    messages, the rate since the last line, bytes on disk, elapsed time."""
+
+    def __init__(self, started: float) -> None:
+        self.live = stderr_is_tty()
+        self.started = started
+        self.last_at, self.last_count = started, 0
+
+    def update(self, now: float, progress: Callable[[], tuple[int, int]], *, suffix: str = "") -> None:
+        """``progress`` gives (messages, bytes on disk); it is called only when a line is due."""
+        if not self.live or now - self.last_at < STATUS_EVERY_S:
+            return
+        messages, disk = progress()
+        rate = (messages - self.last_count) / (now - self.last_at)
+        _status(f"{messages:,} messages  {rate:,.0f} msg/s  {human_bytes(disk)}  {_clock(now - self.started)}{suffix}")
+        self.last_at, self.last_count = now, messages
 
 
 def _status(text: str) -> None:
@@ -403,8 +416,7 @@ def _record_workers(file: Path, workers: int, settings: Any, filters: list[str],
 
 
 def _wait_pool(pool: Any, stop: StopSignals, started: float) -> str:
-    live = stderr_is_tty()
-    last_status, last_count = started, 0
+    status = _LiveStatus(started)
     while not stop.event.wait(0.05):
         pool.poll()
         if pool.error is not None:
@@ -412,10 +424,5 @@ def _wait_pool(pool: Any, stop: StopSignals, started: float) -> str:
         if pool.finished:  # the workers stop by themselves at --count and --duration
             return "count" if pool.counted_out else "duration"
         now = time.monotonic()
-        if live and now - last_status >= STATUS_EVERY_S:
-            messages = pool.messages
-            rate = (messages - last_count) / (now - last_status)
-            _status(f"{messages:,} messages  {rate:,.0f} msg/s  {human_bytes(pool.disk_bytes)}  "
-                    f"{_clock(now - started)}  {pool.workers} workers")
-            last_status, last_count = now, messages
+        status.update(now, lambda: (pool.messages, pool.disk_bytes), suffix=f"  {pool.workers} workers")
     return "signal"
