@@ -291,15 +291,19 @@ def replay_summary(stdout: str) -> dict[str, object]:
     return result
 
 
+def write_recording(path: Path, messages: list[Message]) -> None:
+    with open_writer(path, metadata=RecordingMetadata(), crash_safe=False) as writer:
+        for message in messages:
+            writer.write(message)
+
+
 def test_replay_across_a_broker_restart_delivers_everything_at_qos_1(own_broker: Mosquitto,
                                                                     tmp_path: Path) -> None:
     top = f"replay/{uid()}"
     t0 = 1_790_000_000_000_000_000
     messages = [Message(f"{top}/device/d1/telemetry", b"%d" % i, 1, False, t0 + i * 20_000_000) for i in range(150)]
     path = tmp_path / "rec.parquet"
-    with open_writer(path, metadata=RecordingMetadata(), crash_safe=False) as writer:
-        for message in messages:
-            writer.write(message)
+    write_recording(path, messages)
     # A persistent subscriber: it also gets what reached the broker while it was itself reconnecting.
     with Collector(own_broker.tcp_port, f"{top}/#", client_id=f"sub-{uid()}", clean_session=False) as sub:
         replay = Proc("replay", str(path), "-b", own_broker.tcp_url, "--json")
@@ -323,9 +327,7 @@ def test_replay_across_a_broker_restart_at_qos_0_counts_what_it_dropped(own_brok
     t0 = 1_790_000_000_000_000_000
     messages = [Message(f"replay/{uid()}/t", b"%d" % i, 0, False, t0 + i * 20_000_000) for i in range(150)]
     path = tmp_path / "rec.jsonl"
-    with open_writer(path, metadata=RecordingMetadata(), crash_safe=False) as writer:
-        for message in messages:
-            writer.write(message)
+    write_recording(path, messages)
     with Collector(own_broker.tcp_port, "replay/#") as sub:
         replay = Proc("replay", str(path), "-b", own_broker.tcp_url, "--json")
         assert len(sub.wait_for(20, timeout=20)) >= 20, replay.stderr
