@@ -680,15 +680,15 @@ class Session:
                 self._callback_error = exc
 
     def _deliver(self, msg: paho.MQTTMessage) -> None:
-        self.stats.received += 1
-        sink = self._on_message
-        if sink is None:
-            return
+        """A PUBLISH read by paho (MQTT 5, QoS 2, or a packet cut by the read buffer)."""
         try:
-            sink(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), time.time_ns()))  # type: ignore[arg-type]
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            topic = msg.topic
+        except UnicodeDecodeError as exc:  # a topic that is not UTF-8: kept as a callback error
+            self.stats.received += 1
             if self._callback_error is None:
                 self._callback_error = exc
+            return
+        self._deliver_parts(topic, msg.payload, msg.qos, bool(msg.retain))  # type: ignore[arg-type]
 
     def _handle_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any
@@ -833,9 +833,6 @@ class Session:
         """Build the QoS 0 PUBLISH packet into the held batch (MQTT 3.1.1 and 5: fixed
         header, remaining length, topic, for MQTT 5 an empty property list, payload)."""
         self._append_publish(message, None)
-        self._held_qos0 += 1
-        if len(self._held) >= HOLD_BYTES:
-            self._pump(0.0)  # writes the batch, reads what arrived, keeps the connection alive
         return True
 
     def _hold_qos1(self, client: paho.Client, message: Message) -> paho.MQTTMessageInfo | None:
@@ -860,12 +857,11 @@ class Session:
             client._inflight_messages += 1  # noqa: SLF001
         msg.info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
         self._append_publish(message, mid)
-        if len(self._held) >= HOLD_BYTES:
-            self._pump(0.0)
         return msg.info
 
     def _append_publish(self, message: Message, mid: int | None) -> None:
-        """One PUBLISH packet (QoS 0 without ``mid``, QoS 1 with it) onto the held batch."""
+        """One PUBLISH packet (QoS 0 without ``mid``, QoS 1 with it) onto the held batch;
+        the batch is written once it holds ``HOLD_BYTES``."""
         name = self._topic_name(message.topic)
         payload = message.payload
         five = self.settings.mqtt_version == 5
@@ -885,7 +881,11 @@ class Session:
             held.append(0)  # no properties
         held += payload
         self._held_count += 1
+        if mid is None:
+            self._held_qos0 += 1
         self.stats.published += 1
+        if len(held) >= HOLD_BYTES:
+            self._pump(0.0)  # writes the batch, reads what arrived, keeps the connection alive
 
     def _topic_name(self, topic: str) -> bytes:
         """``topic`` as a PUBLISH packet's topic name (length-prefixed UTF-8), checked as
