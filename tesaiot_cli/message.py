@@ -13,11 +13,28 @@ from typing import Any, NamedTuple
 from tesaiot_cli.errors import ConfigError
 
 
+class PublishProperties(NamedTuple):
+    """The MQTT 5 PUBLISH properties a message carries end to end (all optional).
+
+    Topic alias and subscription identifiers are left out on purpose: they belong to one
+    connection, not to the message. ``message_expiry_interval`` is in seconds, as on the
+    wire; ``user_properties`` keeps order and repeated keys.
+    """
+
+    payload_format_indicator: int | None = None
+    message_expiry_interval: int | None = None
+    content_type: str | None = None
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+
 class Message(NamedTuple):
     """One MQTT message.
 
     ``payload`` holds the exact bytes, never re-encoded. ``time_ns`` is when it was
-    received (or generated), in nanoseconds since the Unix epoch, UTC.
+    received (or generated), in nanoseconds since the Unix epoch, UTC. ``properties``
+    holds the MQTT 5 publish properties, ``None`` when there are none (always at 3.1.1).
     """
 
     topic: str
@@ -25,6 +42,7 @@ class Message(NamedTuple):
     qos: int = 0
     retain: bool = False
     time_ns: int = 0
+    properties: PublishProperties | None = None
 
 
 class TopicParts(NamedTuple):

@@ -181,7 +181,7 @@ class BufferedWriter(SealsOnExit):
                 labels, self._labels = self._labels, []
             try:
                 if batch:
-                    topics, payloads, qos, retain, times = zip(*batch, strict=True)
+                    topics, payloads, qos, retain, times, _properties = zip(*batch, strict=True)
                     columns = Columns(topics, payloads, qos, retain, times, labels)
                     self._account(columns)
                     self._write_batch(columns)
