@@ -46,7 +46,9 @@ topics = st.one_of(
 payloads = st.one_of(st.binary(max_size=300), text.map(lambda s: s.encode("utf-8")),
                      st.sampled_from([b"", b"\n", b"null", b"{}", b'{"a": [1, 2.5e300]}', b"\xff\xfe", b"\x00"]))
 INT64 = (-(2**63), 2**63 - 1)
-messages = st.builds(Message, topics, payloads, st.integers(0, 2), st.booleans(), st.integers(*INT64))
+# properties=None until the recordings carry MQTT 5 properties (issue 12): hypothesis fills defaulted fields too
+messages = st.builds(Message, topics, payloads, st.integers(0, 2), st.booleans(), st.integers(*INT64),
+                     properties=st.none())
 labels = st.one_of(st.none(), st.sampled_from(["normal", "spike", "high_temperature"]), text)
 rows = st.lists(st.tuples(messages, labels), max_size=25)
 
@@ -179,7 +181,7 @@ def test_decode_payload_never_raises_and_keeps_the_bytes(payload: bytes) -> None
 
 @BOUNDED
 @given(st.builds(Message, topics, payloads, st.integers(0, 2), st.booleans(),
-                 st.integers(-(10**18), 2**63 - 1)))
+                 st.integers(-(10**18), 2**63 - 1), properties=st.none()))
 def test_rendering_never_raises_and_is_terminal_safe(message: Message) -> None:
     record = message_record(message)
     assert orjson.loads(json_line(message))["topic"] == message.topic
