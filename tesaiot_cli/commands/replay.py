@@ -61,6 +61,9 @@ class ReplayCommand(TyperCommand):
         return super().parse_args(ctx, loop_value_optional(args))
 
 
+COMMAND_CLASS = ReplayCommand
+
+
 def loop_value_optional(args: list[str]) -> list[str]:
     """``--loop`` not followed by a count becomes ``--loop=forever`` (nothing after ``--``)."""
     result: list[str] = []
