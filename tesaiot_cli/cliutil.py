@@ -278,18 +278,27 @@ def with_connection_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def env_topics(env: Mapping[str, str]) -> list[str]:
+    """The topic filter from MQTT_SUBSCRIBE_TOPIC or MQTT_TOPIC (listen, record), if set."""
+    value = env.get("MQTT_SUBSCRIBE_TOPIC") or env.get("MQTT_TOPIC")
+    return [value] if value else []
+
+
 def resolve_settings(conn: ConnectionFlags, *, command: str, allow_token: bool = True,
-                     session: str | None = None) -> Any:
+                     session: str | None = None, env: Mapping[str, str] | None = None) -> Any:
     """Resolve the connection settings for ``command``; prompt for a password on a TTY.
 
     ``session``: a persistent session name (client id NAME, clean_session false).
+    ``env``: the environment from :func:`load_environment`, when the command loaded it
+    already (loading it again would repeat its warnings).
     Returns :class:`tesaiot_cli.config.ConnectionSettings`. Raises :class:`ConfigError`.
     """
     from dataclasses import replace
 
     from tesaiot_cli.config import Secret, resolve_connection
 
-    env = load_environment(conn.env_file)
+    if env is None:
+        env = load_environment(conn.env_file)
     flags = conn.as_mapping()
     if session is not None:
         flags["session"] = session

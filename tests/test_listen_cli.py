@@ -82,6 +82,13 @@ def test_timeout_exit_code(broker: Mosquitto) -> None:
     assert "stopped (timeout)" in result.stderr
 
 
+def test_timeout_without_count_is_a_normal_end(broker: Mosquitto) -> None:
+    """A bounded capture (`listen --timeout S` under `set -e`) did what was asked: exit 0."""
+    result = run_cli("listen", "-b", broker.tcp_url, "--timeout", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert "stopped (timeout)" in result.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly(broker: Mosquitto, sig: signal.Signals) -> None:
     process = start_cli("listen", "-b", broker.tcp_url)
@@ -120,7 +127,7 @@ def test_tls_failure_is_one_line_exit_3(broker: Mosquitto) -> None:
 
 def test_insecure_warns(broker: Mosquitto) -> None:
     result = run_cli("listen", "-b", broker.tls_url, "--insecure", "--timeout", "0.3")
-    assert result.returncode == 6
+    assert result.returncode == 0
     assert "warning: TLS certificate verification is OFF" in result.stderr
 
 
@@ -129,7 +136,7 @@ def test_password_from_env_file(broker: Mosquitto, tmp_path: Path) -> None:
     env_file.write_text(f"MQTT_BROKER_URL={broker.auth_url}\nMQTT_USERNAME={USER}\nMQTT_PASSWORD={PASSWORD}\n")
     env_file.chmod(0o600)
     result = run_cli("listen", "--timeout", "0.3", cwd=tmp_path, env=clean_env(PYTHONPATH=str(Path.cwd())))
-    assert result.returncode == 6, result.stderr
+    assert result.returncode == 0, result.stderr
     assert f"auth=user {USER}" in result.stderr and PASSWORD not in result.stderr
     assert "other users can read" not in result.stderr
     env_file.chmod(0o644)
@@ -141,7 +148,7 @@ def test_environment_beats_env_file(broker: Mosquitto, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("MQTT_BROKER_URL=mqtt://127.0.0.1:1\n")
     env = clean_env(MQTT_BROKER_URL=broker.tcp_url, PYTHONPATH=str(Path.cwd()))
     result = run_cli("listen", "--timeout", "0.3", cwd=tmp_path, env=env)
-    assert result.returncode == 6, result.stderr
+    assert result.returncode == 0, result.stderr
 
 
 def test_upstream_topic_env_names(broker: Mosquitto) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 import queue
 import sys
 import time
@@ -16,7 +15,9 @@ from tesaiot_cli.cliutil import (
     ConnectionFlags,
     StopSignals,
     cli_errors,
+    env_topics,
     err,
+    load_environment,
     print_event,
     resolve_settings,
     use_color,
@@ -45,7 +46,7 @@ def listen(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout (NDJSON).")] = False,  # noqa: E501
     compact: Annotated[bool, typer.Option("--compact", help="Human output, one line per message.")] = False,
     count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Exit 0 after N messages (after filters).", show_default=False)] = None,  # noqa: E501
-    timeout: Annotated[Optional[float], typer.Option("--timeout", "-W", metavar="SECONDS", help=f"Exit after SECONDS; exit code {EXIT_TIMEOUT} when --count was not reached.", show_default=False)] = None,  # noqa: E501
+    timeout: Annotated[Optional[float], typer.Option("--timeout", "-W", metavar="SECONDS", help=f"Exit after SECONDS: exit code 0, or {EXIT_TIMEOUT} when --count N was given and not reached.", show_default=False)] = None,  # noqa: E501
     device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
     sensor: Annotated[Optional[list[str]], typer.Option("--sensor", metavar="GLOB", help="Only these sensor types (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No banner or final stats on stderr.")] = False,
@@ -60,9 +61,9 @@ def listen(
             raise ConfigError(f"invalid --count {count}: it must be at least 1")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"invalid --timeout {timeout}: it must be positive")
-        settings = resolve_settings(conn, command="listen")
-        env = os.environ
-        filters = topic or _env_topics(conn) or [DEFAULT_TOPIC]
+        env = load_environment(conn.env_file)
+        settings = resolve_settings(conn, command="listen", env=env)
+        filters = topic or env_topics(env) or [DEFAULT_TOPIC]
         for topic_filter in filters:
             validate_topic_filter(topic_filter)
         check_token_topics(settings, filters)
@@ -107,16 +108,8 @@ def listen(
             elapsed = time.monotonic() - started
             why = "timeout" if timed_out else (stop.signal_name or ("count" if count and shown >= count else "end"))
             err(f"stopped ({why}): {shown} messages shown, {session.stats.received} received in {elapsed:.1f} s")
-        if timed_out:
+        if timed_out and count is not None:  # a bounded capture without --count did what was asked
             raise typer.Exit(EXIT_TIMEOUT)
-
-
-def _env_topics(conn: ConnectionFlags) -> list[str]:
-    from tesaiot_cli.cliutil import load_environment
-
-    env = load_environment(conn.env_file)
-    value = env.get("MQTT_SUBSCRIBE_TOPIC") or env.get("MQTT_TOPIC")
-    return [value] if value else []
 
 
 def _wanted(message: Message, devices: list[str] | None, sensors: list[str] | None) -> bool:

@@ -21,8 +21,10 @@ from tesaiot_cli.cliutil import (
     ConnectionFlags,
     StopSignals,
     cli_errors,
+    env_topics,
     err,
     freeze_startup_objects,
+    load_environment,
     print_event,
     resolve_settings,
     stderr_is_tty,
@@ -94,8 +96,9 @@ def record(
                               f"'tesaiot recover {file}' seals it, or --force discards it")
         if in_the_way:
             raise ConfigError(f"{in_the_way[0]} already exists: choose another file name, or --force to overwrite")
-        settings = resolve_settings(conn, command="record", session=session)
-        filters = topic or _env_topics(conn) or [TOKEN_DEFAULT_TOPIC if settings.token is not None
+        env = load_environment(conn.env_file)
+        settings = resolve_settings(conn, command="record", session=session, env=env)
+        filters = topic or env_topics(env) or [TOKEN_DEFAULT_TOPIC if settings.token is not None
                                                   else DEFAULT_TOPIC]
         for topic_filter in filters:
             validate_topic_filter(topic_filter)
@@ -119,14 +122,6 @@ def record(
             _record_workers(file, workers, settings, filters, qos, count, duration, metadata, dataset or {})
         else:
             _record(file, format_name, settings, filters, qos, count, duration, force, metadata, dataset)
-
-
-def _env_topics(conn: ConnectionFlags) -> list[str]:
-    from tesaiot_cli.cliutil import load_environment
-
-    env = load_environment(conn.env_file)
-    value = env.get("MQTT_SUBSCRIBE_TOPIC") or env.get("MQTT_TOPIC")
-    return [value] if value else []
 
 
 def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos: int, count: int | None,

@@ -111,7 +111,7 @@ def simulate(
                  "together they are the same fleet as one unsharded run")
         if record is not None:
             _check_record_path(record, force=force)
-        settings = resolve_settings(conn, command="simulate", allow_token=False)
+        settings = resolve_settings(conn, command="simulate", allow_token=False, env=env)
         undelivered = _simulate(opts, settings, record=record, force=force, quiet=quiet,
                                 color=use_color(sys.stdout, env), argv=safe_argv(sys.argv[1:]))
     if undelivered:
