@@ -146,6 +146,116 @@ def use_color(stream: Any, env: Mapping[str, str]) -> bool:
         return False
 
 
+class StatusLine:
+    """One live status line on stderr, shared by every command that shows progress.
+
+    On a terminal the line is rewritten in place (``\\r``, cut to the terminal's width so
+    it never wraps) at most every ``tty_period_s``; off a terminal (a log file, a pipe)
+    it is printed as a plain ``tesaiot: LABEL: ...`` line every ``plain_period_s``, or not
+    at all when that is None. Other output goes through :meth:`say` (or call
+    :meth:`clear` first) so that it never lands in the middle of the line. A context
+    manager: leaving it clears the line.
+
+    Typical use::
+
+        with StatusLine("recording") as status:
+            while running:
+                status.update(lambda: f"{count:,} messages")   # called only when due
+    """
+
+    def __init__(self, label: str = "", *, tty_period_s: float = 1.0, plain_period_s: float | None = None,
+                 enabled: bool = True, stream: Any = None, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.stream = stream if stream is not None else sys.stderr
+        self.label = label
+        try:
+            self.tty = bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.period_s = tty_period_s if self.tty else plain_period_s
+        self.enabled = enabled and self.period_s is not None
+        self._clock = clock or time.monotonic
+        self.started = self._clock()
+        self._next = self.started + (self.period_s or 0.0)
+        self._drawn = ""  # what is on the terminal now
+        self._last = ""  # the last text shown
+
+    def due(self) -> bool:
+        """Whether a line is due now."""
+        return self.enabled and self._clock() >= self._next
+
+    def update(self, render: Callable[[], str]) -> bool:
+        """Show ``render()`` if a line is due (``render`` is called only then). Returns whether it showed."""
+        if not self.due():
+            return False
+        self.show(render())
+        return True
+
+    def show(self, text: str) -> None:
+        """Show ``text`` now, and start the next period."""
+        if not self.enabled:
+            return
+        self._next = self._clock() + (self.period_s or 0.0)
+        self._last = text
+        prefix = f"{self.label}: " if self.label else ""
+        if self.tty:
+            import shutil
+
+            width = shutil.get_terminal_size((100, 24)).columns - 1
+            line = (prefix + text)[:max(width, 20)]
+            self._write(f"\r{line}\x1b[K")
+            self._drawn = line
+        else:
+            self._write(f"tesaiot: {prefix}{text}\n")
+
+    def clear(self) -> None:
+        """Erase the line on a terminal (before other output)."""
+        if self._drawn:
+            self._write("\r\x1b[K")
+            self._drawn = ""
+
+    def redraw(self, text: str | None = None) -> None:
+        """Draw the last line again (or ``text``) after other output cleared it."""
+        if self.tty and self.enabled and (text or self._last):
+            self.show(text or self._last)
+
+    def say(self, text: str) -> None:
+        """A ``tesaiot: TEXT`` line on stderr without breaking the status line."""
+        self.clear()
+        err(text)
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.enabled = False  # stderr went away: the command goes on without a status line
+
+    def __enter__(self) -> StatusLine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.clear()
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 message``, ``2 messages``, ``1,000 messages`` (``many``: an irregular plural)."""
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+
+
+def rate_text(count: int, seconds: float) -> str:
+    """``1,234/s`` (``-`` before any time has passed)."""
+    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-/s"
+
+
+def clock_text(seconds: float) -> str:
+    """``0:07``, ``12:34``, ``1:02:03``: elapsed times and ETAs in status lines."""
+    minutes, secs = divmod(int(max(seconds, 0.0) + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def freeze_startup_objects() -> None:
     """Take what start-up allocated (typer, pyarrow, paho...) out of the garbage collector's
     sight, just before a timed loop. A full collection would otherwise walk all of it in the

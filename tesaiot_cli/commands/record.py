@@ -19,12 +19,14 @@ import typer
 from tesaiot_cli import __version__
 from tesaiot_cli.cliutil import (
     ConnectionFlags,
+    StatusLine,
     StopSignals,
     cli_errors,
     env_topics,
     err,
     freeze_startup_objects,
     load_environment,
+    plural,
     print_event,
     resolve_settings,
     stderr_is_tty,
@@ -252,7 +254,7 @@ def _wait(session: Any, writer: Any, stop: StopSignals, done: threading.Event, s
             return "duration"
         behind = writer.unsynced_s() if hasattr(writer, "unsynced_s") else 0.0
         if behind >= SLOW_DISK_S and not slow_warned:
-            _clear_status()
+            status.line.clear()
             warn(f"the disk is slow: the last {behind:.0f} s of messages are not on disk yet (held in memory; "
                  "a crash would lose them); recording continues")
             slow_warned = True
@@ -261,26 +263,22 @@ def _wait(session: Any, writer: Any, stop: StopSignals, done: threading.Event, s
 
 
 class _LiveStatus:
-    """The live status line on stderr (only on a TTY), at most every ``STATUS_EVERY_S``:
+    """record's live status line (only on a TTY), at most every ``STATUS_EVERY_S``:
     messages, the rate since the last line, bytes on disk, elapsed time."""
 
     def __init__(self, started: float) -> None:
-        self.live = stderr_is_tty()
+        self.line = StatusLine("recording", tty_period_s=STATUS_EVERY_S)
         self.started = started
         self.last_at, self.last_count = started, 0
 
     def update(self, now: float, progress: Callable[[], tuple[int, int]], *, suffix: str = "") -> None:
         """``progress`` gives (messages, bytes on disk); it is called only when a line is due."""
-        if not self.live or now - self.last_at < STATUS_EVERY_S:
-            return
-        messages, disk = progress()
-        rate = (messages - self.last_count) / (now - self.last_at)
-        _status(f"{messages:,} messages  {rate:,.0f} msg/s  {human_bytes(disk)}  {_clock(now - self.started)}{suffix}")
+        self.line.update(lambda: self._text(now, *progress(), suffix))
+
+    def _text(self, now: float, messages: int, disk: int, suffix: str) -> str:
+        rate = (messages - self.last_count) / max(now - self.last_at, 1e-9)
         self.last_at, self.last_count = now, messages
-
-
-def _status(text: str) -> None:
-    typer.echo(f"\r\x1b[Krecording: {text}", err=True, nl=False)
+        return f"{messages:,} messages  {rate:,.0f} msg/s  {human_bytes(disk)}  {_clock(now - self.started)}{suffix}"
 
 
 def _clear_status() -> None:
@@ -291,6 +289,15 @@ def _clear_status() -> None:
 def _clock(seconds: float) -> str:
     whole = int(seconds)
     return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def _rate_text(summary: Any) -> str:
+    """The rate while messages came: from the first message to the last (the wait for the
+    first one, and the quiet after the last, left out)."""
+    if summary.messages < 2 or summary.start_ns is None or summary.end_ns is None or summary.end_ns <= summary.start_ns:
+        return ""
+    span_s = (summary.end_ns - summary.start_ns) / 1e9
+    return f" ({(summary.messages - 1) / span_s:,.1f} msg/s from the first message to the last)"
 
 
 def _what_is_kept(file: Path, format_name: str) -> str:
@@ -308,9 +315,8 @@ def _what_is_kept(file: Path, format_name: str) -> str:
 
 
 def _print_summary(summary: Any, elapsed: float, why: str) -> None:
-    rate = summary.messages / elapsed if elapsed > 0 else 0.0
     per = f", {summary.file_bytes / summary.messages:.1f} B/message" if summary.messages else ""
-    err(f"recorded {summary.messages:,} messages in {human_duration(elapsed)} ({rate:,.1f} msg/s), "
+    err(f"recorded {plural(summary.messages, 'message')} in {human_duration(elapsed)}{_rate_text(summary)}, "
         f"{human_bytes(summary.payload_bytes)} of payload, to {summary.path} "
         f"({human_bytes(summary.file_bytes)}{per}); stopped by {why}")
     ranked = sorted(summary.topic_counts.items(), key=lambda item: (-item[1], item[0]))
