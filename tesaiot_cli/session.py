@@ -655,6 +655,8 @@ class Session:
         self.stats.disconnects += 1
         code = reason_value(reason)
         why = str(getattr(reason, "getName", lambda: reason)())
+        if code == 0x80:  # paho's "Unspecified error": what it reports for a lost connection
+            why = "the connection was closed (broker stopped or restarted, or the network dropped)"
         if code in SESSION_TAKEN_OVER:
             why += " (another client with the same client id took the session over)"
         self._emit("disconnected", f"disconnected from {self.settings.url.display()}: {why}")
