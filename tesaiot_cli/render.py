@@ -15,7 +15,6 @@ from tesaiot_cli.message import Message, decode_payload, parse_topic
 
 BINARY_PREVIEW_BYTES = 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_BINARY_LOOKING = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f]")  # C0 controls that text rarely holds
 _CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _RESET = "\x1b[0m"
@@ -39,7 +38,8 @@ def escape_control(text: str, *, keep_newlines: bool = False) -> str:
 def message_record(message: Message) -> dict[str, Any]:
     """The NDJSON object for one message (``listen --json``, ``replay --to -``).
 
-    ``encoding`` says how ``payload`` is given: ``json`` (parsed), ``text`` or ``base64``.
+    ``encoding`` says how ``payload`` is given: ``json`` (parsed, numbers exact), ``text``
+    (exact) or ``base64`` (exact bytes), as :func:`tesaiot_cli.message.decode_payload`.
     """
     value, encoding = decode_payload(message.payload)
     parts = parse_topic(message.topic)
@@ -82,7 +82,7 @@ def human_block(message: Message, *, color: bool = False, compact: bool = False)
         if isinstance(value, dict) and ("anomaly" in value or "label" in value) and color:
             body = _paint(body, "anomaly", color) if value.get("anomaly") not in (None, False, "normal") else body
         data = f"Data: {escape_control(body, keep_newlines=not compact)}"
-    elif encoding == "text" and not _BINARY_LOOKING.search(value):
+    elif encoding == "text":
         text = value if not compact else value.replace("\n", "\\n")
         data = f"Data: {escape_control(text, keep_newlines=not compact)}" if text else "Data: (empty)"
     else:
