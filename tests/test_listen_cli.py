@@ -196,6 +196,13 @@ def test_reconnects_after_broker_restart(own_broker: Mosquitto) -> None:
         (["--broker", "wss://mqtt.tesaiot.com", "--token", "abc_wrong_prefix"], 1, "start with 'tesa_mqtt_'"),
         (["--broker", "wss://mqtt.tesaiot.com"], 1, "needs credentials"),
         (["--token", TOKEN, "--topic", "#"], 1, "may only subscribe"),
+        (["--template", "{nope}"], 1, "unknown field {nope}"),
+        (["--template", "{topic:d}"], 1, "invalid --template"),
+        (["--template", "{topic}", "--json"], 1, "exclude each other"),
+        (["--payload-only", "--template", "{topic}"], 1, "give one of them"),
+        (["--binary", "octal", "-P"], 1, "invalid --binary"),
+        (["--color", "sometimes"], 1, "invalid --color"),
+        (["-R", "--retained-only"], 1, "exclude each other"),
     ],
 )
 def test_bad_input_one_line_and_exit_code(args: list[str], code: int, text: str) -> None:
@@ -203,3 +210,62 @@ def test_bad_input_one_line_and_exit_code(args: list[str], code: int, text: str)
     assert result.returncode == code, result.stderr
     assert text in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- mosquitto_sub parity: templates, payload only, retained handling, colour, UTC ------------
+
+
+def test_template_payload_only_and_binary(broker: Mosquitto) -> None:
+    topic = f"device/tpl-{time.monotonic_ns()}/telemetry"
+    messages = [(topic, b'{"n": 1}'), (topic, b"\x00\xffraw")]
+    process = start_cli("listen", "-b", broker.tcp_url, "-t", topic, "--count", "2",
+                        "-F", "{topic}\\t{qos}\\t{retain}\\t{bytes}\\t{payload}\\t{time}", "--binary", "base64")
+    wait_listening(process)
+    publish(broker.tcp_port, messages, qos=1)
+    code, out, err = finish(process)
+    assert code == 0, err
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert [row[:5] for row in rows] == [[topic, "1", "0", "8", '{"n": 1}'],
+                                         [topic, "1", "0", "5", base64.b64encode(b"\x00\xffraw").decode()]]
+    assert all(row[5].endswith("+00:00") for row in rows)
+    process = start_cli("listen", "-b", broker.tcp_url, "-t", topic, "--count", "2", "-P")
+    wait_listening(process)
+    publish(broker.tcp_port, messages, qos=1)
+    code, out, err = finish(process)
+    assert code == 0 and out.splitlines() == ['{"n": 1}', b"\x00\xffraw".hex()], (out, err)
+
+
+def test_skip_retained_and_retained_only(broker: Mosquitto) -> None:
+    base = f"ret-{time.monotonic_ns()}"
+    publish(broker.tcp_port, [(f"{base}/a", b"old-a"), (f"{base}/b", b"old-b")], retain=True)
+    try:
+        result = run_cli("listen", "-b", broker.tcp_url, "-t", f"{base}/#", "--retained-only", "-P",
+                         "--timeout", "10")
+        assert result.returncode == 0, result.stderr  # no live message came: --timeout ended it, exit 0
+        assert sorted(result.stdout.splitlines()) == ["old-a", "old-b"]
+        process = start_cli("listen", "-b", broker.tcp_url, "-t", f"{base}/#", "--retained-only", "-P")
+        wait_listening(process)
+        publish(broker.tcp_port, [(f"{base}/a", b"live")])
+        code, out, err = finish(process)
+        assert code == 0 and sorted(out.splitlines()) == ["old-a", "old-b"], err
+        assert "stopped (end of the retained messages): 2 messages shown" in err
+        process = start_cli("listen", "-b", broker.tcp_url, "-t", f"{base}/#", "-R", "-P", "--count", "1")
+        wait_listening(process)
+        publish(broker.tcp_port, [(f"{base}/b", b"live-b")])
+        code, out, err = finish(process)
+        assert code == 0 and out.splitlines() == ["live-b"], err
+        assert "1 message shown" in err
+    finally:
+        publish(broker.tcp_port, [(f"{base}/a", b""), (f"{base}/b", b"")], retain=True)
+
+
+@pytest.mark.parametrize(("color", "painted"), [("always", True), ("never", False), ("auto", False)])
+def test_color_option_and_utc_shown(broker: Mosquitto, color: str, painted: bool) -> None:
+    topic = f"device/col-{time.monotonic_ns()}/telemetry"
+    process = start_cli("listen", "-b", broker.tcp_url, "-t", topic, "--count", "1", "--color", color)
+    wait_listening(process)
+    publish(broker.tcp_port, [(topic, b'{"n": 1}')])
+    code, out, err = finish(process)
+    assert code == 0, err
+    assert ("\x1b[" in out) is painted  # auto: stdout is a pipe here, so no colour
+    assert " UTC]" in out  # the receive time says which clock it is
