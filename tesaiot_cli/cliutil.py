@@ -423,8 +423,8 @@ def resolve_settings(conn: ConnectionFlags, *, command: str, allow_token: bool =
                                 show_default=False)
         if password:
             settings = replace(settings, password=Secret(password))
-    if settings.insecure:
+    if settings.insecure:  # (on a plain URL --insecure is refused by resolve_connection)
         warn("TLS certificate verification is OFF (--insecure): the connection can be intercepted")
-    if settings.insecure and not settings.url.tls:
-        warn("--insecure has no effect without TLS (mqtts:// or wss://)")
+    for text in settings.unused:
+        warn(text)
     return settings

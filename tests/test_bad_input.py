@@ -226,6 +226,18 @@ def connection_cases() -> Iterator[tuple[str, Case]]:
         ("ca-garbage", ["-b", "{tls}", "--ca-file", "@garbage.pem"], {}, 1, "cannot load CA file"),
         ("key-without-cert", ["-b", "{tls}", "--key-file", "@garbage.pem"], {}, 1, "needs --cert-file"),
         ("user-and-token", ["--token", TOKEN, "-u", USER], {}, 1, "either --token or --username"),
+        # TLS options on a plain URL were ignored without a word: refused (16.2).
+        ("ca-on-plain", ["-b", "{free}", "--ca-file", "@other-ca.pem"], {}, 1, "--ca-file needs TLS"),
+        ("cert-on-plain-ws", ["-b", "ws://127.0.0.1:1", "--cert-file", "@other-ca.pem"], {}, 1,
+         "plain WebSocket: use wss://"),
+        ("insecure-on-plain", ["-b", "{free}", "--insecure"], {}, 1, "--insecure needs TLS"),
+        # 16.9: say what is wrong, not "[SSL] PEM lib"; a password needs a username.
+        ("cert-without-key", ["-b", "{tls}", "--cert-file", "@other-ca.pem"], {}, 1, "holds no private key"),
+        ("cert-not-pem", ["-b", "{tls}", "--cert-file", "@rec.txt"], {}, 1, "holds no PEM certificate"),
+        ("password-without-user", ["--password", "pw"], {}, 1, "--password needs --username"),
+        # 16.10: plain MQTT to a TLS port gets no answer: the error says which scheme to use.
+        ("plain-to-tls-port", ["-b", "mqtt://127.0.0.1:{tls_port}", "--connect-timeout", "2"], {}, 3,
+         "a TLS port? plain MQTT to a TLS port gets no answer: use mqtts://"),
         ("cloud-no-credentials", ["-b", "wss://mqtt.tesaiot.com"], {}, 1, "needs credentials"),
         ("refused", ["-b", "{free}", "--connect-timeout", "3"], {}, 3, "connection refused"),
         ("dns", ["-b", "mqtt://no-such-host.invalid", "--connect-timeout", "3"], {}, 3, "cannot resolve"),
@@ -247,6 +259,14 @@ def connection_cases() -> Iterator[tuple[str, Case]]:
                                                  text="start with 'tesa_mqtt_'")
         yield f"{name}-token-topic-cloud", case(command, *needs, "--token", TOKEN, "-t", "#", code=1,
                                                 text="may only subscribe to topics that start with device/")
+        # 16.11: the token's form is checked for every broker; a stray quote is named, and shown.
+        yield f"{name}-token-prefix-any-host", case(command, *needs, "-b", "{auth}", "--token", "abc" * 15,
+                                                    code=1, text="start with 'tesa_mqtt_'")
+        yield f"{name}-token-prefix-only", case(command, *needs, "-b", "{auth}", "--token", "tesa_mqtt_", code=1,
+                                                text="it is cut short")
+        yield f"{name}-token-quoted", case(command, *needs, "-b", "{auth}", "--token", f'"{TOKEN}"', code=1,
+                                           text=f"invalid API token '\"{TOKEN[:19]}...{TOKEN[-3:]}\"': it is "
+                                                "wrapped in quotes")
     for name in ("simulate", "replay"):  # a token may only subscribe: said before connecting
         command, *needs = NETWORKED[name]
         for source, options, env in (("flag", ["--token", TOKEN], {}), ("env", [], {"MQTT_API_TOKEN": TOKEN})):

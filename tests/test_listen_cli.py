@@ -269,3 +269,12 @@ def test_color_option_and_utc_shown(broker: Mosquitto, color: str, painted: bool
     assert code == 0, err
     assert ("\x1b[" in out) is painted  # auto: stdout is a pipe here, so no colour
     assert " UTC]" in out  # the receive time says which clock it is
+
+
+def test_tls_settings_from_the_environment_on_a_plain_url_are_named_not_ignored(broker: Mosquitto) -> None:
+    env = clean_env(CA_CERT_PATH=str(broker.pki.ca_cert), MQTT_PASSWORD="pw-without-user")
+    result = run_cli("listen", "-b", broker.tcp_url, "--timeout", "0.3", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"warning: CA_CERT_PATH/MQTT_CA_CERT is set but {broker.tcp_url} is not TLS: it is not used" in result.stderr
+    assert "warning: MQTT_PASSWORD is set but no username is: the password is not used" in result.stderr
+    assert "pw-without-user" not in result.stderr
