@@ -239,6 +239,62 @@ class StatusLine:
         self.clear()
 
 
+class KeyPresses:
+    """Single key presses from the terminal while inside the ``with`` (e.g. space to pause).
+
+    When stdin is a terminal it is put in cbreak mode (keys arrive one by one, unechoed;
+    Ctrl+C still signals) and restored on leaving; otherwise :meth:`read` always returns
+    ``""``. Reading never blocks.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream if stream is not None else sys.stdin
+        self._fd: int | None = None
+        self._saved: Any = None
+
+    @property
+    def active(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> KeyPresses:
+        try:
+            if not self._stream.isatty():
+                return self
+            import termios
+            import tty
+
+            fd = self._stream.fileno()
+            self._saved = termios.tcgetattr(fd)
+            tty.setcbreak(fd)
+            self._fd = fd
+        except (AttributeError, ValueError, OSError, ImportError):
+            self._fd = None  # no terminal control here: no keys, and nothing to restore
+        return self
+
+    def read(self) -> str:
+        """The keys pressed since the last call (``""`` when none)."""
+        if self._fd is None:
+            return ""
+        import select
+
+        try:
+            if not select.select([self._fd], [], [], 0)[0]:
+                return ""
+            return os.read(self._fd, 64).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            import termios
+
+            try:
+                termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+            except (OSError, termios.error):
+                pass
+            self._fd = None
+
+
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``1 message``, ``2 messages``, ``1,000 messages`` (``many``: an irregular plural)."""
     return f"{count:,} {word if count == 1 else (many or word + 's')}"
