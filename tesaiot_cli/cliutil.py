@@ -146,6 +146,22 @@ def use_color(stream: Any, env: Mapping[str, str]) -> bool:
         return False
 
 
+def check_recording_path(path: Path) -> None:
+    """A directory given as a recording must be a tesaiot dataset (``_tesaiot/dataset.json``):
+    say it is not one, instead of "partitioned by None" or an error about one random file.
+    Raises :class:`RecordingError`."""
+    from tesaiot_cli.recording.base import is_dataset_path
+
+    if not is_dataset_path(path):
+        return
+    from tesaiot_cli.recording.dataset import CONTROL_DIR, read_dataset_info
+
+    if read_dataset_info(path) is None:
+        raise RecordingError(f"{path} is a directory but not a tesaiot dataset (no {CONTROL_DIR}/dataset.json): "
+                             "give a recording file (.parquet, .jsonl), or a directory written by "
+                             "'tesaiot record DIR'")
+
+
 class StatusLine:
     """One live status line on stderr, shared by every command that shows progress.
 

@@ -89,6 +89,9 @@ def make_files(directory: Path, pki_other_ca: Path) -> None:
     (directory / "rec.txt").write_text("x")
     (directory / "dir.parquet").mkdir()
     (directory / "dir.jsonl").mkdir()
+    (directory / "dir.plain").mkdir()  # a directory of recordings, not a dataset
+    (directory / "dir.plain" / "a.parquet").write_bytes((directory / "good.parquet").read_bytes())
+    (directory / "dir.plain" / "notes.txt").write_text("x")
     os.mkfifo(directory / "fifo.jsonl")  # reading it would block forever
     os.mkfifo(directory / "fifo.parquet")
     (directory / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
@@ -145,6 +148,8 @@ RECORDING_ERRORS = [  # (file, exit code, text of the error)
     # An empty directory (a directory is read as a dataset of Parquet files: this one has none).
     ("dir.parquet", 5, "dir.parquet"),
     ("dir.jsonl", 5, "dir.jsonl"),
+    # 16.6: said to be no dataset (was "partitioned by None, 0 recorder(s)" or about one file in it).
+    ("dir.plain", 5, "is a directory but not a tesaiot dataset (no _tesaiot/dataset.json)"),
     ("fifo.parquet", 5, "is not a regular file"),
     ("fifo.jsonl", 5, "is not a regular file"),
     ("garbage.parquet", 5, "is not a readable Parquet file"),

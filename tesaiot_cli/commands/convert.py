@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, err, plural, warn
+from tesaiot_cli.cliutil import check_recording_path, cli_errors, err, plural, warn
 from tesaiot_cli.commands.info import human_bytes
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
@@ -47,6 +47,7 @@ def convert(
     with cli_errors():
         finder = DuplicateFinder(window) if dedupe else None
         source = strip_partial(source)
+        check_recording_path(source)
         out_format = format_for(target, fmt)
         if not is_dataset_path(source):  # a dataset directory is Parquet by definition
             format_for(source, from_fmt)

@@ -19,6 +19,7 @@ from tesaiot_cli.cliutil import (
     KeyPresses,
     StatusLine,
     StopSignals,
+    check_recording_path,
     cli_errors,
     clock_text,
     err,
@@ -145,6 +146,7 @@ def replay(
             restore_retained=restore_retained,
             loops=parse_loops(loop),
         )
+        check_recording_path(file)
         with open_reader(file, format=recording_format) as first_reader:
             metadata = first_reader.metadata
             if not getattr(first_reader, "sealed", True):
