@@ -141,6 +141,17 @@ def test_summary_rate_leaves_out_the_wait_for_the_first_message(broker: Mosquitt
     assert "recorded 0 messages in" in one.stderr and "msg/s" not in one.stderr
 
 
+def test_a_name_without_suffix_is_said_to_become_a_dataset(broker: Mosquitto, tmp_path: Path) -> None:
+    result = run_cli("record", str(tmp_path / "run1"), "-b", broker.tcp_url, "-t", f"{prefix()}/none",
+                     "--duration", "0.3")
+    assert result.returncode == 0, result.stderr
+    assert "has no suffix, so it becomes a dataset directory" in result.stderr
+    assert "run1.parquet or" in result.stderr
+    result = run_cli("record", str(tmp_path / "run2.jsonl"), "-b", broker.tcp_url, "-t", f"{prefix()}/none",
+                     "--duration", "0.3")
+    assert "dataset" not in result.stderr
+
+
 def test_count_and_duration_stop_by_themselves(broker: Mosquitto, tmp_path: Path) -> None:
     top = prefix()
     path = tmp_path / "count.parquet"

@@ -87,8 +87,13 @@ def record(
             raise ConfigError(f"invalid --duration {duration}: it must be positive")
         if session is not None and not session.strip():
             raise ConfigError("invalid --session '': give a name (it becomes the MQTT client id)")
+        new_directory = not file.exists() and not file.suffix
         dataset = _dataset_options(file, fmt=fmt, force=force, workers=workers, share=share, partition=partition,
                                    roll=roll)
+        if dataset is not None and new_directory and workers == 1 and partition is None:
+            warn(f"{str(file)!r} has no suffix, so it becomes a dataset directory {file}/ (Parquet files "
+                 f"partitioned by date; 'tesaiot info {file}' reads it as one); for a single file name it "
+                 f"{file}.parquet or {file}.jsonl")
         format_name = "parquet" if dataset is not None else format_for(file, fmt)
         if not file.parent.is_dir():
             raise ConfigError(f"cannot record to {str(file)!r}: the directory {str(file.parent)!r} does not exist")
