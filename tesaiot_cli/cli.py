@@ -105,7 +105,14 @@ _WORDING: tuple[tuple[re.Pattern[str], Any], ...] = (
 )
 
 
-def bad_value_line(error: typer.BadParameter, args: list[str]) -> str:
+# Short flags that changed meaning so that each means one thing in every command: a value
+# that fits the old meaning and not the new one gets this hint.
+MOVED_SHORT_FLAGS = {
+    ("simulate", "-d"): "-d is --duration, as in record; the device id is -D/--device-id",
+}
+
+
+def bad_value_line(error: typer.BadParameter, args: list[str], command: str = "") -> str:
     """click's BadParameter as our one line: ``invalid --qos 3: it must be less than or equal to 2``.
 
     ``args``: the command line after the program name, where the value given is looked up.
@@ -121,7 +128,13 @@ def bad_value_line(error: typer.BadParameter, args: list[str]) -> str:
             text = replacement(match)
             break
     value = f" {given!r}" if given is not None else ""
-    return f"invalid {longest}{value}: {text}"
+    hint = MOVED_SHORT_FLAGS.get((command, _short_used(names, args) or ""), "")
+    return f"invalid {longest}{value}: {text}" + (f" ({hint})" if hint else "")
+
+
+def _short_used(names: list[str], args: list[str]) -> str | None:
+    shorts = [name for name in names if not name.startswith("--")]
+    return next((arg[:2] for arg in args if arg[:2] in shorts), None)
 
 
 def _given_value(names: list[str], args: list[str]) -> str | None:
@@ -184,7 +197,8 @@ class LazyGroup(TyperGroup):
         except typer.BadParameter as error:
             if _is_missing(error):
                 raise
-            typer.echo(f"tesaiot: error: {bad_value_line(error, self._args)}", err=True)
+            command = self._args[0] if self._args else ""
+            typer.echo(f"tesaiot: error: {bad_value_line(error, self._args[1:], command)}", err=True)
             raise typer.Exit(EXIT_CONFIG) from None
 
 

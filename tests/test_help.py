@@ -116,3 +116,32 @@ def test_python_dash_m_works() -> None:
     result = subprocess.run([sys.executable, "-m", "tesaiot_cli", "--version"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_each_short_flag_means_one_thing_in_every_command() -> None:
+    """`-d` was duration in record but device id in simulate; `-s` seed in simulate but speed
+    in replay. Now a short flag stands for the same long option everywhere."""
+    meanings: dict[str, set[str]] = {}
+    for name, command in all_commands().items():
+        for param in command.params:
+            if getattr(param, "hidden", False) or param.param_type_name != "option":
+                continue
+            longs = [opt for opt in param.opts if opt.startswith("--")]
+            for short in (opt for opt in param.opts if not opt.startswith("--")):
+                meanings.setdefault(short, set()).update(f"{long}" for long in longs)
+    clashes = {short: longs for short, longs in meanings.items() if len(longs) > 1}
+    assert not clashes, clashes
+    assert meanings["-d"] == {"--duration"} and meanings["-s"] == {"--speed"} and meanings["-S"] == {"--seed"}
+
+
+def test_moved_short_flags_explain_themselves() -> None:
+    result = runner.invoke(app, ["simulate", "-d", "lab-01"])
+    assert result.exit_code == 1
+    assert "invalid --duration 'lab-01': it must be a number (-d is --duration, as in record; the device id is " \
+           "-D/--device-id)" in result.output
+
+
+def test_old_simulate_seed_flag_still_works_with_a_warning() -> None:
+    result = runner.invoke(app, ["simulate", "-s", "5", "--count", "-1"])  # stops at --count, after the seed
+    assert "warning: -s is now -S (--seed)" in result.output
+    assert result.exit_code == 1 and "--count" in result.output

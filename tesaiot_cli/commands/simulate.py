@@ -75,12 +75,13 @@ Examples:
 def simulate(
     anomaly_every: Annotated[Optional[int], typer.Option("--anomaly-every", "-a", metavar="N", help="An anomaly starts at packets N, 2N, ... of each device; 0 = no anomalies. Env: ANOMALY_INTERVAL. [default: 10]", show_default=False)] = None,  # noqa: E501
     interval: Annotated[Optional[float], typer.Option("--interval", "-i", metavar="SECONDS", help="Seconds between two packets of a device; 0 = as fast as possible (needs --count or --duration). Env: PUBLISH_INTERVAL. [default: 1.0]", show_default=False)] = None,  # noqa: E501
-    device_id: Annotated[Optional[str], typer.Option("--device-id", "-d", metavar="ID", help=f"Device id; a fleet's ids count up from it. Env: DEVICE_ID. [default: {DEFAULT_DEVICE_ID}]", show_default=False)] = None,  # noqa: E501
+    device_id: Annotated[Optional[str], typer.Option("--device-id", "-D", metavar="ID", help=f"Device id; a fleet's ids count up from it. Env: DEVICE_ID. [default: {DEFAULT_DEVICE_ID}]", show_default=False)] = None,  # noqa: E501
     topic: Annotated[Optional[str], typer.Option("--topic", "-t", metavar="TOPIC", help=f"Topic; {{device_id}} is replaced by each device's id. Env: MQTT_TOPIC. [default: {DEFAULT_TOPIC}]", show_default=False)] = None,  # noqa: E501
     devices: Annotated[int, typer.Option("--devices", "-N", metavar="N", help="Simulate N devices, spread evenly over the interval.")] = 1,  # noqa: E501
     count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Stop after N packets per device (dropout packets count too).", show_default=False)] = None,  # noqa: E501
-    duration: Annotated[Optional[float], typer.Option("--duration", metavar="SECONDS", help="Stop after SECONDS.", show_default=False)] = None,  # noqa: E501
-    seed: Annotated[Optional[int], typer.Option("--seed", "-s", metavar="S", help="Random seed: the same seed gives the same values and anomalies. Default: a random one, shown on stderr.", show_default=False)] = None,  # noqa: E501
+    duration: Annotated[Optional[float], typer.Option("--duration", "-d", metavar="SECONDS", help="Stop after SECONDS.", show_default=False)] = None,  # noqa: E501
+    seed: Annotated[Optional[int], typer.Option("--seed", "-S", metavar="S", help="Random seed: the same seed gives the same values and anomalies. Default: a random one, shown on stderr.", show_default=False)] = None,  # noqa: E501
+    seed_old: Annotated[Optional[int], typer.Option("-s", hidden=True, show_default=False)] = None,  # -s before -S
     profile: Annotated[str, typer.Option("--profile", metavar="NAME", help="upstream (uniform values, as the upstream simulator) or realistic (slowly varying, with DPS368 noise).")] = "upstream",  # noqa: E501
     anomaly_kinds: Annotated[Optional[str], typer.Option("--anomaly-kinds", "-k", metavar="KINDS", help="Comma-separated: high_temperature, high_pressure, both, spike, stuck, drift, dropout; or upstream (the first three, the default) or all.", show_default=False)] = None,  # noqa: E501
     label: Annotated[bool, typer.Option("--label", help='Add "anomaly": null or "<kind>" to each payload (changes the wire format).')] = False,  # noqa: E501
@@ -100,6 +101,9 @@ def simulate(
     delivered (dropped or refused).
     """
     with cli_errors():
+        if seed_old is not None:
+            warn("-s is now -S (--seed): -s is --speed in replay")
+            seed = seed if seed is not None else seed_old
         env = load_environment(conn.env_file)
         opts = resolve_options(
             env, device_id=device_id, devices=devices, topic=topic, interval=interval, anomaly_every=anomaly_every,
