@@ -23,7 +23,7 @@ DEFAULT_URL = "mqtt://localhost:1883"
 SCHEMES: dict[str, tuple[int, bool, str, str]] = {
     "mqtt": (1883, False, "tcp", ""),
     "mqtts": (8883, True, "tcp", ""),
-    "ws": (8085, False, "websockets", "/mqtt"),
+    "ws": (8083, False, "websockets", "/mqtt"),  # as `tesaiot broker` and EMQX (TESAIoT CE) serve it
     "wss": (8085, True, "websockets", "/mqtt"),
 }
 SCHEME_ALIASES = {"tcp": "mqtt", "ssl": "mqtts", "tls": "mqtts", "mqtt+ssl": "mqtts"}
@@ -109,7 +109,7 @@ class BrokerURL:
 def parse_broker_url(url: str) -> BrokerURL:
     """Parse ``mqtt://``, ``mqtts://``, ``ws://`` or ``wss://`` URLs; raise :class:`ConfigError`.
 
-    Missing ports default per scheme (1883, 8883, 8085, 8085); ``ws``/``wss`` without a
+    Missing ports default per scheme (1883, 8883, 8083, 8085); ``ws``/``wss`` without a
     path use ``/mqtt``. A bare ``host`` or ``host:port`` means ``mqtt://``.
     """
     text = url.strip()

@@ -23,7 +23,7 @@ TOKEN = "tesa_mqtt_acme-iot_Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4OTA"
     [
         ("mqtt://broker.local", "mqtt", "broker.local", 1883, "", False, "tcp"),
         ("mqtts://broker.local", "mqtts", "broker.local", 8883, "", True, "tcp"),
-        ("ws://broker.local", "ws", "broker.local", 8085, "/mqtt", False, "websockets"),
+        ("ws://broker.local", "ws", "broker.local", 8083, "/mqtt", False, "websockets"),
         ("wss://mqtt.tesaiot.com", "wss", "mqtt.tesaiot.com", 8085, "/mqtt", True, "websockets"),
         ("wss://h:8084/ws/mqtt", "wss", "h", 8084, "/ws/mqtt", True, "websockets"),
         ("ws://h:8083/", "ws", "h", 8083, "/mqtt", False, "websockets"),

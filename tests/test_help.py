@@ -122,7 +122,7 @@ def test_each_short_flag_means_one_thing_in_every_command() -> None:
     """`-d` was duration in record but device id in simulate; `-s` seed in simulate but speed
     in replay. Now a short flag stands for the same long option everywhere."""
     meanings: dict[str, set[str]] = {}
-    for name, command in all_commands().items():
+    for command in all_commands().values():
         for param in command.params:
             if getattr(param, "hidden", False) or param.param_type_name != "option":
                 continue
