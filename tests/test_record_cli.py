@@ -145,8 +145,8 @@ def test_a_name_without_suffix_is_said_to_become_a_dataset(broker: Mosquitto, tm
     result = run_cli("record", str(tmp_path / "run1"), "-b", broker.tcp_url, "-t", f"{prefix()}/none",
                      "--duration", "0.3")
     assert result.returncode == 0, result.stderr
-    assert "has no suffix, so it becomes a dataset directory" in result.stderr
-    assert "run1.parquet or" in result.stderr
+    assert "(a dataset directory, as the name has no suffix: Parquet files partitioned by date; name it " \
+           f"{tmp_path / 'run1'}.parquet or" in result.stderr
     result = run_cli("record", str(tmp_path / "run2.jsonl"), "-b", broker.tcp_url, "-t", f"{prefix()}/none",
                      "--duration", "0.3")
     assert "dataset" not in result.stderr

@@ -91,9 +91,7 @@ def record(
         dataset = _dataset_options(file, fmt=fmt, force=force, workers=workers, share=share, partition=partition,
                                    roll=roll)
         if dataset is not None and new_directory and workers == 1 and partition is None:
-            warn(f"{str(file)!r} has no suffix, so it becomes a dataset directory {file}/ (Parquet files "
-                 f"partitioned by date; 'tesaiot info {file}' reads it as one); for a single file name it "
-                 f"{file}.parquet or {file}.jsonl")
+            dataset["no_suffix"] = True  # said in the banner, once connected
         format_name = "parquet" if dataset is not None else format_for(file, fmt)
         if not file.parent.is_dir():
             raise ConfigError(f"cannot record to {str(file)!r}: the directory {str(file.parent)!r} does not exist")
@@ -170,6 +168,9 @@ def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos
             freeze_startup_objects()
             session.subscribe(filters, qos=qos, on_message=sink)
             kind = format_name if dataset is None else f"dataset, partitioned by {writer.spec.text()}"
+            if dataset is not None and dataset.get("no_suffix"):
+                kind = (f"a dataset directory, as the name has no suffix: Parquet files partitioned by "
+                        f"{writer.spec.text()}; name it {file}.parquet or {file}.jsonl for one file")
             err(f"recording {settings.url.display()} topics={','.join(filters)} qos={qos} to {file} "
                 f"({kind}); Ctrl+C stops")
             why = _wait(session, writer, stop, done, started, duration)
