@@ -8,6 +8,7 @@ and writes in batches (see :mod:`tesaiot_cli.recording.buffered`).
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -389,6 +390,7 @@ def _record_workers(file: Path, workers: int, settings: Any, filters: list[str],
     from tesaiot_cli.recording.shared import WorkerPlan, WorkerPool, settings_to_wire
 
     spec, undo = prepare_dataset(file, partition=dataset.get("partition"), tool_version=__version__)
+    _quiet_resource_tracker()
     plan = WorkerPlan(root=file, settings=settings_to_wire(settings), filters=tuple(filters), qos=qos,
                       metadata=metadata, partition=spec.text(), recorder_id=new_recorder_id(), count=count,
                       duration_s=duration, roll_interval_s=dataset.get("roll"),
@@ -420,6 +422,21 @@ def _record_workers(file: Path, workers: int, settings: Any, filters: list[str],
     if pool.reconnects and qos > 0 and summary.messages:
         err(f"workers reconnected {pool.reconnects} time(s): QoS {qos} is 'at least once', so a few messages may "
             f"be recorded twice; 'tesaiot info --duplicates {file}' counts them")
+
+
+def _quiet_resource_tracker() -> None:
+    """The worker pool's queues and events are named semaphores, registered with Python's
+    resource tracker (a helper process of the parent's). When the parent is killed with
+    SIGKILL the tracker unlinks them, as it should, but prints "There appear to be N leaked
+    semaphore objects to clean up at shutdown": alarming, and nothing is leaked. The
+    tracker starts with the parent's -W options, so this filter reaches it too. Called
+    before the first semaphore is made (the tracker starts then)."""
+    import warnings
+
+    option = "ignore:resource_tracker:UserWarning"
+    if option not in sys.warnoptions:
+        sys.warnoptions.append(option)
+    warnings.filterwarnings("ignore", message="resource_tracker", category=UserWarning)
 
 
 def _wait_pool(pool: Any, stop: StopSignals, started: float) -> str:
