@@ -84,7 +84,7 @@ def test_payload_schema_ranges_and_anomaly_positions(broker: Mosquitto) -> None:
             assert (85 <= temperature <= 90) if hot else (20 <= temperature <= 35)
             assert (1200 <= pressure <= 1250) if high else (950 <= pressure <= 1050)
     assert "40 packets published" in result.stderr and "40 acknowledged by the broker" in result.stderr
-    assert "anomalies injected: 4 (" in result.stderr and "0 dropped" in result.stderr
+    assert "anomaly onsets: 4 (" in result.stderr and "0 dropped" in result.stderr
 
 
 def test_per_packet_lines_like_upstream(broker: Mosquitto) -> None:
@@ -169,7 +169,7 @@ def test_anomaly_every_zero_means_no_anomalies(broker: Mosquitto) -> None:
         assert result.returncode == 0, result.stderr
         data = [d for _, d in values(received(collector, 25))]
     assert len(data) == 25 and all(950 <= d["pressure"] <= 1050 and 20 <= d["temperature"] <= 35 for d in data)
-    assert "anomalies injected: 0" in result.stderr and "no anomalies" in result.stderr
+    assert "anomaly onsets: 0" in result.stderr and "no anomalies" in result.stderr
 
 
 def test_upstream_environment_names_and_precedence(broker: Mosquitto, tmp_path: Path) -> None:
@@ -461,4 +461,4 @@ def test_console_line_and_summary() -> None:
                           qos=1, onsets={"dropout": 1, "spike": 2}, labelled={"normal": 8, "spike": 2, "dropout": 2},
                           disconnects=0, reconnects=0, interval_s=0.1, last_lateness_s=0.001, max_lateness_s=0.002)
     assert lines[0].startswith("stopped (count) after 2.0 s: 10 packets published (5.0 msg/s), 10 acknowledged")
-    assert "anomalies injected: 3 (spike 2, dropout 1); 4 anomalous packets; 2 packets left out" in lines[1]
+    assert "anomaly onsets: 3 (spike 2, dropout 1); 4 anomalous packets; 2 packets left out" in lines[1]

@@ -185,7 +185,7 @@ def render_report(report: dict[str, Any]) -> str:
                      f"total {human_bytes(size['total'])}")
     if report["labels"]:
         counts = ", ".join(f"{label} {count:,}" for label, count in report["labels"].items())
-        lines.append(f"labels      {counts}; anomalies {report['anomalies']:,}"
+        lines.append(f"labels      {counts}; anomalous messages {report['anomalies']:,}"
                      + (f"; unlabelled {report['unlabelled']:,}" if report["unlabelled"] else ""))
     dups = report.get("duplicates")
     if dups is not None:

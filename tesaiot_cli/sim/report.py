@@ -130,7 +130,7 @@ def summary_lines(
         f"{completed} {done}, {failed} failed, {dropped} dropped",
     ]
     total_onsets = sum(onsets.values())
-    anomaly_text = f"anomalies injected: {total_onsets}"
+    anomaly_text = f"anomaly onsets: {total_onsets}"
     if total_onsets:
         anomaly_text += f" ({kinds_text(onsets)})"
         anomalous = sum(n for kind, n in labelled.items() if kind != NORMAL)
