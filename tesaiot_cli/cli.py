@@ -63,6 +63,13 @@ COMMANDS: tuple[Cmd, ...] = (
     Cmd("replay", "Republish a recording to a broker with its original timing (or --speed), or dry-run it to stdout."),  # noqa: E501
 )
 
+# Every command's help ends with this (README "Exit codes" is the full table).
+EXIT_CODES_HELP = """
+Exit codes: 0 done (also Ctrl+C/SIGTERM), 1 invalid value, 2 command-line syntax, 3 cannot
+connect, 4 authentication refused, 5 recording problem, 6 --timeout before --count,
+7 messages not delivered, 70 internal error.
+"""
+
 EXIT_CONFIG = 1  # as cliutil.EXIT_CONFIG (not imported here: the help path stays small)
 
 
@@ -73,7 +80,10 @@ def load_command(entry: Cmd) -> Any:
     base = getattr(module, "COMMAND_CLASS", TyperCommand)
     cls = type(base.__name__, (_PlainUsage, base), {})
     single = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
-    single.command(entry.name, cls=cls, epilog=getattr(module, "EPILOG", None), short_help=entry.summary)(function)
+    epilog = getattr(module, "EPILOG", None) or ""
+    if "Exit codes" not in (function.__doc__ or "") + epilog:
+        epilog += EXIT_CODES_HELP
+    single.command(entry.name, cls=cls, epilog=epilog or None, short_help=entry.summary)(function)
     command = typer.main.get_command(single)
     command.name = entry.name
     return command

@@ -145,3 +145,9 @@ def test_old_simulate_seed_flag_still_works_with_a_warning() -> None:
     result = runner.invoke(app, ["simulate", "-s", "5", "--count", "-1"])  # stops at --count, after the seed
     assert "warning: -s is now -S (--seed)" in result.output
     assert result.exit_code == 1 and "--count" in result.output
+
+
+def test_every_command_help_lists_the_exit_codes() -> None:
+    for name in command_names():
+        result = runner.invoke(app, [name, "--help"], env={"NO_COLOR": "1"})
+        assert "Exit codes" in result.output, name
