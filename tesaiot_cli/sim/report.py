@@ -36,6 +36,10 @@ def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color
     )
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def _paint(text: str, style: str, color: bool) -> str:
     return f"{style}{text}{_RESET}" if color else text
 
@@ -70,7 +74,7 @@ def undelivered_lines(*, dropped: int, failed: int, failed_reasons: Mapping[str,
     cause: the broker or the link slower than the schedule, the broker unreachable, the
     wait at the end cut short (Ctrl+C) or timed out, refusals (MQTT 5 reason codes)."""
     reasons = ", ".join(f"{why} {n}" for why, n in failed_reasons.items())
-    lines = [f"{dropped + failed} packets were not delivered ({dropped} dropped, {failed} refused"
+    lines = [f"{_plural(dropped + failed, 'packet')} were not delivered ({dropped} dropped, {failed} refused"
              + (f": {reasons}" if reasons else "") + ")"]
     done = "acknowledged" if qos > 0 else "written"
     if dropped_slow:
@@ -126,7 +130,7 @@ def summary_lines(
     rate = sent / elapsed_s if elapsed_s > 0 else 0.0
     done = "acknowledged by the broker" if qos > 0 else "written to the socket (QoS 0: no acknowledgement)"
     lines = [
-        f"stopped ({stopped_by}) after {elapsed_s:.1f} s: {sent} packets published ({rate:.1f} msg/s), "
+        f"stopped ({stopped_by}) after {elapsed_s:.1f} s: {_plural(sent, 'packet')} published ({rate:.1f} msg/s), "
         f"{completed} {done}, {failed} failed, {dropped} dropped",
     ]
     total_onsets = sum(onsets.values())
@@ -138,7 +142,7 @@ def summary_lines(
             anomaly_text += f"; {anomalous} anomalous packets"
     left_out = labelled.get("dropout", 0)
     if left_out:
-        anomaly_text += f"; {left_out} packets left out on purpose (dropout)"
+        anomaly_text += f"; {_plural(left_out, 'packet')} left out on purpose (dropout)"
     lines.append(anomaly_text)
     if disconnects or reconnects:
         lines.append(f"connection lost {disconnects} time(s), reconnected {reconnects} time(s)")
