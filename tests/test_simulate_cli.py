@@ -208,7 +208,7 @@ def test_record_ground_truth_matches_what_a_subscriber_received(broker: Mosquitt
 
     device, path = uid(), tmp_path / f"truth{suffix}"
     args = ("--device-id", device, "--interval", "0", "--count", "40", "--anomaly-every", "4", "-k", "spike,dropout",
-            "--seed", "9", "--label", "--record", str(path), "--password", "not-printed")
+            "--seed", "9", "--label", "--record", str(path), "--username", "someone", "--password", "not-printed")
     with Collector(broker.tcp_port, f"device/{device}/telemetry") as collector:
         result = simulate(broker, *args)
         assert result.returncode == 0, result.stderr
@@ -379,17 +379,21 @@ def test_slow_broker_drops_are_blamed_on_the_pace_not_the_queue(own_broker: Mosq
     assert "publish less (--interval, --devices)" in err and "unreachable" not in err
 
 
-def test_live_status_on_a_tty_shows_acknowledged_and_queued_moving(broker: Mosquitto) -> None:
+@pytest.mark.parametrize(("qos", "version"), [(0, "3.1.1"), (1, "3.1.1"), (1, "5"), (2, "5")])
+def test_live_status_on_a_tty_shows_acknowledged_and_queued_moving(broker: Mosquitto, qos: int,
+                                                                   version: str) -> None:
     """On a terminal the status line is redrawn every second, and its acknowledged count
-    moves while publishing (it stayed at 0 until the queue emptied)."""
+    (QoS 0: written) moves while publishing (it stayed at 0 until the queue emptied)."""
     from tests.support.tty import run_on_tty
 
     run = run_on_tty("simulate", "-b", broker.tcp_url, "--device-id", uid(), "--devices", "20", "--interval",
-                     "0.1", "--duration", "3.5", "--anomaly-every", "5", timeout=60)
+                     "0.1", "--duration", "3.5", "--anomaly-every", "5", "--qos", str(qos), "--mqtt-version",
+                     version, timeout=60)
     assert run.returncode == 0, run.terminal
     status = [frame for frame in run.frames() if " msg/s" in frame and "sent " in frame]
     assert len(status) >= 2, run.frames()
-    acked = [int(re.search(r"acked ([\d,]+)", frame)[1].replace(",", "")) for frame in status]  # type: ignore[index]
+    done = "written" if qos == 0 else "acked"
+    acked = [int(re.search(rf"{done} ([\d,]+)", frame)[1].replace(",", "")) for frame in status]  # type: ignore[index]
     assert acked[0] > 0 and acked == sorted(acked) and acked[-1] > acked[0], status
     assert all(re.search(r"queued [\d,]+/[\d,]+", frame) for frame in status), status
     assert all("anomaly onsets" in frame for frame in status)
