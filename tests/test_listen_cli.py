@@ -278,3 +278,20 @@ def test_tls_settings_from_the_environment_on_a_plain_url_are_named_not_ignored(
     assert f"warning: CA_CERT_PATH/MQTT_CA_CERT is set but {broker.tcp_url} is not TLS: it is not used" in result.stderr
     assert "warning: MQTT_PASSWORD is set but no username is: the password is not used" in result.stderr
     assert "pw-without-user" not in result.stderr
+
+
+def test_client_certificate_problems_are_named(broker: Mosquitto, tmp_path: Path) -> None:
+    """16.9: '[SSL] PEM lib (_ssl.c:3926)' said nothing; now the file and the problem are named."""
+    pki = broker.pki
+    common = ("listen", "-b", broker.mtls_url, "--ca-file", str(pki.ca_cert), "--timeout", "0.3")
+    mismatch = run_cli(*common, "--cert-file", str(pki.client_cert), "--key-file", str(pki.server_key))
+    assert mismatch.returncode == 1, mismatch.stderr
+    assert f"the client key {pki.server_key} does not belong to the certificate {pki.client_cert}" in mismatch.stderr
+    no_key = run_cli(*common, "--cert-file", str(pki.client_cert))
+    assert no_key.returncode == 1 and "holds no private key: give the client's key with --key-file" in no_key.stderr
+    combined = tmp_path / "both.pem"
+    combined.write_bytes(pki.client_cert.read_bytes() + pki.client_key.read_bytes())
+    together = run_cli(*common, "--cert-file", str(combined))  # a PEM holding both is fine
+    assert together.returncode == 0, together.stderr
+    wrong_key = run_cli(*common, "--cert-file", str(pki.client_cert), "--key-file", str(pki.ca_cert))
+    assert wrong_key.returncode == 1 and "holds no PEM private key" in wrong_key.stderr
