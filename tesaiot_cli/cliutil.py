@@ -280,6 +280,8 @@ class KeyPresses:
             import tty
 
             fd = self._stream.fileno()
+            if _in_background(fd):
+                return self  # changing the terminal from the background would stop us (SIGTTOU)
             self._saved = termios.tcgetattr(fd)
             tty.setcbreak(fd)
             self._fd = fd
@@ -309,6 +311,14 @@ class KeyPresses:
             except (OSError, termios.error):
                 pass
             self._fd = None
+
+
+def _in_background(fd: int) -> bool:
+    """Whether this process runs in the background of the terminal ``fd`` (``cmd &``)."""
+    try:
+        return os.tcgetpgrp(fd) != os.getpgrp()
+    except OSError:
+        return False  # not our controlling terminal: no job control on it, nothing to fear
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:

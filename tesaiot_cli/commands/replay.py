@@ -504,7 +504,8 @@ def _print_report(report: dict[str, Any]) -> None:
     stopped = f", stopped by {report['stopped_by']}" if report["stopped_by"] else ""
     if report.get("paused_s"):
         stopped += f", paused {report['paused_s']:.1f} s"
-    err(f"replayed {plural(report['sent'], 'message')} from {report['file']} to {report['target']} {timing}{stopped}")
+    target = "stdout" if report["target"] == "-" else report["target"]
+    err(f"replayed {plural(report['sent'], 'message')} from {report['file']} to {target} {timing}{stopped}")
     restored = f" (incl. {report['restored_retained']} restored retained)" if report["restored_retained"] else ""
     if report["target"] == "-":
         err(f"  written {plural(report['published'], 'line')} to stdout{restored}")
