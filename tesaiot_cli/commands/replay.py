@@ -368,8 +368,7 @@ def _start_line(plan: _Plan, options: ReplayOptions, *, target: str, pausable: b
 
     what = "messages" if plan.messages is None else plural(plan.messages, "message")
     if plan.selective:
-        what = f"the selected {what.split()[-1]}" + (f" of {plural(plan.messages, 'message')}"
-                                                     if plan.messages is not None else "")
+        what = f"a selection of {what}"
     span_s = None
     if plan.first_ns is not None and plan.last_ns is not None:
         span_s = max(0, plan.last_ns - plan.first_ns) / 1e9
