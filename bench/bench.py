@@ -46,7 +46,7 @@ FULL: dict[str, Any] = {
     "publish_count": 50_000,
     "storage_count": 10_000,
     "memory_count": 1_000_000,
-    "startup_runs": 10,
+    "startup_runs": 21,
     "scaling_ladder": [20000, 40000, 60000, 80000, 100000, 120000], "scaling_duration": 2.0,
     "scaling_budget_s": 110,
 }
@@ -57,7 +57,7 @@ QUICK: dict[str, Any] = {
     "publish_count": 10_000,
     "storage_count": 5_000,
     "memory_count": 50_000,
-    "startup_runs": 3,
+    "startup_runs": 5,
     "scaling_ladder": [5000, 10000], "scaling_duration": 1.0, "scaling_budget_s": 60,
 }
 

@@ -34,6 +34,36 @@ class BrokerAddress:
         return None if self.ws_port is None else f"ws://{self.host}:{self.ws_port}/mqtt"
 
 
+def broker_class() -> tuple[type[Any], bool]:
+    """amqtt's ``Broker``, with retained messages sent only for a client's own subscriptions.
+
+    amqtt (0.11, 0.12) sends every new client the retained messages matching *every*
+    client's subscriptions (it walks all filters on connect), so a subscriber to
+    ``other/#`` also got ``config/...``'s retained values. The subclass sends them only for
+    filters the connecting client holds itself. It relies on two private names of amqtt's
+    ``Broker`` (``_publish_retained_messages_for_subscription`` and ``_subscriptions``):
+    when a version lacks them, amqtt's own ``Broker`` is used as it is. Returns the class
+    and whether the workaround is on. Raises :class:`ConfigError` without amqtt.
+    """
+    try:
+        from amqtt.broker import Broker
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
+    private = "_publish_retained_messages_for_subscription"
+    if not callable(getattr(Broker, private, None)):
+        return Broker, False
+
+    class OwnRetainedOnly(Broker):  # type: ignore[misc]
+        async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                              session: Any) -> None:
+            holders = getattr(self, "_subscriptions", {}).get(subscription[0], ())
+            if not any(holder is session for holder, _qos in holders):
+                return  # another client's filter: its retained messages are not for this one
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    return OwnRetainedOnly, True
+
+
 def _check_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -61,6 +91,7 @@ class EmbeddedBroker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._broker: Any = None
+        self.retained_fix = False  # whether retained messages go only to their own subscribers
 
     def _config(self) -> dict[str, Any]:
         listeners: dict[str, Any] = {
@@ -74,10 +105,7 @@ class EmbeddedBroker:
         }
 
     def start(self) -> BrokerAddress:
-        try:
-            from amqtt.broker import Broker
-        except ImportError:
-            raise ConfigError(INSTALL_HINT) from None
+        broker_cls, self.retained_fix = broker_class()
         _check_free(self.address.host, self.address.port)
         if self.address.ws_port is not None:
             _check_free(self.address.host, self.address.ws_port)
@@ -93,7 +121,7 @@ class EmbeddedBroker:
 
         async def boot() -> None:
             try:
-                self._broker = Broker(self._config(), loop=loop)
+                self._broker = broker_cls(self._config(), loop=loop)
                 await self._broker.start()
             except Exception as exc:  # noqa: BLE001 - reported to the caller below
                 failure.append(exc)

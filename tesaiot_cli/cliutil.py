@@ -146,6 +146,198 @@ def use_color(stream: Any, env: Mapping[str, str]) -> bool:
         return False
 
 
+def check_recording_path(path: Path) -> None:
+    """A directory given as a recording must be a tesaiot dataset (``_tesaiot/dataset.json``):
+    say it is not one, instead of "partitioned by None" or an error about one random file.
+    Raises :class:`RecordingError`."""
+    from tesaiot_cli.recording.base import is_dataset_path
+
+    if not is_dataset_path(path):
+        return
+    from tesaiot_cli.recording.dataset import CONTROL_DIR, read_dataset_info
+
+    if read_dataset_info(path) is None:
+        raise RecordingError(f"{path} is a directory but not a tesaiot dataset (no {CONTROL_DIR}/dataset.json): "
+                             "give a recording file (.parquet, .jsonl), or a directory written by "
+                             "'tesaiot record DIR'")
+
+
+class StatusLine:
+    """One live status line on stderr, shared by every command that shows progress.
+
+    On a terminal the line is rewritten in place (``\\r``, cut to the terminal's width so
+    it never wraps) at most every ``tty_period_s``; off a terminal (a log file, a pipe)
+    it is printed as a plain ``tesaiot: LABEL: ...`` line every ``plain_period_s``, or not
+    at all when that is None. Other output goes through :meth:`say` (or call
+    :meth:`clear` first) so that it never lands in the middle of the line. A context
+    manager: leaving it clears the line.
+
+    Typical use::
+
+        with StatusLine("recording") as status:
+            while running:
+                status.update(lambda: f"{count:,} messages")   # called only when due
+    """
+
+    def __init__(self, label: str = "", *, tty_period_s: float = 1.0, plain_period_s: float | None = None,
+                 enabled: bool = True, stream: Any = None, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.stream = stream if stream is not None else sys.stderr
+        self.label = label
+        try:
+            self.tty = bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.period_s = tty_period_s if self.tty else plain_period_s
+        self.enabled = enabled and self.period_s is not None
+        self._clock = clock or time.monotonic
+        self.started = self._clock()
+        self._next = self.started + (self.period_s or 0.0)
+        self._drawn = ""  # what is on the terminal now
+        self._last = ""  # the last text shown
+
+    def due(self) -> bool:
+        """Whether a line is due now."""
+        return self.enabled and self._clock() >= self._next
+
+    def update(self, render: Callable[[], str]) -> bool:
+        """Show ``render()`` if a line is due (``render`` is called only then). Returns whether it showed."""
+        if not self.due():
+            return False
+        self.show(render())
+        return True
+
+    def show(self, text: str) -> None:
+        """Show ``text`` now, and start the next period."""
+        if not self.enabled:
+            return
+        self._next = self._clock() + (self.period_s or 0.0)
+        self._last = text
+        prefix = f"{self.label}: " if self.label else ""
+        if self.tty:
+            import shutil
+
+            width = shutil.get_terminal_size((100, 24)).columns - 1
+            line = (prefix + text)[:max(width, 20)]
+            self._write(f"\r{line}\x1b[K")
+            self._drawn = line
+        else:
+            self._write(f"tesaiot: {prefix}{text}\n")
+
+    def clear(self) -> None:
+        """Erase the line on a terminal (before other output)."""
+        if self._drawn:
+            self._write("\r\x1b[K")
+            self._drawn = ""
+
+    def redraw(self, text: str | None = None) -> None:
+        """Draw the last line again (or ``text``) after other output cleared it."""
+        if self.tty and self.enabled and (text or self._last):
+            self.show(text or self._last)
+
+    def say(self, text: str) -> None:
+        """A ``tesaiot: TEXT`` line on stderr without breaking the status line."""
+        self.clear()
+        err(text)
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.enabled = False  # stderr went away: the command goes on without a status line
+
+    def __enter__(self) -> StatusLine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.clear()
+
+
+class KeyPresses:
+    """Single key presses from the terminal while inside the ``with`` (e.g. space to pause).
+
+    When stdin is a terminal it is put in cbreak mode (keys arrive one by one, unechoed;
+    Ctrl+C still signals) and restored on leaving; otherwise :meth:`read` always returns
+    ``""``. Reading never blocks.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream if stream is not None else sys.stdin
+        self._fd: int | None = None
+        self._saved: Any = None
+
+    @property
+    def active(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> KeyPresses:
+        try:
+            if not self._stream.isatty():
+                return self
+            import termios
+            import tty
+
+            fd = self._stream.fileno()
+            if _in_background(fd):
+                return self  # changing the terminal from the background would stop us (SIGTTOU)
+            self._saved = termios.tcgetattr(fd)
+            tty.setcbreak(fd)
+            self._fd = fd
+        except (AttributeError, ValueError, OSError, ImportError):
+            self._fd = None  # no terminal control here: no keys, and nothing to restore
+        return self
+
+    def read(self) -> str:
+        """The keys pressed since the last call (``""`` when none)."""
+        if self._fd is None:
+            return ""
+        import select
+
+        try:
+            if not select.select([self._fd], [], [], 0)[0]:
+                return ""
+            return os.read(self._fd, 64).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            import termios
+
+            try:
+                termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+            except (OSError, termios.error):
+                pass
+            self._fd = None
+
+
+def _in_background(fd: int) -> bool:
+    """Whether this process runs in the background of the terminal ``fd`` (``cmd &``)."""
+    try:
+        return os.tcgetpgrp(fd) != os.getpgrp()
+    except OSError:
+        return False  # not our controlling terminal: no job control on it, nothing to fear
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 message``, ``2 messages``, ``1,000 messages`` (``many``: an irregular plural)."""
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+
+
+def rate_text(count: int, seconds: float) -> str:
+    """``1,234/s`` (``-`` before any time has passed)."""
+    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-/s"
+
+
+def clock_text(seconds: float) -> str:
+    """``0:07``, ``12:34``, ``1:02:03``: elapsed times and ETAs in status lines."""
+    minutes, secs = divmod(int(max(seconds, 0.0) + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def freeze_startup_objects() -> None:
     """Take what start-up allocated (typer, pyarrow, paho...) out of the garbage collector's
     sight, just before a timed loop. A full collection would otherwise walk all of it in the
@@ -278,18 +470,27 @@ def with_connection_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def env_topics(env: Mapping[str, str]) -> list[str]:
+    """The topic filter from MQTT_SUBSCRIBE_TOPIC or MQTT_TOPIC (listen, record), if set."""
+    value = env.get("MQTT_SUBSCRIBE_TOPIC") or env.get("MQTT_TOPIC")
+    return [value] if value else []
+
+
 def resolve_settings(conn: ConnectionFlags, *, command: str, allow_token: bool = True,
-                     session: str | None = None) -> Any:
+                     session: str | None = None, env: Mapping[str, str] | None = None) -> Any:
     """Resolve the connection settings for ``command``; prompt for a password on a TTY.
 
     ``session``: a persistent session name (client id NAME, clean_session false).
+    ``env``: the environment from :func:`load_environment`, when the command loaded it
+    already (loading it again would repeat its warnings).
     Returns :class:`tesaiot_cli.config.ConnectionSettings`. Raises :class:`ConfigError`.
     """
     from dataclasses import replace
 
     from tesaiot_cli.config import Secret, resolve_connection
 
-    env = load_environment(conn.env_file)
+    if env is None:
+        env = load_environment(conn.env_file)
     flags = conn.as_mapping()
     if session is not None:
         flags["session"] = session
@@ -304,8 +505,8 @@ def resolve_settings(conn: ConnectionFlags, *, command: str, allow_token: bool =
                                 show_default=False)
         if password:
             settings = replace(settings, password=Secret(password))
-    if settings.insecure:
+    if settings.insecure:  # (on a plain URL --insecure is refused by resolve_connection)
         warn("TLS certificate verification is OFF (--insecure): the connection can be intercepted")
-    if settings.insecure and not settings.url.tls:
-        warn("--insecure has no effect without TLS (mqtts:// or wss://)")
+    for text in settings.unused:
+        warn(text)
     return settings

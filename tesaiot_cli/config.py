@@ -23,7 +23,7 @@ DEFAULT_URL = "mqtt://localhost:1883"
 SCHEMES: dict[str, tuple[int, bool, str, str]] = {
     "mqtt": (1883, False, "tcp", ""),
     "mqtts": (8883, True, "tcp", ""),
-    "ws": (8085, False, "websockets", "/mqtt"),
+    "ws": (8083, False, "websockets", "/mqtt"),  # as `tesaiot broker` and EMQX (TESAIoT CE) serve it
     "wss": (8085, True, "websockets", "/mqtt"),
 }
 SCHEME_ALIASES = {"tcp": "mqtt", "ssl": "mqtts", "tls": "mqtts", "mqtt+ssl": "mqtts"}
@@ -76,7 +76,7 @@ def mask_token(token: str) -> str:
 
 def mask_secret(value: str) -> str:
     """Masked form of any secret: a token shape keeps its prefix, a password shows nothing."""
-    if value.startswith(TOKEN_PREFIX):
+    if value.lstrip("\"'").startswith(TOKEN_PREFIX):  # a stray quote stays visible
         return mask_token(value)
     return "****"
 
@@ -109,7 +109,7 @@ class BrokerURL:
 def parse_broker_url(url: str) -> BrokerURL:
     """Parse ``mqtt://``, ``mqtts://``, ``ws://`` or ``wss://`` URLs; raise :class:`ConfigError`.
 
-    Missing ports default per scheme (1883, 8883, 8085, 8085); ``ws``/``wss`` without a
+    Missing ports default per scheme (1883, 8883, 8083, 8085); ``ws``/``wss`` without a
     path use ``/mqtt``. A bare ``host`` or ``host:port`` means ``mqtt://``.
     """
     text = url.strip()
@@ -182,6 +182,9 @@ class ConnectionSettings:
     keepalive: int = 60
     connect_timeout: float = 10.0
     clean_session: bool = True
+    # Settings from the environment that do not apply (e.g. CA_CERT_PATH with mqtt://),
+    # each with why: the CLI says so instead of ignoring them without a word.
+    unused: tuple[str, ...] = ()
 
     @property
     def is_cloud(self) -> bool:
@@ -291,6 +294,29 @@ def resolve_connection(
             "(or --username, or --cert-file/--key-file for a device)"
         )
 
+    unused: list[str] = []
+    if password_text and username is None and token is None:
+        if flags.get("password"):
+            raise ConfigError("--password needs --username (or, for the TESAIoT cloud, --token)")
+        unused.append("MQTT_PASSWORD is set but no username is: the password is not used (set MQTT_USERNAME)")
+        password_text = None
+    ca_file = _pick(flags, "ca_file", env, "CA_CERT_PATH", "MQTT_CA_CERT")
+    key_file = _pick(flags, "key_file", env, "MQTT_CLIENT_KEY")
+    insecure = bool(flags.get("insecure"))
+    if not url.tls:
+        given = [name for name, key in (("--ca-file", "ca_file"), ("--cert-file", "cert_file"),
+                                        ("--key-file", "key_file"), ("--insecure", "insecure")) if flags.get(key)]
+        if given:
+            raise ConfigError(
+                f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} TLS, but {url.display()} is plain "
+                f"{'MQTT' if url.transport == 'tcp' else 'WebSocket'}: use "
+                f"{'mqtts://' if url.transport == 'tcp' else 'wss://'} (or --tls)")
+        for name, value in (("CA_CERT_PATH/MQTT_CA_CERT", ca_file), ("MQTT_CLIENT_CERT", cert_file),
+                            ("MQTT_CLIENT_KEY", key_file)):
+            if value:
+                unused.append(f"{name} is set but {url.display()} is not TLS: it is not used "
+                              "(mqtts:// or wss://, or MQTT_USE_TLS=true, to use it)")
+        ca_file = cert_file = key_file = None
     session_name = flags.get("session")
     client_id = _pick(flags, "client_id", env, "MQTT_CLIENT_ID")
     if session_name:
@@ -298,8 +324,6 @@ def resolve_connection(
     client_id = str(client_id) if client_id else new_client_id(client_prefix)
 
     version_value = _pick(flags, "mqtt_version", env, "MQTT_VERSION")
-    ca_file = _pick(flags, "ca_file", env, "CA_CERT_PATH", "MQTT_CA_CERT")
-    insecure = bool(flags.get("insecure"))
     keepalive = int(flags.get("keepalive") or 60)
     if keepalive < 5 or keepalive > 65535:
         raise ConfigError(f"invalid keepalive {keepalive}: use 5 to 65535 seconds")
@@ -315,29 +339,41 @@ def resolve_connection(
         token=token,
         ca_file=str(ca_file) if ca_file else None,
         cert_file=cert_file,
-        key_file=_pick(flags, "key_file", env, "MQTT_CLIENT_KEY"),
+        key_file=key_file,
         insecure=insecure,
         mqtt_version=parse_mqtt_version(version_value) if version_value is not None else 4,
         keepalive=keepalive,
         connect_timeout=connect_timeout,
         clean_session=not session_name,
+        unused=tuple(unused),
     )
 
 
 def settings_token_check(token: Secret | None, url: BrokerURL) -> None:
-    """On the TESAIoT cloud a token is required and must start with ``tesa_mqtt_``."""
+    """An API token (for any broker: it is the TESAIoT platform's credential) has the
+    platform's form ``tesa_mqtt_<org>_<random>``: the case-sensitive prefix, then an org
+    and a random part; no quotes around it, no white space. Raises :class:`ConfigError`."""
     if token is None:
         return
     value = token.reveal()
     if not value:
         raise ConfigError("the API token is empty (set --token or MQTT_API_TOKEN)")
-    if _is_cloud(url) and not value.startswith(TOKEN_PREFIX):
-        raise ConfigError(
-            f"invalid API token {token.masked()!r}: TESAIoT API tokens start with '{TOKEN_PREFIX}' "
-            "(copy it again from the dashboard)"
-        )
+    shown = f"{token.masked()!r}"
+    if value[0] in "\"'" or value[-1] in "\"'":
+        raise ConfigError(f"invalid API token {shown}: it is wrapped in quotes; give the token without them")
     if any(ch.isspace() for ch in value):
-        raise ConfigError(f"invalid API token {token.masked()!r}: it contains white space")
+        raise ConfigError(f"invalid API token {shown}: it contains white space")
+    if not value.startswith(TOKEN_PREFIX):
+        raise ConfigError(
+            f"invalid API token {shown}: TESAIoT API tokens start with '{TOKEN_PREFIX}' "
+            "(copy it again from the dashboard; for other brokers use --username/--password)"
+        )
+    org, _, random_part = value[len(TOKEN_PREFIX):].rpartition("_")
+    if not org or not random_part:
+        raise ConfigError(
+            f"invalid API token {shown}: it is cut short (a token is {TOKEN_PREFIX}<org>_<random>; "
+            "copy all of it again from the dashboard)"
+        )
 
 
 def _parse_port(value: Any) -> int:

@@ -42,16 +42,48 @@ def ssl_context(s: ConnectionSettings) -> ssl.SSLContext:
     if s.cert_file or s.key_file:
         if not s.cert_file:
             raise ConfigError("--key-file needs --cert-file too (mutual TLS)")
+        _check_client_pem(s.cert_file, s.key_file)
         try:
             context.load_cert_chain(s.cert_file, s.key_file)
         except FileNotFoundError as exc:
             raise ConfigError(f"client certificate or key not found: {exc.filename}") from None
         except (ssl.SSLError, OSError) as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+                raise ConfigError(f"the client key {s.key_file or s.cert_file} does not belong to the "
+                                  f"certificate {s.cert_file}") from None
             raise ConfigError(f"cannot load client certificate/key: {_ssl_text(exc)}") from None
     if s.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _check_client_pem(cert_file: str, key_file: str | None) -> None:
+    """Say what is wrong with the client certificate and key files in words (``ssl`` says
+    ``[SSL] PEM lib``). Raises :class:`ConfigError`."""
+    def read(path: str) -> bytes:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(1 << 20)
+        except FileNotFoundError:
+            raise ConfigError(f"client certificate or key not found: {path}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+    cert = read(cert_file)
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise ConfigError(f"--cert-file {cert_file} holds no PEM certificate ('-----BEGIN CERTIFICATE-----')")
+    if key_file is None:
+        if b"PRIVATE KEY-----" not in cert:
+            raise ConfigError(f"--cert-file {cert_file} holds no private key: give the client's key with --key-file")
+    elif b"PRIVATE KEY-----" not in read(key_file):
+        raise ConfigError(f"--key-file {key_file} holds no PEM private key ('-----BEGIN ... PRIVATE KEY-----')")
+
+
+def no_answer_error(where: str, s: ConnectionSettings) -> ConnectError:
+    """No CONNACK within the connect timeout: with plain MQTT this is what a TLS port does."""
+    hint = "" if s.url.tls else " (a TLS port? plain MQTT to a TLS port gets no answer: use mqtts:// or wss://)"
+    return ConnectError(f"no answer from the MQTT broker at {where} within {s.connect_timeout:g} s{hint}")
 
 
 def _ssl_text(exc: BaseException) -> str:
@@ -80,7 +112,8 @@ def translate_connect_error(exc: BaseException, where: str, s: ConnectionSetting
     if isinstance(exc, ssl.SSLError):
         return ConnectError(f"TLS handshake with {where} failed: {_ssl_text(exc)}")
     if isinstance(exc, paho.WebsocketConnectionError):
-        return ConnectError(f"WebSocket handshake with {where}{s.url.path} failed: {exc}")
+        hint = "" if s.url.tls else " (a TLS port? use wss://)"
+        return ConnectError(f"WebSocket handshake with {where}{s.url.path} failed: {exc}{hint}")
     if isinstance(exc, ConnectionRefusedError):
         return ConnectError(f"connection refused by {where} (is an MQTT broker listening there?)")
     if isinstance(exc, (socket.timeout, TimeoutError)):

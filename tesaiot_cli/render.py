@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 
+from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message, decode_payload, parse_topic
 
 BINARY_PREVIEW_BYTES = 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_BINARY_LOOKING = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f]")  # C0 controls that text rarely holds
 _CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _RESET = "\x1b[0m"
@@ -39,7 +39,8 @@ def escape_control(text: str, *, keep_newlines: bool = False) -> str:
 def message_record(message: Message) -> dict[str, Any]:
     """The NDJSON object for one message (``listen --json``, ``replay --to -``).
 
-    ``encoding`` says how ``payload`` is given: ``json`` (parsed), ``text`` or ``base64``.
+    ``encoding`` says how ``payload`` is given: ``json`` (parsed, numbers exact), ``text``
+    (exact) or ``base64`` (exact bytes), as :func:`tesaiot_cli.message.decode_payload`.
     """
     value, encoding = decode_payload(message.payload)
     parts = parse_topic(message.topic)
@@ -68,7 +69,7 @@ def human_block(message: Message, *, color: bool = False, compact: bool = False)
     """Upstream-subscriber style: time, device, sensor, then the data (pretty JSON,
     text, or a hex preview for binary). ``compact`` puts each message on one line."""
     parts = parse_topic(message.topic)
-    stamp = iso_time(message.time_ns).replace("T", " ")[:23]
+    stamp = iso_time(message.time_ns).replace("T", " ")[:23] + " UTC"
     flags = f"QoS {message.qos}" + (", retained" if message.retain else "")
     head = (
         f"{_paint('[' + stamp + ']', 'time', color)} "
@@ -82,7 +83,7 @@ def human_block(message: Message, *, color: bool = False, compact: bool = False)
         if isinstance(value, dict) and ("anomaly" in value or "label" in value) and color:
             body = _paint(body, "anomaly", color) if value.get("anomaly") not in (None, False, "normal") else body
         data = f"Data: {escape_control(body, keep_newlines=not compact)}"
-    elif encoding == "text" and not _BINARY_LOOKING.search(value):
+    elif encoding == "text":
         text = value if not compact else value.replace("\n", "\\n")
         data = f"Data: {escape_control(text, keep_newlines=not compact)}" if text else "Data: (empty)"
     else:
@@ -91,3 +92,76 @@ def human_block(message: Message, *, color: bool = False, compact: bool = False)
         more = " ..." if size > BINARY_PREVIEW_BYTES else ""
         data = f"Data (binary, {size} bytes): {preview}{more}"
     return f"{head}  {data}" if compact else f"{head}\n{data}"
+
+
+# -- templates (listen --template, as mosquitto_sub -F) ------------------------------------
+
+TEMPLATE_FIELDS = {
+    "topic": "the topic",
+    "payload": "the payload: its text when it is text (or JSON), else hex or base64 (--binary)",
+    "payload_hex": "the payload as hex",
+    "payload_base64": "the payload as base64",
+    "bytes": "the payload's size in bytes",
+    "qos": "0, 1 or 2",
+    "retain": "1 for a retained message, else 0",
+    "time": "receive time, ISO 8601 UTC with microseconds",
+    "time_ns": "receive time, ns since the epoch",
+    "device_id": "the device id from the topic",
+    "sensor_type": "the sensor type from the topic",
+}
+BINARY_FORMATS = ("hex", "base64")
+
+
+def compile_template(template: str, *, binary: str = "hex", terminal: bool = False) -> Any:
+    """A function ``Message -> str`` for a template such as ``'{time} {topic} {payload}'``
+    (fields: :data:`TEMPLATE_FIELDS`; ``\\t`` and ``\\n`` are a tab and a newline).
+
+    ``binary``: how ``{payload}`` shows a payload that is not text (``hex`` or ``base64``).
+    ``terminal``: escape control characters (output to a terminal; pipes get the text as
+    it is). Raises :class:`ConfigError` for an unknown field or a malformed template.
+    """
+    import base64
+    import string
+
+    if binary not in BINARY_FORMATS:
+        raise ConfigError(f"invalid --binary {binary!r}: use hex or base64")
+    text = template.replace("\\t", "\t").replace("\\n", "\n")
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as exc:
+        raise ConfigError(f"invalid --template {template!r}: {exc}") from None
+    unknown = sorted(name for name in fields if name not in TEMPLATE_FIELDS)
+    if unknown or "" in fields:
+        raise ConfigError(f"invalid --template {template!r}: unknown field {{{(unknown or [''])[0]}}}; "
+                          f"fields: {', '.join('{' + name + '}' for name in TEMPLATE_FIELDS)}")
+    clean = (lambda value: escape_control(value)) if terminal else (lambda value: value)
+
+    def render(message: Message) -> str:
+        values: dict[str, Any] = {}
+        if "topic" in fields:
+            values["topic"] = clean(message.topic)
+        if "payload" in fields:
+            value, encoding = decode_payload(message.payload)
+            if encoding == "base64":
+                value = message.payload.hex() if binary == "hex" else value
+            else:
+                value = clean(message.payload.decode("utf-8"))
+            values["payload"] = value
+        if "payload_hex" in fields:
+            values["payload_hex"] = message.payload.hex()
+        if "payload_base64" in fields:
+            values["payload_base64"] = base64.b64encode(message.payload).decode("ascii")
+        if "device_id" in fields or "sensor_type" in fields:
+            parts = parse_topic(message.topic)
+            values["device_id"], values["sensor_type"] = clean(parts.device_id), clean(parts.sensor_type)
+        values.update(bytes=len(message.payload), qos=message.qos, retain=int(message.retain),
+                      time_ns=message.time_ns)
+        if "time" in fields:
+            values["time"] = iso_time(message.time_ns)
+        try:
+            return text.format_map(values)
+        except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
+            raise ConfigError(f"invalid --template {template!r}: {exc}") from None
+
+    render(Message("device/d/telemetry", b"\x00", 0, False, 0))  # a bad format spec fails now, not mid-run
+    return render

@@ -34,6 +34,7 @@ from tesaiot_cli.connection import (
     PASSWORD_HINT,
     SESSION_TAKEN_OVER,
     TOKEN_HINT,
+    no_answer_error,
     reason_value,
     ssl_context,
     translate_connect_error,
@@ -435,7 +436,7 @@ class Session:
             raise
         if not self._connack.is_set():
             self._teardown()
-            raise ConnectError(f"no answer from the MQTT broker at {where} within {s.connect_timeout:g} s")
+            raise no_answer_error(where, s)
         if self._connack_code != 0:
             code, text = self._connack_code, self._connack_text
             self._teardown()
@@ -655,6 +656,8 @@ class Session:
         self.stats.disconnects += 1
         code = reason_value(reason)
         why = str(getattr(reason, "getName", lambda: reason)())
+        if code == 0x80:  # paho's "Unspecified error": what it reports for a lost connection
+            why = "the connection was closed (broker stopped or restarted, or the network dropped)"
         if code in SESSION_TAKEN_OVER:
             why += " (another client with the same client id took the session over)"
         self._emit("disconnected", f"disconnected from {self.settings.url.display()}: {why}")

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tesaiot_cli.cli import app
+from tesaiot_cli.cli import all_commands, app
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.meta import METADATA_KEY
@@ -89,6 +89,9 @@ def make_files(directory: Path, pki_other_ca: Path) -> None:
     (directory / "rec.txt").write_text("x")
     (directory / "dir.parquet").mkdir()
     (directory / "dir.jsonl").mkdir()
+    (directory / "dir.plain").mkdir()  # a directory of recordings, not a dataset
+    (directory / "dir.plain" / "a.parquet").write_bytes((directory / "good.parquet").read_bytes())
+    (directory / "dir.plain" / "notes.txt").write_text("x")
     os.mkfifo(directory / "fifo.jsonl")  # reading it would block forever
     os.mkfifo(directory / "fifo.parquet")
     (directory / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
@@ -145,6 +148,8 @@ RECORDING_ERRORS = [  # (file, exit code, text of the error)
     # An empty directory (a directory is read as a dataset of Parquet files: this one has none).
     ("dir.parquet", 5, "dir.parquet"),
     ("dir.jsonl", 5, "dir.jsonl"),
+    # 16.6: said to be no dataset (was "partitioned by None, 0 recorder(s)" or about one file in it).
+    ("dir.plain", 5, "is a directory but not a tesaiot dataset (no _tesaiot/dataset.json)"),
     ("fifo.parquet", 5, "is not a regular file"),
     ("fifo.jsonl", 5, "is not a regular file"),
     ("garbage.parquet", 5, "is not a readable Parquet file"),
@@ -226,6 +231,18 @@ def connection_cases() -> Iterator[tuple[str, Case]]:
         ("ca-garbage", ["-b", "{tls}", "--ca-file", "@garbage.pem"], {}, 1, "cannot load CA file"),
         ("key-without-cert", ["-b", "{tls}", "--key-file", "@garbage.pem"], {}, 1, "needs --cert-file"),
         ("user-and-token", ["--token", TOKEN, "-u", USER], {}, 1, "either --token or --username"),
+        # TLS options on a plain URL were ignored without a word: refused (16.2).
+        ("ca-on-plain", ["-b", "{free}", "--ca-file", "@other-ca.pem"], {}, 1, "--ca-file needs TLS"),
+        ("cert-on-plain-ws", ["-b", "ws://127.0.0.1:1", "--cert-file", "@other-ca.pem"], {}, 1,
+         "plain WebSocket: use wss://"),
+        ("insecure-on-plain", ["-b", "{free}", "--insecure"], {}, 1, "--insecure needs TLS"),
+        # 16.9: say what is wrong, not "[SSL] PEM lib"; a password needs a username.
+        ("cert-without-key", ["-b", "{tls}", "--cert-file", "@other-ca.pem"], {}, 1, "holds no private key"),
+        ("cert-not-pem", ["-b", "{tls}", "--cert-file", "@rec.txt"], {}, 1, "holds no PEM certificate"),
+        ("password-without-user", ["--password", "pw"], {}, 1, "--password needs --username"),
+        # 16.10: plain MQTT to a TLS port gets no answer: the error says which scheme to use.
+        ("plain-to-tls-port", ["-b", "mqtt://127.0.0.1:{tls_port}", "--connect-timeout", "2"], {}, 3,
+         "a TLS port? plain MQTT to a TLS port gets no answer: use mqtts://"),
         ("cloud-no-credentials", ["-b", "wss://mqtt.tesaiot.com"], {}, 1, "needs credentials"),
         ("refused", ["-b", "{free}", "--connect-timeout", "3"], {}, 3, "connection refused"),
         ("dns", ["-b", "mqtt://no-such-host.invalid", "--connect-timeout", "3"], {}, 3, "cannot resolve"),
@@ -247,6 +264,14 @@ def connection_cases() -> Iterator[tuple[str, Case]]:
                                                  text="start with 'tesa_mqtt_'")
         yield f"{name}-token-topic-cloud", case(command, *needs, "--token", TOKEN, "-t", "#", code=1,
                                                 text="may only subscribe to topics that start with device/")
+        # 16.11: the token's form is checked for every broker; a stray quote is named, and shown.
+        yield f"{name}-token-prefix-any-host", case(command, *needs, "-b", "{auth}", "--token", "abc" * 15,
+                                                    code=1, text="start with 'tesa_mqtt_'")
+        yield f"{name}-token-prefix-only", case(command, *needs, "-b", "{auth}", "--token", "tesa_mqtt_", code=1,
+                                                text="it is cut short")
+        yield f"{name}-token-quoted", case(command, *needs, "-b", "{auth}", "--token", f'"{TOKEN}"', code=1,
+                                           text=f"invalid API token '\"{TOKEN[:19]}...{TOKEN[-3:]}\"': it is "
+                                                "wrapped in quotes")
     for name in ("simulate", "replay"):  # a token may only subscribe: said before connecting
         command, *needs = NETWORKED[name]
         for source, options, env in (("flag", ["--token", TOKEN], {}), ("env", [], {"MQTT_API_TOKEN": TOKEN})):
@@ -298,8 +323,34 @@ def option_cases() -> Iterator[tuple[str, Case]]:
                                                text="topic")
     for command in (listen, record, simulate, replay):  # command-line syntax: click's own exit 2
         yield f"{command[0]}-unknown-option", case(*command, "--no-such-option", code=2, text="No such option")
-    yield "listen-qos-3", case("listen", "--qos", "3", code=2, text="Invalid value for '--qos'")
+    # An invalid value is exit 1 and our one line for every option, typer's checks included
+    # (exit 2 and a boxed usage text before); syntax (missing argument) stays click's exit 2.
+    yield "listen-qos-3", case("listen", "--qos", "3", code=1, text="invalid --qos '3': it must be")
+    yield "replay-qos-short-9", case("replay", "@good.jsonl", "-q9", code=1, text="invalid --qos '9'")
     yield "record-no-file", case("record", code=2, text="Missing argument 'FILE'")
+    for name, option, needs in numeric_options():
+        yield f"{name}-{option}-not-a-number", case(name, *needs, option, "abc", code=1,
+                                                    text=f"invalid {option} 'abc': it must be")
+
+
+POSITIONAL = {"record": ("@new.parquet",), "replay": ("@good.jsonl",), "info": ("@good.jsonl",),
+              "recover": ("@good.jsonl",), "convert": ("@good.jsonl", "@out.parquet")}
+
+
+def numeric_options() -> Iterator[tuple[str, str, tuple[str, ...]]]:
+    """(command, --option, positional arguments) for every int or float option of every command."""
+    import inspect
+    import typing
+
+    for name, command in all_commands().items():
+        hints = typing.get_type_hints(command.callback, include_extras=False)
+        for param in command.params:
+            kind = hints.get(param.name or "")
+            kinds = set(typing.get_args(kind)) | {kind}
+            if kinds & {int, float} and param.param_type_name == "option":
+                longest = max(param.opts, key=len)
+                yield name, longest, POSITIONAL.get(name, ())
+        assert inspect.signature(command.callback)  # the hints above came from a real signature
 
 
 CASES = dict([*recording_cases(), *connection_cases(), *option_cases()])
@@ -362,7 +413,7 @@ def test_bad_input(name: str, files: Path, broker: Mosquitto) -> None:
 def test_every_documented_code_is_in_the_table() -> None:
     assert {c.code for c in CASES.values()} == {0, 1, 2, 3, 4, 5}  # 6, 7: timeout and undelivered, below
     commands = {c.args[0] for c in CASES.values()}
-    assert commands == {"listen", "record", "simulate", "replay", "info", "convert", "recover"}
+    assert {"listen", "record", "simulate", "replay", "info", "convert", "recover", "broker"} <= commands
 
 
 SAMPLE = ["info-garbage.parquet", "convert-v99.jsonl", "recover-truncated.parquet", "replay-fifo.jsonl",

@@ -23,7 +23,7 @@ TOKEN = "tesa_mqtt_acme-iot_Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4OTA"
     [
         ("mqtt://broker.local", "mqtt", "broker.local", 1883, "", False, "tcp"),
         ("mqtts://broker.local", "mqtts", "broker.local", 8883, "", True, "tcp"),
-        ("ws://broker.local", "ws", "broker.local", 8085, "/mqtt", False, "websockets"),
+        ("ws://broker.local", "ws", "broker.local", 8083, "/mqtt", False, "websockets"),
         ("wss://mqtt.tesaiot.com", "wss", "mqtt.tesaiot.com", 8085, "/mqtt", True, "websockets"),
         ("wss://h:8084/ws/mqtt", "wss", "h", 8084, "/ws/mqtt", True, "websockets"),
         ("ws://h:8083/", "ws", "h", 8083, "/mqtt", False, "websockets"),
@@ -117,11 +117,47 @@ def test_token_defaults_to_cloud_and_is_username_and_password() -> None:
     assert TOKEN not in settings.describe() and TOKEN not in repr(settings)
 
 
-def test_token_prefix_checked_on_cloud_only() -> None:
+def test_token_form_checked_for_every_broker() -> None:
+    """16.11: the token was checked only for the cloud host, and 'tesa_mqtt_' alone passed."""
     with pytest.raises(ConfigError, match="start with 'tesa_mqtt_'"):
         resolve_connection({"token": "not-a-token-abc"}, {}, client_prefix="x")
-    settings = resolve_connection({"token": "anything", "broker": "mqtt://127.0.0.1"}, {}, client_prefix="x")
+    with pytest.raises(ConfigError, match="start with 'tesa_mqtt_'"):
+        resolve_connection({"token": "anything", "broker": "mqtt://127.0.0.1"}, {}, client_prefix="x")
+    for short in ("tesa_mqtt_", "tesa_mqtt_org", "tesa_mqtt_org_", "tesa_mqtt__x"):
+        with pytest.raises(ConfigError, match="cut short"):
+            resolve_connection({"token": short, "broker": "mqtt://127.0.0.1"}, {}, client_prefix="x")
+    settings = resolve_connection({"token": "tesa_mqtt_org_R4nd0m", "broker": "mqtt://127.0.0.1"}, {},
+                                  client_prefix="x")
     assert settings.token is not None
+
+
+@pytest.mark.parametrize("quoted", ['"{t}"', "'{t}'", '{t}"', "\"{t}"])
+def test_a_quoted_token_is_named_and_the_quote_shown(quoted: str) -> None:
+    token = "tesa_mqtt_test-org-1_" + "Q" * 30
+    with pytest.raises(ConfigError, match="wrapped in quotes") as caught:
+        resolve_connection({"token": quoted.format(t=token)}, {}, client_prefix="x")
+    assert token not in str(caught.value)
+    assert "'" in str(caught.value) or '"' in str(caught.value).split(":")[0]
+
+
+def test_tls_options_on_a_plain_url_are_refused_and_env_ones_named() -> None:
+    """16.2: --ca-file/--cert-file/--key-file/--insecure on mqtt:// were ignored without a word."""
+    for flag in ("ca_file", "cert_file", "key_file", "insecure"):
+        with pytest.raises(ConfigError, match="needs TLS"):
+            resolve_connection({flag: True if flag == "insecure" else "x.pem", "broker": "mqtt://h"}, {},
+                               client_prefix="x")
+    settings = resolve_connection({"ca_file": "ca.pem", "tls": True, "host": "h"}, {}, client_prefix="x")
+    assert settings.url.scheme == "mqtts" and settings.ca_file == "ca.pem"  # --tls turns it on
+    settings = resolve_connection({"broker": "mqtt://h"}, {"CA_CERT_PATH": "ca.pem"}, client_prefix="x")
+    assert settings.ca_file is None and any("CA_CERT_PATH" in text for text in settings.unused)
+
+
+def test_password_without_username() -> None:
+    with pytest.raises(ConfigError, match="--password needs --username"):
+        resolve_connection({"password": "pw"}, {}, client_prefix="x")
+    settings = resolve_connection({}, {"MQTT_PASSWORD": "pw"}, client_prefix="x")
+    assert settings.password is None and any("MQTT_PASSWORD" in text for text in settings.unused)
+    assert "pw" not in " ".join(settings.unused)
 
 
 def test_token_is_case_sensitive_and_never_split() -> None:

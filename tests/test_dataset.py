@@ -203,4 +203,4 @@ def test_dataset_directory_checks(tmp_path: Path) -> None:
     with pytest.raises(RecordingError, match="upgrade tesaiot"):
         prepare_dataset(root, partition=None, tool_version="test")
     empty = run_cli("info", str(stranger))
-    assert empty.returncode == EXIT_RECORDING and "holds no recording" in empty.stderr
+    assert empty.returncode == EXIT_RECORDING and "is a directory but not a tesaiot dataset" in empty.stderr

@@ -84,7 +84,7 @@ def test_demo_script_runs_end_to_end() -> None:
     try:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert "replayed 40 messages" in result.stderr
-        assert "labels" in result.stdout and "anomalies 4" in result.stdout
+        assert "labels" in result.stdout and "anomalous messages 4" in result.stdout
         assert result.stdout.count("Device: infineon-sensor-01") == 40
         assert "Traceback" not in result.stderr
     finally:

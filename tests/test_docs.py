@@ -8,18 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import typer.main
-
-from tesaiot_cli.cli import app
+from tesaiot_cli.cli import all_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def help_examples() -> dict[str, list[str]]:
     """Each command's example lines from its help epilog, without the trailing comments."""
-    group = typer.main.get_command(app)
     examples: dict[str, list[str]] = {}
-    for name, command in group.commands.items():  # type: ignore[attr-defined]
+    for name, command in all_commands().items():
         epilog = command.epilog or ""
         lines = epilog.split("Examples:", 1)[1].splitlines() if "Examples:" in epilog else []
         examples[name] = [re.sub(r"\s+#.*$", "", line).strip() for line in lines if "tesaiot " in line]

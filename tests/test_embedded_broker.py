@@ -62,3 +62,54 @@ def test_duration_stops_it() -> None:
     result = run_cli("broker", "--port", str(port), "--no-ws", "--duration", "0.5", timeout=30)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 25
+
+
+def _listen(url: str, *args: str) -> tuple[int, list[dict[str, object]], str]:
+    result = run_cli("listen", "-b", url, "--json", *args, timeout=40)
+    return result.returncode, [json.loads(line) for line in result.stdout.splitlines()], result.stderr
+
+
+def test_retained_messages_go_only_to_their_own_subscribers(embedded: tuple[int, int]) -> None:
+    """amqtt sent a new client the retained messages of every client's filters (16.14)."""
+    port, _ws = embedded
+    url = f"mqtt://127.0.0.1:{port}"
+    publish(port, [("cfg/a", b"setting")], retain=True)
+    holder = start_cli("listen", "-b", url, "-t", "cfg/#", "--timeout", "8")  # holds a cfg/# subscription
+    try:
+        assert holder.stderr is not None
+        deadline = time.monotonic() + 20
+        while "listening on" not in holder.stderr.readline() and time.monotonic() < deadline:
+            pass
+        code, got, err = _listen(url, "-t", "other/#", "--timeout", "1.5")
+        assert code == 0, err
+        assert got == [], got  # nothing of cfg/#
+        code, got, err = _listen(url, "-t", "cfg/#", "--timeout", "1.5")
+        assert [(m["topic"], m["retain"]) for m in got] == [("cfg/a", True)], got
+    finally:
+        holder.kill()
+        holder.communicate(timeout=10)
+
+
+def test_qos_is_the_lower_one_and_a_retained_topic_can_be_cleared(embedded: tuple[int, int]) -> None:
+    port, _ws = embedded
+    url = f"mqtt://127.0.0.1:{port}"
+    listener = start_cli("listen", "-b", url, "-t", "q/#", "--qos", "0", "--json", "--count", "1")
+    assert listener.stderr is not None
+    deadline = time.monotonic() + 20
+    while "listening on" not in listener.stderr.readline() and time.monotonic() < deadline:
+        pass
+    publish(port, [("q/a", b"x")], qos=1)
+    out, err = listener.communicate(timeout=20)
+    assert listener.returncode == 0, err
+    assert json.loads(out.splitlines()[0])["qos"] == 0
+    publish(port, [("gone/a", b"v")], retain=True)
+    publish(port, [("gone/a", b"")], retain=True)
+    code, got, err = _listen(url, "-t", "gone/#", "--timeout", "1.5")
+    assert code == 0 and got == [], (got, err)
+
+
+def test_ws_without_a_port_is_the_embedded_brokers_port() -> None:
+    from tesaiot_cli.config import parse_broker_url
+
+    assert parse_broker_url("ws://127.0.0.1").port == 8083  # `tesaiot broker`'s default --ws-port
+    assert parse_broker_url("wss://mqtt.tesaiot.com").port == 8085

@@ -87,7 +87,7 @@ def test_info_human_output(tmp_path: Path) -> None:
     assert "time span   2025-11-22T08:26:40.000000+00:00 -> 2025-11-22T08:26:45.000000+00:00 (5 s" in out
     assert "source      simulate from mqtt://127.0.0.1:1883, topics device/+/telemetry/#, seed 42" in out
     assert "payload     min 0 B, mean 13.7 B, max 30 B" in out
-    assert "labels      high_pressure 1, high_temperature 1, normal 4; anomalies 2" in out
+    assert "labels      high_pressure 1, high_temperature 1, normal 4; anomalous messages 2" in out
     assert "device/a/telemetry" in out and "3 s from 2025-11-22T08:26:42" in out
     assert result.stderr == ""
 

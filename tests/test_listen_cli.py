@@ -82,6 +82,13 @@ def test_timeout_exit_code(broker: Mosquitto) -> None:
     assert "stopped (timeout)" in result.stderr
 
 
+def test_timeout_without_count_is_a_normal_end(broker: Mosquitto) -> None:
+    """A bounded capture (`listen --timeout S` under `set -e`) did what was asked: exit 0."""
+    result = run_cli("listen", "-b", broker.tcp_url, "--timeout", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert "stopped (timeout)" in result.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly(broker: Mosquitto, sig: signal.Signals) -> None:
     process = start_cli("listen", "-b", broker.tcp_url)
@@ -120,7 +127,7 @@ def test_tls_failure_is_one_line_exit_3(broker: Mosquitto) -> None:
 
 def test_insecure_warns(broker: Mosquitto) -> None:
     result = run_cli("listen", "-b", broker.tls_url, "--insecure", "--timeout", "0.3")
-    assert result.returncode == 6
+    assert result.returncode == 0
     assert "warning: TLS certificate verification is OFF" in result.stderr
 
 
@@ -129,7 +136,7 @@ def test_password_from_env_file(broker: Mosquitto, tmp_path: Path) -> None:
     env_file.write_text(f"MQTT_BROKER_URL={broker.auth_url}\nMQTT_USERNAME={USER}\nMQTT_PASSWORD={PASSWORD}\n")
     env_file.chmod(0o600)
     result = run_cli("listen", "--timeout", "0.3", cwd=tmp_path, env=clean_env(PYTHONPATH=str(Path.cwd())))
-    assert result.returncode == 6, result.stderr
+    assert result.returncode == 0, result.stderr
     assert f"auth=user {USER}" in result.stderr and PASSWORD not in result.stderr
     assert "other users can read" not in result.stderr
     env_file.chmod(0o644)
@@ -141,7 +148,7 @@ def test_environment_beats_env_file(broker: Mosquitto, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("MQTT_BROKER_URL=mqtt://127.0.0.1:1\n")
     env = clean_env(MQTT_BROKER_URL=broker.tcp_url, PYTHONPATH=str(Path.cwd()))
     result = run_cli("listen", "--timeout", "0.3", cwd=tmp_path, env=env)
-    assert result.returncode == 6, result.stderr
+    assert result.returncode == 0, result.stderr
 
 
 def test_upstream_topic_env_names(broker: Mosquitto) -> None:
@@ -189,6 +196,13 @@ def test_reconnects_after_broker_restart(own_broker: Mosquitto) -> None:
         (["--broker", "wss://mqtt.tesaiot.com", "--token", "abc_wrong_prefix"], 1, "start with 'tesa_mqtt_'"),
         (["--broker", "wss://mqtt.tesaiot.com"], 1, "needs credentials"),
         (["--token", TOKEN, "--topic", "#"], 1, "may only subscribe"),
+        (["--template", "{nope}"], 1, "unknown field {nope}"),
+        (["--template", "{topic:d}"], 1, "invalid --template"),
+        (["--template", "{topic}", "--json"], 1, "exclude each other"),
+        (["--payload-only", "--template", "{topic}"], 1, "give one of them"),
+        (["--binary", "octal", "-P"], 1, "invalid --binary"),
+        (["--color", "sometimes"], 1, "invalid --color"),
+        (["-R", "--retained-only"], 1, "exclude each other"),
     ],
 )
 def test_bad_input_one_line_and_exit_code(args: list[str], code: int, text: str) -> None:
@@ -196,3 +210,88 @@ def test_bad_input_one_line_and_exit_code(args: list[str], code: int, text: str)
     assert result.returncode == code, result.stderr
     assert text in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- mosquitto_sub parity: templates, payload only, retained handling, colour, UTC ------------
+
+
+def test_template_payload_only_and_binary(broker: Mosquitto) -> None:
+    topic = f"device/tpl-{time.monotonic_ns()}/telemetry"
+    messages = [(topic, b'{"n": 1}'), (topic, b"\x00\xffraw")]
+    process = start_cli("listen", "-b", broker.tcp_url, "-t", topic, "--count", "2",
+                        "-F", "{topic}\\t{qos}\\t{retain}\\t{bytes}\\t{payload}\\t{time}", "--binary", "base64")
+    wait_listening(process)
+    publish(broker.tcp_port, messages, qos=1)
+    code, out, err = finish(process)
+    assert code == 0, err
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert [row[:5] for row in rows] == [[topic, "1", "0", "8", '{"n": 1}'],
+                                         [topic, "1", "0", "5", base64.b64encode(b"\x00\xffraw").decode()]]
+    assert all(row[5].endswith("+00:00") for row in rows)
+    process = start_cli("listen", "-b", broker.tcp_url, "-t", topic, "--count", "2", "-P")
+    wait_listening(process)
+    publish(broker.tcp_port, messages, qos=1)
+    code, out, err = finish(process)
+    assert code == 0 and out.splitlines() == ['{"n": 1}', b"\x00\xffraw".hex()], (out, err)
+
+
+def test_skip_retained_and_retained_only(broker: Mosquitto) -> None:
+    base = f"ret-{time.monotonic_ns()}"
+    publish(broker.tcp_port, [(f"{base}/a", b"old-a"), (f"{base}/b", b"old-b")], retain=True)
+    try:
+        result = run_cli("listen", "-b", broker.tcp_url, "-t", f"{base}/#", "--retained-only", "-P",
+                         "--timeout", "10")
+        assert result.returncode == 0, result.stderr  # no live message came: --timeout ended it, exit 0
+        assert sorted(result.stdout.splitlines()) == ["old-a", "old-b"]
+        process = start_cli("listen", "-b", broker.tcp_url, "-t", f"{base}/#", "--retained-only", "-P")
+        wait_listening(process)
+        publish(broker.tcp_port, [(f"{base}/a", b"live")])
+        code, out, err = finish(process)
+        assert code == 0 and sorted(out.splitlines()) == ["old-a", "old-b"], err
+        assert "stopped (end of the retained messages): 2 messages shown" in err
+        process = start_cli("listen", "-b", broker.tcp_url, "-t", f"{base}/#", "-R", "-P", "--count", "1")
+        wait_listening(process)
+        publish(broker.tcp_port, [(f"{base}/b", b"live-b")])
+        code, out, err = finish(process)
+        assert code == 0 and out.splitlines() == ["live-b"], err
+        assert "1 message shown" in err
+    finally:
+        publish(broker.tcp_port, [(f"{base}/a", b""), (f"{base}/b", b"")], retain=True)
+
+
+@pytest.mark.parametrize(("color", "painted"), [("always", True), ("never", False), ("auto", False)])
+def test_color_option_and_utc_shown(broker: Mosquitto, color: str, painted: bool) -> None:
+    topic = f"device/col-{time.monotonic_ns()}/telemetry"
+    process = start_cli("listen", "-b", broker.tcp_url, "-t", topic, "--count", "1", "--color", color)
+    wait_listening(process)
+    publish(broker.tcp_port, [(topic, b'{"n": 1}')])
+    code, out, err = finish(process)
+    assert code == 0, err
+    assert ("\x1b[" in out) is painted  # auto: stdout is a pipe here, so no colour
+    assert " UTC]" in out  # the receive time says which clock it is
+
+
+def test_tls_settings_from_the_environment_on_a_plain_url_are_named_not_ignored(broker: Mosquitto) -> None:
+    env = clean_env(CA_CERT_PATH=str(broker.pki.ca_cert), MQTT_PASSWORD="pw-without-user")
+    result = run_cli("listen", "-b", broker.tcp_url, "--timeout", "0.3", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"warning: CA_CERT_PATH/MQTT_CA_CERT is set but {broker.tcp_url} is not TLS: it is not used" in result.stderr
+    assert "warning: MQTT_PASSWORD is set but no username is: the password is not used" in result.stderr
+    assert "pw-without-user" not in result.stderr
+
+
+def test_client_certificate_problems_are_named(broker: Mosquitto, tmp_path: Path) -> None:
+    """16.9: '[SSL] PEM lib (_ssl.c:3926)' said nothing; now the file and the problem are named."""
+    pki = broker.pki
+    common = ("listen", "-b", broker.mtls_url, "--ca-file", str(pki.ca_cert), "--timeout", "0.3")
+    mismatch = run_cli(*common, "--cert-file", str(pki.client_cert), "--key-file", str(pki.server_key))
+    assert mismatch.returncode == 1, mismatch.stderr
+    assert f"the client key {pki.server_key} does not belong to the certificate {pki.client_cert}" in mismatch.stderr
+    no_key = run_cli(*common, "--cert-file", str(pki.client_cert))
+    assert no_key.returncode == 1 and "holds no private key: give the client's key with --key-file" in no_key.stderr
+    combined = tmp_path / "both.pem"
+    combined.write_bytes(pki.client_cert.read_bytes() + pki.client_key.read_bytes())
+    together = run_cli(*common, "--cert-file", str(combined))  # a PEM holding both is fine
+    assert together.returncode == 0, together.stderr
+    wrong_key = run_cli(*common, "--cert-file", str(pki.client_cert), "--key-file", str(pki.ca_cert))
+    assert wrong_key.returncode == 1 and "holds no PEM private key" in wrong_key.stderr

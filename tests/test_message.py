@@ -82,6 +82,29 @@ def test_decode_payload() -> None:
     assert decode_payload(b"\xff\x00") == ("/wA=", "base64")
 
 
+def test_utf8_with_control_characters_is_binary_in_both_outputs() -> None:
+    """Valid UTF-8 holding NUL or BEL was a hex dump for people but "text" in --json."""
+    payload = b"ab\x00\x07cd"
+    assert decode_payload(payload) == ("YWIAB2Nk", "base64")
+    assert message_record(Message("t", payload, 0, False, 0))["encoding"] == "base64"
+    assert "binary, 6 bytes" in human_block(Message("t", payload, 0, False, 0))
+    assert decode_payload(b"tab\tnew\nline \x1b[1mbold\x1b[0m")[1] == "text"  # text's own controls
+
+
+@pytest.mark.parametrize("payload", [b'{"n": 123456789012345678901234567890}', b'{"n": 1.10000000000000000000001}',
+                                     b'[123456789.0123456789]', b'{"tiny": 1e-400}', b'{"n": -18446744073709551615}'])
+def test_json_that_parsing_would_round_keeps_its_exact_text(payload: bytes) -> None:
+    assert decode_payload(payload) == (payload.decode(), "text")
+
+
+@pytest.mark.parametrize("payload", [b'{"n": 18446744073709551615}', b'{"p": 1013.25, "t": 25.1}', b"[1E2, -0.0]",
+                                     b'{"ts": "2026-11-22T08:24:56.055689+00:00", "v": 0.1}'])
+def test_json_whose_numbers_survive_parsing_is_json(payload: bytes) -> None:
+    import orjson
+
+    assert decode_payload(payload) == (orjson.loads(payload), "json")
+
+
 def test_iso_time_keeps_microseconds() -> None:
     assert iso_time(1_795_335_896_055_689_123) == "2026-11-22T08:24:56.055689+00:00"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -123,6 +124,32 @@ def test_sigterm_leaves_a_complete_byte_exact_file(broker: Mosquitto, tmp_path: 
     now = time.time_ns()
     assert all(now - 60e9 < m.time_ns <= now for m in messages)
     assert [m.time_ns for m in messages] == sorted(m.time_ns for m in messages)
+
+
+def test_summary_rate_leaves_out_the_wait_for_the_first_message(broker: Mosquitto, tmp_path: Path) -> None:
+    top = prefix()
+    recorder = record(str(tmp_path / "late.jsonl"), "-b", broker.tcp_url, "-t", f"{top}/#", "--count", "20")
+    time.sleep(2.0)  # the recorder waits 2 s for the first message: not part of the rate
+    publish(broker.tcp_port, [(f"{top}/n", str(i).encode()) for i in range(20)])
+    assert recorder.wait() == 0, recorder.stderr
+    match = re.search(r"recorded 20 messages in [^(]+\(([\d,.]+) msg/s from the first message to the last\)",
+                      recorder.stderr)
+    assert match, recorder.stderr
+    assert float(match.group(1).replace(",", "")) > 20  # 20 messages over ~2 s would be < 10 msg/s
+    one = run_cli("record", str(tmp_path / "one.jsonl"), "-b", broker.tcp_url, "-t", f"{top}/none",
+                  "--duration", "0.3")
+    assert "recorded 0 messages in" in one.stderr and "msg/s" not in one.stderr
+
+
+def test_a_name_without_suffix_is_said_to_become_a_dataset(broker: Mosquitto, tmp_path: Path) -> None:
+    result = run_cli("record", str(tmp_path / "run1"), "-b", broker.tcp_url, "-t", f"{prefix()}/none",
+                     "--duration", "0.3")
+    assert result.returncode == 0, result.stderr
+    assert "(a dataset directory, as the name has no suffix: Parquet files partitioned by date; name it " \
+           f"{tmp_path / 'run1'}.parquet or" in result.stderr
+    result = run_cli("record", str(tmp_path / "run2.jsonl"), "-b", broker.tcp_url, "-t", f"{prefix()}/none",
+                     "--duration", "0.3")
+    assert "dataset" not in result.stderr
 
 
 def test_count_and_duration_stop_by_themselves(broker: Mosquitto, tmp_path: Path) -> None:

@@ -337,3 +337,90 @@ def test_bare_loop_replays_until_stopped(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert [json.loads(line)["topic"] for line in lines] == ["t/a", "t/b"] * 3 + ["t/a"]
     assert "stopped by SIGINT" in err
+
+
+# -- what a user sees: the start line, progress, pause, labels, unsealed files -----------------
+
+
+def test_start_line_says_what_how_long_and_at_what_speed(tmp_path: Path) -> None:
+    path = write_recording(tmp_path / "rec.jsonl", [Message(f"t/{i}", b"x", 0, False, T0 + i * S // 10)
+                                                    for i in range(21)])
+    result = run_cli("replay", str(path), "--to", "-", "--speed", "20x")
+    assert result.returncode == 0, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first == ("tesaiot: replaying 21 messages (2 s recorded, from 2026-09-21 14:13:20 UTC) to stdout "
+                     "at 20x: about 0.1 s"), first
+    result = run_cli("replay", str(path), "--to", "-", "--speed", "max", "--loop", "3", "-t", "t/1")
+    assert "replaying a selection of 21 messages" in result.stderr and "3 loops" in result.stderr
+    assert "  written 3 lines to stdout" in result.stderr  # not "acknowledged": nothing was published
+    assert "acknowledged" not in result.stderr
+
+
+def test_progress_line_with_total_and_percent_and_space_pauses_on_a_tty(tmp_path: Path) -> None:
+    from tests.support.tty import TTYProcess
+
+    path = write_recording(tmp_path / "rec.jsonl", [Message(f"t/{i}", b"x", 0, False, T0 + i * S // 20)
+                                                    for i in range(60)])  # 3 s at 1x
+    process = TTYProcess("replay", str(path), "--to", "-")
+    screen = process.read_for(1.2)
+    assert "space pauses" in screen
+    process.type(b" ")
+    paused_at = time.monotonic()
+    screen = process.read_for(1.5)
+    assert "PAUSED: space resumes, Ctrl+C stops" in screen
+    process.type(b" ")
+    run = process.finish(timeout=30)
+    paused_s = time.monotonic() - paused_at
+    assert run.returncode == 0, run.terminal
+    progress = [frame for frame in run.frames() if frame.startswith("sent ")]
+    assert progress and all(re.match(r"sent \d+ of 60 +\d+% ", frame) for frame in progress), progress
+    percents = [int(re.search(r"(\d+)%", frame)[1]) for frame in progress]  # type: ignore[index]
+    assert percents == sorted(percents) and 0 < percents[-1] <= 100
+    assert re.search(r"paused 1\.\d s", run.terminal), run.terminal
+    assert len(run.stdout.splitlines()) == 60
+    # The schedule resumed where it was: the run took its 3 s plus the pause, not less.
+    stamps = [json.loads(line)["time_ns"] for line in run.stdout.splitlines()]
+    assert (stamps[-1] - stamps[0]) / S >= 2.9 + 1.2
+    assert paused_s >= 1.5
+
+
+def test_dry_run_carries_the_ground_truth_label(tmp_path: Path) -> None:
+    path = tmp_path / "truth.jsonl"
+    with open_writer(path, metadata=RecordingMetadata(source="simulate", labelled=True)) as writer:
+        for i, label in enumerate(["normal", "spike", "normal"]):
+            writer.write(Message("device/d/telemetry", b"{}", 1, False, T0 + i * S // 100), label=label)
+    result = run_cli("replay", str(path), "--to", "-", "--speed", "max", "--loop", "2")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["label"] for line in result.stdout.splitlines()] == ["normal", "spike", "normal"] * 2
+    plain = write_recording(tmp_path / "plain.jsonl", [Message("t", b"1", 0, False, T0)])
+    assert "label" not in json.loads(run_cli("replay", str(plain), "--to", "-").stdout)
+
+
+def test_replaying_an_unsealed_recording_says_so(broker: Mosquitto, tmp_path: Path) -> None:
+    path = tmp_path / "crash.parquet"
+    process = start_cli("record", str(path), "-b", broker.tcp_url, "-t", f"{unique_prefix()}/#")
+    time.sleep(1.5)
+    process.kill()  # SIGKILL: the recording stays unsealed (crash.parquet.partial/)
+    process.communicate(timeout=10)
+    for args in (["replay", str(path), "--to", "-"], ["convert", str(path), str(tmp_path / "out.jsonl")]):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+        assert "is not sealed (left by a crash?)" in result.stderr, (args, result.stderr)
+        assert f"'tesaiot recover {path}' seals it" in result.stderr
+
+
+def test_a_small_selection_is_read_once_however_often_it_loops(tmp_path: Path) -> None:
+    """--loop of a tiny selection at --speed max re-read the whole file every loop; now the
+    selection is kept after the first loop (removing the file afterwards changes nothing)."""
+    messages = [Message(f"noise/{i}", b"n", 0, False, T0 + i * 1000) for i in range(3000)]
+    messages[1500] = Message("only/this", b"picked", 0, False, T0 + 1500 * 1000)
+    path = write_recording(tmp_path / "big.jsonl", messages)
+    process = start_cli("replay", str(path), "--to", "-", "--speed", "max", "--loop", "-t", "only/this")
+    assert process.stdout is not None
+    first = [process.stdout.readline() for _ in range(3)]
+    path.unlink()
+    later = [process.stdout.readline() for _ in range(200)]
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert {json.loads(line)["topic"] for line in first + later} == {"only/this"}

@@ -145,3 +145,23 @@ def test_workers_need_a_directory_and_leave_nothing_when_the_broker_is_down(tmp_
     mine.mkdir()  # an empty directory the user made stays, whatever happens
     again = run_cli("record", str(mine), "--workers", "2", "-b", "mqtt://127.0.0.1:1", "--count", "1")
     assert again.returncode == EXIT_CONNECT and mine.is_dir() and not list(mine.iterdir())
+
+
+def test_kill_9_of_the_workers_parent_leaves_no_leaked_semaphore_warnings(broker: Mosquitto, tmp_path: Path) -> None:
+    """A SIGKILL of the `record --workers` parent made Python's resource tracker print
+    "There appear to be N leaked semaphore objects" (16.18): it cleans them up, quietly now."""
+    import time
+
+    run = uuid.uuid4().hex[:8]
+    out = tmp_path / "killed"
+    recorder = record(str(out), "--workers", "2", "-b", broker.tcp_url, "-t", f"device/+/telemetry/{run}")
+    publish(broker.tcp_port, _messages(run)[:100], qos=1)
+    assert wait_recorded(out, 100, timeout=30) == 100
+    recorder.process.kill()
+    recorder.process.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and recorder._reader.is_alive():  # workers and tracker exit: EOF
+        time.sleep(0.1)
+    recorder._reader.join(timeout=5)
+    assert "leaked semaphore" not in recorder.stderr and "resource_tracker" not in recorder.stderr, recorder.stderr
+    assert sorted(_seqs(out)) == list(range(100)) or run_cli("recover", str(out)).returncode == 0

@@ -27,7 +27,7 @@ from tests.support.broker import TOKEN, Mosquitto
 from tests.support.clients import Collector
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
-LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] \[(NORMAL|ANOMALY)\]( \((\w+)\))? Published: "
+LINE = re.compile(r"^\[\d\d:\d\d:\d\d UTC\] \[(NORMAL|ANOMALY)\]( \((\w+)\))? Published: "
                   r"Pressure=(\d+\.\d\d) hPa, Temperature=(\d+\.\d\d) °C$")
 
 
@@ -84,7 +84,7 @@ def test_payload_schema_ranges_and_anomaly_positions(broker: Mosquitto) -> None:
             assert (85 <= temperature <= 90) if hot else (20 <= temperature <= 35)
             assert (1200 <= pressure <= 1250) if high else (950 <= pressure <= 1050)
     assert "40 packets published" in result.stderr and "40 acknowledged by the broker" in result.stderr
-    assert "anomalies injected: 4 (" in result.stderr and "0 dropped" in result.stderr
+    assert "anomaly onsets: 4 (" in result.stderr and "0 dropped" in result.stderr
 
 
 def test_per_packet_lines_like_upstream(broker: Mosquitto) -> None:
@@ -169,7 +169,7 @@ def test_anomaly_every_zero_means_no_anomalies(broker: Mosquitto) -> None:
         assert result.returncode == 0, result.stderr
         data = [d for _, d in values(received(collector, 25))]
     assert len(data) == 25 and all(950 <= d["pressure"] <= 1050 and 20 <= d["temperature"] <= 35 for d in data)
-    assert "anomalies injected: 0" in result.stderr and "no anomalies" in result.stderr
+    assert "anomaly onsets: 0" in result.stderr and "no anomalies" in result.stderr
 
 
 def test_upstream_environment_names_and_precedence(broker: Mosquitto, tmp_path: Path) -> None:
@@ -208,7 +208,7 @@ def test_record_ground_truth_matches_what_a_subscriber_received(broker: Mosquitt
 
     device, path = uid(), tmp_path / f"truth{suffix}"
     args = ("--device-id", device, "--interval", "0", "--count", "40", "--anomaly-every", "4", "-k", "spike,dropout",
-            "--seed", "9", "--label", "--record", str(path), "--password", "not-printed")
+            "--seed", "9", "--label", "--record", str(path), "--username", "someone", "--password", "not-printed")
     with Collector(broker.tcp_port, f"device/{device}/telemetry") as collector:
         result = simulate(broker, *args)
         assert result.returncode == 0, result.stderr
@@ -334,6 +334,7 @@ def test_outage_queued_packets_are_delivered_after_reconnect(own_broker: Mosquit
     assert code == 0, err
     assert len(packets) == 100
     assert "disconnected from" in err and "reconnected to" in err
+    assert "Unspecified error" not in err and "the connection was closed (broker stopped" in err
     assert "100 packets published" in err and "100 acknowledged by the broker" in err and "0 dropped" in err
     assert "connection lost 1 time(s), reconnected 1 time(s)" in err
 
@@ -342,8 +343,89 @@ def test_outage_beyond_the_queue_is_reported_as_dropped(own_broker: Mosquitto) -
     code, err, packets = outage_run(own_broker, "--queue", "5", count=80)
     assert code == 7, err
     dropped = int(re.search(r"(\d+) dropped", err)[1])  # type: ignore[index]
-    assert dropped > 5 and "raise --queue" in err
+    assert dropped > 5 and "dropped while the broker was unreachable: --queue (now 5) keeps more" in err
+    assert "raise --queue" not in err and "while connected" not in err
     assert len(packets) == 80 - dropped
+
+
+def test_qos0_outage_hint_says_qos0_is_not_queued(own_broker: Mosquitto) -> None:
+    """QoS 0 is not queued while disconnected: the hint says so, not 'raise --queue'."""
+    code, err, _ = outage_run(own_broker, "--qos", "0", count=80)
+    assert code == 7, err
+    assert "QoS 0 packets are not queued while disconnected (--qos 1 queues" in err, err
+    assert "--queue (now" not in err
+
+
+def test_slow_broker_drops_are_blamed_on_the_pace_not_the_queue(own_broker: Mosquitto) -> None:
+    """A broker that stops reading (SIGSTOP: the connection stays up, nothing is
+    acknowledged) is a link slower than the schedule: the drops happen while connected,
+    and the hint says to publish less, not to raise --queue."""
+    import signal as signals
+
+    assert own_broker.process is not None
+    process = start_cli("simulate", "-b", own_broker.tcp_url, "--device-id", uid(), "--interval", "0.02",
+                        "--count", "150", "--anomaly-every", "0", "--queue", "5")
+    try:
+        time.sleep(1.5)
+        own_broker.process.send_signal(signals.SIGSTOP)
+        time.sleep(1.5)
+        own_broker.process.send_signal(signals.SIGCONT)
+        _, err = process.communicate(timeout=40)
+    finally:
+        own_broker.process.send_signal(signals.SIGCONT)
+        process.kill()
+    assert process.returncode == 7, err
+    assert "dropped while connected: the broker or the link took packets more slowly than the schedule" in err
+    assert "publish less (--interval, --devices)" in err and "unreachable" not in err
+
+
+@pytest.mark.parametrize(("qos", "version"), [(0, "3.1.1"), (1, "3.1.1"), (1, "5"), (2, "5")])
+def test_live_status_on_a_tty_shows_acknowledged_and_queued_moving(broker: Mosquitto, qos: int,
+                                                                   version: str) -> None:
+    """On a terminal the status line is redrawn every second, and its acknowledged count
+    (QoS 0: written) moves while publishing (it stayed at 0 until the queue emptied)."""
+    from tests.support.tty import run_on_tty
+
+    run = run_on_tty("simulate", "-b", broker.tcp_url, "--device-id", uid(), "--devices", "20", "--interval",
+                     "0.1", "--duration", "3.5", "--anomaly-every", "5", "--qos", str(qos), "--mqtt-version",
+                     version, timeout=60)
+    assert run.returncode == 0, run.terminal
+    status = [frame for frame in run.frames() if " msg/s" in frame and "sent " in frame]
+    assert len(status) >= 2, run.frames()
+    done = "written" if qos == 0 else "acked"
+    acked = [int(re.search(rf"{done} ([\d,]+)", frame)[1].replace(",", "")) for frame in status]  # type: ignore[index]
+    assert acked[0] > 0 and acked == sorted(acked) and acked[-1] > acked[0], status
+    assert all(re.search(r"queued [\d,]+/[\d,]+", frame) for frame in status), status
+    assert all("anomaly onsets" in frame for frame in status)
+
+
+def test_status_line_says_what_happens_to_packets_while_disconnected() -> None:
+    from tesaiot_cli.sim.report import status_line
+
+    common: dict[str, Any] = {"sent": 10, "acknowledged": 4, "queued": 6, "onsets": 1, "dropped": 0, "rate": 5.0,
+                              "elapsed_s": 2.0, "devices": 1, "connected": False, "queue": 50}
+    assert "DISCONNECTED (queueing)" in status_line(qos=1, **common)
+    line = status_line(qos=0, **common)
+    assert "DISCONNECTED (QoS 0: dropping)" in line and "queueing" not in line and "written 4" in line
+
+
+def test_undelivered_hints_fit_the_cause() -> None:
+    from tesaiot_cli.sim.report import undelivered_lines
+
+    common: dict[str, Any] = {"failed": 0, "failed_reasons": {}, "queue": 100, "drain_timeout_s": 10.0,
+                              "acknowledged_rate": 40.0, "scheduled_rate": 500.0, "stopped_by": None,
+                              "drained": "all"}
+    slow = " ".join(undelivered_lines(dropped=30, qos=1, dropped_slow=30, dropped_offline=0, **common))
+    assert "more slowly than the schedule (40/s acknowledged against 500/s scheduled)" in slow
+    assert "unreachable" not in slow
+    qos0 = " ".join(undelivered_lines(dropped=30, qos=0, dropped_slow=30, dropped_offline=0, **common))
+    assert "40/s written against" in qos0
+    offline = " ".join(undelivered_lines(dropped=7, qos=0, dropped_slow=0, dropped_offline=7, **common))
+    assert "QoS 0 packets are not queued" in offline and "--queue (now" not in offline
+    common.update(stopped_by="SIGINT", drained="interrupted")
+    ctrl_c = " ".join(undelivered_lines(dropped=12, qos=1, dropped_slow=0, dropped_offline=0, **common))
+    assert "12 still unacknowledged when a second Ctrl+C cut the final wait short" in ctrl_c
+    assert "--queue" not in ctrl_c
 
 
 # -- units: options, command line, console ----------------------------------------------
@@ -383,4 +465,4 @@ def test_console_line_and_summary() -> None:
                           qos=1, onsets={"dropout": 1, "spike": 2}, labelled={"normal": 8, "spike": 2, "dropout": 2},
                           disconnects=0, reconnects=0, interval_s=0.1, last_lateness_s=0.001, max_lateness_s=0.002)
     assert lines[0].startswith("stopped (count) after 2.0 s: 10 packets published (5.0 msg/s), 10 acknowledged")
-    assert "anomalies injected: 3 (spike 2, dropout 1); 4 anomalous packets; 2 packets left out" in lines[1]
+    assert "anomaly onsets: 3 (spike 2, dropout 1); 4 anomalous packets; 2 packets left out" in lines[1]

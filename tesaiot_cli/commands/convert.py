@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, err, warn
+from tesaiot_cli.cliutil import check_recording_path, cli_errors, err, plural, warn
 from tesaiot_cli.commands.info import human_bytes
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
@@ -47,6 +47,7 @@ def convert(
     with cli_errors():
         finder = DuplicateFinder(window) if dedupe else None
         source = strip_partial(source)
+        check_recording_path(source)
         out_format = format_for(target, fmt)
         if not is_dataset_path(source):  # a dataset directory is Parquet by definition
             format_for(source, from_fmt)
@@ -57,6 +58,9 @@ def convert(
             raise ConfigError(f"{target} already exists: choose another name, or --force to overwrite")
         with open_reader(source, format=from_fmt) as reader:
             metadata = reader.metadata
+            if not getattr(reader, "sealed", True):
+                warn(f"{source} is not sealed (left by a crash?): converting what is readable; "
+                     f"'tesaiot recover {source}' seals it")
             note: dict[str, Any] = {"removed": 0, "window_s": window}
             if finder is not None:  # said in the metadata: filled in before the writer closes
                 metadata = replace(metadata, extra={**metadata.extra, "deduplicated": note})
@@ -75,5 +79,5 @@ def convert(
         for text in warnings:
             warn(text)
         removed = f", {finder.duplicates:,} duplicates left out" if finder is not None else ""
-        err(f"converted {summary.messages:,} messages: {source} -> {target} ({out_format}, "
+        err(f"converted {plural(summary.messages, 'message')}: {source} -> {target} ({out_format}, "
             f"{human_bytes(summary.file_bytes)}){removed}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, warn
+from tesaiot_cli.cliutil import check_recording_path, cli_errors, warn
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ def info(
 
     with cli_errors():
         file = strip_partial(file)
+        check_recording_path(file)
         finder = DuplicateFinder(window) if duplicates else None
         reader: Any
         with open_reader(file, format=fmt) as reader:
@@ -184,7 +185,7 @@ def render_report(report: dict[str, Any]) -> str:
                      f"total {human_bytes(size['total'])}")
     if report["labels"]:
         counts = ", ".join(f"{label} {count:,}" for label, count in report["labels"].items())
-        lines.append(f"labels      {counts}; anomalies {report['anomalies']:,}"
+        lines.append(f"labels      {counts}; anomalous messages {report['anomalies']:,}"
                      + (f"; unlabelled {report['unlabelled']:,}" if report["unlabelled"] else ""))
     dups = report.get("duplicates")
     if dups is not None:

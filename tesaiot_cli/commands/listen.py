@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 import queue
 import sys
 import time
@@ -16,7 +15,10 @@ from tesaiot_cli.cliutil import (
     ConnectionFlags,
     StopSignals,
     cli_errors,
+    env_topics,
     err,
+    load_environment,
+    plural,
     print_event,
     resolve_settings,
     use_color,
@@ -35,6 +37,11 @@ Examples:
   tesaiot listen -b wss://mqtt.tesaiot.com:8085/mqtt -t 'device/my-dev/telemetry/#'
   tesaiot listen --json --count 100 | jq .payload.data.pressure
   tesaiot listen --device 'infineon-*' --sensor DPS368 --timeout 30
+  tesaiot listen --payload-only -t 'device/my-dev/telemetry'      # payloads only, as mosquitto_sub
+  tesaiot listen -F '{time} {topic} qos={qos} retain={retain} {payload}' --binary base64
+  tesaiot listen -R                                  # skip the retained (stale) values sent on subscribe
+  tesaiot listen --retained-only -t 'config/#'       # the retained values, then exit
+  tesaiot listen --color always | less -R
 """
 
 
@@ -45,10 +52,16 @@ def listen(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout (NDJSON).")] = False,  # noqa: E501
     compact: Annotated[bool, typer.Option("--compact", help="Human output, one line per message.")] = False,
     count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Exit 0 after N messages (after filters).", show_default=False)] = None,  # noqa: E501
-    timeout: Annotated[Optional[float], typer.Option("--timeout", "-W", metavar="SECONDS", help=f"Exit after SECONDS; exit code {EXIT_TIMEOUT} when --count was not reached.", show_default=False)] = None,  # noqa: E501
+    timeout: Annotated[Optional[float], typer.Option("--timeout", "-W", metavar="SECONDS", help=f"Exit after SECONDS: exit code 0, or {EXIT_TIMEOUT} when --count N was given and not reached.", show_default=False)] = None,  # noqa: E501
     device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
     sensor: Annotated[Optional[list[str]], typer.Option("--sensor", metavar="GLOB", help="Only these sensor types (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No banner or final stats on stderr.")] = False,
+    template: Annotated[Optional[str], typer.Option("--template", "-F", metavar="TEMPLATE", help="One line per message from TEMPLATE, as mosquitto_sub -F: fields {topic} {payload} {payload_hex} {payload_base64} {bytes} {qos} {retain} {time} {time_ns} {device_id} {sensor_type}; \\t and \\n for tab and newline.", show_default=False)] = None,  # noqa: E501
+    payload_only: Annotated[bool, typer.Option("--payload-only", "-P", help="Only the payload, one per line (--template '{payload}'), as mosquitto_sub prints by default.")] = False,  # noqa: E501
+    binary: Annotated[str, typer.Option("--binary", metavar="hex|base64", help="How {payload} shows a payload that is not text, with --template or --payload-only.")] = "hex",  # noqa: E501
+    skip_retained: Annotated[bool, typer.Option("--skip-retained", "-R", help="Skip retained messages: the stale last values the broker sends on subscribing (mosquitto_sub -R).")] = False,  # noqa: E501
+    retained_only: Annotated[bool, typer.Option("--retained-only", help="Only retained messages; stop at the first message that is not retained (mosquitto_sub --retained-only).")] = False,  # noqa: E501
+    color: Annotated[str, typer.Option("--color", metavar="auto|always|never", help="Colour in the human output: auto (on a terminal, unless NO_COLOR is set), always or never.")] = "auto",  # noqa: E501
     *,
     conn: ConnectionFlags,
 ) -> None:
@@ -56,17 +69,34 @@ def listen(
     from tesaiot_cli.session import Session
 
     with cli_errors():
+        if color not in ("auto", "always", "never"):
+            raise ConfigError(f"invalid --color {color!r}: use auto, always or never")
+        if skip_retained and retained_only:
+            raise ConfigError("--skip-retained and --retained-only exclude each other")
+        if payload_only and template is not None:
+            raise ConfigError("--payload-only is --template '{payload}': give one of them")
+        if payload_only:
+            template = "{payload}"
+        if json_out and template is not None:
+            raise ConfigError(f"--json and {'--payload-only' if payload_only else '--template'} exclude each other")
         if count is not None and count < 1:
             raise ConfigError(f"invalid --count {count}: it must be at least 1")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"invalid --timeout {timeout}: it must be positive")
-        settings = resolve_settings(conn, command="listen")
-        env = os.environ
-        filters = topic or _env_topics(conn) or [DEFAULT_TOPIC]
+        env = load_environment(conn.env_file)
+        settings = resolve_settings(conn, command="listen", env=env)
+        filters = topic or env_topics(env) or [DEFAULT_TOPIC]
         for topic_filter in filters:
             validate_topic_filter(topic_filter)
         check_token_topics(settings, filters)
-        color = not json_out and use_color(sys.stdout, env)
+        from tesaiot_cli.render import BINARY_FORMATS, compile_template
+
+        if binary not in BINARY_FORMATS:
+            raise ConfigError(f"invalid --binary {binary!r}: use hex or base64")
+        render_line = (compile_template(template, binary=binary, terminal=sys.stdout.isatty())
+                       if template is not None else None)
+        painted = {"always": True, "never": False}.get(color)
+        color_on = not json_out and (use_color(sys.stdout, env) if painted is None else painted)
         inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         shown = 0
         started = time.monotonic()
@@ -87,16 +117,20 @@ def listen(
                         timed_out = True
                         break
                     continue
-                if not _wanted(message, device, sensor):
+                if retained_only and not message.retain:
+                    break  # the retained values come first: the first live message ends them
+                if (skip_retained and message.retain) or not _wanted(message, device, sensor):
                     continue
-                if json_out:
+                if render_line is not None:
+                    out.write(render_line(message) + "\n")
+                elif json_out:
                     from tesaiot_cli.render import json_line
 
                     out.buffer.write(json_line(message))
                 else:
                     from tesaiot_cli.render import human_block
 
-                    out.write(human_block(message, color=color, compact=compact) + ("\n" if compact else "\n\n"))
+                    out.write(human_block(message, color=color_on, compact=compact) + ("\n" if compact else "\n\n"))
                 shown += 1
                 if inbox.empty():
                     out.flush()
@@ -105,18 +139,13 @@ def listen(
             out.flush()
         if not quiet:
             elapsed = time.monotonic() - started
-            why = "timeout" if timed_out else (stop.signal_name or ("count" if count and shown >= count else "end"))
-            err(f"stopped ({why}): {shown} messages shown, {session.stats.received} received in {elapsed:.1f} s")
-        if timed_out:
+            why = "timeout" if timed_out else (stop.signal_name or ("count" if count and shown >= count else
+                                                                   "end of the retained messages" if retained_only
+                                                                   else "end"))
+            err(f"stopped ({why}): {plural(shown, 'message')} shown, {session.stats.received:,} received in "
+                f"{elapsed:.1f} s")
+        if timed_out and count is not None:  # a bounded capture without --count did what was asked
             raise typer.Exit(EXIT_TIMEOUT)
-
-
-def _env_topics(conn: ConnectionFlags) -> list[str]:
-    from tesaiot_cli.cliutil import load_environment
-
-    env = load_environment(conn.env_file)
-    value = env.get("MQTT_SUBSCRIBE_TOPIC") or env.get("MQTT_TOPIC")
-    return [value] if value else []
 
 
 def _wanted(message: Message, devices: list[str] | None, sensors: list[str] | None) -> bool:

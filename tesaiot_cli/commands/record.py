@@ -8,6 +8,7 @@ and writes in batches (see :mod:`tesaiot_cli.recording.buffered`).
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,10 +20,14 @@ import typer
 from tesaiot_cli import __version__
 from tesaiot_cli.cliutil import (
     ConnectionFlags,
+    StatusLine,
     StopSignals,
     cli_errors,
+    env_topics,
     err,
     freeze_startup_objects,
+    load_environment,
+    plural,
     print_event,
     resolve_settings,
     stderr_is_tty,
@@ -83,8 +88,11 @@ def record(
             raise ConfigError(f"invalid --duration {duration}: it must be positive")
         if session is not None and not session.strip():
             raise ConfigError("invalid --session '': give a name (it becomes the MQTT client id)")
+        new_directory = not file.exists() and not file.suffix
         dataset = _dataset_options(file, fmt=fmt, force=force, workers=workers, share=share, partition=partition,
                                    roll=roll)
+        if dataset is not None and new_directory and workers == 1 and partition is None:
+            dataset["no_suffix"] = True  # said in the banner, once connected
         format_name = "parquet" if dataset is not None else format_for(file, fmt)
         if not file.parent.is_dir():
             raise ConfigError(f"cannot record to {str(file)!r}: the directory {str(file.parent)!r} does not exist")
@@ -94,8 +102,9 @@ def record(
                               f"'tesaiot recover {file}' seals it, or --force discards it")
         if in_the_way:
             raise ConfigError(f"{in_the_way[0]} already exists: choose another file name, or --force to overwrite")
-        settings = resolve_settings(conn, command="record", session=session)
-        filters = topic or _env_topics(conn) or [TOKEN_DEFAULT_TOPIC if settings.token is not None
+        env = load_environment(conn.env_file)
+        settings = resolve_settings(conn, command="record", session=session, env=env)
+        filters = topic or env_topics(env) or [TOKEN_DEFAULT_TOPIC if settings.token is not None
                                                   else DEFAULT_TOPIC]
         for topic_filter in filters:
             validate_topic_filter(topic_filter)
@@ -119,14 +128,6 @@ def record(
             _record_workers(file, workers, settings, filters, qos, count, duration, metadata, dataset or {})
         else:
             _record(file, format_name, settings, filters, qos, count, duration, force, metadata, dataset)
-
-
-def _env_topics(conn: ConnectionFlags) -> list[str]:
-    from tesaiot_cli.cliutil import load_environment
-
-    env = load_environment(conn.env_file)
-    value = env.get("MQTT_SUBSCRIBE_TOPIC") or env.get("MQTT_TOPIC")
-    return [value] if value else []
 
 
 def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos: int, count: int | None,
@@ -168,6 +169,9 @@ def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos
             freeze_startup_objects()
             session.subscribe(filters, qos=qos, on_message=sink)
             kind = format_name if dataset is None else f"dataset, partitioned by {writer.spec.text()}"
+            if dataset is not None and dataset.get("no_suffix"):
+                kind = (f"a dataset directory, as the name has no suffix: Parquet files partitioned by "
+                        f"{writer.spec.text()}; name it {file}.parquet or {file}.jsonl for one file")
             err(f"recording {settings.url.display()} topics={','.join(filters)} qos={qos} to {file} "
                 f"({kind}); Ctrl+C stops")
             why = _wait(session, writer, stop, done, started, duration)
@@ -257,7 +261,7 @@ def _wait(session: Any, writer: Any, stop: StopSignals, done: threading.Event, s
             return "duration"
         behind = writer.unsynced_s() if hasattr(writer, "unsynced_s") else 0.0
         if behind >= SLOW_DISK_S and not slow_warned:
-            _clear_status()
+            status.line.clear()
             warn(f"the disk is slow: the last {behind:.0f} s of messages are not on disk yet (held in memory; "
                  "a crash would lose them); recording continues")
             slow_warned = True
@@ -266,26 +270,22 @@ def _wait(session: Any, writer: Any, stop: StopSignals, done: threading.Event, s
 
 
 class _LiveStatus:
-    """The live status line on stderr (only on a TTY), at most every ``STATUS_EVERY_S``:
+    """record's live status line (only on a TTY), at most every ``STATUS_EVERY_S``:
     messages, the rate since the last line, bytes on disk, elapsed time."""
 
     def __init__(self, started: float) -> None:
-        self.live = stderr_is_tty()
+        self.line = StatusLine("recording", tty_period_s=STATUS_EVERY_S)
         self.started = started
         self.last_at, self.last_count = started, 0
 
     def update(self, now: float, progress: Callable[[], tuple[int, int]], *, suffix: str = "") -> None:
         """``progress`` gives (messages, bytes on disk); it is called only when a line is due."""
-        if not self.live or now - self.last_at < STATUS_EVERY_S:
-            return
-        messages, disk = progress()
-        rate = (messages - self.last_count) / (now - self.last_at)
-        _status(f"{messages:,} messages  {rate:,.0f} msg/s  {human_bytes(disk)}  {_clock(now - self.started)}{suffix}")
+        self.line.update(lambda: self._text(now, *progress(), suffix))
+
+    def _text(self, now: float, messages: int, disk: int, suffix: str) -> str:
+        rate = (messages - self.last_count) / max(now - self.last_at, 1e-9)
         self.last_at, self.last_count = now, messages
-
-
-def _status(text: str) -> None:
-    typer.echo(f"\r\x1b[Krecording: {text}", err=True, nl=False)
+        return f"{messages:,} messages  {rate:,.0f} msg/s  {human_bytes(disk)}  {_clock(now - self.started)}{suffix}"
 
 
 def _clear_status() -> None:
@@ -296,6 +296,15 @@ def _clear_status() -> None:
 def _clock(seconds: float) -> str:
     whole = int(seconds)
     return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def _rate_text(summary: Any) -> str:
+    """The rate while messages came: from the first message to the last (the wait for the
+    first one, and the quiet after the last, left out)."""
+    if summary.messages < 2 or summary.start_ns is None or summary.end_ns is None or summary.end_ns <= summary.start_ns:
+        return ""
+    span_s = (summary.end_ns - summary.start_ns) / 1e9
+    return f" ({(summary.messages - 1) / span_s:,.1f} msg/s from the first message to the last)"
 
 
 def _what_is_kept(file: Path, format_name: str) -> str:
@@ -313,9 +322,8 @@ def _what_is_kept(file: Path, format_name: str) -> str:
 
 
 def _print_summary(summary: Any, elapsed: float, why: str) -> None:
-    rate = summary.messages / elapsed if elapsed > 0 else 0.0
     per = f", {summary.file_bytes / summary.messages:.1f} B/message" if summary.messages else ""
-    err(f"recorded {summary.messages:,} messages in {human_duration(elapsed)} ({rate:,.1f} msg/s), "
+    err(f"recorded {plural(summary.messages, 'message')} in {human_duration(elapsed)}{_rate_text(summary)}, "
         f"{human_bytes(summary.payload_bytes)} of payload, to {summary.path} "
         f"({human_bytes(summary.file_bytes)}{per}); stopped by {why}")
     ranked = sorted(summary.topic_counts.items(), key=lambda item: (-item[1], item[0]))
@@ -382,6 +390,7 @@ def _record_workers(file: Path, workers: int, settings: Any, filters: list[str],
     from tesaiot_cli.recording.shared import WorkerPlan, WorkerPool, settings_to_wire
 
     spec, undo = prepare_dataset(file, partition=dataset.get("partition"), tool_version=__version__)
+    _quiet_resource_tracker()
     plan = WorkerPlan(root=file, settings=settings_to_wire(settings), filters=tuple(filters), qos=qos,
                       metadata=metadata, partition=spec.text(), recorder_id=new_recorder_id(), count=count,
                       duration_s=duration, roll_interval_s=dataset.get("roll"),
@@ -413,6 +422,21 @@ def _record_workers(file: Path, workers: int, settings: Any, filters: list[str],
     if pool.reconnects and qos > 0 and summary.messages:
         err(f"workers reconnected {pool.reconnects} time(s): QoS {qos} is 'at least once', so a few messages may "
             f"be recorded twice; 'tesaiot info --duplicates {file}' counts them")
+
+
+def _quiet_resource_tracker() -> None:
+    """The worker pool's queues and events are named semaphores, registered with Python's
+    resource tracker (a helper process of the parent's). When the parent is killed with
+    SIGKILL the tracker unlinks them, as it should, but prints "There appear to be N leaked
+    semaphore objects to clean up at shutdown": alarming, and nothing is leaked. The
+    tracker starts with the parent's -W options, so this filter reaches it too. Called
+    before the first semaphore is made (the tracker starts then)."""
+    import warnings
+
+    option = "ignore:resource_tracker:UserWarning"
+    if option not in sys.warnoptions:
+        sys.warnoptions.append(option)
+    warnings.filterwarnings("ignore", message="resource_tracker", category=UserWarning)
 
 
 def _wait_pool(pool: Any, stop: StopSignals, started: float) -> str:

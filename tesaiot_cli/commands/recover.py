@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, err
+from tesaiot_cli.cliutil import cli_errors, err, plural
 
 EPILOG = """\b
 Examples:
@@ -35,10 +35,10 @@ def recover(
         result = recover_recording(file, output=output, format=fmt)
         detail = f" ({result.detail})" if result.detail else ""
         if result.action == "nothing":
-            err(f"nothing to recover: {result.messages:,} messages readable{detail}")
+            err(f"nothing to recover: {plural(result.messages, 'message')} readable{detail}")
         elif result.action == "sealed":
-            err(f"sealed {result.messages:,} messages into {result.output}{detail}")
+            err(f"sealed {plural(result.messages, 'message')} into {result.output}{detail}")
         elif result.action == "truncated":
-            err(f"{result.path}: {result.messages:,} messages kept{detail}")
+            err(f"{result.path}: {plural(result.messages, 'message')} kept{detail}")
         else:
             err(f"saved {result.messages:,} readable messages to {result.output}{detail}")

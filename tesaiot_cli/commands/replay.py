@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional
 
 import typer
 from typer.core import TyperCommand
@@ -16,13 +16,17 @@ from typer.core import TyperCommand
 from tesaiot_cli.cliutil import (
     EXIT_UNDELIVERED,
     ConnectionFlags,
+    KeyPresses,
+    StatusLine,
     StopSignals,
+    check_recording_path,
     cli_errors,
+    clock_text,
     err,
     freeze_startup_objects,
+    plural,
     print_event,
     resolve_settings,
-    stderr_is_tty,
     warn,
     with_connection_options,
 )
@@ -36,6 +40,10 @@ Passes = Callable[[], Iterable[Message]]
 
 FLUSH_TIMEOUT_S = 10.0
 LOOP_FOREVER = "forever"
+PROGRESS_PERIOD_S = 0.5  # the progress line on a terminal
+KEEP_MESSAGES = 10_000  # a recording this small is read once, however often it loops
+PAUSE_KEY = " "
+KEY_POLL_S = 0.05  # how often keys are read while replaying
 
 EPILOG = """\b
 Examples:
@@ -59,6 +67,9 @@ class ReplayCommand(TyperCommand):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, loop_value_optional(args))
+
+
+COMMAND_CLASS = ReplayCommand
 
 
 def loop_value_optional(args: list[str]) -> list[str]:
@@ -135,39 +146,56 @@ def replay(
             restore_retained=restore_retained,
             loops=parse_loops(loop),
         )
+        check_recording_path(file)
         with open_reader(file, format=recording_format) as first_reader:
             metadata = first_reader.metadata
+            if not getattr(first_reader, "sealed", True):
+                warn(f"{file} is not sealed (left by a crash?): replaying what is readable; "
+                     f"'tesaiot recover {file}' seals it")
+            plan = _plan(first_reader, file, options)
             pending: list[Any] = [first_reader]
+            labels = _Labels() if to == "-" and metadata.labelled else None
 
             def passes() -> Iterator[Message]:
-                # The open reader serves the first loop; each later loop opens the file again.
+                # The open reader serves the first loop; each later loop opens the file again,
+                # unless the first one was small enough to keep (a tiny selection looped at
+                # --speed max would otherwise spend its time opening and reading the file).
                 if pending:
-                    return iter(pending.pop())
-                return _read_again(file, recording_format)
+                    return _keep_small(_labelled(pending.pop(), labels), cache, labels, options.topic_filters)
+                if cache.complete:
+                    return _labelled_list(cache.messages, labels)
+                return _read_again(file, recording_format, labels)
 
-            show_progress = not quiet and stderr_is_tty()
-            with StopSignals() as stop:
-                progress = _Progress(options, metadata.end_ns) if show_progress else None
+            cache = _Cache()
+            with StopSignals() as stop, StatusLine(tty_period_s=PROGRESS_PERIOD_S,
+                                                   enabled=not quiet) as status, KeyPresses() as keys:
+
+                def announce(target: str) -> None:  # once connected: an unreachable broker is one error line
+                    if not quiet:
+                        err(_start_line(plan, options, target=target, pausable=keys.active and status.tty))
+
+                pause = _Pause(keys, stop, status)
+                progress = _Progress(options, plan, status, pause)
                 common: dict[str, Any] = {
-                    # time.sleep, not stop.event.wait: its wake-up is tighter, and the core sleeps
-                    # in slices of at most 0.25 s, checking should_stop between them.
-                    "should_stop": stop.event.is_set,
-                    "on_progress": progress.show if progress is not None else None,
+                    "should_stop": pause.should_stop,
+                    "clock": pause.clock,  # paused time does not count: the schedule resumes where it was
+                    "on_progress": progress.show if status.tty and not quiet else None,
                 }
                 if to == "-":
                     if any(value for value in conn.as_mapping().values()):
                         warn("connection options are ignored with --to -")
-                    delivery = _replay_to_stdout(options, passes, common)
+                    pause.sleep = time.sleep
+                    announce("stdout")
+                    delivery = _replay_to_stdout(options, passes, common, labels)
                     target = "-"
                 else:
-                    delivery = _replay_to_broker(options, passes, common, conn, stop)
+                    delivery = _replay_to_broker(options, passes, common, conn, stop, pause, announce)
                     target = delivery.pop("broker")
-                if progress is not None:
-                    progress.clear()
             for text in getattr(first_reader, "warnings", ()):
                 warn(text)
         replayer = delivery.pop("replayer")
         report = _report(replayer, delivery, file=file, target=target, signal_name=stop.signal_name)
+        report["paused_s"] = round(pause.paused_s, 3)
         if not report["sent"] and not report["stopped"] and not quiet:
             warn(f"no message in {file} matched the selection: nothing was replayed")
         if json_out:
@@ -182,15 +210,70 @@ def replay(
             raise typer.Exit(EXIT_UNDELIVERED)
 
 
-def _read_again(path: Path, recording_format: str | None) -> Iterator[Message]:
+def _read_again(path: Path, recording_format: str | None, labels: _Labels | None) -> Iterator[Message]:
     from tesaiot_cli.recording import open_reader
 
     with open_reader(path, format=recording_format) as reader:
+        yield from _labelled(reader, labels)
+
+
+class _Labels:
+    """The label (ground truth) of the message the replayer took last, for ``--to -``:
+    the replayer sends each selected message before it takes the next one."""
+
+    def __init__(self) -> None:
+        self.time_ns: int | None = None
+        self.label: str | None = None
+
+    def of(self, message: Message) -> str | None:
+        # A restored retained message (sent when the first selected one is reached) has none.
+        return self.label if message.time_ns == self.time_ns else None
+
+
+def _labelled(reader: Any, labels: _Labels | None) -> Iterator[Message]:
+    if labels is None:
         yield from reader
+        return
+    for message, label in reader.iter_labelled():
+        labels.time_ns, labels.label = message.time_ns, label
+        yield message
+
+
+def _labelled_list(items: list[tuple[Message, str | None]], labels: _Labels | None) -> Iterator[Message]:
+    for message, label in items:
+        if labels is not None:
+            labels.time_ns, labels.label = message.time_ns, label
+        yield message
+
+
+class _Cache:
+    """The first loop's messages that match --topic, kept when there are at most
+    ``KEEP_MESSAGES`` of them: later loops replay them without reading the file again (a
+    tiny selection of a large file, looped at --speed max, spent its time re-reading)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Message, str | None]] = []
+        self.complete = False
+
+
+def _keep_small(messages: Iterator[Message], cache: _Cache, labels: _Labels | None,
+                filters: tuple[str, ...]) -> Iterator[Message]:
+    from tesaiot_cli.message import topic_matches
+
+    kept: list[tuple[Message, str | None]] | None = []
+    for message in messages:
+        if kept is not None and (not filters or any(topic_matches(f, message.topic) for f in filters)):
+            if len(kept) < KEEP_MESSAGES:
+                kept.append((message, labels.label if labels is not None else None))
+            else:
+                kept = None
+        yield message
+    if kept is not None:
+        cache.messages, cache.complete = kept, True
 
 
 def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, Any], conn: ConnectionFlags,
-                      stop: StopSignals) -> dict[str, Any]:
+                      stop: StopSignals, pause: _Pause, announce: Callable[[str], None]) -> dict[str, Any]:
     from tesaiot_cli.errors import Interrupted
     from tesaiot_cli.replay import Replayer
     from tesaiot_cli.session import Session
@@ -198,7 +281,13 @@ def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, 
     settings = resolve_settings(conn, command="replay", allow_token=False)
     # threaded=False: this thread runs the network loop, so each PUBLISH is written straight
     # to the socket; the scheduler's sleeps serve the connection (acks, keepalive, reconnect).
-    with Session(settings, on_event=print_event, interrupt=stop.event, threaded=False) as session:
+    def on_event(kind: str, text: str) -> None:
+        pause.status.clear()
+        print_event(kind, text)
+
+    with Session(settings, on_event=on_event, interrupt=stop.event, threaded=False) as session:
+        pause.sleep = session.wait  # a pause keeps the connection served (keepalive, acknowledgements)
+        announce(settings.url.display())
         # At --speed max, QoS 0 packets go out in batches (one send per ~64 KiB); on a
         # schedule each one is written at its due time.
         send = functools.partial(session.publish, hold=True) if options.speed is None else session.publish
@@ -221,7 +310,8 @@ def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, 
             "failed_reasons": dict(stats.failed_reasons)}
 
 
-def _replay_to_stdout(options: ReplayOptions, passes: Passes, common: dict[str, Any]) -> dict[str, Any]:
+def _replay_to_stdout(options: ReplayOptions, passes: Passes, common: dict[str, Any],
+                      labels: _Labels | None) -> dict[str, Any]:
     import orjson
 
     from tesaiot_cli.render import message_record
@@ -235,6 +325,8 @@ def _replay_to_stdout(options: ReplayOptions, passes: Passes, common: dict[str, 
         nonlocal written
         record = message_record(message._replace(time_ns=time.time_ns()))
         record["recorded_time_ns"] = message.time_ns
+        if labels is not None:  # the ground truth of a labelled recording (simulate --record)
+            record["label"] = labels.of(message)
         out.write(orjson.dumps(record) + b"\n")
         written += 1
 
@@ -246,50 +338,149 @@ def _replay_to_stdout(options: ReplayOptions, passes: Passes, common: dict[str, 
             "failed_reasons": {}}
 
 
-class _Progress:
-    """One self-rewriting line on a terminal's stderr: count, position, rate and ETA."""
+class _Plan(NamedTuple):
+    """What the recording holds, known before replaying: for the start line and progress."""
 
-    def __init__(self, options: ReplayOptions, end_ns: int | None) -> None:
+    messages: int | None  # in the file (None: not counted, a large JSONL file)
+    first_ns: int | None  # the window to replay: the recording's span cut by --start/--end
+    last_ns: int | None
+    selective: bool  # --topic/--start/--end: not every message is replayed
+
+
+def _plan(reader: Any, file: Path, options: ReplayOptions) -> _Plan:
+    metadata = reader.metadata
+    big_jsonl = file.is_file() and file.suffix.lower() == ".jsonl" and file.stat().st_size > (256 << 20)
+    messages = None if big_jsonl else reader.count()
+    first, last = metadata.start_ns, metadata.end_ns
+    if first is not None and last is not None:
+        origin = first
+        if options.start is not None:
+            first = max(first, options.start.resolve(origin))
+        if options.end is not None:
+            last = min(last, options.end.resolve(origin))
+    selective = bool(options.topic_filters) or options.start is not None or options.end is not None
+    return _Plan(messages, first, last, selective)
+
+
+def _start_line(plan: _Plan, options: ReplayOptions, *, target: str, pausable: bool) -> str:
+    """``replaying 1,200 messages (10.0 s recorded, 2026-11-22 08:00:00 UTC) at 5x: about 2.0 s``."""
+    from tesaiot_cli.commands.info import human_duration
+
+    what = "messages" if plan.messages is None else plural(plan.messages, "message")
+    if plan.selective:
+        what = f"a selection of {what}"
+    span_s = None
+    if plan.first_ns is not None and plan.last_ns is not None:
+        span_s = max(0, plan.last_ns - plan.first_ns) / 1e9
+        when = _utc_text(plan.first_ns)
+        what += f" ({human_duration(span_s)} recorded, from {when})" if span_s else f" (recorded at {when})"
+    speed = options.speed
+    loops = options.loops
+    pace = "at max speed" if speed is None else f"at {speed:g}x"
+    if loops is None:
+        pace += ", looping forever"
+    elif loops > 1:
+        pace += f", {loops} loops"
+    expected = ""
+    if speed is not None and span_s is not None and loops is not None:
+        expected = f": about {human_duration(span_s / speed * loops)}"
+    where = f" to {target}"
+    keys = "; space pauses" if pausable else ""
+    return f"replaying {what}{where} {pace}{expected}{keys}"
+
+
+def _utc_text(time_ns: int) -> str:
+    from tesaiot_cli.render import iso_time
+
+    return iso_time(time_ns)[:19].replace("T", " ") + " UTC"
+
+
+class _Progress:
+    """The progress line on a terminal: sent (of the total), percent, rate, ETA, loop."""
+
+    def __init__(self, options: ReplayOptions, plan: _Plan, status: StatusLine, pause: _Pause) -> None:
         self._options = options
-        self._end_ns = end_ns
-        self._begin = time.monotonic()
+        self._plan = plan
+        self._status = status
+        self._pause = pause
+        self._begin = time.perf_counter()
 
     def show(self, stats: ReplayStats) -> None:
-        elapsed = time.monotonic() - self._begin
-        text = f"sent {stats.sent}" + (f" ({stats.sent / elapsed:,.0f}/s)" if elapsed > 0 else "")
-        eta = self._eta(stats, elapsed)
+        self._status.show(self.text(stats, time.perf_counter() - self._begin - self._pause.paused_s))
+
+    def text(self, stats: ReplayStats, elapsed: float) -> str:
+        plan, loops = self._plan, self._options.loops
+        total = plan.messages if plan.messages is not None and not plan.selective and loops == 1 else None
+        parts = [f"sent {stats.sent:,}" + (f" of {total:,}" if total is not None else "")]
+        done = self._done(stats)
+        if done is not None:
+            parts.append(f"{done * 100:3.0f}%")
+        if elapsed > 0:
+            parts.append(f"{stats.sent / elapsed:,.0f} msg/s")
+        eta = self._eta(done, elapsed)
         if eta is not None:
-            text += f", ETA {_clock_text(eta)}"
-        if self._options.loops != 1:
-            total = "forever" if self._options.loops is None else str(self._options.loops)
-            text += f", loop {stats.loops_done + 1}/{total}"
-        sys.stderr.write(f"\r{text}\x1b[K")
-        sys.stderr.flush()
+            parts.append(f"ETA {clock_text(eta)}")
+        if loops != 1:
+            parts.append(f"loop {stats.loops_done + 1}/{'forever' if loops is None else loops}")
+        return "  ".join(parts)
 
-    def _eta(self, stats: ReplayStats, elapsed: float) -> float | None:
-        first, position, end = stats.first_ns, stats.position_ns, self._end_ns
+    def _done(self, stats: ReplayStats) -> float | None:
+        """The share done, by recording time, over all loops (None: not known, or forever)."""
+        first, last, position = self._plan.first_ns, self._plan.last_ns, stats.position_ns
         loops = self._options.loops
-        if loops is None or first is None or position is None or end is None or end <= first:
+        if loops is None or first is None or last is None or position is None:
             return None
-        window_end = stats.window_end_ns if stats.window_end_ns is not None else end
-        end = min(end, window_end)
-        done = max(0.0, min(1.0, (position - first) / max(1, end - first)))
-        loops_left = loops - stats.loops_done - 1
-        if self._options.speed is None:
-            progress = (stats.loops_done + done) / loops
-            return elapsed * (1 - progress) / progress if progress > 0 else None
-        per_loop_s = (end - first) / 1e9 / self._options.speed
-        return float(per_loop_s * (1 - done) + loops_left * per_loop_s)
+        within = 1.0 if last <= first else max(0.0, min(1.0, (position - first) / (last - first)))
+        return (stats.loops_done + within) / loops
 
-    def clear(self) -> None:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
+    def _eta(self, done: float | None, elapsed: float) -> float | None:
+        if done is None or done <= 0:
+            return None
+        speed, plan = self._options.speed, self._plan
+        if speed is None or plan.first_ns is None or plan.last_ns is None:
+            return elapsed * (1 - done) / done
+        total_s = (plan.last_ns - plan.first_ns) / 1e9 / speed * (self._options.loops or 1)
+        return max(0.0, total_s * (1 - done))
 
 
-def _clock_text(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds + 0.5), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+class _Pause:
+    """Space pauses and resumes a replay on a terminal (as ``ros2 bag play``).
+
+    The replayer's clock leaves paused time out, so the schedule carries on where it was;
+    while paused the connection is still served (``sleep`` is the session's wait).
+    """
+
+    def __init__(self, keys: KeyPresses, stop: StopSignals, status: StatusLine) -> None:
+        self.keys = keys
+        self.stop = stop
+        self.status = status
+        self.sleep: Callable[[float], object] = time.sleep
+        self.paused_s = 0.0
+        self.pauses = 0
+        self._next_poll = 0.0
+
+    def clock(self) -> float:
+        return time.perf_counter() - self.paused_s
+
+    def should_stop(self) -> bool:
+        if self.keys.active:
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + KEY_POLL_S
+                if PAUSE_KEY in self.keys.read():
+                    self._pause()
+        return self.stop.event.is_set()
+
+    def _pause(self) -> None:
+        began = time.perf_counter()
+        self.pauses += 1
+        self.status.show("PAUSED: space resumes, Ctrl+C stops")
+        while not self.stop.event.is_set():
+            self.sleep(0.1)
+            if PAUSE_KEY in self.keys.read():
+                break
+        self.paused_s += time.perf_counter() - began
+        self.status.show("resumed")
 
 
 def _report(replayer: Replayer, delivery: dict[str, Any], *, file: Path, target: str,
@@ -310,10 +501,16 @@ def _print_report(report: dict[str, Any]) -> None:
     timing = f"in {report['duration_s']:.3f} s" + (f" (expected {expected:.3f} s at {speed_text})"
                                                   if expected is not None else f" ({speed_text})")
     stopped = f", stopped by {report['stopped_by']}" if report["stopped_by"] else ""
-    err(f"replayed {report['sent']} messages from {report['file']} to {report['target']} {timing}{stopped}")
+    if report.get("paused_s"):
+        stopped += f", paused {report['paused_s']:.1f} s"
+    target = "stdout" if report["target"] == "-" else report["target"]
+    err(f"replayed {plural(report['sent'], 'message')} from {report['file']} to {target} {timing}{stopped}")
     restored = f" (incl. {report['restored_retained']} restored retained)" if report["restored_retained"] else ""
-    err(f"  published {report['published']}{restored}, acknowledged {report['acknowledged']}, "
-        f"failed {report['failed']}, dropped {report['dropped']}")
+    if report["target"] == "-":
+        err(f"  written {plural(report['published'], 'line')} to stdout{restored}")
+    else:
+        err(f"  published {report['published']}{restored}, acknowledged {report['acknowledged']}, "
+            f"failed {report['failed']}, dropped {report['dropped']}")
     late = report["lateness_ms"]
     if late["max"] is not None:
         err(f"  send lateness p50 {late['p50']:.3f} ms, p99 {late['p99']:.3f} ms, max {late['max']:.3f} ms")

@@ -19,6 +19,7 @@ from tesaiot_cli import __version__
 from tesaiot_cli.cliutil import (
     EXIT_UNDELIVERED,
     ConnectionFlags,
+    StatusLine,
     StopSignals,
     cli_errors,
     err,
@@ -26,7 +27,6 @@ from tesaiot_cli.cliutil import (
     load_environment,
     print_event,
     resolve_settings,
-    stderr_is_tty,
     use_color,
     warn,
     with_connection_options,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 FLAT_OUT_PUBLISH_TIMEOUT_S = 10.0
 SCHEDULED_PUBLISH_TIMEOUT_S = (0.005, 1.0)
 DRAIN_TIMEOUT_S = 10.0
-STATUS_TTY_PERIOD_S = 0.5
+STATUS_TTY_PERIOD_S = 1.0
 STATUS_PLAIN_PERIOD_S = 5.0
 
 EPILOG = """\b
@@ -75,12 +75,13 @@ Examples:
 def simulate(
     anomaly_every: Annotated[Optional[int], typer.Option("--anomaly-every", "-a", metavar="N", help="An anomaly starts at packets N, 2N, ... of each device; 0 = no anomalies. Env: ANOMALY_INTERVAL. [default: 10]", show_default=False)] = None,  # noqa: E501
     interval: Annotated[Optional[float], typer.Option("--interval", "-i", metavar="SECONDS", help="Seconds between two packets of a device; 0 = as fast as possible (needs --count or --duration). Env: PUBLISH_INTERVAL. [default: 1.0]", show_default=False)] = None,  # noqa: E501
-    device_id: Annotated[Optional[str], typer.Option("--device-id", "-d", metavar="ID", help=f"Device id; a fleet's ids count up from it. Env: DEVICE_ID. [default: {DEFAULT_DEVICE_ID}]", show_default=False)] = None,  # noqa: E501
+    device_id: Annotated[Optional[str], typer.Option("--device-id", "-D", metavar="ID", help=f"Device id; a fleet's ids count up from it. Env: DEVICE_ID. [default: {DEFAULT_DEVICE_ID}]", show_default=False)] = None,  # noqa: E501
     topic: Annotated[Optional[str], typer.Option("--topic", "-t", metavar="TOPIC", help=f"Topic; {{device_id}} is replaced by each device's id. Env: MQTT_TOPIC. [default: {DEFAULT_TOPIC}]", show_default=False)] = None,  # noqa: E501
     devices: Annotated[int, typer.Option("--devices", "-N", metavar="N", help="Simulate N devices, spread evenly over the interval.")] = 1,  # noqa: E501
     count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Stop after N packets per device (dropout packets count too).", show_default=False)] = None,  # noqa: E501
-    duration: Annotated[Optional[float], typer.Option("--duration", metavar="SECONDS", help="Stop after SECONDS.", show_default=False)] = None,  # noqa: E501
-    seed: Annotated[Optional[int], typer.Option("--seed", "-s", metavar="S", help="Random seed: the same seed gives the same values and anomalies. Default: a random one, shown on stderr.", show_default=False)] = None,  # noqa: E501
+    duration: Annotated[Optional[float], typer.Option("--duration", "-d", metavar="SECONDS", help="Stop after SECONDS.", show_default=False)] = None,  # noqa: E501
+    seed: Annotated[Optional[int], typer.Option("--seed", "-S", metavar="S", help="Random seed: the same seed gives the same values and anomalies. Default: a random one, shown on stderr.", show_default=False)] = None,  # noqa: E501
+    seed_old: Annotated[Optional[int], typer.Option("-s", hidden=True, show_default=False)] = None,  # -s before -S
     profile: Annotated[str, typer.Option("--profile", metavar="NAME", help="upstream (uniform values, as the upstream simulator) or realistic (slowly varying, with DPS368 noise).")] = "upstream",  # noqa: E501
     anomaly_kinds: Annotated[Optional[str], typer.Option("--anomaly-kinds", "-k", metavar="KINDS", help="Comma-separated: high_temperature, high_pressure, both, spike, stuck, drift, dropout; or upstream (the first three, the default) or all.", show_default=False)] = None,  # noqa: E501
     label: Annotated[bool, typer.Option("--label", help='Add "anomaly": null or "<kind>" to each payload (changes the wire format).')] = False,  # noqa: E501
@@ -100,6 +101,9 @@ def simulate(
     delivered (dropped or refused).
     """
     with cli_errors():
+        if seed_old is not None:
+            warn("-s is now -S (--seed): -s is --speed in replay")
+            seed = seed if seed is not None else seed_old
         env = load_environment(conn.env_file)
         opts = resolve_options(
             env, device_id=device_id, devices=devices, topic=topic, interval=interval, anomaly_every=anomaly_every,
@@ -111,7 +115,7 @@ def simulate(
                  "together they are the same fleet as one unsharded run")
         if record is not None:
             _check_record_path(record, force=force)
-        settings = resolve_settings(conn, command="simulate", allow_token=False)
+        settings = resolve_settings(conn, command="simulate", allow_token=False, env=env)
         undelivered = _simulate(opts, settings, record=record, force=force, quiet=quiet,
                                 color=use_color(sys.stdout, env), argv=safe_argv(sys.argv[1:]))
     if undelivered:
@@ -131,69 +135,68 @@ def _check_record_path(path: Path, *, force: bool) -> None:
 
 
 class _Console:
-    """Per-packet lines (stdout) or the live status line (stderr), and session events."""
+    """Per-packet lines (stdout) or the live status line (stderr), session events, and
+    why packets were dropped (for the closing hint)."""
 
     def __init__(self, opts: SimOptions, *, quiet: bool, color: bool) -> None:
         self.per_packet = not quiet and opts.per_packet_lines
-        self.status = not quiet and not self.per_packet
-        self.tty = stderr_is_tty()
-        self.period = STATUS_TTY_PERIOD_S if self.tty else STATUS_PLAIN_PERIOD_S
+        self.status = StatusLine(tty_period_s=STATUS_TTY_PERIOD_S, plain_period_s=STATUS_PLAIN_PERIOD_S,
+                                 enabled=not quiet and not self.per_packet)
         self.color = color
         self.decimals = DECIMALS[opts.profile][0]
         self.devices = opts.devices
+        self.qos = opts.qos
+        self.queue = opts.queue
         self.session: Session | None = None
         self.started = time.monotonic()
-        self.next_status = self.started + self.period
         self.last_sent = 0
         self.last_time = self.started
         self.sent = 0
-        self.anomalies = 0
-        self.drawn = False
+        self.onsets = 0
+        # Drops by cause: no room in the queue while connected (the broker or the link is
+        # slower than the schedule), or lost/refused while disconnected.
+        self.dropped_slow = 0
+        self.dropped_offline = 0
 
     def event(self, kind: str, text: str) -> None:
-        self.clear()
+        self.status.clear()
         print_event(kind, text)
+        self.status.redraw()
 
     def packet(self, packet: Packet, sent: bool) -> None:
         if sent:
             self.sent += 1
         if packet.onset:
-            self.anomalies += 1
+            self.onsets += 1
         if self.per_packet:
             from tesaiot_cli.sim.report import packet_line
 
             sys.stdout.write(packet_line(packet, sent=sent, pressure_decimals=self.decimals, color=self.color) + "\n")
             sys.stdout.flush()
-        elif self.status:
-            now = time.monotonic()
-            if now >= self.next_status:
-                self.draw(now)
+        else:
+            self.tick()
 
-    def draw(self, now: float) -> None:
+    def tick(self) -> None:
+        """Draw the status line when one is due (also called while waiting between packets)."""
+        if self.session is not None:
+            self.status.update(self.render)
+
+    def render(self) -> str:
         from tesaiot_cli.sim.report import status_line
 
         session = self.session
-        if session is None:
-            return
+        assert session is not None
+        now = time.monotonic()
+        queued = session.in_flight()  # also counts what was acknowledged since the last line
         stats = session.stats
         rate = (self.sent - self.last_sent) / max(now - self.last_time, 1e-9)
         self.last_sent, self.last_time = self.sent, now
-        self.next_status = now + self.period
-        line = status_line(sent=self.sent, acknowledged=stats.completed, anomalies=self.anomalies,
+        return status_line(sent=self.sent, acknowledged=stats.completed, queued=queued, onsets=self.onsets,
                            dropped=stats.dropped, rate=rate, elapsed_s=now - self.started, devices=self.devices,
-                           connected=session.connected)
-        if self.tty:
-            sys.stderr.write(f"\r{line}\x1b[K")
-            self.drawn = True
-        else:
-            sys.stderr.write(f"tesaiot: {line}\n")
-        sys.stderr.flush()
+                           connected=session.connected, qos=self.qos, queue=self.queue)
 
     def clear(self) -> None:
-        if self.drawn:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self.drawn = False
+        self.status.clear()
 
 
 def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | None, force: bool, quiet: bool,
@@ -237,15 +240,27 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
         room_timeout = min(max(opts.slot_s, room_low), room_high)
 
         def publish(message: Message) -> bool:
+            connected = session.connected
             if flat_out:
                 timeout = FLAT_OUT_PUBLISH_TIMEOUT_S
             else:
-                timeout = room_timeout if session.connected else 0.0
+                timeout = room_timeout if connected else 0.0
+            dropped = session.stats.dropped
             try:
                 # Flat out, QoS 0 packets are written in batches (one send per ~64 KiB).
                 return session.publish(message, timeout=timeout, hold=flat_out)
             except Interrupted:
                 raise StopRun from None
+            finally:
+                lost = session.stats.dropped - dropped
+                if lost and connected and session.connected:
+                    console.dropped_slow += lost
+                elif lost:
+                    console.dropped_offline += lost
+
+        def wait(seconds: float) -> None:
+            session.wait(seconds)
+            console.tick()  # the status line moves while the schedule waits, or while disconnected
 
         def on_packet(packet: Packet, message: Message | None, sent: bool) -> None:
             if sent and writer is not None and message is not None:
@@ -254,7 +269,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
 
         # The session runs its network loop on this thread (threaded=False): waiting for the
         # next packet goes through it, reading acknowledgements and reconnecting meanwhile.
-        scheduler = Scheduler(interval_s=opts.interval_s, devices=opts.devices, sleep=session.wait)
+        scheduler = Scheduler(interval_s=opts.interval_s, devices=opts.devices, sleep=wait)
         freeze_startup_objects()
         stats = run(fleet, topics, scheduler, publish, qos=opts.qos, count=opts.count,
                     duration_s=opts.duration_s, stop=stop.event.is_set, on_packet=on_packet)
@@ -262,7 +277,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
         _finish_metadata(metadata, stats.packets, len(ids))
         if stop.signal_name:
             stats.stopped_by = stop.signal_name
-        _drain(session, stop, quiet=quiet)
+        drained = _drain(session, stop, quiet=quiet)
         finished_s = time.monotonic()
     # Closed: what was still unacknowledged is now counted as dropped.
     s = session.stats
@@ -277,29 +292,37 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
         if record is not None:
             err(f"ground truth written to {record}")
     if s.dropped or s.failed:
-        reasons = ", ".join(f"{why} {n}" for why, n in s.failed_reasons.items())
-        warn(f"{s.dropped + s.failed} packets were not delivered ({s.dropped} dropped, {s.failed} refused"
-             + (f": {reasons}" if reasons else "") + ")"
-             + (" -- raise --queue to keep more while the broker is unreachable" if s.dropped else ""))
+        from tesaiot_cli.sim.report import undelivered_lines
+
+        for line in undelivered_lines(
+            dropped=s.dropped, failed=s.failed, failed_reasons=dict(s.failed_reasons), qos=opts.qos,
+            queue=opts.queue, dropped_slow=console.dropped_slow, dropped_offline=console.dropped_offline,
+            stopped_by=stop.signal_name, drained=drained, drain_timeout_s=DRAIN_TIMEOUT_S,
+            acknowledged_rate=s.completed / max(finished_s - stats.start_s, 1e-9),
+            scheduled_rate=(opts.devices / opts.interval_s) if opts.interval_s > 0 else None,
+        ):
+            warn(line)
         return True
     return False
 
 
-def _drain(session: Session, stop: StopSignals, *, quiet: bool) -> None:
-    """Wait (bounded) for the packets still unacknowledged; Ctrl+C again stops waiting."""
+def _drain(session: Session, stop: StopSignals, *, quiet: bool) -> str:
+    """Wait (bounded) for the packets still unacknowledged; Ctrl+C again stops waiting.
+
+    Returns how it ended: ``all`` (nothing left), ``timeout`` or ``interrupted``."""
     from tesaiot_cli.errors import Interrupted
 
     # The first Ctrl+C ended the loop; clear it so the flush waits, and a second one cuts it short.
     stop.event.clear()
     try:
         if session.flush(0.5):
-            return
+            return "all"
         if not quiet:
             err(f"waiting up to {DRAIN_TIMEOUT_S:g} s for {session.in_flight()} unacknowledged packets "
                 "(Ctrl+C to stop waiting)")
-        session.flush(DRAIN_TIMEOUT_S)
+        return "all" if session.flush(DRAIN_TIMEOUT_S) else "timeout"
     except Interrupted:
-        pass
+        return "interrupted"
 
 
 def _finish_metadata(metadata: RecordingMetadata, packets: int, devices: int) -> None:

@@ -18,9 +18,10 @@ _RESET = "\x1b[0m"
 
 def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color: bool = False,
                 device_id: str | None = None) -> str:
-    """Upstream's console line: ``[HH:MM:SS] [NORMAL] Published: Pressure=1013.25 hPa,
-    Temperature=25.10 °C``; anomalies as ``[ANOMALY] (kind)``. Local time of the packet."""
-    clock = time.strftime("%H:%M:%S", time.localtime(packet.time_ns // 1_000_000_000))
+    """Upstream's console line: ``[HH:MM:SS UTC] [NORMAL] Published: Pressure=1013.25 hPa,
+    Temperature=25.10 °C``; anomalies as ``[ANOMALY] (kind)``. The packet's time in UTC,
+    like its payload's timestamp and ``listen``."""
+    clock = time.strftime("%H:%M:%S UTC", time.gmtime(packet.time_ns // 1_000_000_000))
     if packet.label == NORMAL:
         tag = _paint("[NORMAL]", _GREEN, color)
     else:
@@ -35,27 +36,70 @@ def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color
     )
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def _paint(text: str, style: str, color: bool) -> str:
     return f"{style}{text}{_RESET}" if color else text
 
 
-def status_line(*, sent: int, acknowledged: int, anomalies: int, dropped: int, rate: float, elapsed_s: float,
-                devices: int, connected: bool) -> str:
-    """The compact live status: rate, sent, acknowledged, anomalies (and trouble, if any)."""
-    parts = [
-        f"{elapsed_s:7.1f} s",
-        f"{rate:9.1f} msg/s",
-        f"sent {sent}",
-        f"acked {acknowledged}",
-        f"anomalies {anomalies}",
+def status_line(*, sent: int, acknowledged: int, queued: int, onsets: int, dropped: int, rate: float,
+                elapsed_s: float, devices: int, connected: bool, qos: int, queue: int) -> str:
+    """The live status: elapsed time, rate, sent, acknowledged (QoS 0: written), queued
+    (published, not yet acknowledged or written), anomaly onsets, dropped, and the
+    connection when it is down."""
+    done = "acked" if qos > 0 else "written"
+    parts = [f"{elapsed_s:7.1f} s"]
+    if not connected:  # early in the line: a narrow terminal cuts the end
+        parts.append("DISCONNECTED (queueing)" if qos > 0 else "DISCONNECTED (QoS 0: dropping)")
+    parts += [
+        f"{rate:9,.1f} msg/s",
+        f"sent {sent:,}",
+        f"{done} {acknowledged:,}",
+        f"queued {queued:,}/{queue:,}",
+        f"anomaly onsets {onsets:,}",
     ]
     if dropped:
-        parts.append(f"dropped {dropped}")
+        parts.append(f"dropped {dropped:,}")
     if devices > 1:
-        parts.append(f"{devices} devices")
-    if not connected:
-        parts.append("DISCONNECTED (queueing)")
+        parts.append(f"{devices:,} devices")
     return "  ".join(parts)
+
+
+def undelivered_lines(*, dropped: int, failed: int, failed_reasons: Mapping[str, int], qos: int, queue: int,
+                      dropped_slow: int, dropped_offline: int, stopped_by: str | None, drained: str,
+                      drain_timeout_s: float, acknowledged_rate: float, scheduled_rate: float | None) -> list[str]:
+    """The closing warning when packets were not delivered, with a hint that fits each
+    cause: the broker or the link slower than the schedule, the broker unreachable, the
+    wait at the end cut short (Ctrl+C) or timed out, refusals (MQTT 5 reason codes)."""
+    reasons = ", ".join(f"{why} {n}" for why, n in failed_reasons.items())
+    lines = [f"{_plural(dropped + failed, 'packet')} were not delivered ({dropped} dropped, {failed} refused"
+             + (f": {reasons}" if reasons else "") + ")"]
+    done = "acknowledged" if qos > 0 else "written"
+    if dropped_slow:
+        pace = (f" ({acknowledged_rate:,.0f}/s {done} against {scheduled_rate:,.0f}/s scheduled)"
+                if scheduled_rate else "")
+        lines.append(f"{dropped_slow} dropped while connected: the broker or the link took packets more slowly "
+                     f"than the schedule{pace}; publish less (--interval, --devices) or check the link "
+                     "(a larger --queue only delays the drops)")
+    if dropped_offline:
+        if qos > 0:
+            lines.append(f"{dropped_offline} dropped while the broker was unreachable: --queue (now {queue}) "
+                         "keeps more until it is back")
+        else:
+            lines.append(f"{dropped_offline} dropped while the broker was unreachable: QoS 0 packets are not "
+                         "queued while disconnected (--qos 1 queues up to --queue packets)")
+    at_end = dropped - dropped_slow - dropped_offline
+    if at_end > 0:
+        if drained == "interrupted":
+            lines.append(f"{at_end} still unacknowledged when a second Ctrl+C cut the final wait short")
+        elif drained == "timeout":
+            lines.append(f"{at_end} still unacknowledged {drain_timeout_s:g} s after the end"
+                         + (f" ({stopped_by})" if stopped_by else "") + ": the broker or the link is slow or gone")
+        else:
+            lines.append(f"{at_end} lost when the connection closed")
+    return lines
 
 
 def kinds_text(counts: Mapping[str, int]) -> str:
@@ -86,11 +130,11 @@ def summary_lines(
     rate = sent / elapsed_s if elapsed_s > 0 else 0.0
     done = "acknowledged by the broker" if qos > 0 else "written to the socket (QoS 0: no acknowledgement)"
     lines = [
-        f"stopped ({stopped_by}) after {elapsed_s:.1f} s: {sent} packets published ({rate:.1f} msg/s), "
+        f"stopped ({stopped_by}) after {elapsed_s:.1f} s: {_plural(sent, 'packet')} published ({rate:.1f} msg/s), "
         f"{completed} {done}, {failed} failed, {dropped} dropped",
     ]
     total_onsets = sum(onsets.values())
-    anomaly_text = f"anomalies injected: {total_onsets}"
+    anomaly_text = f"anomaly onsets: {total_onsets}"
     if total_onsets:
         anomaly_text += f" ({kinds_text(onsets)})"
         anomalous = sum(n for kind, n in labelled.items() if kind != NORMAL)
@@ -98,7 +142,7 @@ def summary_lines(
             anomaly_text += f"; {anomalous} anomalous packets"
     left_out = labelled.get("dropout", 0)
     if left_out:
-        anomaly_text += f"; {left_out} packets left out on purpose (dropout)"
+        anomaly_text += f"; {_plural(left_out, 'packet')} left out on purpose (dropout)"
     lines.append(anomaly_text)
     if disconnects or reconnects:
         lines.append(f"connection lost {disconnects} time(s), reconnected {reconnects} time(s)")
