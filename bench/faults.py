@@ -51,6 +51,7 @@ HOSTILE_CASES = ("wildcard-topic", "packet-id-zero", "bad-utf8-topic", "qos3", "
 # queue beyond it is dropped by the broker ("Outgoing messages are being dropped").
 MAX_QUEUED_MESSAGES = 1000
 BROKER_PORT = 1883  # inside the private namespace nothing else listens
+LOOPBACK_MTU = 65536  # Linux's default for lo
 DOCS_BEGIN = "<!-- bench/faults results: begin -->"
 DOCS_END = "<!-- bench/faults results: end -->"
 
@@ -99,17 +100,22 @@ class Net:
         raise HarnessError(f"nothing listens on port {port} after {timeout:g} s")
 
     def set_rate(self, rate: str | None) -> None:
-        """Limit the namespace's loopback to ``rate`` (tc tbf), or remove the limit."""
+        """Limit the namespace's loopback to ``rate`` (tc tbf) with an Ethernet MTU, or undo both."""
         assert self.name is not None
         if rate is None:
             run(self.argv(["tc", "qdisc", "del", "dev", "lo", "root"]), timeout=10)
+            run(self.argv(["ip", "link", "set", "lo", "mtu", str(LOOPBACK_MTU)]), timeout=10)
             return
-        # burst: one 1500-byte frame is the least tbf needs; latency bounds the queue (what
-        # waits longer is dropped and TCP retransmits it), as on a congested uplink.
-        result = run(self.argv(["tc", "qdisc", "replace", "dev", "lo", "root", "tbf", "rate", rate,
-                                "burst", "16kbit", "latency", "400ms"]), timeout=10)
-        if result.returncode != 0:
-            raise HarnessError(f"tc tbf failed: {result.stderr.decode(errors='replace').strip()}")
+        # The MTU first: tbf drops every packet larger than its burst, and loopback's 64 KiB
+        # packets would all be dropped (a black hole, not a slow link). The latency bounds
+        # the queue (what would wait longer is dropped and TCP sends it again), as on a
+        # congested uplink.
+        for argv in (["ip", "link", "set", "lo", "mtu", "1500"],
+                     ["tc", "qdisc", "replace", "dev", "lo", "root", "tbf", "rate", rate, "burst", "10kb",
+                      "latency", "400ms"]):
+            result = run(self.argv(argv), timeout=10)
+            if result.returncode != 0:
+                raise HarnessError(f"{' '.join(argv)} failed: {result.stderr.decode(errors='replace').strip()}")
 
 
 @contextmanager
@@ -210,9 +216,13 @@ class Proc:
 
 # The live status line of simulate (and record on a terminal): "tesaiot:     5.0 s   495.7 msg/s ..."
 STATUS_LINE = re.compile(r"^tesaiot:\s+\d+(\.\d+)?\s*s\s")
+# The session's connection events on stderr (tesaiot_cli/session.py).
+CONNECTION_EVENT = re.compile(r"^tesaiot: (disconnected from|reconnecting|reconnect failed|reconnect refused|"
+                              r"reconnect attempt|reconnected to)")
 NUMBER = r"([\d,]+)"
-SIM_SUMMARY = re.compile(rf"{NUMBER} packets published .*?{NUMBER} acknowledged by the broker, {NUMBER} failed, "
-                         rf"{NUMBER} dropped")
+# "N packets published (R msg/s), N acknowledged by the broker, ..." (QoS 0: "N written to the socket (...)")
+SIM_SUMMARY = re.compile(rf"{NUMBER} packets published .*?{NUMBER} (?:acknowledged by the broker|written to the socket)"
+                         rf"[^,]*, {NUMBER} failed, {NUMBER} dropped")
 REC_SUMMARY = re.compile(rf"recorded {NUMBER} messages")
 
 
@@ -447,6 +457,7 @@ class Options:
     drain: float
     quiet: float
     hostile_duration: float
+    hostile_script: Path
     workdir: Path
 
 
@@ -542,11 +553,12 @@ def drain(opts: Options, rec: Proc, recording: Path) -> None:
     last, still_since = -1, time.monotonic()
     while time.monotonic() < deadline and rec.poll() is None:
         count = recorded_so_far(recording)
+        count = -1 if count is None else count  # nothing on disk yet
         now = time.monotonic()
         if count != last:
-            last, still_since = count if count is not None else -1, now
-        events = [line for line in rec.stderr_lines() if re.search(r"disconnected|reconnect", line)]
-        connected = not events or "reconnected" in events[-1]
+            last, still_since = count, now
+        events = [line for line in rec.stderr_lines() if CONNECTION_EVENT.match(line)]
+        connected = not events or events[-1].startswith("tesaiot: reconnected to")
         if connected and now - still_since >= opts.quiet:
             return
         time.sleep(0.5)
@@ -569,7 +581,7 @@ def run_hostile_row(opts: Options, net: Net, row: Row, hostile_case: str) -> Non
     client = f"faults-rec-hostile-q{row.qos}"
     procs: list[Proc] = []
     try:
-        hostile = Proc.start(net, "hostile", [sys.executable, str(HOSTILE_SCRIPT), "--port", str(net.port),
+        hostile = Proc.start(net, "hostile", [sys.executable, str(opts.hostile_script), "--port", str(net.port),
                                               "--case", hostile_case], directory)
         procs.append(hostile)
         net.wait_listening(net.port, hostile.process)
@@ -581,7 +593,7 @@ def run_hostile_row(opts: Options, net: Net, row: Row, hostile_case: str) -> Non
         rec_code = rec.stop()
         row.rec = tool_summary(rec, rec_code, opts.workdir)
         parse_summaries(row, rec, rec)
-        hostile_code = hostile.stop(grace=5)
+        hostile_code = hostile.stop(first=signal.SIGTERM, grace=5)
         row.hostile = {"case": hostile_case, "exit": hostile_code,
                        "said": said(hostile.stderr_lines() + hostile.out.read_text(errors="replace").splitlines())[-3:]}
     finally:
@@ -624,7 +636,8 @@ def table_rows(rows: list[Row]) -> list[str]:
                     f"exit {code_text(sim)}" if sim else "n/a")
         d = row.delivery
         dup = f" ({d.duplicates} dup)" if d and d.duplicates else ""
-        rec_cell = f"{row.rec.get('kept', '?')}{dup}, exit {code_text(row.rec)}"
+        kept = row.rec.get("kept")
+        rec_cell = f"{'no file' if kept is None else kept}{dup}, exit {code_text(row.rec)}"
         if d:
             lost = f"{d.lost} ({pct(d.lost, d.truth)})"
             acked = sim.get("acked")
@@ -702,6 +715,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quiet", type=float, default=4.0, help="record is done when its count stood still so long")
     parser.add_argument("--hostile-duration", type=float, default=5.0,
                         help="record --duration against the hostile broker")
+    parser.add_argument("--hostile-script", type=Path, default=HOSTILE_SCRIPT,
+                        help="the hostile broker (--port PORT --case CASE); default tests/support/hostile_broker.py")
     parser.add_argument("--output", type=Path, default=None,
                         help="markdown table file (default bench/results/faults-DATE.md)")
     parser.add_argument("--docs", type=Path, default=None, help="also put the table into this file between its markers")
@@ -743,7 +758,7 @@ def main(argv: list[str]) -> int:
     opts = Options(tesaiot=args.tesaiot, devices=args.devices, interval=args.interval, duration=args.duration,
                    seed=args.seed, rate=args.rate, stall=min(args.stall, args.duration / 2), down=args.down,
                    fault_at=fault_at, drain=args.drain, quiet=args.quiet,
-                   hostile_duration=args.hostile_duration, workdir=workdir)
+                   hostile_duration=args.hostile_duration, hostile_script=args.hostile_script, workdir=workdir)
     qos_levels = [int(q) for q in args.qos.split(",")]
     sessions = [s == "persistent" for s in args.sessions.split(",")]
     rows: list[Row] = []
@@ -798,9 +813,11 @@ def main(argv: list[str]) -> int:
 
 
 def hostile_rows(opts: Options, net: Net, qos: int, session: bool) -> list[Row]:
-    if not HOSTILE_SCRIPT.exists():
-        row = Row("hostile", qos, session, skipped="needs tests/support/hostile_broker.py")
-        print(f"hostile q{qos}: skipped: needs tests/support/hostile_broker.py", file=sys.stderr)
+    if not opts.hostile_script.exists():
+        script = opts.hostile_script.resolve()
+        shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+        row = Row("hostile", qos, session, skipped=f"needs {shown}")
+        print(f"hostile q{qos} {'session' if session else 'clean'}: skipped: needs {shown}", file=sys.stderr)
         return [row]
     rows = []
     for hostile_case in HOSTILE_CASES:
