@@ -159,7 +159,7 @@ class Proc:
     out: Path
     err: Path
     started: float = field(default_factory=time.monotonic)
-    maxrss_kib: int | None = None
+    maxrss_kib: int | None = None  # peak memory (VmHWM) seen while it ran
     timed_out: bool = False
 
     @classmethod
@@ -172,17 +172,24 @@ class Proc:
         return cls(name, process, out, err)
 
     def poll(self) -> int | None:
-        """The exit code once it ended (reaped here with wait4, for its peak memory)."""
+        """The exit code once it ended; while it runs, its peak memory is sampled.
+
+        The peak is the kernel's high-water mark of the process's memory (VmHWM), read
+        from /proc while it runs: wait4's ru_maxrss would not do, as Linux starts it at
+        the parent's size (here the harness, with pyarrow loaded) when the child execs.
+        """
         if self.process.returncode is None:
-            try:
-                pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
-            except ChildProcessError:
-                return self.process.poll()
-            if pid == 0:
-                return None
-            self.process.returncode = os.waitstatus_to_exitcode(status)
-            self.maxrss_kib = usage.ru_maxrss  # ip netns exec execs the tool: this is the tool's
-        return self.process.returncode
+            self._sample_peak()
+        return self.process.poll()
+
+    def _sample_peak(self) -> None:
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                self.maxrss_kib = max(self.maxrss_kib or 0, int(line.split()[1]))
 
     def wait(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
@@ -513,6 +520,7 @@ def run_row(opts: Options, net: Net, row: Row) -> None:
         parse_summaries(row, sim, rec)
         row.broker_notes = broker.notes()
     finally:
+        broker.resume()  # a stalled broker would hold up the clients' clean stop
         for proc in reversed(procs):
             proc.stop(grace=5)
         broker.stop()
@@ -699,6 +707,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/faults", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--netns", help="network namespace to create (bench/faults picks one)")
+    parser.add_argument("--workdir", type=Path, help="an empty directory for recordings and logs (default: a new one)")
     parser.add_argument("--tesaiot", default=str(ROOT / ".venv" / "bin" / "tesaiot"), help="the tesaiot to test")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--qos", default="0,1", help="comma-separated QoS levels (default 0,1)")
@@ -740,7 +749,7 @@ def shown_command(argv: list[str]) -> str:
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--netns", "--tesaiot"):
+        elif arg in ("--netns", "--tesaiot", "--workdir"):
             skip = True
         else:
             shown.append(arg)
@@ -752,8 +761,10 @@ def main(argv: list[str]) -> int:
     import tempfile
 
     signal.signal(signal.SIGTERM, raise_stop)
+    # Ctrl+C must reach the cleanup even when started with SIGINT ignored (a shell's `&`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     now = datetime.now(timezone.utc)
-    workdir = Path(tempfile.mkdtemp(prefix="tesaiot-faults-"))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tesaiot-faults-"))
     fault_at = args.fault_at if args.fault_at is not None else args.duration / 4
     opts = Options(tesaiot=args.tesaiot, devices=args.devices, interval=args.interval, duration=args.duration,
                    seed=args.seed, rate=args.rate, stall=min(args.stall, args.duration / 2), down=args.down,
