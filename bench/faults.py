@@ -505,13 +505,16 @@ def run_row(opts: Options, net: Net, row: Row) -> None:
             "--duration", f"{opts.duration:g}", "--seed", str(opts.seed), "--qos", str(row.qos),
             "--record", str(truth), "--force", "--client-id", f"faults-sim-{row.case}"], directory)
         procs.append(sim)
-        fault = threading.Thread(target=apply_fault, args=(row, broker, sim, opts), daemon=True)
+        fault_errors: list[BaseException] = []
+        fault = threading.Thread(target=apply_fault, args=(row, broker, sim, opts, fault_errors), daemon=True)
         fault.start()
         # simulate: its duration, then at most 10 s for acknowledgements; a bound beyond that.
         if sim.wait(opts.duration + 60) is None:
             row.note = "simulate did not end in time; stopped"
         sim_code = sim.stop()
         fault.join(timeout=opts.stall + opts.down + 30)
+        if fault_errors:  # the fault itself failed (say, the broker did not come back): the row is void
+            raise HarnessError(f"{row.label}: applying the fault failed: {fault_errors[0]}") from fault_errors[0]
         broker.resume()
         drain(opts, rec, recording)
         rec_code = rec.stop()
@@ -537,21 +540,26 @@ def run_row(opts: Options, net: Net, row: Row) -> None:
         row.rec["info_error"] = info.stderr.decode(errors="replace").strip()
 
 
-def apply_fault(row: Row, broker: FaultBroker, sim: Proc, opts: Options) -> None:
-    """The fault on its timer (relative to simulate's start), bounded."""
+def apply_fault(row: Row, broker: FaultBroker, sim: Proc, opts: Options, errors: list[BaseException]) -> None:
+    """The fault on its timer (relative to simulate's start), bounded; runs on its own
+    thread, so a failure is handed back in ``errors`` for the row's thread to raise."""
     if row.case not in ("stall", "restart"):
         return
-    time.sleep(opts.fault_at)
-    if sim.poll() is not None:
-        return
-    if row.case == "stall":
-        broker.pause()
-        time.sleep(opts.stall)
-        broker.resume()
-    else:
-        broker.stop()
-        time.sleep(opts.down)
-        broker.start()
+    try:
+        time.sleep(opts.fault_at)
+        if sim.poll() is not None:
+            errors.append(HarnessError(f"simulate ended before the fault at {opts.fault_at:g} s"))
+            return
+        if row.case == "stall":
+            broker.pause()
+            time.sleep(opts.stall)
+            broker.resume()
+        else:
+            broker.stop()
+            time.sleep(opts.down)
+            broker.start()
+    except Exception as exc:  # noqa: BLE001 - handed to the row's thread, which raises it
+        errors.append(exc)
 
 
 def drain(opts: Options, rec: Proc, recording: Path) -> None:
@@ -572,8 +580,9 @@ def drain(opts: Options, rec: Proc, recording: Path) -> None:
         time.sleep(0.5)
 
 
-def parse_summaries(row: Row, sim: Proc, rec: Proc) -> None:
-    for line in sim.stderr_lines():
+def parse_summaries(row: Row, sim: Proc | None, rec: Proc) -> None:
+    """The counts in simulate's and record's closing summaries, into ``row``."""
+    for line in sim.stderr_lines() if sim else []:
         if m := SIM_SUMMARY.search(line):
             row.sim.update(published=to_int(m[1]), acked=to_int(m[2]), failed=to_int(m[3]), dropped=to_int(m[4]))
     for line in rec.stderr_lines():
@@ -600,7 +609,7 @@ def run_hostile_row(opts: Options, net: Net, row: Row, hostile_case: str) -> Non
             row.note = f"record still running {opts.hostile_duration + 20:g} s after start (hung?); stopped"
         rec_code = rec.stop()
         row.rec = tool_summary(rec, rec_code, opts.workdir)
-        parse_summaries(row, rec, rec)
+        parse_summaries(row, None, rec)
         hostile_code = hostile.stop(first=signal.SIGTERM, grace=5)
         row.hostile = {"case": hostile_case, "exit": hostile_code,
                        "said": said(hostile.stderr_lines() + hostile.out.read_text(errors="replace").splitlines())[-3:]}
@@ -637,7 +646,8 @@ def table_rows(rows: list[Row]) -> list[str]:
         session = "persistent" if row.session else "clean"
         case = row.case + (f": {row.hostile.get('case', '')}" if row.case == "hostile" and row.hostile else "")
         if row.skipped:
-            out.append(f"| {case} | {row.qos} | {session} | skipped: {row.skipped} | | | | | | |")
+            reason = row.skipped if row.skipped.startswith("the harness failed") else f"skipped: {row.skipped}"
+            out.append(f"| {case} | {row.qos} | {session} | {reason} | | | | | | |")
             continue
         sim = row.sim
         sim_cell = (f"{sim.get('published', '?')} / {sim.get('acked', '?')} / {sim.get('dropped', '?')}, "
@@ -776,6 +786,7 @@ def main(argv: list[str]) -> int:
     from benchlib.common import free_port
 
     started = time.monotonic()
+    load_at_start = machine().get("loadavg_at_start", [])
     try:
         with network(args.netns, free_port) as net:
             where = (f"private network namespace {net.name} (loopback only)" if net.name
@@ -794,7 +805,11 @@ def main(argv: list[str]) -> int:
                             continue
                         progress(f"{row.label} ...")
                         t0 = time.monotonic()
-                        run_row(opts, net, row)
+                        try:
+                            run_row(opts, net, row)
+                        except HarnessError as exc:  # this row is void; the others still run
+                            row.skipped = f"the harness failed: {exc}"
+                            progress(row.skipped)
                         progress(f"{row.label}: {time.monotonic() - t0:.0f} s")
     except (KeyboardInterrupt, Stop):
         print("bench/faults: interrupted; processes stopped and the namespace removed", file=sys.stderr)
@@ -807,7 +822,9 @@ def main(argv: list[str]) -> int:
     header = {
         "command": shown_command(argv),
         "date": now.strftime("%Y-%m-%d %H:%M UTC"), "versions": versions(),
-        "network": where + f"; kernel {machine().get('kernel')}, {machine().get('nproc')} cores (shared)",
+        "network": where + f"; kernel {machine().get('kernel')}, {machine().get('nproc')} cores, shared: load "
+                   f"average {' '.join(load_at_start)} at the start, {' '.join(machine().get('loadavg_at_start', []))} "
+                   "at the end",
         "devices": args.devices, "interval": args.interval, "duration": args.duration, "rate": args.rate,
         "stall": opts.stall, "down": args.down, "fault_at": fault_at,
     }
@@ -834,7 +851,12 @@ def hostile_rows(opts: Options, net: Net, qos: int, session: bool) -> list[Row]:
     for hostile_case in HOSTILE_CASES:
         row = Row("hostile", qos, session)
         progress(f"{row.label} {hostile_case} ...")
-        run_hostile_row(opts, net, row, hostile_case)
+        try:
+            run_hostile_row(opts, net, row, hostile_case)
+        except HarnessError as exc:  # this row is void; the others still run
+            row.hostile = {"case": hostile_case}
+            row.skipped = f"the harness failed: {exc}"
+            progress(row.skipped)
         rows.append(row)
     return rows
 
