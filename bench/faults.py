@@ -5,7 +5,10 @@ namespace's name). Cases, each with QoS 0 and 1 and a clean or a persistent
 (``record --session``) recorder:
 
 * ``baseline``   nothing goes wrong (the control row);
-* ``slow-link``  the namespace's loopback limited with ``tc qdisc ... tbf`` (``--rate``);
+* ``slow-link``  the namespace's loopback limited with ``tc qdisc ... tbf`` (``--rate``) at
+                 an Ethernet MTU (1500);
+* ``black-hole`` the same tbf at loopback's 64 KiB MTU: segments larger than tbf's burst
+                 are dropped every time, so bulk data stops while small packets pass;
 * ``stall``      the broker stopped with SIGSTOP for ``--stall`` seconds, then SIGCONT;
 * ``restart``    the broker stopped (SIGTERM) and started again ``--down`` seconds later,
                  with ``persistence true`` so persistent sessions survive it;
@@ -44,7 +47,8 @@ from benchlib.common import BENCH_DIR, ROOT, Broker, percentile, progress, run, 
 
 from bench import machine, versions  # noqa: E402
 
-CASES = ("baseline", "slow-link", "stall", "restart", "hostile")
+CASES = ("baseline", "slow-link", "black-hole", "stall", "restart", "hostile")
+LINK_CASES = ("slow-link", "black-hole")  # they need the namespace's own loopback
 HOSTILE_SCRIPT = ROOT / "tests" / "support" / "hostile_broker.py"
 HOSTILE_CASES = ("wildcard-topic", "packet-id-zero", "bad-utf8-topic", "qos3", "bad-remaining-length")
 # mosquitto's own default, written out so the table can name it: a persistent session's
@@ -99,20 +103,23 @@ class Net:
             time.sleep(0.1)
         raise HarnessError(f"nothing listens on port {port} after {timeout:g} s")
 
-    def set_rate(self, rate: str | None) -> None:
-        """Limit the namespace's loopback to ``rate`` (tc tbf) with an Ethernet MTU, or undo both."""
+    def set_rate(self, rate: str | None, *, ethernet_mtu: bool = True) -> None:
+        """Limit the namespace's loopback to ``rate`` (tc tbf), at an Ethernet MTU or at
+        loopback's own; ``None`` undoes both."""
         assert self.name is not None
         if rate is None:
             run(self.argv(["tc", "qdisc", "del", "dev", "lo", "root"]), timeout=10)
             run(self.argv(["ip", "link", "set", "lo", "mtu", str(LOOPBACK_MTU)]), timeout=10)
             return
-        # The MTU first: tbf drops every packet larger than its burst, and loopback's 64 KiB
-        # packets would all be dropped (a black hole, not a slow link). The latency bounds
-        # the queue (what would wait longer is dropped and TCP sends it again), as on a
+        # tbf drops every packet larger than its burst: at loopback's 64 KiB MTU, TCP's
+        # larger segments never pass (a black hole for bulk data while small packets still
+        # flow: the black-hole case); at 1500 it is a slow link. The latency bounds the
+        # queue (what would wait longer is dropped and TCP sends it again), as on a
         # congested uplink.
-        for argv in (["ip", "link", "set", "lo", "mtu", "1500"],
-                     ["tc", "qdisc", "replace", "dev", "lo", "root", "tbf", "rate", rate, "burst", "10kb",
-                      "latency", "400ms"]):
+        steps = [["ip", "link", "set", "lo", "mtu", "1500" if ethernet_mtu else str(LOOPBACK_MTU)],
+                 ["tc", "qdisc", "replace", "dev", "lo", "root", "tbf", "rate", rate, "burst", "10kb",
+                  "latency", "400ms"]]
+        for argv in steps:
             result = run(self.argv(argv), timeout=10)
             if result.returncode != 0:
                 raise HarnessError(f"{' '.join(argv)} failed: {result.stderr.decode(errors='replace').strip()}")
@@ -494,8 +501,8 @@ def run_row(opts: Options, net: Net, row: Row) -> None:
     client = f"faults-rec-{row.case}-q{row.qos}-{'s' if row.session else 'c'}"
     procs: list[Proc] = []
     try:
-        if row.case == "slow-link":
-            net.set_rate(opts.rate)
+        if row.case in LINK_CASES:
+            net.set_rate(opts.rate, ethernet_mtu=row.case == "slow-link")
         broker.start()
         rec = Proc.start(net, "record", record_argv(opts, net, recording, row.qos, client, row.session), directory)
         procs.append(rec)
@@ -527,7 +534,7 @@ def run_row(opts: Options, net: Net, row: Row) -> None:
         for proc in reversed(procs):
             proc.stop(grace=5)
         broker.stop()
-        if row.case == "slow-link":
+        if row.case in LINK_CASES:
             net.set_rate(None)
     if truth.exists() or truth.with_name(truth.name + ".partial").exists():
         row.delivery = match_delivery(truth, recording)
@@ -800,7 +807,7 @@ def main(argv: list[str]) -> int:
                             continue
                         row = Row(case, qos, session)
                         rows.append(row)
-                        if case == "slow-link" and net.name is None:
+                        if case in LINK_CASES and net.name is None:
                             row.skipped = f"needs a network namespace ({net.why_no_netns})"
                             continue
                         progress(f"{row.label} ...")
