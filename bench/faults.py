@@ -700,7 +700,8 @@ def report(rows: list[Row], header: dict[str, Any]) -> str:
              f"Load: simulate --devices {header['devices']} --interval {header['interval']:g} "
              f"--duration {header['duration']:g} (QoS as in the row); record -t '#' --qos as in the row, "
              f"`--session` when persistent; mosquitto max_queued_messages {MAX_QUEUED_MESSAGES}. "
-             f"Faults: slow-link tbf {header['rate']}; stall SIGSTOP {header['stall']:g} s at "
+             f"Faults: slow-link tbf {header['rate']} at MTU 1500; black-hole the same at lo's MTU 65536; "
+             f"stall SIGSTOP {header['stall']:g} s at "
              f"{header['fault_at']:g} s; restart: down {header['down']:g} s at {header['fault_at']:g} s "
              "(persistence true).", ""]
     lines += table_rows(rows)
