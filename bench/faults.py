@@ -679,7 +679,8 @@ def table_rows(rows: list[Row]) -> list[str]:
 
 
 def messages_section(rows: list[Row]) -> list[str]:
-    out = ["What each tool printed on stderr (live status lines and banners left out; `(xN)`: repeated):", ""]
+    out = ["<details><summary>What each tool printed on stderr (live status lines and banners left out; "
+           "<code>(xN)</code>: repeated)</summary>", ""]
     for row in rows:
         if row.skipped:
             continue
@@ -690,7 +691,7 @@ def messages_section(rows: list[Row]) -> list[str]:
                 out.append(f"  - {tool}: `{line.replace('`', chr(39))}`")
         if row.rec.get("maxrss_mib"):
             out.append(f"  - record peak memory: {row.rec['maxrss_mib']} MiB")
-    return out
+    return [*out, "", "</details>"]
 
 
 def report(rows: list[Row], header: dict[str, Any]) -> str:
