@@ -730,7 +730,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tesaiot", default=str(ROOT / ".venv" / "bin" / "tesaiot"), help="the tesaiot to test")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--qos", default="0,1", help="comma-separated QoS levels (default 0,1)")
-    parser.add_argument("--sessions", default="clean,persistent", help="clean, persistent or both")
+    parser.add_argument("--sessions", default="clean,persistent", help="clean, persistent or clean,persistent")
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--interval", type=float, default=0.1, help="simulate --interval (s)")
     parser.add_argument("--duration", type=float, default=20.0, help="simulate --duration (s)")
@@ -753,6 +753,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     bad = set(args.cases.split(",")) - set(CASES)
     if bad:
         parser.error(f"unknown case(s) {', '.join(sorted(bad))}: use {', '.join(CASES)}")
+    if not set(args.sessions.split(",")) <= {"clean", "persistent"}:
+        parser.error(f"--sessions {args.sessions!r}: use clean, persistent or clean,persistent")
+    if not set(args.qos.split(",")) <= {"0", "1", "2"}:
+        parser.error(f"--qos {args.qos!r}: use 0, 1, 2 or a comma-separated list of them")
     if args.duration <= 0 or args.interval <= 0 or args.devices <= 0:
         parser.error("--duration, --interval and --devices must be > 0")
     return args
