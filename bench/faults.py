@@ -170,12 +170,14 @@ class Proc:
     timed_out: bool = False
 
     @classmethod
-    def start(cls, net: Net, name: str, argv: Sequence[str], directory: Path) -> Proc:
+    def start(cls, net: Net, name: str, argv: Sequence[str], directory: Path,
+              env: dict[str, str] | None = None) -> Proc:
         out, err = directory / f"{name}.out", directory / f"{name}.err"
         with open(out, "wb") as out_file, open(err, "wb") as err_file:
             # A session of its own: Ctrl+C reaches the harness, which stops the children itself.
             process = subprocess.Popen(net.argv(argv), stdout=out_file, stderr=err_file,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       env=None if env is None else {**os.environ, **env})
         return cls(name, process, out, err)
 
     def poll(self) -> int | None:
@@ -606,7 +608,8 @@ def run_hostile_row(opts: Options, net: Net, row: Row, hostile_case: str) -> Non
     procs: list[Proc] = []
     try:
         hostile = Proc.start(net, "hostile", [sys.executable, str(opts.hostile_script), "--port", str(net.port),
-                                              "--case", hostile_case], directory)
+                                              "--case", hostile_case], directory,
+                             env={"PYTHONPATH": str(ROOT)})  # it may import tests.support
         procs.append(hostile)
         net.wait_listening(net.port, hostile.process)
         rec = Proc.start(net, "record", record_argv(opts, net, recording, row.qos, client, row.session,
