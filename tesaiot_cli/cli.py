@@ -18,6 +18,7 @@ from tesaiot_cli.commands import listen as listen_cmd
 from tesaiot_cli.commands import record as record_cmd
 from tesaiot_cli.commands import recover as recover_cmd
 from tesaiot_cli.commands import replay as replay_cmd
+from tesaiot_cli.commands import score as score_cmd
 from tesaiot_cli.commands import simulate as simulate_cmd
 
 HELP = """Listen to, simulate, record and replay MQTT telemetry for the TESAIoT platform.
@@ -66,6 +67,7 @@ app.command("recover", epilog=recover_cmd.EPILOG)(recover_cmd.recover)
 app.command("simulate", epilog=simulate_cmd.EPILOG)(simulate_cmd.simulate)
 app.command("broker", epilog=broker_cmd.EPILOG)(broker_cmd.broker)
 app.command("replay", cls=replay_cmd.ReplayCommand, epilog=replay_cmd.EPILOG)(replay_cmd.replay)
+app.command("score", epilog=score_cmd.EPILOG)(score_cmd.score)
 
 
 def main() -> None:
