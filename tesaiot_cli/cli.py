@@ -13,6 +13,7 @@ import typer
 from tesaiot_cli import __version__
 from tesaiot_cli.commands import broker as broker_cmd
 from tesaiot_cli.commands import convert as convert_cmd
+from tesaiot_cli.commands import detect as detect_cmd
 from tesaiot_cli.commands import info as info_cmd
 from tesaiot_cli.commands import listen as listen_cmd
 from tesaiot_cli.commands import record as record_cmd
@@ -68,6 +69,7 @@ app.command("simulate", epilog=simulate_cmd.EPILOG)(simulate_cmd.simulate)
 app.command("broker", epilog=broker_cmd.EPILOG)(broker_cmd.broker)
 app.command("replay", cls=replay_cmd.ReplayCommand, epilog=replay_cmd.EPILOG)(replay_cmd.replay)
 app.command("score", epilog=score_cmd.EPILOG)(score_cmd.score)
+app.command("detect", epilog=detect_cmd.EPILOG)(detect_cmd.detect)
 
 
 def main() -> None:

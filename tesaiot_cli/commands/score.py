@@ -148,12 +148,12 @@ def table_lines(detection: DetectionScore | None, delivery: DeliveryScore | None
         ]
         if detection.invalid_alerts:
             lines.append(f"  {detection.invalid_alerts} alerts were not JSON objects (counted as false alarms)")
-        header = (f"  {'kind':<18}{'events':>7}{'detected':>9}{'missed':>7}{'false':>7}{'recall':>8}"
+        header = (f"  {'kind':<18}{'events':>7}{'detected':>10}{'missed':>8}{'false alarms':>14}{'recall':>8}"
                   f"{'precision':>10}{'p50':>10}{'p95':>10}")
         lines += ["", header]
         for kind, score in sorted(detection.by_kind.items()):
             kind_latency = score.latency_ms()
-            lines.append(f"  {kind:<18}{score.events:>7}{score.detected:>9}{score.missed:>7}{score.false_alarms:>7}"
+            lines.append(f"  {kind:<18}{score.events:>7}{score.detected:>10}{score.missed:>8}{score.false_alarms:>14}"
                          f"{_ratio(score.recall):>8}{_ratio(score.precision):>10}{_ms(kind_latency['p50']):>10}"
                          f"{_ms(kind_latency['p95']):>10}")
     if delivery is not None:
