@@ -16,6 +16,7 @@ from tesaiot_cli.commands import convert as convert_cmd
 from tesaiot_cli.commands import detect as detect_cmd
 from tesaiot_cli.commands import info as info_cmd
 from tesaiot_cli.commands import listen as listen_cmd
+from tesaiot_cli.commands import plot as plot_cmd
 from tesaiot_cli.commands import record as record_cmd
 from tesaiot_cli.commands import recover as recover_cmd
 from tesaiot_cli.commands import replay as replay_cmd
@@ -70,6 +71,7 @@ app.command("broker", epilog=broker_cmd.EPILOG)(broker_cmd.broker)
 app.command("replay", cls=replay_cmd.ReplayCommand, epilog=replay_cmd.EPILOG)(replay_cmd.replay)
 app.command("score", epilog=score_cmd.EPILOG)(score_cmd.score)
 app.command("detect", epilog=detect_cmd.EPILOG)(detect_cmd.detect)
+app.command("plot", epilog=plot_cmd.EPILOG)(plot_cmd.plot)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import math
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +154,7 @@ class DeliveryScore:
 # -- detection -----------------------------------------------------------------------
 
 
-class _Alerts:
+class AlertIndex:
     """The alerts, indexed by (device, timestamp); columns as arrays."""
 
     def __init__(self, messages: Iterable[Message]) -> None:
@@ -187,7 +187,7 @@ class _Alerts:
         return len(self.devices)
 
 
-class _Events:
+class Events:
     """The truth's events, as columns."""
 
     def __init__(self) -> None:
@@ -250,14 +250,41 @@ def dropout_plan(metadata: RecordingMetadata) -> tuple[dict[str, set[int]], bool
     return plan, True
 
 
+@dataclass
+class Matching:
+    """Which alert matched which event: ``alerts.event[i]`` is alert i's event (-1 or -2:
+    none), ``events.detected_ns[e]`` the earliest matching alert's time (-1: missed)."""
+
+    alerts: AlertIndex
+    events: Events
+    time_matched: int
+    duration_s: float
+    dropouts_known: bool
+    labelled: int
+
+
 def score_detection(truth: Iterable[tuple[Message, str | None]], metadata: RecordingMetadata,
                     alerts: Iterable[Message], *, tolerance_s: float = DEFAULT_TOLERANCE_S) -> DetectionScore:
     """Score ``alerts`` against the labelled ``truth`` (see the module docstring).
 
     Raises :class:`RecordingError` when the truth has no labels.
     """
-    index = _Alerts(alerts)
-    events = _Events()
+    matching = match_alerts(truth, metadata, alerts, tolerance_s=tolerance_s)
+    return _summarise(matching.alerts, matching.events, matching.time_matched, duration_s=matching.duration_s,
+                      tolerance_s=tolerance_s, dropouts_known=matching.dropouts_known)
+
+
+def match_alerts(truth: Iterable[tuple[Message, str | None]], metadata: RecordingMetadata,
+                 alerts: Iterable[Message], *, tolerance_s: float = DEFAULT_TOLERANCE_S,
+                 on_reading: Callable[[Message, str | None, str], None] | None = None,
+                 require_labels: bool = True) -> Matching:
+    """Stream the truth once, building its events and matching ``alerts`` to them.
+
+    ``on_reading(message, label, device_id)`` sees every truth message (for plots).
+    Raises :class:`RecordingError` when ``require_labels`` and the truth has no labels.
+    """
+    index = AlertIndex(alerts)
+    events = Events()
     extra = metadata.extra
     episodes = extra.get("episode_packets")
     run_kinds = ({k for k, n in episodes.items() if isinstance(n, int) and n > 1 and k != DROPOUT}
@@ -274,12 +301,14 @@ def score_detection(truth: Iterable[tuple[Message, str | None]], metadata: Recor
         if first_ns is None:
             first_ns = time_ns
         last_ns = max(last_ns, time_ns)
-        if label is None:
-            continue
-        labelled += 1
         device_id = device_of.get(message.topic)
         if device_id is None:
             device_id = device_of[message.topic] = parse_topic(message.topic).device_id
+        if on_reading is not None:
+            on_reading(message, label, device_id)
+        if label is None:
+            continue
+        labelled += 1
         state = devices.get(device_id)
         if state is None:
             state = devices[device_id] = _DeviceTruth(plan.get(device_id, set()))
@@ -315,15 +344,15 @@ def score_detection(truth: Iterable[tuple[Message, str | None]], metadata: Recor
                 matched = index.by_key.pop((device_id, stamp), None)
                 if matched:
                     _match_exact(index, events, matched, own_event, ended_dropout)
-    if first_ns is not None and labelled == 0:
+    if require_labels and first_ns is not None and labelled == 0:
         raise RecordingError("the truth recording has no labels: record it with 'tesaiot simulate --record FILE'")
     for state in devices.values():
         if state.pending_dropout >= 0:  # the run ended inside a dropout: no reading ends it
             events.first_ns[state.pending_dropout] = (state.last_ns or 0) + _step_ns(extra)
             events.last_ns[state.pending_dropout] = events.first_ns[state.pending_dropout]
     time_matched = _match_by_time(index, events, int(tolerance_s * 1e9))
-    return _summarise(index, events, time_matched, duration_s=(last_ns - (first_ns or last_ns)) / 1e9,
-                      tolerance_s=tolerance_s, dropouts_known=dropouts_known)
+    return Matching(index, events, time_matched, duration_s=(last_ns - (first_ns or last_ns)) / 1e9,
+                    dropouts_known=dropouts_known, labelled=labelled)
 
 
 def _step_ns(extra: dict[str, Any]) -> int:
@@ -331,7 +360,7 @@ def _step_ns(extra: dict[str, Any]) -> int:
     return int(float(interval) * 1e9) if isinstance(interval, (int, float)) and interval > 0 else 0
 
 
-def _end_dropout(events: _Events, state: _DeviceTruth, time_ns: int) -> None:
+def _end_dropout(events: Events, state: _DeviceTruth, time_ns: int) -> None:
     """The first reading after a gap: the dropout's first missing packet is placed evenly
     between the readings around the gap."""
     event = state.pending_dropout
@@ -341,7 +370,7 @@ def _end_dropout(events: _Events, state: _DeviceTruth, time_ns: int) -> None:
     state.pending_dropout, state.missing = -1, 0
 
 
-def _match_exact(index: _Alerts, events: _Events, alerts: list[int], own_event: int, ended_dropout: int) -> None:
+def _match_exact(index: AlertIndex, events: Events, alerts: list[int], own_event: int, ended_dropout: int) -> None:
     for alert in alerts:
         candidates = [e for e in (own_event, ended_dropout) if e >= 0]
         if not candidates:
@@ -352,14 +381,14 @@ def _match_exact(index: _Alerts, events: _Events, alerts: list[int], own_event: 
         _detect(index, events, alert, chosen)
 
 
-def _detect(index: _Alerts, events: _Events, alert: int, event: int) -> None:
+def _detect(index: AlertIndex, events: Events, alert: int, event: int) -> None:
     index.event[alert] = event
     at = index.time_ns[alert]
     if events.detected_ns[event] < 0 or at < events.detected_ns[event]:
         events.detected_ns[event] = at
 
 
-def _match_by_time(index: _Alerts, events: _Events, tolerance_ns: int) -> int:
+def _match_by_time(index: AlertIndex, events: Events, tolerance_ns: int) -> int:
     """Alerts without an exact match: the earliest undetected event of the device whose
     window (first reading .. last reading + tolerance) holds the alert, else any such event."""
     matched = 0
@@ -394,7 +423,7 @@ def _match_by_time(index: _Alerts, events: _Events, tolerance_ns: int) -> int:
     return matched
 
 
-def _summarise(index: _Alerts, events: _Events, time_matched: int, *, duration_s: float, tolerance_s: float,
+def _summarise(index: AlertIndex, events: Events, time_matched: int, *, duration_s: float, tolerance_s: float,
                dropouts_known: bool) -> DetectionScore:
     overall = KindScore()
     by_kind: dict[str, KindScore] = {}
