@@ -56,7 +56,9 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 
 def _f1(precision: float | None, recall: float | None) -> float | None:
     if precision is None or recall is None:
-        return None
+        # No alerts (precision undefined) with events to find, or alerts with no events:
+        # F1 is 0 when the defined side is 0, else undefined.
+        return 0.0 if precision == 0 or recall == 0 else None
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
@@ -500,17 +502,23 @@ def score_delivery(sent: Iterable[Message], received: Iterable[Message]) -> Deli
     matched = joined.filter(both)
     latency = pc.subtract(matched.column("received_time"), matched.column("sent_time"))
     latencies = sorted(latency.to_pylist())
-    # Out of order: per topic, in arrival order, a message sent before one that already arrived.
+    # Out of order, per topic: the fewest first arrivals to take away so that the rest came in
+    # the order they were sent (arrivals minus the longest in-order subsequence). Duplicates
+    # are counted as such, not here.
     per_arrival = received_table.join(sent_groups.select(["key", "sent_order"]), "key", join_type="inner")
+    per_arrival = per_arrival.join(received_groups.select(["key", "received_order"]), "key", join_type="inner")
+    per_arrival = per_arrival.filter(pc.equal(per_arrival.column("order"), per_arrival.column("received_order")))
     per_arrival = per_arrival.sort_by([("order", "ascending")])
-    out_of_order = 0
-    highest: dict[int, int] = {}
+    tails: dict[int, list[int]] = {}
     for batch in per_arrival.select(["topic", "sent_order"]).to_batches(max_chunksize=65536):
         for topic, order in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
-            if order < highest.get(topic, -1):
-                out_of_order += 1
+            run = tails.setdefault(topic, [])
+            position = bisect.bisect_left(run, order)
+            if position == len(run):
+                run.append(order)
             else:
-                highest[topic] = order
+                run[position] = order
+    out_of_order = per_arrival.num_rows - sum(len(run) for run in tails.values())
     return DeliveryScore(sent=sent_table.num_rows, received=arrived, lost=lost, duplicated=duplicated,
                          unexpected=unexpected, out_of_order=out_of_order, latencies_ns=latencies)
 
