@@ -5,14 +5,14 @@ Every reading goes through four tests, each per device and channel (pressure, te
 * **range**: outside the DPS368 datasheet range (pressure 300-1200 hPa, temperature
   -40-85 degC, limits included as anomalous: the simulator's clamped values sit on them)
   -> ``high_pressure`` / ``high_temperature`` / ``both`` (``low_...`` below the range);
-* **level**: against the last ``WINDOW`` clean readings (readings not flagged). The
+* **level**: against the last ``WINDOW`` readings kept (the ones not clearly anomalous). The
   channel's behaviour picks the test: when consecutive values differ about as much as
   values differ from their median (independent values, like the upstream profile), a
   value outside the window's envelope widened by a margin; when consecutive values are
   much closer than that (a slowly moving signal, like the realistic profile), a jump
-  from the last clean values larger than ``SIGMAS`` robust step deviations, scaled by
-  the square root of the steps between them (checked at lags 1, 3 and 8, so a slow ramp
-  is caught too) -> ``spike`` (first flagged reading) or ``drift`` (the next ones);
+  from recent values (each the median of three kept values) larger than ``SIGMAS``
+  robust step deviations, scaled by the square root of the steps between them (checked
+  at lags 1, 3 and 8, so a slow ramp is caught too) -> ``spike`` (first flagged reading) or ``drift`` (the next ones);
 * **stuck**: both channels exactly repeat the previous reading (once when the channels
   never repeat otherwise, twice when they sometimes do) -> ``stuck``;
 * **gap**: the time since the device's previous reading is more than ``GAP_FACTOR``
@@ -39,7 +39,9 @@ TEMPERATURE_RANGE_C = (-40.0, 85.0)
 WINDOW = 128  # readings kept per channel
 TRIM = 0.025  # the envelope leaves out this share of the window at each end
 MILD = 3.0  # independent values flagged up to this score still widen the envelope
-RELEARN_AFTER = 16
+RELEARN_AFTER = 16  # flagged readings in a row after which a channel's history starts again
+SETTLED = 3  # flagged readings in a row, quiet among themselves, that become the new references
+QUIET_SIGMAS = 3.0
 WARMUP = 48  # readings kept before the level and stuck tests
 SIGMAS = 6.0  # step deviations for the level test of a slowly moving signal
 LAGS = (1, 3, 8)
@@ -87,7 +89,7 @@ class _Channel:
     """The recent history of one channel of one device, and its level test."""
 
     __slots__ = ("resolution", "values", "indices", "steps", "repeats", "_until_stats", "smooth", "low", "high",
-                 "margin", "step_sigma", "flagged_run")
+                 "margin", "step_sigma", "flagged_run", "settling", "settled_at")
 
     def __init__(self, resolution: float) -> None:
         self.resolution = resolution
@@ -99,6 +101,8 @@ class _Channel:
         self.smooth = False
         self.low = self.high = self.margin = self.step_sigma = 0.0
         self.flagged_run = 0
+        self.settling: collections.deque[tuple[float, int]] = collections.deque(maxlen=SETTLED)
+        self.settled_at = 0
 
     def ready(self) -> bool:
         return len(self.values) >= WARMUP
@@ -130,14 +134,19 @@ class _Channel:
             if value > self.high:
                 return 1.0 + (value - self.high - self.margin) / self.margin
             return 0.0
+        # Each reference is the median of three consecutive kept values, so one bad value
+        # that slipped into the history (during the warm-up) does not flag what follows it.
         worst = 0.0
         count = len(self.values)
+        values, indices = self.values, self.indices
         for lag in LAGS:
-            if lag > count:
+            if lag + 2 > count or indices[-lag - 2] < self.settled_at:
                 break
-            steps = index - self.indices[-lag]
+            a, b, c = values[-lag], values[-lag - 1], values[-lag - 2]
+            reference = max(min(a, b), min(max(a, b), c))
+            steps = index - indices[-lag - 1]
             limit = SIGMAS * self.step_sigma * math.sqrt(steps) + 2 * self.resolution
-            worst = max(worst, abs(value - self.values[-lag]) / limit)
+            worst = max(worst, abs(value - reference) / limit)
         return worst
 
     def learn(self, value: float, index: int, deviation: float) -> None:
@@ -151,14 +160,33 @@ class _Channel:
         """
         keep = deviation <= (MILD if not self.smooth else 1.0)
         self.flagged_run = self.flagged_run + 1 if deviation > 1.0 else 0
+        if self.flagged_run == 0:
+            self.settling.clear()
+        elif self.smooth:
+            # A moving signal flagged several times in a row but quiet again (steps as small as
+            # its noise): it came back from an anomaly that slipped into the history, or moved
+            # to a new level. Those readings become the references; a ramp never looks quiet.
+            self.settling.append((value, index))
+            recent = list(self.settling)[-SETTLED:]
+            if len(recent) == SETTLED and all(
+                    abs(b[0] - a[0]) <= QUIET_SIGMAS * self.step_sigma + self.resolution and b[1] == a[1] + 1
+                    for a, b in zip(recent, recent[1:], strict=False)):
+                for kept_value, kept_index in recent:
+                    self._keep(kept_value, kept_index)
+                self.settled_at = recent[0][1]  # older references describe the old level
+                self.settling.clear()
+                self.flagged_run = 0
+                return
         if self.flagged_run >= RELEARN_AFTER:
             self.values.clear()
             self.indices.clear()
             self.steps.clear()
             self.repeats, self.flagged_run, self._until_stats = 0, 0, 0
             keep = True
-        if not keep:
-            return
+        if keep:
+            self._keep(value, index)
+
+    def _keep(self, value: float, index: int) -> None:
         if self.values and self.indices[-1] == index - 1:
             step = abs(value - self.values[-1])
             if len(self.steps) == self.steps.maxlen and self.steps[0] == 0.0:
