@@ -20,7 +20,7 @@ def command_names() -> list[str]:
 
 
 def test_commands_registered() -> None:
-    assert {"listen"} <= set(command_names())
+    assert {"listen", "score", "detect", "plot"} <= set(command_names())
 
 
 def test_every_command_help_has_examples() -> None:
@@ -44,7 +44,8 @@ def test_help_does_not_import_heavy_modules() -> None:
         "from tesaiot_cli.cli import main\n"
         "sys.argv = ['tesaiot', '--help']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('pyarrow', 'paho', 'orjson', 'multiprocessing', 'amqtt', 'dotenv') if m in sys.modules]\n"
+        "heavy = [m for m in ('pyarrow', 'paho', 'orjson', 'multiprocessing', 'amqtt', 'dotenv', 'matplotlib', 'numpy')\n"
+        "         if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -55,3 +56,18 @@ def test_python_dash_m_works() -> None:
     result = subprocess.run([sys.executable, "-m", "tesaiot_cli", "--version"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_analysis_command_help_does_not_import_heavy_modules() -> None:
+    """`tesaiot score|detect|plot --help` loads neither matplotlib nor pyarrow."""
+    for name in ("score", "detect", "plot"):
+        code = (
+            "import sys\n"
+            "from tesaiot_cli.cli import main\n"
+            f"sys.argv = ['tesaiot', '{name}', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('pyarrow', 'matplotlib', 'numpy', 'paho') if m in sys.modules]\n"
+            "print('HEAVY', heavy, file=sys.stderr)\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert "HEAVY []" in result.stderr, (name, result.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -41,8 +40,10 @@ def plot(
     from tesaiot_cli.commands.score import parse_duration_s
 
     with cli_errors():
-        if importlib.util.find_spec("matplotlib") is None:
-            raise ConfigError(f"plot needs matplotlib: {INSTALL_HINT}")
+        try:
+            import matplotlib  # noqa: F401 - only to know it is there
+        except ImportError:
+            raise ConfigError(f"plot needs matplotlib: {INSTALL_HINT}") from None
         if output.suffix.lower() not in (".png", ".svg"):
             raise ConfigError(f"cannot tell the image format of {str(output)!r}: use .png or .svg")
         if max_devices < 1:
