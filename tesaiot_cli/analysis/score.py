@@ -238,7 +238,8 @@ def dropout_plan(metadata: RecordingMetadata) -> tuple[dict[str, set[int]], bool
     if DROPOUT not in kinds or not extra.get("anomaly_every"):
         return {}, True
     ids, packets, seed = extra.get("device_ids"), extra.get("packets"), metadata.seed
-    if not isinstance(ids, list) or not isinstance(packets, int) or seed is None or "shard" in extra:
+    if not isinstance(ids, list) or not isinstance(packets, int) or seed is None or (
+            "shard" in extra and "first_device_index" not in extra):
         return {}, False
     from tesaiot_cli.sim.dps368 import planned_dropouts
 
