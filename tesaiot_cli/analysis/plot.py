@@ -258,6 +258,7 @@ def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
             ax.plot([x_of(x) for x in xs], ys, color="#1f77b4", linewidth=0.8, zorder=2)
             ax.set_ylabel(f"{name} ({channel_unit})", fontsize=8)
             ax.tick_params(labelsize=7)
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
             ax.grid(True, linewidth=0.3, alpha=0.5)
             if column == 0:
                 ax.set_title(device, loc="left", fontsize=9, fontweight="bold")
