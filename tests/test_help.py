@@ -44,8 +44,8 @@ def test_help_does_not_import_heavy_modules() -> None:
         "from tesaiot_cli.cli import main\n"
         "sys.argv = ['tesaiot', '--help']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('pyarrow', 'paho', 'orjson', 'multiprocessing', 'amqtt', 'dotenv', 'matplotlib', 'numpy')\n"
-        "         if m in sys.modules]\n"
+        "heavy = [m for m in ('pyarrow', 'paho', 'orjson', 'multiprocessing', 'amqtt', 'dotenv', 'matplotlib',\n"
+        "                      'numpy') if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

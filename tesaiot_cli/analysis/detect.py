@@ -112,7 +112,9 @@ class _Channel:
         count = len(ordered)
         trim = int(TRIM * count)
         self.low, self.high = ordered[trim], ordered[count - 1 - trim]
-        self.margin = (self.high - self.low) * (ENVELOPE_MARGIN + 2.0 / count) + self.resolution
+        # A few resolution steps more: values quantised to 0.01 with a slow wander would
+        # otherwise step out of a narrow envelope one count at a time.
+        self.margin = (self.high - self.low) * (ENVELOPE_MARGIN + 2.0 / count) + 3 * self.resolution
         steps = list(self.steps)
         if len(steps) >= WARMUP // 2:
             center = _median(ordered)
@@ -136,7 +138,10 @@ class _Channel:
             return 0.0
         # Each reference is the median of three consecutive kept values, so one bad value
         # that slipped into the history (during the warm-up) does not flag what follows it.
-        worst = 0.0
+        # Right after a flagged reading, a value that fits any reference is back to normal
+        # (an early, unflagged part of a drift may have slipped into the short lags).
+        recovering = self.flagged_run > 0
+        worst = math.inf if recovering else 0.0
         count = len(self.values)
         values, indices = self.values, self.indices
         for lag in LAGS:
@@ -146,8 +151,9 @@ class _Channel:
             reference = max(min(a, b), min(max(a, b), c))
             steps = index - indices[-lag - 1]
             limit = SIGMAS * self.step_sigma * math.sqrt(steps) + 2 * self.resolution
-            worst = max(worst, abs(value - reference) / limit)
-        return worst
+            deviation = abs(value - reference) / limit
+            worst = min(worst, deviation) if recovering else max(worst, deviation)
+        return 0.0 if worst == math.inf else worst
 
     def learn(self, value: float, index: int, deviation: float) -> None:
         """Keep ``value`` when it is normal enough to describe the channel.
