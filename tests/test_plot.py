@@ -24,7 +24,7 @@ def scatter_labels(figure: Any) -> dict[str, int]:
     for ax in figure.axes:
         for collection in ax.collections:
             label = collection.get_label()
-            if not label.startswith("_"):
+            if not label.startswith(("_", "span:", "missed-span:")):
                 counts[label] = counts.get(label, 0) + len(collection.get_offsets())
     return counts
 
@@ -66,9 +66,14 @@ def test_missed_and_false_alarms_are_distinguishable(tmp_path: Path) -> None:
     labels = scatter_labels(figure)
     assert labels["alert"] == 2 and labels["false alarm"] == 2  # on both channels' axes
     assert labels["event:spike"] == 2 and any(label.startswith("missed:") for label in labels)
-    # runs (stuck, drift, dropout) are shaded spans; missed ones hatched
-    spans = [p for ax in figure.axes for p in ax.patches]
-    assert spans and any(p.get_hatch() for p in spans)
+    # runs (stuck, drift, dropout) are shaded spans, one collection per kind; missed ones hatched
+    spans = {c.get_label(): c for c in figure.axes[0].collections if "span:" in c.get_label()}
+    assert {"span:stuck", "span:drift", "span:dropout"} <= set(spans)
+    assert any(label.startswith("missed-span:") and c.get_hatch() for label, c in spans.items())
+    events = data.events["infineon-sensor-01"]
+    runs = [e for e in events if e.kind in ("stuck", "drift", "dropout")]
+    drawn = sum(len(c.get_paths()) for label, c in spans.items() if label.startswith("span:"))
+    assert drawn == len(runs)  # every run drawn, none merged or dropped
     legend = {t.get_text() for t in figure.legends[0].get_texts()}
     assert {"false alarm", "missed (hollow / hatched)", "spike", "stuck", "drift", "dropout"} <= legend
 

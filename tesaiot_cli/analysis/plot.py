@@ -265,21 +265,27 @@ def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
             to_axes = blended_transform_factory(ax.transData, ax.transAxes)
             point_x: dict[str, list[float]] = {}
             point_missed: dict[str, list[bool]] = {}
+            spans: dict[tuple[str, bool], list[tuple[float, float]]] = {}
             for mark in marks:
                 kinds_drawn.add(mark.kind)
-                colour, _marker = KIND_STYLE.get(mark.kind, OTHER_STYLE)
                 missed = mark.detected is False
                 any_missed |= missed
                 if mark.kind in RUN_KINDS:
-                    end = max(mark.last_ns, mark.first_ns + data.bucket_ns)
-                    ax.axvspan(x_of(mark.first_ns), x_of(end), color=colour, alpha=0.3, linewidth=0,
-                               hatch="////" if missed else None, zorder=1)
-                    if missed:
-                        ax.axvspan(x_of(mark.first_ns), x_of(end), facecolor="none", edgecolor="#d62728",
-                                   hatch="////", linewidth=0, zorder=1)
+                    start = x_of(mark.first_ns)
+                    end = x_of(max(mark.last_ns, mark.first_ns + data.bucket_ns))
+                    spans.setdefault((mark.kind, missed), []).append((start, end - start))
                 else:
                     point_x.setdefault(mark.kind, []).append(x_of(mark.first_ns))
                     point_missed.setdefault(mark.kind, []).append(missed)
+            # One collection per kind (not one patch per event): thousands of events draw fast.
+            for (kind, missed), ranges in spans.items():
+                colour, _marker = KIND_STYLE.get(kind, OTHER_STYLE)
+                ax.broken_barh(ranges, (0, 1), transform=ax.get_xaxis_transform(), facecolors=colour, alpha=0.3,
+                               linewidth=0, zorder=1, label=f"span:{kind}")
+                if missed:
+                    ax.broken_barh(ranges, (0, 1), transform=ax.get_xaxis_transform(), facecolors="none",
+                                   edgecolors="#d62728", hatch="////", linewidth=0, zorder=1,
+                                   label=f"missed-span:{kind}")
             # Point events sit in a strip at the top of the axes, so they never hide the values.
             for kind, positions in point_x.items():
                 colour, marker = KIND_STYLE.get(kind, OTHER_STYLE)
