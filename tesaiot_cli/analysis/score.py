@@ -396,6 +396,7 @@ def _match_by_time(index: AlertIndex, events: Events, tolerance_ns: int) -> int:
     window (first reading .. last reading + tolerance) holds the alert, else any such event."""
     matched = 0
     starts: dict[str, list[int]] = {}
+    longest: dict[str, int] = {}  # per device, the longest event (first to last reading), ns
     for alert in range(len(index)):
         if index.event[alert] != -1 or not index.devices[alert]:
             continue
@@ -406,15 +407,16 @@ def _match_by_time(index: AlertIndex, events: Events, tolerance_ns: int) -> int:
         firsts = starts.get(device)
         if firsts is None:
             firsts = starts[device] = [events.first_ns[e] for e in ids]
+            longest[device] = max(events.last_ns[e] - events.first_ns[e] for e in ids)
+        reach = tolerance_ns + longest[device]
         at = index.time_ns[alert]
         position = bisect.bisect_right(firsts, at)
         best = -1
         # Events start in time order per device; walk back while one could still hold the alert.
         for candidate in range(position - 1, -1, -1):
             event = ids[candidate]
-            if at - events.first_ns[event] > tolerance_ns + (events.last_ns[event] - events.first_ns[event]) \
-                    and at - events.first_ns[event] > 3600 * 10**9:
-                break
+            if at - events.first_ns[event] > reach:
+                break  # this event and every earlier one started too long ago
             if at <= events.last_ns[event] + tolerance_ns:
                 if events.detected_ns[event] < 0:
                     best = event
