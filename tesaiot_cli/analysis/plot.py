@@ -134,36 +134,21 @@ def collect(reader_factory: Any, *, alerts: Iterable[Message] | None = None, dev
         raise ConfigError("the recording is empty: nothing to plot")
     span = max(end_ns - start_ns, 1)
     bucket_ns = span / buckets
-    chosen: list[str] = []
-    refused: set[str] = set()
-    series: dict[tuple[str, str], _Series] = {}
     names = [name for name, _unit in CHANNELS]
-    readings = 0
-
-    def wanted(device: str) -> bool:
-        if device in series_devices:
-            return True
-        if device in refused:
-            return False
-        ok = (any(fnmatch.fnmatchcase(device, pattern) for pattern in devices) if devices else True) \
-            and len(chosen) < max_devices
-        if ok:
-            chosen.append(device)
-            series_devices.add(device)
-            for name in names:
-                series[(device, name)] = _Series(buckets)
-        else:
-            refused.add(device)
-        return ok
-
-    series_devices: set[str] = set()
+    with reader_factory() as reader:
+        chosen = _choose_devices(reader, devices, max_devices)
+    if not chosen:
+        raise ConfigError("no device to plot" + (f" matches --device {', '.join(devices)}" if devices else ""))
+    drawn = set(chosen)
+    series = {(device, name): _Series(buckets) for device in chosen for name in names}
     all_devices: set[str] = set()
+    readings = 0
 
     def on_reading(message: Message, label: str | None, device: str) -> None:
         nonlocal readings
         if len(all_devices) < 1_000_000:
             all_devices.add(device)
-        if not wanted(device):
+        if device not in drawn:
             return
         data = load_object(message.payload)
         if data is None:
@@ -182,13 +167,33 @@ def collect(reader_factory: Any, *, alerts: Iterable[Message] | None = None, dev
     with reader_factory() as reader:
         matching = match_alerts(reader.iter_labelled(), reader.metadata, alerts if alerts is not None else [],
                                 tolerance_s=tolerance_s, on_reading=on_reading,
-                                require_labels=False)
-    if not chosen:
-        raise ConfigError("no device to plot" + (f" matches --device {', '.join(devices)}" if devices else ""))
+                                require_labels=False, keep=drawn.__contains__)
     data = PlotData(start_ns, end_ns, chosen, series, devices_seen=len(all_devices), readings=readings,
                     labelled=matching.labelled > 0, bucket_ns=bucket_ns)
     _marks(data, matching, alerts is not None)
     return data
+
+
+def _choose_devices(reader: Any, patterns: Sequence[str], limit: int) -> list[str]:
+    """The first ``limit`` device ids (matching a pattern, if any) in the recording's order:
+    read until they are found (a fleet's first few messages), at worst to the end."""
+    from tesaiot_cli.message import parse_topic
+
+    chosen: list[str] = []
+    seen: set[str] = set()
+    for message in reader:
+        topic = message.topic
+        if topic in seen:
+            continue
+        seen.add(topic)
+        device = parse_topic(topic).device_id
+        if device in chosen:
+            continue
+        if not patterns or any(fnmatch.fnmatchcase(device, pattern) for pattern in patterns):
+            chosen.append(device)
+            if len(chosen) >= limit:
+                break
+    return chosen
 
 
 def _marks(data: PlotData, matching: Any, have_alerts: bool) -> None:

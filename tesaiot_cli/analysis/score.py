@@ -130,7 +130,10 @@ class DetectionScore:
 
 @dataclass
 class DeliveryScore:
-    """What arrived of what was sent, matched by topic and exact payload bytes. Latencies in ns."""
+    """What arrived of what was sent, matched by topic and exact payload bytes.
+
+    ``latency_ns``: p50, p99 and max of receive time - send time (None when nothing arrived).
+    """
 
     sent: int
     received: int  # sent messages that arrived at least once
@@ -138,52 +141,75 @@ class DeliveryScore:
     duplicated: int  # extra copies of sent messages
     unexpected: int  # received messages that were never sent
     out_of_order: int  # arrived before a message sent earlier on the same topic
-    latencies_ns: list[int]
+    latency_ns: dict[str, float | None]
 
     @property
     def delivered(self) -> float | None:
         return _ratio(self.received, self.sent)
 
     def as_dict(self) -> dict[str, Any]:
-        ordered = self.latencies_ns
         return {"sent": self.sent, "received": self.received, "lost": self.lost, "duplicated": self.duplicated,
                 "unexpected": self.unexpected, "out_of_order": self.out_of_order, "delivered": self.delivered,
-                "latency_ms": {name: (None if value is None else value / 1e6) for name, value in
-                               (("p50", percentile(ordered, 0.50)), ("p99", percentile(ordered, 0.99)),
-                                ("max", float(ordered[-1]) if ordered else None))}}
+                "latency_ms": {name: (None if value is None else value / 1e6)
+                               for name, value in self.latency_ns.items()}}
 
 
 # -- detection -----------------------------------------------------------------------
 
 
 class AlertIndex:
-    """The alerts, indexed by (device, timestamp); columns as arrays."""
+    """The alerts, indexed by (device, timestamp); columns as arrays.
 
-    def __init__(self, messages: Iterable[Message]) -> None:
+    ``keep(device_id)`` (default: all) leaves other devices' alerts out (plots). Per alert
+    what is kept is its time, its device and kind (shared strings) and a 64-bit key of
+    (device, timestamp) — no dictionary of strings per alert.
+    """
+
+    def __init__(self, messages: Iterable[Message], keep: Callable[[str], bool] | None = None) -> None:
         self.devices: list[str] = []
         self.kinds: list[str | None] = []
         self.time_ns = array("q")
         self.invalid = 0
-        self.by_key: dict[tuple[str, str], list[int]] = {}
+        self._first: dict[int, int] = {}  # key -> the first alert with it
+        self._more: dict[int, list[int]] = {}  # key -> the other alerts with it (rare)
+        names: dict[str, str] = {}  # one string object per device id and kind
         for message in messages:
             data = load_object(message.payload)
-            index = len(self.devices)
-            self.time_ns.append(message.time_ns)
             if data is None:
                 self.invalid += 1
+                self.time_ns.append(message.time_ns)
                 self.devices.append("")
                 self.kinds.append(None)
                 continue
             device = data.get("device_id")
             device_id = device if isinstance(device, str) and device else parse_topic(message.topic).device_id
+            if keep is not None and not keep(device_id):
+                continue
+            index = len(self.devices)
+            self.time_ns.append(message.time_ns)
             kind = data.get("kind")
-            self.devices.append(device_id)
-            self.kinds.append(kind if isinstance(kind, str) else None)
+            self.devices.append(names.setdefault(device_id, device_id))
+            self.kinds.append(names.setdefault(kind, kind) if isinstance(kind, str) else None)
             stamp = data.get("timestamp")
             if isinstance(stamp, str):
-                self.by_key.setdefault((device_id, stamp), []).append(index)
+                key = hash((device_id, stamp))
+                if key in self._first:
+                    self._more.setdefault(key, []).append(index)
+                else:
+                    self._first[key] = index
         # Per alert: the event it matched (-1: none yet); -2: matched a normal reading (false alarm).
         self.event = array("q", [-1]) * len(self.devices)
+
+    def __bool__(self) -> bool:
+        return bool(self._first)
+
+    def take(self, device_id: str, stamp: str) -> list[int]:
+        """The alerts that copied this reading's timestamp (each reading is taken once)."""
+        key = hash((device_id, stamp))
+        first = self._first.pop(key, None)
+        if first is None:
+            return []
+        return [first, *self._more.pop(key, [])]
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -280,13 +306,14 @@ def score_detection(truth: Iterable[tuple[Message, str | None]], metadata: Recor
 def match_alerts(truth: Iterable[tuple[Message, str | None]], metadata: RecordingMetadata,
                  alerts: Iterable[Message], *, tolerance_s: float = DEFAULT_TOLERANCE_S,
                  on_reading: Callable[[Message, str | None, str], None] | None = None,
-                 require_labels: bool = True) -> Matching:
+                 require_labels: bool = True, keep: Callable[[str], bool] | None = None) -> Matching:
     """Stream the truth once, building its events and matching ``alerts`` to them.
 
-    ``on_reading(message, label, device_id)`` sees every truth message (for plots).
+    ``on_reading(message, label, device_id)`` sees every truth message (for plots);
+    ``keep(device_id)`` limits the alerts indexed to some devices.
     Raises :class:`RecordingError` when ``require_labels`` and the truth has no labels.
     """
-    index = AlertIndex(alerts)
+    index = AlertIndex(alerts, keep)
     events = Events()
     extra = metadata.extra
     episodes = extra.get("episode_packets")
@@ -341,10 +368,10 @@ def match_alerts(truth: Iterable[tuple[Message, str | None]], metadata: Recordin
         else:
             state.event, state.kind = -1, ""
         state.last_ns = time_ns
-        if index.by_key:
+        if index:
             stamp = payload_timestamp(message.payload)
             if stamp is not None:
-                matched = index.by_key.pop((device_id, stamp), None)
+                matched = index.take(device_id, stamp)
                 if matched:
                     _match_exact(index, events, matched, own_event, ended_dropout)
     if require_labels and first_ns is not None and labelled == 0:
@@ -457,73 +484,96 @@ def _summarise(index: AlertIndex, events: Events, time_matched: int, *, duration
 # -- delivery ------------------------------------------------------------------------
 
 
-def _keys(messages: Iterable[Message], topics: dict[str, int]) -> Iterator[tuple[int, int, int]]:
-    """(key, topic number, time) per message; the key is a 64-bit hash of topic and payload
-    (a collision among a million messages has a chance of about 3e-8)."""
+def _columns(messages: Iterable[Message], topics: dict[str, int]) -> tuple[array[int], array[int], array[int]]:
+    """Per message: a 64-bit hash of topic and payload (a collision among a million
+    messages has a chance of about 3e-8), the topic's number and the time (ns)."""
+    keys, topic_ids, times = array("q"), array("q"), array("q")
     for message in messages:
-        topic = topics.setdefault(message.topic, len(topics))
-        yield hash((message.topic, message.payload)), topic, message.time_ns
+        keys.append(hash((message.topic, message.payload)))
+        topic_ids.append(topics.setdefault(message.topic, len(topics)))
+        times.append(message.time_ns)
+    return keys, topic_ids, times
+
+
+def _sorted_positions(keys: array[int]) -> Iterator[tuple[int, int]]:
+    """(key, position) in key order, positions ascending within a key (a stable sort),
+    taken from Arrow 64k at a time: no Python list of a million positions."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
+
+    order = pc.sort_indices(pa.array(keys, pa.int64()))
+    for start in range(0, len(order), 65536):
+        for position in order.slice(start, 65536).to_pylist():
+            yield keys[position], position
 
 
 def score_delivery(sent: Iterable[Message], received: Iterable[Message]) -> DeliveryScore:
     """Match ``received`` against ``sent`` by topic and exact payload bytes.
 
-    Memory: 24 bytes per message in Arrow columns, joined by Arrow (no Python object per
-    message is kept).
+    Both sides are sorted by key (Arrow) and merged: the n-th copy received of a message is
+    matched with the n-th copy sent. Memory: about 40 bytes per message in flat arrays.
     """
-    import pyarrow as pa  # type: ignore[import-untyped]
-    import pyarrow.compute as pc  # type: ignore[import-untyped]
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     topics: dict[str, int] = {}
-    sides = []
-    for messages in (sent, received):
-        keys, topic_ids, times = array("q"), array("q"), array("q")
-        for key, topic, time_ns in _keys(messages, topics):
-            keys.append(key)
-            topic_ids.append(topic)
-            times.append(time_ns)
-        sides.append(pa.table({"key": pa.array(keys, pa.int64()), "topic": pa.array(topic_ids, pa.int64()),
-                               "time": pa.array(times, pa.int64()),
-                               "order": pa.array(range(len(keys)), pa.int64())}))
-        del keys, topic_ids, times
-    sent_table, received_table = sides
-    sent_groups = sent_table.group_by("key").aggregate([("order", "min"), ("time", "min"), ("order", "count")])
-    sent_groups = sent_groups.rename_columns(["key", "sent_order", "sent_time", "sent_count"])
-    received_groups = received_table.group_by("key").aggregate([("order", "min"), ("time", "min"),
-                                                                ("order", "count")])
-    received_groups = received_groups.rename_columns(["key", "received_order", "received_time", "received_count"])
-    joined = sent_groups.join(received_groups, "key", join_type="full outer")
-    sent_count = pc.fill_null(joined.column("sent_count"), 0)
-    received_count = pc.fill_null(joined.column("received_count"), 0)
-    both = pc.and_(pc.greater(sent_count, 0), pc.greater(received_count, 0))
-    arrived = int(pc.sum(pc.if_else(both, pc.min_element_wise(sent_count, received_count), 0)).as_py() or 0)
-    lost = int(pc.sum(pc.max_element_wise(pc.subtract(sent_count, received_count), 0)).as_py() or 0)
-    duplicated = int(pc.sum(pc.if_else(pc.greater(sent_count, 0),
-                                       pc.max_element_wise(pc.subtract(received_count, sent_count), 0),
-                                       0)).as_py() or 0)
-    unexpected = int(pc.sum(pc.if_else(pc.equal(sent_count, 0), received_count, 0)).as_py() or 0)
-    matched = joined.filter(both)
-    latency = pc.subtract(matched.column("received_time"), matched.column("sent_time"))
-    latencies = sorted(latency.to_pylist())
-    # Out of order, per topic: the fewest first arrivals to take away so that the rest came in
-    # the order they were sent (arrivals minus the longest in-order subsequence). Duplicates
-    # are counted as such, not here.
-    per_arrival = received_table.join(sent_groups.select(["key", "sent_order"]), "key", join_type="inner")
-    per_arrival = per_arrival.join(received_groups.select(["key", "received_order"]), "key", join_type="inner")
-    per_arrival = per_arrival.filter(pc.equal(per_arrival.column("order"), per_arrival.column("received_order")))
-    per_arrival = per_arrival.sort_by([("order", "ascending")])
+    sent_keys, _sent_topics, sent_times = _columns(sent, topics)
+    received_keys, received_topics, received_times = _columns(received, topics)
+    sent_of_arrival = array("q", [-1]) * len(received_keys)  # the sent position each arrival matched
+    latencies = array("q")
+    lost = duplicated = unexpected = arrived = 0
+    sent_iter = _sorted_positions(sent_keys)
+    received_iter = _sorted_positions(received_keys)
+    sent_next = next(sent_iter, None)
+    received_next = next(received_iter, None)
+    while sent_next is not None or received_next is not None:
+        if received_next is None or (sent_next is not None and sent_next[0] < received_next[0]):
+            lost += 1
+            sent_next = next(sent_iter, None)
+            continue
+        key = received_next[0]
+        if sent_next is None or sent_next[0] > key:
+            unexpected += 1
+            received_next = next(received_iter, None)
+            continue
+        # The same key on both sides: pair the copies in order.
+        sent_group: list[int] = []
+        while sent_next is not None and sent_next[0] == key:
+            sent_group.append(sent_next[1])
+            sent_next = next(sent_iter, None)
+        received_group: list[int] = []
+        while received_next is not None and received_next[0] == key:
+            received_group.append(received_next[1])
+            received_next = next(received_iter, None)
+        for sent_position, received_position in zip(sent_group, received_group, strict=False):
+            sent_of_arrival[received_position] = sent_position
+            latencies.append(received_times[received_position] - sent_times[sent_position])
+            arrived += 1
+        lost += max(0, len(sent_group) - len(received_group))
+        duplicated += max(0, len(received_group) - len(sent_group))
+    # Out of order, per topic: the fewest matched arrivals to take away so that the rest came
+    # in the order they were sent (arrivals minus the longest in-order subsequence).
     tails: dict[int, list[int]] = {}
-    for batch in per_arrival.select(["topic", "sent_order"]).to_batches(max_chunksize=65536):
-        for topic, order in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
-            run = tails.setdefault(topic, [])
-            position = bisect.bisect_left(run, order)
-            if position == len(run):
-                run.append(order)
-            else:
-                run[position] = order
-    out_of_order = per_arrival.num_rows - sum(len(run) for run in tails.values())
-    return DeliveryScore(sent=sent_table.num_rows, received=arrived, lost=lost, duplicated=duplicated,
-                         unexpected=unexpected, out_of_order=out_of_order, latencies_ns=latencies)
+    in_order = 0
+    for received_position, sent_position in enumerate(sent_of_arrival):
+        if sent_position < 0:
+            continue
+        run = tails.setdefault(received_topics[received_position], [])
+        slot = bisect.bisect_left(run, sent_position)
+        if slot == len(run):
+            run.append(sent_position)
+            in_order += 1
+        else:
+            run[slot] = sent_position
+    latency: dict[str, float | None] = {"p50": None, "p99": None, "max": None}
+    if latencies:
+        ordered = pc.sort_indices(pa.array(latencies, pa.int64()))
+        count = len(latencies)
+        for name, fraction in (("p50", 0.50), ("p99", 0.99), ("max", 1.0)):
+            rank = max(1, math.ceil(fraction * count))
+            latency[name] = float(latencies[ordered[rank - 1].as_py()])
+    return DeliveryScore(sent=len(sent_keys), received=arrived, lost=lost, duplicated=duplicated,
+                         unexpected=unexpected, out_of_order=arrived - in_order, latency_ns=latency)
 
 
 def parse_thresholds(text: str) -> dict[str, float]:

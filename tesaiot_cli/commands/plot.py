@@ -65,12 +65,13 @@ def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[s
     from tesaiot_cli.analysis.plot import collect, render
     from tesaiot_cli.recording import open_reader
 
-    alert_messages = None
     if alerts is not None:
-        with open_reader(alerts) as reader:
-            alert_messages = list(reader)  # the small side: one alert per flagged reading
-    data = collect(lambda: open_reader(recording), alerts=alert_messages, devices=devices,
-                   max_devices=max_devices, tolerance_s=tolerance_s)
+        with open_reader(alerts) as reader:  # streamed: only the drawn devices' alerts are kept
+            data = collect(lambda: open_reader(recording), alerts=iter(reader), devices=devices,
+                           max_devices=max_devices, tolerance_s=tolerance_s)
+    else:
+        data = collect(lambda: open_reader(recording), devices=devices, max_devices=max_devices,
+                       tolerance_s=tolerance_s)
     # Drawn to a temporary name and renamed: an error leaves no half-written image.
     partial = output.with_name(f".{output.stem}.{secrets.token_hex(4)}{output.suffix}")
     try:
