@@ -12,6 +12,7 @@ import pytest
 
 from tesaiot_cli.analysis.detect import Detector, detect_messages
 from tesaiot_cli.analysis.score import score_detection
+from tesaiot_cli.message import Message
 from tesaiot_cli.recording import open_reader
 from tests.conftest import run_cli, start_cli
 from tests.support.broker import PASSWORD, READER, READER_PASSWORD, USER, Mosquitto
@@ -189,3 +190,37 @@ def test_live_refused_alerts_are_counted_and_exit_7(broker: Mosquitto, tmp_path:
     assert "0 acknowledged" in lines[-2] and "alerts were not delivered" in lines[-1]
     refused = int(lines[-1].split(" refused")[0].split(", ")[-1])
     assert refused > 5 and f"{refused} alerts published" in lines[-2]
+
+
+def test_detector_unit_cases() -> None:
+    """Range kinds at and beyond the datasheet limits, a stuck repeat, a gap, non-readings."""
+    import random
+
+    from tesaiot_cli.analysis.telemetry import Reading
+
+    rng = random.Random(1)
+    detector = Detector()
+    second = 1_000_000_000
+
+    def feed(k: int, pressure: float, temperature: float, *, at: int | None = None) -> list[str]:
+        reading = Reading("d", f"t{k}", (at if at is not None else k) * second, pressure, temperature)
+        return [alert.kind for alert in detector.feed(reading)]
+
+    k = 0
+    for k in range(1, 100):  # warm-up: independent values, like the upstream profile
+        assert feed(k, round(rng.uniform(950, 1050), 2), round(rng.uniform(20, 35), 2)) == []
+    assert feed(100, 1200.0, 25.0) == ["high_pressure"]  # on the limit: the simulator clamps there
+    assert feed(101, 1000.0, 85.0) == ["high_temperature"]
+    assert feed(102, 1230.5, 87.1) == ["both"]
+    assert feed(103, 1000.0, -40.0) == ["low_temperature"]
+    assert feed(104, 1010.0, 26.0) == []
+    assert feed(105, 940.0, 25.0) == ["spike"]  # 10 hPa below the normal range
+    assert feed(106, 939.0, 26.3) == ["drift"]  # flagged again right after: the same episode
+    assert feed(107, 1000.5, 25.5) == []
+    assert feed(108, 1000.5, 25.5) == ["stuck"]  # independent values never repeat: once is enough
+    assert feed(109, 990.1, 22.2) == []
+    assert feed(113, 1001.1, 30.2) == ["dropout"]  # 4 s after the last reading, 1 s apart before
+    assert feed(114, 1002.2, 27.7) == []
+    parser_input = [Message("device/x/telemetry", b"not json"), Message("device/x/telemetry", b'{"a": 1}')]
+    counting = Detector()
+    assert list(detect_messages(parser_input, counting)) == [] and counting.readings == 0
