@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import publish, record, replay, scaling, startup, storage  # noqa: E402
+from benchlib import analysis, publish, record, replay, scaling, startup, storage  # noqa: E402
 from benchlib.common import (  # noqa: E402
     BENCH_DIR,
     MAX_INFLIGHT_MESSAGES,
@@ -37,7 +37,7 @@ from benchlib.common import (  # noqa: E402
     say,
 )
 
-SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling")
+SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis")
 
 FULL: dict[str, Any] = {
     "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
@@ -49,6 +49,7 @@ FULL: dict[str, Any] = {
     "startup_runs": 21,
     "scaling_ladder": [20000, 40000, 60000, 80000, 100000, 120000], "scaling_duration": 2.0,
     "scaling_budget_s": 110,
+    "analysis_devices": 100, "analysis_count": 10_500, "analysis_runs": 3,
 }
 QUICK: dict[str, Any] = {
     "ladder": [2000, 5000, 10000],
@@ -59,6 +60,7 @@ QUICK: dict[str, Any] = {
     "memory_count": 50_000,
     "startup_runs": 5,
     "scaling_ladder": [5000, 10000], "scaling_duration": 1.0, "scaling_budget_s": 60,
+    "analysis_devices": 10, "analysis_count": 5_000, "analysis_runs": 1,
 }
 
 
@@ -104,7 +106,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ladder", help="record section: comma-separated rates to try, msg/s (overrides the plan)")
     parser.add_argument("--duration", type=float, help="record section: seconds per trial (overrides the plan)")
     parser.add_argument("--tools", help="record section: comma-separated recorders to run (default: all): "
-                        "tesaiot-parquet, tesaiot-jsonl, paho, mosquitto_sub, mqtt-recorder")
+                        "tesaiot-parquet, tesaiot-jsonl, tesaiot-detect, paho, mosquitto_sub, mqtt-recorder")
     parser.add_argument("--qos", help="record section: QoS levels to run, comma-separated (default: 0,1)")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results",
                         help="directory for the JSON results (default: bench/results)")
@@ -178,6 +180,10 @@ def main(argv: list[str]) -> int:
              lambda: scaling.run_section(ctx, ladder=plan["scaling_ladder"], duration=plan["scaling_duration"],
                                          budget_s=plan["scaling_budget_s"]),
              scaling.report),
+            ("analysis", "section 7: detect, score and plot of a large truth",
+             lambda: analysis.run_section(ctx, devices=plan["analysis_devices"], count=plan["analysis_count"],
+                                          runs=plan["analysis_runs"]),
+             analysis.report),
         ]
         try:
             for name, title, measure, show in steps:

@@ -21,7 +21,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from tesaiot_cli import __version__
 
-HELP = """Listen to, simulate, record and replay MQTT telemetry for the TESAIoT platform.
+HELP = """Listen to, simulate, record and replay MQTT telemetry for the TESAIoT platform; score
+Edge-AI anomaly detectors against labelled ground truth.
 
 \b
 Examples:
@@ -32,7 +33,8 @@ Examples:
 
 Exit codes (every command): 0 done, 1 invalid value, 2 command-line syntax, 3 cannot
 connect, 4 authentication refused, 5 recording problem, 6 --timeout before --count,
-7 messages not delivered, 70 internal error. 'tesaiot COMMAND --help' for each command.
+7 messages not delivered, 8 score below --fail-under, 70 internal error. 'tesaiot COMMAND
+--help' for each command.
 """
 
 
@@ -61,13 +63,16 @@ COMMANDS: tuple[Cmd, ...] = (
     Cmd("simulate", "Simulate Infineon DPS368 pressure/temperature devices publishing to a broker, with anomalies."),
     Cmd("broker", "Run an embedded MQTT broker (amqtt) on localhost until Ctrl+C: for development and demos."),
     Cmd("replay", "Republish a recording to a broker with its original timing (or --speed), or dry-run it to stdout."),  # noqa: E501
+    Cmd("score", "Score a detector's alerts against the ground truth (precision, recall, F1, latency, per anomaly kind), and/or check what a broker delivered of the messages sent."),  # noqa: E501
+    Cmd("detect", "Detect anomalies in DPS368 telemetry with the reference detector (range, spike, stuck, drift, dropout), live or on a recording; alerts follow the alert contract."),  # noqa: E501
+    Cmd("plot", "Plot pressure and temperature over time per device (min/max per pixel, so a million messages draw in bounded memory), with the ground-truth anomalies marked by kind and the alerts of a detector: matched, false alarms (x) and missed anomalies (hollow)."),  # noqa: E501
 )
 
 # Every command's help ends with this (README "Exit codes" is the full table).
 EXIT_CODES_HELP = """
 Exit codes: 0 done (also Ctrl+C/SIGTERM), 1 invalid value, 2 command-line syntax, 3 cannot
 connect, 4 authentication refused, 5 recording problem, 6 --timeout before --count,
-7 messages not delivered, 70 internal error.
+7 messages not delivered, 8 score below --fail-under, 70 internal error.
 """
 
 EXIT_CONFIG = 1  # as cliutil.EXIT_CONFIG (not imported here: the help path stays small)

@@ -41,6 +41,7 @@ EXIT_AUTH = 4  # authentication or authorization refused
 EXIT_RECORDING = 5  # recording missing, unreadable, corrupt, disk full
 EXIT_TIMEOUT = 6  # listen/record --timeout ran out before --count messages
 EXIT_UNDELIVERED = 7  # some published messages were not delivered
+EXIT_THRESHOLD = 8  # score --fail-under: a threshold was not met
 EXIT_INTERNAL = 70  # a bug: please report it
 
 EXIT_CODES: list[tuple[type[TesaiotError], int]] = [

@@ -26,7 +26,7 @@ def run_python(code: str) -> str:
 
 
 def test_commands_registered() -> None:
-    assert {"listen"} <= set(command_names())
+    assert {"listen", "score", "detect", "plot"} <= set(command_names())
 
 
 def test_every_command_help_has_examples() -> None:
@@ -60,7 +60,8 @@ def loaded_after(argv: list[str], prefixes: tuple[str, ...]) -> list[str]:
 
 
 def test_help_does_not_import_heavy_modules() -> None:
-    heavy = ("pyarrow", "paho", "orjson", "multiprocessing", "amqtt", "dotenv", "rich", "pydantic")
+    heavy = ("pyarrow", "paho", "orjson", "multiprocessing", "amqtt", "dotenv", "rich", "pydantic", "matplotlib",
+             "numpy")
     assert loaded_after(["--help"], heavy) == []
 
 
@@ -151,3 +152,9 @@ def test_every_command_help_lists_the_exit_codes() -> None:
     for name in command_names():
         result = runner.invoke(app, [name, "--help"], env={"NO_COLOR": "1"})
         assert "Exit codes" in result.output, name
+
+
+@pytest.mark.parametrize("name", ["score", "detect", "plot"])
+def test_analysis_command_help_does_not_import_heavy_modules(name: str) -> None:
+    """`tesaiot score|detect|plot --help` loads neither matplotlib nor pyarrow."""
+    assert loaded_after([name, "--help"], ("pyarrow", "matplotlib", "numpy", "paho")) == []

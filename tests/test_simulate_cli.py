@@ -466,3 +466,23 @@ def test_console_line_and_summary() -> None:
                           disconnects=0, reconnects=0, interval_s=0.1, last_lateness_s=0.001, max_lateness_s=0.002)
     assert lines[0].startswith("stopped (count) after 2.0 s: 10 packets published (5.0 msg/s), 10 acknowledged")
     assert "anomaly onsets: 3 (spike 2, dropout 1); 4 anomalous packets; 2 packets left out" in lines[1]
+
+
+def test_duration_run_lists_its_dropouts_at_the_end(broker: Mosquitto, tmp_path: Path) -> None:
+    """A run whose length is not known in advance still writes the exact dropouts (score needs them)."""
+    from tesaiot_cli.recording.base import open_reader
+
+    path = tmp_path / "truth.parquet"
+    result = simulate(broker, "--devices", "2", "--interval", "0.01", "--duration", "1.5", "--anomaly-every", "3",
+                      "-k", "spike,dropout", "--seed", "11", "--qos", "0", "--quiet", "--record", str(path))
+    assert result.returncode == 0, result.stderr
+    with open_reader(path) as reader:
+        metadata = reader.metadata
+        rows = sum(1 for _ in reader)
+    extra = metadata.extra
+    made = {device: len(range(i, extra["packets"], 2)) for i, device in enumerate(extra["device_ids"])}
+    expected = {device: planned_dropouts(seed=11, device_index=i, anomaly_every=3, kinds=["spike", "dropout"],
+                                         packets=made[device]) for i, device in enumerate(extra["device_ids"])}
+    assert extra["dropouts"] == expected and any(expected.values())
+    assert extra["first_device_index"] == 0
+    assert rows == extra["packets"] - sum(len(v) for v in expected.values())

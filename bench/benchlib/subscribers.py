@@ -198,5 +198,47 @@ class MqttRecorder(SubscriberTool):
         return count_lines(running.output)
 
 
+class TesaiotDetect(SubscriberTool):
+    """``tesaiot detect --count N``: the live reference detector (it publishes its alerts too).
+    Its count is the readings analysed, from its summary line; an alert not delivered (exit
+    code 7) is a note, and the trial fails."""
+
+    key = "tesaiot-detect"
+    label = "tesaiot detect (live)"
+    suffix = ".log"
+
+    def unavailable(self) -> str | None:
+        if not shutil.which("tesaiot"):
+            return "tesaiot is not on PATH"
+        return None if "--alert-topic" in tesaiot_help("detect") else "tesaiot detect not available"
+
+    def argv(self, broker: Broker, *, topic: str, qos: int, count: int, client_id: str, output: Path) -> list[str]:
+        return [shutil.which("tesaiot") or "tesaiot", "detect", "--count", str(count), "--qos", str(qos),
+                "--topic", topic, "--broker", broker.url, "--client-id", client_id]
+
+    def start(self, broker: Broker, *, topic: str, qos: int, count: int, client_id: str, workdir: Path,
+              memory: bool = False) -> Running:
+        output = workdir / f"{client_id}{self.suffix}"
+        argv = self.argv(broker, topic=topic, qos=qos, count=count, client_id=client_id, output=output)
+        with open(output, "wb") as log:
+            process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, cwd=workdir)
+        return Running(self, process, output, count)
+
+    def received(self, running: Running) -> int:
+        try:
+            text = running.output.read_text()
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            if "readings from" in line and "analysed" in line:
+                if "alerts were not delivered" in text:
+                    running.note = running.note or "alerts not delivered"
+                    return 0
+                return int(line.split(" readings from")[0].rsplit(" ", 1)[1])
+        running.note = running.note or "no summary"
+        return 0
+
+
 def all_tools() -> list[SubscriberTool]:
-    return [TesaiotRecord("parquet"), TesaiotRecord("jsonl"), PahoSubscriber(), MosquittoSub(), MqttRecorder()]
+    return [TesaiotRecord("parquet"), TesaiotRecord("jsonl"), TesaiotDetect(), PahoSubscriber(), MosquittoSub(),
+            MqttRecorder()]

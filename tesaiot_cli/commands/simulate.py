@@ -327,10 +327,25 @@ def _drain(session: Session, stop: StopSignals, *, quiet: bool) -> str:
 
 def _finish_metadata(metadata: RecordingMetadata, packets: int, devices: int) -> None:
     """What is known only at the end: packets made (all devices, dropouts included); the
-    planned dropouts trimmed to the packets made (Ctrl+C). The writers store ``extra`` as
-    it is at close; the values only shrink or stay small, so they fit a JSONL header."""
+    planned dropouts trimmed to the packets made, or computed from them for a run whose
+    length was not known in advance. The writers store ``extra`` as it is at close (a JSONL
+    header that has no room for a long list keeps ``null``: ``score`` then recomputes them
+    from the seed)."""
     metadata.extra["packets"] = packets
     planned = metadata.extra.get("dropouts")
+    if planned is None and metadata.seed is not None:
+        # A run whose length was not known at the start (--duration, Ctrl+C): now it is, so the
+        # truth lists its dropouts like a --count run's (score reads them from here).
+        from tesaiot_cli.sim.dps368 import planned_dropouts
+
+        extra = metadata.extra
+        first = int(extra.get("first_device_index", 0))
+        metadata.extra["dropouts"] = {
+            device_id: planned_dropouts(seed=metadata.seed, device_index=first + index,
+                                        anomaly_every=int(extra["anomaly_every"]), kinds=extra["anomaly_kinds"],
+                                        packets=len(range(index, packets, devices)))
+            for index, device_id in enumerate(extra["device_ids"])}
+        return
     if isinstance(planned, dict):
         made = {device_id: len(range(index, packets, devices)) for index, device_id in enumerate(planned)}
         metadata.extra["dropouts"] = {device_id: [k for k in numbers if k <= made[device_id]]
@@ -370,6 +385,7 @@ def _metadata(opts: SimOptions, settings: ConnectionSettings, ids: list[str], to
         "sensor_type": "DPS368",
         "devices": len(ids),
         "device_ids": ids,
+        "first_device_index": opts.first_index,
         "topic": opts.topic,
         "interval_s": opts.interval_s,
         "anomaly_every": opts.anomaly_every,

@@ -1,0 +1,200 @@
+"""``tesaiot detect``: the reference anomaly detector, live on a broker or offline on a recording.
+
+Live, it subscribes to telemetry and publishes one alert per flagged reading, per the
+alert contract (``device/{device_id}/alerts``, JSON with the reading's ``timestamp``
+copied verbatim, ``device_id``, ``kind``, ``score``), through the session's flow control:
+every alert is acknowledged, or counted as dropped with exit code 7. Offline, it reads a
+recording and writes the alerts as a recording, no broker needed.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from tesaiot_cli.cliutil import (
+    EXIT_UNDELIVERED,
+    ConnectionFlags,
+    StopSignals,
+    cli_errors,
+    err,
+    print_event,
+    resolve_settings,
+    warn,
+    with_connection_options,
+)
+from tesaiot_cli.errors import ConfigError, Interrupted
+from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_name
+
+DEFAULT_TOPIC = "device/+/telemetry/#"
+INBOX_LIMIT = 100_000  # readings waiting for the detector; more are counted as not analysed
+PUBLISH_TIMEOUT_S = 5.0
+DRAIN_TIMEOUT_S = 10.0
+
+EPILOG = """\b
+Examples:
+  tesaiot detect                                      # live: localhost:1883, alerts on device/<id>/alerts
+  tesaiot detect -b mqtt://broker:1883 --qos 1 --duration 600
+  tesaiot detect recordings/dps368-sample.parquet --to alerts.parquet   # offline, no broker
+  tesaiot detect truth.parquet --to alerts.parquet && tesaiot score truth.parquet --alerts alerts.parquet
+  tesaiot detect --alert-topic 'lab/{device_id}/anomaly' --count 1000
+"""
+
+
+@with_connection_options
+def detect(
+    recording: Annotated[Optional[Path], typer.Argument(metavar="[RECORDING]", help="Offline: detect on this recording (file or dataset directory) and write the alerts to --to. Without it: live, on the broker.", show_default=False)] = None,  # noqa: E501
+    to: Annotated[Optional[Path], typer.Option("--to", metavar="ALERTS", help="Offline: write the alerts to this recording (.parquet or .jsonl); each alert's time is that of the reading that raised it.", show_default=False)] = None,  # noqa: E501
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --to file.")] = False,
+    topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Live: telemetry topic filter, repeatable. Default device/+/telemetry/#.", show_default=False)] = None,  # noqa: E501
+    alert_topic: Annotated[str, typer.Option("--alert-topic", metavar="TOPIC", help="Where alerts go; {device_id} is replaced by the device's id.")] = "device/{device_id}/alerts",  # noqa: E501
+    qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", min=0, max=2, help="Live: QoS of the subscription and of the alerts.")] = 1,  # noqa: E501
+    count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Live: stop after N readings.", show_default=False)] = None,  # noqa: E501
+    duration: Annotated[Optional[float], typer.Option("--duration", "-d", metavar="SECONDS", help="Live: stop after SECONDS.", show_default=False)] = None,  # noqa: E501
+    quiet: Annotated[bool, typer.Option("--quiet", help="No banner or summary on stderr (warnings and errors only).")] = False,  # noqa: E501
+    *,
+    conn: ConnectionFlags,
+) -> None:
+    """Detect anomalies in DPS368 telemetry with the reference detector (range, spike,
+    stuck, drift, dropout), live or on a recording; alerts follow the alert contract.
+
+    Exit codes: 0 done, 1 bad option, 3 broker unreachable, 4 authentication refused,
+    5 recording error, 7 some alerts were not delivered or readings not analysed.
+    """
+    with cli_errors():
+        validate_topic_name(alert_topic.replace("{device_id}", "x"))
+        if recording is not None:
+            if to is None:
+                raise ConfigError("offline detection needs --to ALERTS (the file the alerts are written to)")
+            for name, value in (("--count", count), ("--duration", duration), ("--topic", topic)):
+                if value is not None:
+                    raise ConfigError(f"{name} is for live detection, not with a RECORDING")
+            _offline(recording, to, force=force, alert_topic=alert_topic, quiet=quiet)
+            return
+        if to is not None:
+            raise ConfigError("--to is for offline detection: give the RECORDING to read (live alerts are "
+                              "published; record them with 'tesaiot record alerts.parquet -t device/+/alerts')")
+        if count is not None and count < 1:
+            raise ConfigError(f"invalid --count {count}: it must be at least 1")
+        if duration is not None and duration <= 0:
+            raise ConfigError(f"invalid --duration {duration}: it must be positive")
+        filters = topic or [DEFAULT_TOPIC]
+        for topic_filter in filters:
+            validate_topic_filter(topic_filter)
+        settings = resolve_settings(conn, command="detect", allow_token=False)
+        undelivered = _live(settings, filters, alert_topic=alert_topic, qos=qos, count=count, duration=duration,
+                            quiet=quiet)
+    if undelivered:
+        raise typer.Exit(EXIT_UNDELIVERED)
+
+
+def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet: bool) -> None:
+    from tesaiot_cli import __version__
+    from tesaiot_cli.analysis.detect import Detector, alert_message, detect_messages
+    from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
+    from tesaiot_cli.recording.base import existing_outputs, format_for, remove_outputs
+
+    format_for(to)
+    if not to.parent.is_dir():
+        raise ConfigError(f"cannot write {str(to)!r}: the directory {str(to.parent)!r} does not exist")
+    if to.resolve() == recording.resolve():
+        raise ConfigError("--to must not be the RECORDING itself")
+    in_the_way = existing_outputs(to)
+    if in_the_way and not force:
+        raise ConfigError(f"{in_the_way[0]} already exists: choose another file name, or --force to overwrite")
+    started = time.monotonic()
+    detector = Detector()
+    with open_reader(recording) as reader:
+        metadata = RecordingMetadata(tool_version=__version__, source="detect",
+                                     extra={"detector": "tesaiot reference", "input": str(recording),
+                                            "alert_topic": alert_topic})
+        if force and in_the_way:
+            remove_outputs(to)
+        # Not crash-safe: the file appears only when complete (nothing half-written on an error).
+        with open_writer(to, metadata=metadata, crash_safe=False) as writer:
+            for _message, alert in detect_messages(iter(reader), detector):
+                writer.write(alert_message(alert, topic=alert_topic))
+            summary = writer.close()
+    if not quiet:
+        elapsed = time.monotonic() - started
+        err(f"detect: {detector.readings} readings from {detector.devices} devices in {elapsed:.1f} s, "
+            f"{summary.messages} alerts written to {to}")
+
+
+def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, count: int | None,
+          duration: float | None, quiet: bool) -> bool:
+    """Run the live detector; print the summary; return whether something was not delivered."""
+    from tesaiot_cli.analysis.detect import Detector, alert_message
+    from tesaiot_cli.analysis.telemetry import ReadingParser
+    from tesaiot_cli.session import Session
+
+    inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_LIMIT)
+    not_analysed = 0
+
+    def on_message(message: Message) -> None:
+        nonlocal not_analysed  # only the network thread writes it
+        try:
+            inbox.put_nowait(message)
+        except queue.Full:
+            not_analysed += 1
+
+    detector = Detector()
+    parser = ReadingParser()
+    published = other = 0
+    why = "end"
+    started = time.monotonic()
+    with StopSignals() as stop, Session(settings, on_event=print_event, interrupt=stop.event,
+                                        on_message=on_message) as session:
+        session.subscribe(filters, qos=qos)
+        if not quiet:
+            err(f"detecting on {settings.describe()} topics={','.join(filters)} qos={qos}; alerts to "
+                f"{alert_topic}; Ctrl+C stops")
+        deadline = None if duration is None else started + duration
+        try:
+            while True:
+                if stop.event.is_set():
+                    why = stop.signal_name or "signal"
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    why = "duration"
+                    break
+                try:
+                    message = inbox.get(timeout=0.1)
+                except queue.Empty:
+                    session.check()
+                    continue
+                reading = parser.parse(message)
+                if reading is None:
+                    other += 1
+                    continue
+                for alert in detector.feed(reading, time_ns=message.time_ns):
+                    published += 1
+                    session.publish(alert_message(alert, topic=alert_topic, qos=qos, time_ns=time.time_ns()),
+                                    timeout=PUBLISH_TIMEOUT_S)
+                if count is not None and detector.readings >= count:
+                    why = "count"
+                    break
+            stop.event.clear()  # a second Ctrl+C stops the wait for acknowledgements
+            session.flush(DRAIN_TIMEOUT_S)
+        except Interrupted:
+            pass
+    stats = session.stats
+    if not quiet:
+        err(f"detect: stopped ({why}) after {time.monotonic() - started:.1f} s: {detector.readings} readings from "
+            f"{detector.devices} devices analysed, {published} alerts published, {stats.completed} acknowledged, "
+            f"{stats.failed} refused, {stats.dropped} dropped"
+            + (f"; {other} messages were not DPS368 readings (skipped)" if other else ""))
+    lost = stats.dropped + stats.failed
+    if lost:
+        warn(f"{lost} alerts were not delivered ({stats.dropped} dropped, {stats.failed} refused)")
+    if not_analysed:
+        warn(f"{not_analysed} readings were not analysed: the detector fell more than {INBOX_LIMIT} readings behind")
+    if inbox.qsize():
+        warn(f"{inbox.qsize()} readings received after the stop were not analysed")
+    return bool(lost or not_analysed)
+
+

@@ -1,0 +1,87 @@
+"""``tesaiot plot``: telemetry over time per device, with ground-truth anomalies and alerts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tesaiot_cli.cliutil import cli_errors, err
+from tesaiot_cli.errors import ConfigError
+
+INSTALL_HINT = "pip install 'tesaiot-cli[plot]'"
+
+EPILOG = """\b
+Examples:
+  tesaiot plot recordings/dps368-sample.parquet -o sample.png
+  tesaiot plot truth.parquet --alerts alerts.parquet -o run.svg
+  tesaiot plot fleet.parquet --device 'infineon-sensor-0*' --max-devices 4 -o fleet.png
+"""
+
+
+def plot(
+    recording: Annotated[Path, typer.Argument(metavar="RECORDING", help="A recording (file or dataset directory); with labels (simulate --record) the ground-truth anomalies are marked.", show_default=False)],  # noqa: E501
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The image to write: .png or .svg.", show_default=False)],  # noqa: E501
+    alerts: Annotated[Optional[Path], typer.Option("--alerts", metavar="ALERTS", help="A recording of a detector's alerts: marked, matched alerts apart from false alarms, missed anomalies hollow or hatched.", show_default=False)] = None,  # noqa: E501
+    device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
+    max_devices: Annotated[int, typer.Option("--max-devices", metavar="N", help="Draw at most N devices (the first ones seen).")] = 6,  # noqa: E501
+    tolerance: Annotated[str, typer.Option("--tolerance", metavar="TIME", help="As for 'tesaiot score': how late an alert without the reading's timestamp may arrive.")] = "2s",  # noqa: E501
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE.")] = False,
+    title: Annotated[Optional[str], typer.Option("--title", metavar="TEXT", help="Title (default: the recording's name).", show_default=False)] = None,  # noqa: E501
+) -> None:
+    """Plot pressure and temperature over time per device (min/max per pixel, so a million
+    messages draw in bounded memory), with the ground-truth anomalies marked by kind and
+    the alerts of a detector: matched, false alarms (x) and missed anomalies (hollow).
+
+    Needs matplotlib: pip install 'tesaiot-cli[plot]'. Exit codes: 0 written, 1 bad
+    option or matplotlib missing, 5 a recording is missing or unreadable.
+    """
+    from tesaiot_cli.commands.score import parse_duration_s
+
+    with cli_errors():
+        try:
+            import matplotlib  # noqa: F401 - only to know it is there
+        except ImportError:
+            raise ConfigError(f"plot needs matplotlib: {INSTALL_HINT}") from None
+        if output.suffix.lower() not in (".png", ".svg"):
+            raise ConfigError(f"cannot tell the image format of {str(output)!r}: use .png or .svg")
+        if max_devices < 1:
+            raise ConfigError(f"invalid --max-devices {max_devices}: it must be at least 1")
+        if not output.parent.is_dir():
+            raise ConfigError(f"cannot write {str(output)!r}: the directory {str(output.parent)!r} does not exist")
+        if output.exists() and not force:
+            raise ConfigError(f"{output} already exists: choose another file name, or --force to overwrite")
+        tolerance_s = parse_duration_s(tolerance, option="--tolerance")
+        _plot(recording, output, alerts=alerts, devices=device or [], max_devices=max_devices,
+              tolerance_s=tolerance_s, title=title or recording.name)
+
+
+def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[str], max_devices: int,
+          tolerance_s: float, title: str) -> None:
+    import os
+    import secrets
+
+    from tesaiot_cli.analysis.plot import collect, render
+    from tesaiot_cli.recording import open_reader
+
+    if alerts is not None:
+        with open_reader(alerts) as reader:  # streamed: only the drawn devices' alerts are kept
+            data = collect(lambda: open_reader(recording), alerts=iter(reader), devices=devices,
+                           max_devices=max_devices, tolerance_s=tolerance_s)
+    else:
+        data = collect(lambda: open_reader(recording), devices=devices, max_devices=max_devices,
+                       tolerance_s=tolerance_s)
+    # Drawn to a temporary name and renamed: an error leaves no half-written image.
+    partial = output.with_name(f".{output.stem}.{secrets.token_hex(4)}{output.suffix}")
+    try:
+        render(data, partial, title=title)
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    shown = f"{len(data.devices)} of {data.devices_seen} devices" if data.devices_seen > len(data.devices) \
+        else f"{len(data.devices)} device{'s' if len(data.devices) > 1 else ''}"
+    marks = sum(len(v) for v in data.events.values())
+    alert_marks = sum(len(v) for v in data.alerts.values())
+    err(f"plot: {shown}, {data.readings} readings, {marks} anomaly events, {alert_marks} alerts drawn; "
+        f"written to {output}")
