@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.jsonl import FRAGMENT_CACHE_MAX, encode_line, encode_lines
+from tesaiot_cli.recording.formats.jsonl import FRAGMENT_CACHE_MAX, encode_line, encode_lines
 
 rows = st.lists(
     st.tuples(

@@ -13,8 +13,6 @@ import pytest
 
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording import jsonl as jsonl_format
-from tesaiot_cli.recording import parquet as parquet_format
 from tesaiot_cli.recording.base import (
     FORMAT_VERSION,
     RecordingMetadata,
@@ -25,6 +23,8 @@ from tesaiot_cli.recording.base import (
     recover,
     remove_outputs,
 )
+from tesaiot_cli.recording.formats import jsonl as jsonl_format
+from tesaiot_cli.recording.formats import parquet_write as parquet_format
 from tesaiot_cli.recording.meta import METADATA_KEY
 
 FORMATS = ["parquet", "jsonl"]

@@ -354,7 +354,7 @@ def _dataset_options(file: Path, *, fmt: str | None, force: bool, workers: int, 
     if force:
         raise ConfigError(f"--force is for single files: recording into the dataset {file} adds files to it "
                           "(delete the directory first to start afresh)")
-    from tesaiot_cli.recording.dataset import leftovers, prepare_dataset
+    from tesaiot_cli.recording.dataset.layout import leftovers, prepare_dataset
 
     prepare_dataset(file, partition=partition, tool_version=__version__, create=False)  # ConfigError early
     left = leftovers(file)
@@ -364,8 +364,8 @@ def _dataset_options(file: Path, *, fmt: str | None, force: bool, workers: int, 
 
 
 def _open_dataset(file: Path, metadata: Any, dataset: dict[str, Any]) -> tuple[Any, Callable[[], None]]:
-    from tesaiot_cli.recording.dataset import prepare_dataset
-    from tesaiot_cli.recording.dataset_writer import DatasetWriter, new_recorder_id
+    from tesaiot_cli.recording.dataset.layout import prepare_dataset
+    from tesaiot_cli.recording.dataset.writer import DatasetWriter, new_recorder_id
 
     spec, undo = prepare_dataset(file, partition=dataset["partition"], tool_version=__version__)
     writer = DatasetWriter(file, metadata=metadata, spec=spec, worker_id=new_recorder_id(),
@@ -377,8 +377,9 @@ def _record_workers(file: Path, workers: int, settings: Any, filters: list[str],
                     duration: float | None, metadata: Any, dataset: dict[str, Any]) -> None:
     import os
 
-    from tesaiot_cli.recording.dataset import prepare_dataset
-    from tesaiot_cli.recording.dataset_writer import merge_summaries, new_recorder_id
+    from tesaiot_cli.recording.dataset.layout import prepare_dataset
+    from tesaiot_cli.recording.dataset.writer import new_recorder_id
+    from tesaiot_cli.recording.model import merge_summaries
     from tesaiot_cli.recording.shared import WorkerPlan, WorkerPool, settings_to_wire
 
     spec, undo = prepare_dataset(file, partition=dataset.get("partition"), tool_version=__version__)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from tesaiot_cli.errors import RecordingError
-from tesaiot_cli.recording.base import FORMAT_VERSION, RecordingMetadata
+from tesaiot_cli.recording.model import FORMAT_VERSION, RecordingMetadata
 
 METADATA_KEY = "tesaiot.recording"
 JSONL_HEADER_KEY = "tesaiot_recording"

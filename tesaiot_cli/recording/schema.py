@@ -32,7 +32,6 @@ from tesaiot_cli.message import Message, parse_topic
 
 TIME_TYPE = pa.timestamp("ns", tz="UTC")
 DICT_STRING = pa.dictionary(pa.int32(), pa.string())
-COLUMNS = ("time", "topic", "payload", "qos", "retain", "device_id", "sensor_type", "label")
 DICTIONARY_COLUMNS = ["topic", "device_id", "sensor_type", "label"]
 
 # Measured on DPS368 payloads (see docs/recording-format.md): DELTA_BYTE_ARRAY shares the

@@ -30,7 +30,7 @@ from typing import Any
 from tesaiot_cli import errors
 from tesaiot_cli.config import BrokerURL, ConnectionSettings, Secret
 from tesaiot_cli.errors import RecordingError, TesaiotError
-from tesaiot_cli.recording.base import RecordingMetadata, WriteSummary
+from tesaiot_cli.recording.model import RecordingMetadata, WriteSummary
 
 MAX_WORKERS = 64
 POLL_S = 0.1
@@ -128,8 +128,8 @@ def worker_main(index: int, plan: WorkerPlan, channel: Any, counters: Any, remai
 def _work(index: int, plan: WorkerPlan, channel: Any, counters: Any, remaining: Any, stop: Any,
           local_stop: threading.Event, parent_pid: int) -> tuple[WriteSummary, int]:
     from tesaiot_cli.message import Message
-    from tesaiot_cli.recording.dataset_writer import DatasetWriter
-    from tesaiot_cli.recording.partition import parse_partition
+    from tesaiot_cli.recording.dataset.partition import parse_partition
+    from tesaiot_cli.recording.dataset.writer import DatasetWriter
     from tesaiot_cli.recording.schema import use_lean_memory_pool
     from tesaiot_cli.session import Session
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,16 +28,17 @@ import orjson
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message, parse_topic
-from tesaiot_cli.recording.base import RecordingMetadata, RecoverResult, check_regular_file
-from tesaiot_cli.recording.buffered import (
-    FLUSH_INTERVAL_S,
-    BufferedWriter,
-    Columns,
+from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
+from tesaiot_cli.recording.files import (
+    check_regular_file,
+    commit_temp,
     fsync_dir,
     os_error_text,
     remove_regular_file,
+    temp_path,
 )
 from tesaiot_cli.recording.meta import JSONL_HEADER_KEY, finished_metadata, metadata_from_dict, metadata_to_dict
+from tesaiot_cli.recording.model import RecordingMetadata, RecoverResult, TimeSpan
 
 HEADER_ROOM = 1024  # bytes reserved for the metadata line
 TAIL_SCAN_LIMIT = 64 * 1024 * 1024  # how far back to look for the last complete line
@@ -109,7 +109,7 @@ class JsonlWriter(BufferedWriter):
                  flush_interval: float = FLUSH_INTERVAL_S) -> None:
         super().__init__(path, metadata, flush_interval=flush_interval)
         self.crash_safe = crash_safe
-        self._target = path if crash_safe else path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        self._target = path if crash_safe else temp_path(path)
         self._handle: IO[bytes] | None = None
         self._fragments: dict[tuple[str, int, bool, str | None], bytes] = {}
         self._header_size = 0
@@ -173,8 +173,7 @@ class JsonlWriter(BufferedWriter):
         handle.close()
         self._handle = None
         if not self.crash_safe:
-            os.replace(self._target, self.path)
-            fsync_dir(self.path.parent)
+            commit_temp(self._target, self.path)
         return self.path.stat().st_size
 
     def _abort(self, *, created: bool = False) -> None:
@@ -408,7 +407,7 @@ def _last_time(handle: IO[bytes], size: int) -> int | None:
 
 
 def open_writer(path: Path, *, metadata: RecordingMetadata, crash_safe: bool = True) -> JsonlWriter:
-    """Open a JSONL recording writer (see :func:`tesaiot_cli.recording.base.open_writer`)."""
+    """Open a JSONL recording writer (see :func:`tesaiot_cli.recording.open_writer`)."""
     return JsonlWriter(path, metadata, crash_safe=crash_safe).open()
 
 
@@ -433,11 +432,10 @@ def recover(path: Path, *, output: Path | None = None) -> RecoverResult:
     """Cut a torn last line in place; copy a file with damaged lines, without them, to
     ``output`` (default ``<name>.recovered.jsonl``). Raises :class:`RecordingError`."""
     reader = JsonlReader(path, strict=False).open()
-    messages, start, end, labels = 0, None, None, set()
+    messages, span, labels = 0, TimeSpan(), set()
     for message, label in reader.iter_labelled():
         messages += 1
-        start = message.time_ns if start is None else min(start, message.time_ns)
-        end = message.time_ns if end is None else max(end, message.time_ns)
+        span.include(message.time_ns, message.time_ns)
         if label is not None:
             labels.add(label)
     if reader.skipped == 0:
@@ -451,7 +449,7 @@ def recover(path: Path, *, output: Path | None = None) -> RecoverResult:
                     handle.flush()
                     os.fsync(handle.fileno())
                     done.append(f"removed the incomplete last line ({reader.torn_bytes} bytes)")
-                final = finished_metadata(reader.metadata, start_ns=start, end_ns=end,
+                final = finished_metadata(reader.metadata, start_ns=span.start_ns, end_ns=span.end_ns,
                                           labels=sorted(labels | set(reader.metadata.labels)),
                                           recording_id=reader.metadata.recording_id)
                 if not reader.sealed and rewrite_header(handle.fileno(), final, reader.header_size):
