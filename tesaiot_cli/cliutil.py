@@ -27,7 +27,6 @@ from tesaiot_cli.errors import (
     ConfigError,
     ConnectError,
     Interrupted,
-    PublishError,
     RecordingError,
     TesaiotError,
 )
@@ -35,7 +34,6 @@ from tesaiot_cli.errors import (
 # Exit codes, documented in the README ("Exit codes").
 EXIT_OK = 0
 EXIT_CONFIG = 1  # invalid option value, URL, token, topic filter
-EXIT_USAGE = 2  # command-line syntax (unknown option, missing argument): click's own code
 EXIT_CONNECT = 3  # broker unreachable: refused, DNS, TLS, timeout
 EXIT_AUTH = 4  # authentication or authorization refused
 EXIT_RECORDING = 5  # recording missing, unreadable, corrupt, disk full
@@ -47,7 +45,6 @@ EXIT_CODES: list[tuple[type[TesaiotError], int]] = [
     (AuthError, EXIT_AUTH),
     (ConnectError, EXIT_CONNECT),
     (RecordingError, EXIT_RECORDING),
-    (PublishError, EXIT_UNDELIVERED),
     (ConfigError, EXIT_CONFIG),
     (TesaiotError, EXIT_CONFIG),
 ]
@@ -224,6 +221,14 @@ class ConnectionFlags:
 
     def as_mapping(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "env_file"}
+
+
+def env_topics(conn: ConnectionFlags) -> list[str]:
+    """The topic filter from the environment or ``.env`` (``MQTT_SUBSCRIBE_TOPIC``, else
+    ``MQTT_TOPIC``) for ``listen`` and ``record`` without ``--topic``; [] when unset."""
+    env = load_environment(conn.env_file)
+    value = env.get("MQTT_SUBSCRIBE_TOPIC") or env.get("MQTT_TOPIC")
+    return [value] if value else []
 
 
 CONN = "Connection"

@@ -86,6 +86,18 @@ def validate_topic_filter(topic_filter: str) -> str:
     return topic_filter
 
 
+TOPIC_LEVEL_FORBIDDEN = ("/", "+", "#", "\x00")
+
+
+def level_forbidden_char(text: str) -> str | None:
+    """The first character that cannot be in one topic level (``/``, ``+``, ``#``, NUL),
+    or None: device ids and shared-subscription group names are single levels."""
+    for bad in TOPIC_LEVEL_FORBIDDEN:
+        if bad in text:
+            return bad
+    return None
+
+
 def validate_topic_name(topic: str) -> str:
     """Check a topic name used for publishing (no wildcards); raise :class:`ConfigError`."""
     if not topic:

@@ -6,7 +6,7 @@ flow control: a bounded window of unacknowledged messages, so paho's queue never
 grows without bound and no publish is lost without being counted.
 
 Nothing from paho, ``ssl`` or ``socket`` escapes this module: failures become
-:class:`ConnectError`, :class:`AuthError`, :class:`ConfigError` or :class:`PublishError`.
+:class:`ConnectError`, :class:`AuthError` or :class:`ConfigError`.
 It never prints; state changes go to the ``on_event`` callback.
 """
 

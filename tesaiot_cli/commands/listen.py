@@ -16,6 +16,7 @@ from tesaiot_cli.cliutil import (
     ConnectionFlags,
     StopSignals,
     cli_errors,
+    env_topics,
     err,
     print_event,
     resolve_settings,
@@ -62,7 +63,7 @@ def listen(
             raise ConfigError(f"invalid --timeout {timeout}: it must be positive")
         settings = resolve_settings(conn, command="listen")
         env = os.environ
-        filters = topic or _env_topics(conn) or [DEFAULT_TOPIC]
+        filters = topic or env_topics(conn) or [DEFAULT_TOPIC]
         for topic_filter in filters:
             validate_topic_filter(topic_filter)
         check_token_topics(settings, filters)
@@ -109,14 +110,6 @@ def listen(
             err(f"stopped ({why}): {shown} messages shown, {session.stats.received} received in {elapsed:.1f} s")
         if timed_out:
             raise typer.Exit(EXIT_TIMEOUT)
-
-
-def _env_topics(conn: ConnectionFlags) -> list[str]:
-    from tesaiot_cli.cliutil import load_environment
-
-    env = load_environment(conn.env_file)
-    value = env.get("MQTT_SUBSCRIBE_TOPIC") or env.get("MQTT_TOPIC")
-    return [value] if value else []
 
 
 def _wanted(message: Message, devices: list[str] | None, sensors: list[str] | None) -> bool:

@@ -30,6 +30,7 @@ from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
 
 if TYPE_CHECKING:
+    from tesaiot_cli.recording import RecordingReader
     from tesaiot_cli.replay import Replayer, ReplayOptions, ReplayStats
 
 Passes = Callable[[], Iterable[Message]]
@@ -137,7 +138,7 @@ def replay(
         )
         with open_reader(file, format=recording_format) as first_reader:
             metadata = first_reader.metadata
-            pending: list[Any] = [first_reader]
+            pending: list[RecordingReader] = [first_reader]
 
             def passes() -> Iterator[Message]:
                 # The open reader serves the first loop; each later loop opens the file again.
@@ -164,7 +165,7 @@ def replay(
                     target = delivery.pop("broker")
                 if progress is not None:
                     progress.clear()
-            for text in getattr(first_reader, "warnings", ()):
+            for text in first_reader.warnings:
                 warn(text)
         replayer = delivery.pop("replayer")
         report = _report(replayer, delivery, file=file, target=target, signal_name=stop.signal_name)

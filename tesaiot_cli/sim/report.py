@@ -10,10 +10,7 @@ import time
 from collections.abc import Mapping
 
 from tesaiot_cli.sim.dps368 import NORMAL, Packet
-
-_RED = "\x1b[1;31m"
-_GREEN = "\x1b[32m"
-_RESET = "\x1b[0m"
+from tesaiot_cli.textfmt import paint
 
 
 def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color: bool = False,
@@ -22,9 +19,9 @@ def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color
     Temperature=25.10 °C``; anomalies as ``[ANOMALY] (kind)``. Local time of the packet."""
     clock = time.strftime("%H:%M:%S", time.localtime(packet.time_ns // 1_000_000_000))
     if packet.label == NORMAL:
-        tag = _paint("[NORMAL]", _GREEN, color)
+        tag = paint("[NORMAL]", "normal", color)
     else:
-        tag = _paint("[ANOMALY]", _RED, color) + f" ({packet.label})"
+        tag = paint("[ANOMALY]", "anomaly", color) + f" ({packet.label})"
     who = f" {device_id}" if device_id else ""
     if packet.payload is None:
         return f"[{clock}]{who} {tag} Not sent: packet {packet.packet} left out on purpose"
@@ -33,10 +30,6 @@ def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color
         f"[{clock}]{who} {tag} {verb}: Pressure={packet.pressure:.{pressure_decimals}f} hPa, "
         f"Temperature={packet.temperature:.2f} °C"
     )
-
-
-def _paint(text: str, style: str, color: bool) -> str:
-    return f"{style}{text}{_RESET}" if color else text
 
 
 def status_line(*, sent: int, acknowledged: int, anomalies: int, dropped: int, rate: float, elapsed_s: float,
