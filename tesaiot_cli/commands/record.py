@@ -157,24 +157,12 @@ def _record(file: Path, format_name: str, settings: ConnectionSettings, filters:
             f"({kind}); Ctrl+C stops")
 
     with StopSignals() as stop:
-        status = _LiveStatus(time.monotonic())
-        slow_warned = False
-
-        def tick(writer: RecordingWriter, now: float) -> None:
-            nonlocal slow_warned
-            behind = writer.unsynced_s()
-            if behind >= SLOW_DISK_S and not slow_warned:
-                _clear_status()
-                warn(f"the disk is slow: the last {behind:.0f} s of messages are not on disk yet (held in memory; "
-                     "a crash would lose them); recording continues")
-                slow_warned = True
-            status.update(now, lambda: (writer.messages, writer.disk_bytes()))
-
         try:
             run = run_recorder(
                 settings, open_output, filters, qos, limit=CountLimit(count) if count is not None else None,
                 duration_s=duration, stop=stop.event.is_set, interrupt=stop.event, on_event=print_event,
-                before_subscribe=freeze_startup_objects, on_subscribed=announce, on_tick=tick,
+                before_subscribe=freeze_startup_objects, on_subscribed=announce,
+                on_tick=_Progress(time.monotonic()).tick,
                 discard_output=lambda: discard_output(), kept=lambda: _what_is_kept(file, format_name))
         finally:
             _clear_status()
@@ -183,6 +171,24 @@ def _record(file: Path, format_name: str, settings: ConnectionSettings, filters:
         err(f"the connection was lost and restored {run.reconnects} time(s): QoS {qos} is 'at least "
             f"once', so a few messages may be recorded twice; 'tesaiot info --duplicates {file}' counts them, "
             "'tesaiot convert --dedupe' removes them")
+
+
+class _Progress:
+    """What ``record`` shows while recording: the live status line, and one warning when
+    the disk falls behind by ``SLOW_DISK_S`` or more."""
+
+    def __init__(self, started: float) -> None:
+        self.status = _LiveStatus(started)
+        self.slow_warned = False
+
+    def tick(self, writer: RecordingWriter, now: float) -> None:
+        behind = writer.unsynced_s()
+        if behind >= SLOW_DISK_S and not self.slow_warned:
+            _clear_status()
+            warn(f"the disk is slow: the last {behind:.0f} s of messages are not on disk yet (held in memory; "
+                 "a crash would lose them); recording continues")
+            self.slow_warned = True
+        self.status.update(now, lambda: (writer.messages, writer.disk_bytes()))
 
 
 class _LiveStatus:
