@@ -11,6 +11,7 @@ one batch, and memory holds at most one interval of messages.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -18,10 +19,10 @@ from types import TracebackType
 from typing import NamedTuple, TypeVar
 
 from tesaiot_cli.errors import RecordingError
-from tesaiot_cli.message import Message
+from tesaiot_cli.message import Message, PublishProperties
 from tesaiot_cli.recording.files import os_error_text
 from tesaiot_cli.recording.meta import new_recording_id
-from tesaiot_cli.recording.model import RecordingMetadata, TimeSpan, WriteSummary
+from tesaiot_cli.recording.model import FORMAT_VERSION, RecordingMetadata, TimeSpan, WriteSummary
 
 FLUSH_INTERVAL_S = 0.25
 
@@ -35,6 +36,7 @@ class Columns(NamedTuple):
     retain: tuple[bool, ...]
     times: tuple[int, ...]
     labels: list[str | None]
+    properties: tuple[PublishProperties | None, ...]
 
 
 W = TypeVar("W", bound="SealsOnExit")
@@ -72,7 +74,8 @@ class BufferedWriter(SealsOnExit):
 
     def __init__(self, path: Path, metadata: RecordingMetadata, *, flush_interval: float = FLUSH_INTERVAL_S) -> None:
         self.path = path
-        self.metadata = metadata
+        # What this writer writes is the current format version, whatever the source was (convert).
+        self.metadata = dataclasses.replace(metadata, format_version=FORMAT_VERSION)
         self.recording_id = metadata.recording_id or new_recording_id()
         self._flush_interval = flush_interval
         self._lock = threading.Lock()  # guards the two buffer lists
@@ -143,8 +146,8 @@ class BufferedWriter(SealsOnExit):
                 labels, self._labels = self._labels, []
             try:
                 if batch:
-                    topics, payloads, qos, retain, times, _properties = zip(*batch, strict=True)
-                    columns = Columns(topics, payloads, qos, retain, times, labels)
+                    topics, payloads, qos, retain, times, properties = zip(*batch, strict=True)
+                    columns = Columns(topics, payloads, qos, retain, times, labels, properties)
                     self._account(columns)
                     self._write_batch(columns)
                     self._dirty = True

@@ -18,7 +18,9 @@ from typing import Any, Protocol
 
 from tesaiot_cli.message import Message
 
-FORMAT_VERSION = 1
+# 1: the first layout. 2: adds the nullable ``properties`` column (MQTT 5 publish
+# properties); every version-1 recording still reads (tests/golden/).
+FORMAT_VERSION = 2
 
 # Labels written by `simulate --record`: "normal" or the anomaly kind.
 NORMAL_LABEL = "normal"

@@ -190,7 +190,7 @@ class ParquetWriter(BufferedWriter):
 
     def _write_batch(self, columns: Columns) -> None:
         base = schema.base_table(columns.times, columns.topics, columns.payloads, columns.qos, columns.retain,
-                                 columns.labels)
+                                 columns.labels, columns.properties)
         if self.crash_safe:
             self._journal_write(base)
         part = self._require_part()
