@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=7)
     parser.add_argument("--formats", default="parquet,jsonl")
     parser.add_argument("--properties", action="store_true")
+    parser.add_argument("--base", help="LABEL of the tree the ratios are against (default: the first)")
     args = parser.parse_args()
     trees = [(label, Path(path).resolve()) for label, _, path in (item.partition("=") for item in args.tree)]
     runs = [(label, tree, False) for label, tree in trees]
@@ -85,7 +86,7 @@ def main() -> None:
             order = runs if pair % 2 == 0 else runs[::-1]  # alternate who goes first
             for label, tree, props in order:
                 results[label].append(trial(tree, fmt, args.messages, args.batch, props))
-        base = runs[0][0]
+        base = args.base or runs[0][0]
         print(f"{fmt}: {args.messages:,} messages, flush every {args.batch:,}, {args.pairs} paired runs")
         for label, _, _ in runs:
             cpu = statistics.median(r["cpu"] for r in results[label])
