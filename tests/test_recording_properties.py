@@ -196,3 +196,32 @@ def test_any_properties_round_trip_in_every_format(batch: list[tuple[PublishProp
             assert read(path) == rows
     for message, label in rows:
         assert decode_line(encode_line(message, label, {})) == (message, label)
+
+
+def test_a_format_1_crash_leftover_still_reads_and_recovers(tmp_path: Path) -> None:
+    """A ``.partial`` directory left by a tesaiot that wrote format 1: its journal has no
+    ``properties`` column."""
+    import pyarrow as pa
+
+    from tesaiot_cli.recording import schema
+    from tesaiot_cli.recording.meta import metadata_to_dict
+
+    path = tmp_path / "old.parquet"
+    partial = tmp_path / "old.parquet.partial"
+    partial.mkdir()
+    meta = metadata_to_dict(RecordingMetadata(format_version=1, recording_id="0123456789abcdef"))
+    (partial / "metadata.json").write_bytes(orjson.dumps(meta))
+    v1_journal = pa.schema([field for field in schema.journal_schema() if field.name != "properties"])
+    table = pa.table({"time": pa.array([T0, T0 + 1], pa.int64()), "topic": ["t/1", "t/2"], "payload": [b"a", b"b"],
+                      "qos": pa.array([1, 0], pa.int8()), "retain": [False, True],
+                      "label": pa.array([None, "normal"], pa.string())}, schema=v1_journal)
+    with open(partial / "journal-000001.arrows", "wb") as handle, pa.ipc.new_stream(handle, v1_journal) as stream:
+        stream.write_table(table)
+    expected = [(Message("t/1", b"a", 1, False, T0), None), (Message("t/2", b"b", 0, True, T0 + 1), "normal")]
+    with open_reader(path) as reader:
+        assert not reader.sealed and reader.metadata.format_version == 1
+        assert list(reader.iter_labelled()) == expected
+    assert recover(path).action == "sealed"
+    assert read(path) == expected
+    with open_reader(path) as reader:
+        assert reader.metadata.format_version == 2  # sealed now, in the layout this tesaiot writes
