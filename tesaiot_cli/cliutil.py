@@ -27,15 +27,14 @@ from tesaiot_cli.errors import (
     ConfigError,
     ConnectError,
     Interrupted,
-    PublishError,
     RecordingError,
     TesaiotError,
 )
+from tesaiot_cli.textfmt import plural as plural  # re-exported: the commands use one plural
 
 # Exit codes, documented in the README ("Exit codes").
 EXIT_OK = 0
 EXIT_CONFIG = 1  # invalid option value, URL, token, topic filter
-EXIT_USAGE = 2  # command-line syntax (unknown option, missing argument): click's own code
 EXIT_CONNECT = 3  # broker unreachable: refused, DNS, TLS, timeout
 EXIT_AUTH = 4  # authentication or authorization refused
 EXIT_RECORDING = 5  # recording missing, unreadable, corrupt, disk full
@@ -48,7 +47,6 @@ EXIT_CODES: list[tuple[type[TesaiotError], int]] = [
     (AuthError, EXIT_AUTH),
     (ConnectError, EXIT_CONNECT),
     (RecordingError, EXIT_RECORDING),
-    (PublishError, EXIT_UNDELIVERED),
     (ConfigError, EXIT_CONFIG),
     (TesaiotError, EXIT_CONFIG),
 ]
@@ -151,11 +149,11 @@ def check_recording_path(path: Path) -> None:
     """A directory given as a recording must be a tesaiot dataset (``_tesaiot/dataset.json``):
     say it is not one, instead of "partitioned by None" or an error about one random file.
     Raises :class:`RecordingError`."""
-    from tesaiot_cli.recording.base import is_dataset_path
+    from tesaiot_cli.recording import is_dataset_path
 
     if not is_dataset_path(path):
         return
-    from tesaiot_cli.recording.dataset import CONTROL_DIR, read_dataset_info
+    from tesaiot_cli.recording.dataset.layout import CONTROL_DIR, read_dataset_info
 
     if read_dataset_info(path) is None:
         raise RecordingError(f"{path} is a directory but not a tesaiot dataset (no {CONTROL_DIR}/dataset.json): "
@@ -320,11 +318,6 @@ def _in_background(fd: int) -> bool:
         return os.tcgetpgrp(fd) != os.getpgrp()
     except OSError:
         return False  # not our controlling terminal: no job control on it, nothing to fear
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """``1 message``, ``2 messages``, ``1,000 messages`` (``many``: an irregular plural)."""
-    return f"{count:,} {word if count == 1 else (many or word + 's')}"
 
 
 def rate_text(count: int, seconds: float) -> str:

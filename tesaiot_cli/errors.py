@@ -31,10 +31,6 @@ class AuthError(ConnectError):
     """The broker refused the credentials (CONNACK 4/5, reason codes 134/135) or a subscription."""
 
 
-class PublishError(TesaiotError):
-    """Messages could not be delivered (denied by the broker, or dropped while disconnected)."""
-
-
 class RecordingError(TesaiotError):
     """A recording could not be written or read (missing, corrupt, wrong format, disk full)."""
 

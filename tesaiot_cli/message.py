@@ -87,16 +87,43 @@ def validate_topic_filter(topic_filter: str) -> str:
     return topic_filter
 
 
+TOPIC_LEVEL_FORBIDDEN = ("/", "+", "#", "\x00")
+
+
+def level_forbidden_char(text: str) -> str | None:
+    """The first character that cannot be in one topic level (``/``, ``+``, ``#``, NUL),
+    or None: device ids and shared-subscription group names are single levels."""
+    for bad in TOPIC_LEVEL_FORBIDDEN:
+        if bad in text:
+            return bad
+    return None
+
+
+TOPIC_TOO_LONG = "longer than 65535 bytes"
+
+
+def topic_name_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot be published to, or None: empty, a wildcard, a NUL character
+    (MQTT strings must not hold U+0000: a broker closes the connection), over 65535 bytes.
+    The one check for the CLI and the session's own PUBLISH packets."""
+    if not topic:
+        return "a topic cannot be empty"
+    if "+" in topic or "#" in topic:
+        return "wildcards '+' and '#' are only for subscribing"
+    if "\x00" in topic:
+        return "it contains a NUL character"
+    if len(topic.encode("utf-8")) > 65535:
+        return TOPIC_TOO_LONG
+    return None
+
+
 def validate_topic_name(topic: str) -> str:
     """Check a topic name used for publishing (no wildcards); raise :class:`ConfigError`."""
-    if not topic:
-        raise ConfigError("invalid topic '': a topic cannot be empty")
-    if "+" in topic or "#" in topic:
-        raise ConfigError(f"invalid topic {topic!r}: wildcards '+' and '#' are only for subscribing")
-    if "\x00" in topic:
-        raise ConfigError(f"invalid topic {topic!r}: it contains a NUL character")
-    if len(topic.encode("utf-8")) > 65535:
-        raise ConfigError("invalid topic: longer than 65535 bytes")
+    problem = topic_name_problem(topic)
+    if problem == TOPIC_TOO_LONG:
+        raise ConfigError(f"invalid topic: {problem}")
+    if problem is not None:
+        raise ConfigError(f"invalid topic {topic!r}: {problem}")
     return topic
 
 

@@ -5,7 +5,6 @@ Pure functions: they build strings and bytes, the CLI writes them.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any
 
@@ -13,21 +12,13 @@ import orjson
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message, decode_payload, parse_topic
+from tesaiot_cli.textfmt import iso_time, paint
+
+__all__ = ["escape_control", "human_block", "iso_time", "json_line", "message_record"]
 
 BINARY_PREVIEW_BYTES = 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-_RESET = "\x1b[0m"
-_STYLES = {"time": "\x1b[2m", "device": "\x1b[1;36m", "sensor": "\x1b[35m", "anomaly": "\x1b[1;31m",
-           "dim": "\x1b[2m", "key": "\x1b[33m"}
-
-
-def iso_time(time_ns: int) -> str:
-    """ISO 8601 UTC with microseconds, like the DPS368 payload: ``2026-11-22T08:24:56.055689+00:00``."""
-    seconds, rest = divmod(time_ns, 1_000_000_000)
-    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).replace(microsecond=rest // 1000)
-    return moment.isoformat(timespec="microseconds")
 
 
 def escape_control(text: str, *, keep_newlines: bool = False) -> str:
@@ -61,10 +52,6 @@ def json_line(message: Message) -> bytes:
     return orjson.dumps(message_record(message)) + b"\n"
 
 
-def _paint(text: str, style: str, color: bool) -> str:
-    return f"{_STYLES[style]}{text}{_RESET}" if color else text
-
-
 def human_block(message: Message, *, color: bool = False, compact: bool = False) -> str:
     """Upstream-subscriber style: time, device, sensor, then the data (pretty JSON,
     text, or a hex preview for binary). ``compact`` puts each message on one line."""
@@ -72,16 +59,16 @@ def human_block(message: Message, *, color: bool = False, compact: bool = False)
     stamp = iso_time(message.time_ns).replace("T", " ")[:23] + " UTC"
     flags = f"QoS {message.qos}" + (", retained" if message.retain else "")
     head = (
-        f"{_paint('[' + stamp + ']', 'time', color)} "
-        f"Device: {_paint(escape_control(parts.device_id), 'device', color)}  "
-        f"Sensor: {_paint(escape_control(parts.sensor_type), 'sensor', color)}  "
-        f"{_paint(escape_control(message.topic) + ' (' + flags + ')', 'dim', color)}"
+        f"{paint('[' + stamp + ']', 'time', color)} "
+        f"Device: {paint(escape_control(parts.device_id), 'device', color)}  "
+        f"Sensor: {paint(escape_control(parts.sensor_type), 'sensor', color)}  "
+        f"{paint(escape_control(message.topic) + ' (' + flags + ')', 'dim', color)}"
     )
     value, encoding = decode_payload(message.payload)
     if encoding == "json":
         body = orjson.dumps(value, option=0 if compact else orjson.OPT_INDENT_2).decode("utf-8")
         if isinstance(value, dict) and ("anomaly" in value or "label" in value) and color:
-            body = _paint(body, "anomaly", color) if value.get("anomaly") not in (None, False, "normal") else body
+            body = paint(body, "anomaly", color) if value.get("anomaly") not in (None, False, "normal") else body
         data = f"Data: {escape_control(body, keep_newlines=not compact)}"
     elif encoding == "text":
         text = value if not compact else value.replace("\n", "\\n")

@@ -6,7 +6,7 @@ flow control: a bounded window of unacknowledged messages, so paho's queue never
 grows without bound and no publish is lost without being counted.
 
 Nothing from paho, ``ssl`` or ``socket`` escapes this module: failures become
-:class:`ConnectError`, :class:`AuthError`, :class:`ConfigError` or :class:`PublishError`.
+:class:`ConnectError`, :class:`AuthError` or :class:`ConfigError`.
 It never prints; state changes go to the ``on_event`` callback.
 """
 
@@ -40,7 +40,7 @@ from tesaiot_cli.connection import (
     translate_connect_error,
 )
 from tesaiot_cli.errors import AuthError, ConfigError, ConnectError, Interrupted
-from tesaiot_cli.message import Message, validate_topic_filter
+from tesaiot_cli.message import Message, topic_name_problem, validate_topic_filter
 
 RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30
@@ -892,15 +892,14 @@ class Session:
 
     def _topic_name(self, topic: str) -> bytes:
         """``topic`` as a PUBLISH packet's topic name (length-prefixed UTF-8), checked as
-        paho checks it, cached."""
+        :func:`~tesaiot_cli.message.validate_topic_name` checks it, cached."""
         name = self._topic_names.get(topic)
         if name is not None:
             return name
+        problem = topic_name_problem(topic)  # the CLI's check: they agree (NUL included)
+        if problem is not None:
+            raise ConfigError(f"cannot publish to {topic!r}: {problem}")
         encoded = topic.encode("utf-8")
-        if not encoded or b"+" in encoded or b"#" in encoded or len(encoded) > 0xFFFF:
-            raise ConfigError(
-                f"cannot publish to {topic!r}: a topic name must be 1 to 65535 bytes without wildcards"
-            )
         name = len(encoded).to_bytes(2, "big") + encoded
         if len(self._topic_names) < 65536:
             self._topic_names[topic] = name

@@ -30,8 +30,8 @@ from typer.testing import CliRunner
 from tesaiot_cli.cli import all_commands, app
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
 from tesaiot_cli.recording.meta import METADATA_KEY
-from tesaiot_cli.recording.parquet import ParquetWriter
 from tests.conftest import clean_env, run_cli
 from tests.support.broker import EXPIRED_TOKEN, READER, READER_PASSWORD, TOKEN, USER, Mosquitto, free_ports
 from tests.support.clients import Collector, publish

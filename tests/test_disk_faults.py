@@ -24,7 +24,7 @@ from tesaiot_cli.cliutil import EXIT_RECORDING
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
-from tesaiot_cli.recording.jsonl import JsonlWriter
+from tesaiot_cli.recording.formats.jsonl import JsonlWriter
 from tests.conftest import clean_env, run_cli
 from tests.support.broker import Mosquitto
 from tests.support.clients import publish
@@ -221,6 +221,7 @@ def test_a_slow_disk_delays_durability_but_loses_nothing(tmp_path: Path) -> None
 def test_record_says_when_the_disk_falls_behind(capsys: pytest.CaptureFixture[str]) -> None:
     from tesaiot_cli.cliutil import StopSignals
     from tesaiot_cli.commands import record as record_command
+    from tesaiot_cli.services import recorder as recorder_service
 
     class Lagging:
         messages = 0
@@ -236,7 +237,9 @@ def test_record_says_when_the_disk_falls_behind(capsys: pytest.CaptureFixture[st
 
     stop = StopSignals()
     threading.Timer(0.5, stop.event.set).start()
-    why = record_command._wait(Lagging(), Lagging(), stop, threading.Event(), time.monotonic(), None)
+    why = recorder_service._wait(Lagging(), Lagging(), done=threading.Event(), stop=stop.event.is_set,  # type: ignore[arg-type]
+                                 started=time.monotonic(), duration_s=None,
+                                 on_tick=record_command._Progress(time.monotonic()).tick)
     assert why == "signal"
     warnings = [line for line in capsys.readouterr().err.splitlines() if "disk is slow" in line]
     assert warnings == ["tesaiot: warning: the disk is slow: the last 7 s of messages are not on disk yet "

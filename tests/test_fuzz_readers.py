@@ -23,8 +23,8 @@ import pytest
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording.base import RecordingMetadata, open_reader, recover
-from tesaiot_cli.recording.jsonl import JsonlWriter
-from tesaiot_cli.recording.parquet import ParquetWriter
+from tesaiot_cli.recording.formats.jsonl import JsonlWriter
+from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
 
 SEED = 20261122
 CASES = 120  # per kind of file

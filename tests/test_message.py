@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,8 +12,10 @@ from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import (
     Message,
     decode_payload,
+    level_forbidden_char,
     parse_topic,
     topic_matches,
+    topic_name_problem,
     validate_topic_filter,
     validate_topic_name,
 )
@@ -121,3 +125,26 @@ def test_human_output_is_terminal_safe() -> None:
     assert escape_control("a\nb", keep_newlines=True) == "a\nb"
     block = human_block(Message("device/d/telemetry", b"\x00" * 100, 0, False, 0))
     assert "binary, 100 bytes" in block and block.endswith("...")
+
+
+@pytest.mark.parametrize("bad", ["", "a/+", "a/#", "x\x00", "x" * 65536])
+def test_topic_name_problem_is_the_check_validate_topic_name_makes(bad: str) -> None:
+    problem = topic_name_problem(bad)
+    assert problem is not None
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        validate_topic_name(bad)
+    assert topic_name_problem("device/a/telemetry") is None
+
+
+@pytest.mark.parametrize(("text", "bad"), [("a/b", "/"), ("a+", "+"), ("#", "#"), ("a\x00", "\x00"), ("ok", None)])
+def test_one_topic_level_check_for_device_ids_and_share_groups(text: str, bad: str | None) -> None:
+    from tesaiot_cli.services.workers import check_share_group
+    from tesaiot_cli.sim.fleet import check_device_id
+
+    assert level_forbidden_char(text) == bad
+    for check in (check_device_id, check_share_group):
+        if bad is None:
+            assert check(text) == text
+        else:
+            with pytest.raises(ConfigError, match=re.escape(repr(bad))):
+                check(text)

@@ -23,6 +23,7 @@ from tesaiot_cli.cli import app
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import (
     Message,
+    PublishProperties,
     decode_payload,
     parse_topic,
     topic_matches,
@@ -46,9 +47,14 @@ topics = st.one_of(
 payloads = st.one_of(st.binary(max_size=300), text.map(lambda s: s.encode("utf-8")),
                      st.sampled_from([b"", b"\n", b"null", b"{}", b'{"a": [1, 2.5e300]}', b"\xff\xfe", b"\x00"]))
 INT64 = (-(2**63), 2**63 - 1)
-# properties=None until the recordings carry MQTT 5 properties (issue 12): hypothesis fills defaulted fields too
+# MQTT 5 publish properties as the wire can carry them: a byte, a four-byte integer, UTF-8 strings.
+mqtt_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=10)
+publish_properties = st.builds(
+    PublishProperties, st.none() | st.integers(0, 255), st.none() | st.integers(0, 2**32 - 1),
+    st.none() | mqtt_text, st.none() | mqtt_text, st.none() | st.binary(max_size=10),
+    st.lists(st.tuples(mqtt_text, mqtt_text), max_size=3).map(tuple))
 messages = st.builds(Message, topics, payloads, st.integers(0, 2), st.booleans(), st.integers(*INT64),
-                     properties=st.none())
+                     st.none() | publish_properties)
 labels = st.one_of(st.none(), st.sampled_from(["normal", "spike", "high_temperature"]), text)
 rows = st.lists(st.tuples(messages, labels), max_size=25)
 

@@ -13,8 +13,6 @@ import pytest
 
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording import jsonl as jsonl_format
-from tesaiot_cli.recording import parquet as parquet_format
 from tesaiot_cli.recording.base import (
     FORMAT_VERSION,
     RecordingMetadata,
@@ -25,6 +23,8 @@ from tesaiot_cli.recording.base import (
     recover,
     remove_outputs,
 )
+from tesaiot_cli.recording.formats import jsonl as jsonl_format
+from tesaiot_cli.recording.formats import parquet_write as parquet_format
 from tesaiot_cli.recording.meta import METADATA_KEY
 
 FORMATS = ["parquet", "jsonl"]
@@ -116,7 +116,7 @@ def test_newer_format_version_is_refused(tmp_path: Path) -> None:
     table = pa.table({"time": pa.array([1], pa.int64()), "topic": ["t"], "payload": [b"x"]})
     pq.write_table(table.replace_schema_metadata({METADATA_KEY: orjson.dumps(newer)}), parquet)
     for path in (jsonl, parquet):
-        with pytest.raises(RecordingError, match=r"version 2.*upgrade tesaiot"):
+        with pytest.raises(RecordingError, match=rf"version {FORMAT_VERSION + 1}.*upgrade tesaiot"):
             open_reader(path)
 
 
@@ -136,7 +136,8 @@ def test_parquet_schema_is_friendly(tmp_path: Path) -> None:
     write_all(path, odd_messages()[:2], fmt="parquet")
     table = pq.read_table(path)
     assert str(table.schema.field("time").type) == "timestamp[ns, tz=UTC]"
-    assert table.column_names == ["time", "topic", "payload", "qos", "retain", "device_id", "sensor_type", "label"]
+    assert table.column_names == ["time", "topic", "payload", "qos", "retain", "device_id", "sensor_type", "label",
+                                  "properties"]
     assert table.column("device_id").to_pylist() == ["infineon-sensor-01", "dev"]
     assert table.column("sensor_type").to_pylist() == ["DPS368", "default"]
     assert table.column("time").cast(pa.int64()).to_pylist() == [T0, T0 + 1]

@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tesaiot_cli.config import ConnectionSettings, resolve_connection
 from tesaiot_cli.errors import AuthError, ConfigError, ConnectError
-from tesaiot_cli.message import Message
+from tesaiot_cli.message import Message, validate_topic_name
 from tesaiot_cli.session import HOLD_QUEUED, Session, _BufferedSocket
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
 from tests.support.clients import Collector, publish
@@ -316,6 +316,17 @@ def test_held_publish_checks_the_topic_like_paho(broker: Mosquitto) -> None:
         for bad in ["", "device/+/telemetry", "device/#", "x" * 65536]:
             with pytest.raises(ConfigError, match="cannot publish to"):
                 session.publish(Message(bad, b"x", qos=0), hold=True)
+    assert session.stats.published == 0
+
+
+def test_held_publish_refuses_a_nul_in_the_topic_as_the_cli_does(broker: Mosquitto) -> None:
+    """The session's own PUBLISH packets and the CLI's topic check agree: MQTT strings must
+    not hold U+0000 (a broker closes the connection on one)."""
+    with pytest.raises(ConfigError, match="NUL"):
+        validate_topic_name("device/a\x00b/telemetry")
+    with Session(settings_for(broker.tcp_url), threaded=False) as session:
+        with pytest.raises(ConfigError, match="cannot publish to .*NUL"):
+            session.publish(Message("device/a\x00b/telemetry", b"x", qos=0), hold=True)
     assert session.stats.published == 0
 
 

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from tesaiot_cli.cliutil import check_recording_path, cli_errors, err, plural, warn
-from tesaiot_cli.commands.info import human_bytes
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
+from tesaiot_cli.textfmt import human_bytes
 
 EPILOG = """\b
 Examples:
@@ -34,7 +34,7 @@ def convert(
     QoS, retain flag, label and the metadata. OUT appears only when complete."""
     from dataclasses import replace
 
-    from tesaiot_cli.recording.base import (
+    from tesaiot_cli.recording import (
         existing_outputs,
         format_for,
         is_dataset_path,
@@ -58,13 +58,13 @@ def convert(
             raise ConfigError(f"{target} already exists: choose another name, or --force to overwrite")
         with open_reader(source, format=from_fmt) as reader:
             metadata = reader.metadata
-            if not getattr(reader, "sealed", True):
+            if not reader.sealed:
                 warn(f"{source} is not sealed (left by a crash?): converting what is readable; "
                      f"'tesaiot recover {source}' seals it")
             note: dict[str, Any] = {"removed": 0, "window_s": window}
             if finder is not None:  # said in the metadata: filled in before the writer closes
                 metadata = replace(metadata, extra={**metadata.extra, "deduplicated": note})
-            writer: Any = open_writer(target, metadata=metadata, format=out_format, crash_safe=False)
+            writer = open_writer(target, metadata=metadata, format=out_format, crash_safe=False)
             try:
                 for message, label in reader.iter_labelled():
                     if finder is not None and finder.repeated(message.topic, message.payload, message.time_ns):
@@ -75,7 +75,7 @@ def convert(
                 writer.discard()
                 raise
             summary = writer.close()
-            warnings = list(getattr(reader, "warnings", []))
+            warnings = list(reader.warnings)
         for text in warnings:
             warn(text)
         removed = f", {finder.duplicates:,} duplicates left out" if finder is not None else ""

@@ -96,7 +96,7 @@ def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet:
     from tesaiot_cli import __version__
     from tesaiot_cli.analysis.detect import Detector, alert_message, detect_messages
     from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
-    from tesaiot_cli.recording.base import existing_outputs, format_for, remove_outputs
+    from tesaiot_cli.recording import existing_outputs, format_for, remove_outputs
 
     format_for(to)
     if not to.parent.is_dir():

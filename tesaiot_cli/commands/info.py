@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -11,8 +10,10 @@ import typer
 
 from tesaiot_cli.cliutil import check_recording_path, cli_errors, warn
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
+from tesaiot_cli.textfmt import human_bytes, human_duration, iso_time
 
 if TYPE_CHECKING:
+    from tesaiot_cli.recording import RecordingMetadata
     from tesaiot_cli.recording.stats import RecordingStats
 
 EPILOG = """\b
@@ -27,34 +28,9 @@ Examples:
 TOP_TOPICS = 20
 
 
-def human_bytes(size: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(size) < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
-
-def human_duration(seconds: float) -> str:
-    """3723.5 -> '1 h 2 min 3.5 s'."""
-    if seconds < 60:
-        return f"{seconds:.3g} s" if seconds < 10 else f"{seconds:.1f} s"
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(int(minutes), 60)
-    days, hours = divmod(hours, 24)
-    parts = [f"{days} d"] if days else []
-    parts += [f"{hours} h"] if hours or days else []
-    return " ".join(parts + [f"{minutes} min", f"{secs:.0f} s"])
-
-
 def iso(time_ns: int | None) -> str | None:
-    """ns since the epoch -> ISO 8601 UTC with microseconds."""
-    if time_ns is None:
-        return None
-    seconds, rest = divmod(time_ns, 1_000_000_000)
-    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).replace(microsecond=rest // 1000)
-    return moment.isoformat(timespec="microseconds")
+    """ns since the epoch -> ISO 8601 UTC with microseconds (None stays None)."""
+    return None if time_ns is None else iso_time(time_ns)
 
 
 def info(
@@ -66,7 +42,7 @@ def info(
 ) -> None:
     """Show what a recording holds: messages, time span, per-topic counts, rates and the
     longest silence, payload sizes, and anomaly counts when the messages are labelled."""
-    from tesaiot_cli.recording.base import open_reader, strip_partial
+    from tesaiot_cli.recording import open_reader, strip_partial
     from tesaiot_cli.recording.dedupe import DuplicateFinder
     from tesaiot_cli.recording.stats import compute_stats
 
@@ -74,12 +50,11 @@ def info(
         file = strip_partial(file)
         check_recording_path(file)
         finder = DuplicateFinder(window) if duplicates else None
-        reader: Any
         with open_reader(file, format=fmt) as reader:
             tables = reader.iter_tables()
             stats = compute_stats(finder.scan_tables(tables) if finder is not None else tables)
-            sealed = getattr(reader, "sealed", True)
-            warnings = list(getattr(reader, "warnings", []))
+            sealed = reader.sealed
+            warnings = list(reader.warnings)
             report = build_report(file, reader.metadata, stats, sealed=sealed, warnings=warnings, fmt=fmt)
         report["duplicates"] = finder.report() if finder is not None else None
         if json_out:
@@ -97,7 +72,7 @@ def info(
 
 
 def _disk_bytes(file: Path) -> int:
-    from tesaiot_cli.recording.base import PARTIAL_SUFFIX
+    from tesaiot_cli.recording import PARTIAL_SUFFIX
 
     if file.is_file():
         return file.stat().st_size
@@ -109,15 +84,15 @@ def _disk_bytes(file: Path) -> int:
     return 0
 
 
-def build_report(file: Path, metadata: Any, stats: RecordingStats, *, sealed: bool, warnings: list[str],
-                 fmt: str | None) -> dict[str, Any]:
+def build_report(file: Path, metadata: RecordingMetadata, stats: RecordingStats, *, sealed: bool,
+                 warnings: list[str], fmt: str | None) -> dict[str, Any]:
     """The ``--json`` object (also what the human output is rendered from)."""
-    from tesaiot_cli.recording.base import RecordingMetadata, format_for, is_dataset_path
+    from tesaiot_cli.recording import format_for, is_dataset_path
     from tesaiot_cli.recording.meta import metadata_to_dict
 
     disk = _disk_bytes(file)
     topics = sorted(stats.topics.values(), key=lambda t: (-t.messages, t.topic))
-    meta = metadata_to_dict(metadata) if isinstance(metadata, RecordingMetadata) else {}
+    meta = metadata_to_dict(metadata)
     return {
         "file": str(file),
         "format": "parquet-dataset" if is_dataset_path(file) else format_for(file, fmt),

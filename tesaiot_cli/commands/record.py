@@ -1,19 +1,18 @@
 """``tesaiot record``: capture MQTT messages to a Parquet or JSONL recording, safely and fast.
 
-The receive path does the least possible work: the session's network thread builds a
-``Message`` and the writer appends it to a list; the writer's flusher thread converts
-and writes in batches (see :mod:`tesaiot_cli.recording.buffered`).
+The recorder flow itself (session, writer, --count, --duration) is
+:mod:`tesaiot_cli.services.recorder`, shared with the ``--workers`` processes; this module
+holds the options, the checks and what is printed.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -34,10 +33,16 @@ from tesaiot_cli.cliutil import (
     warn,
     with_connection_options,
 )
-from tesaiot_cli.commands.info import human_bytes, human_duration
 from tesaiot_cli.config import check_token_topics
-from tesaiot_cli.errors import ConfigError, RecordingError
-from tesaiot_cli.message import Message, validate_topic_filter
+from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.message import validate_topic_filter
+from tesaiot_cli.textfmt import human_bytes, human_duration
+
+if TYPE_CHECKING:
+    from tesaiot_cli.config import ConnectionSettings
+    from tesaiot_cli.recording import RecordingMetadata, RecordingWriter, WriteSummary
+    from tesaiot_cli.recording.dataset.partition import PartitionSpec
+    from tesaiot_cli.services.workers import WorkerPool
 
 DEFAULT_TOPIC = "#"
 TOKEN_DEFAULT_TOPIC = "device/+/telemetry/#"
@@ -79,7 +84,7 @@ def record(
     (ns), topic, QoS and retain flag. Crash-safe: after a kill, all but the last ~1 s is
     readable ('tesaiot recover FILE' seals it). Stop with Ctrl+C, SIGTERM, --count or
     --duration; a summary goes to stderr."""
-    from tesaiot_cli.recording.base import PARTIAL_SUFFIX, RecordingMetadata, existing_outputs, format_for
+    from tesaiot_cli.recording import PARTIAL_SUFFIX, RecordingMetadata, existing_outputs, format_for
 
     with cli_errors():
         if count is not None and count < 1:
@@ -121,7 +126,7 @@ def record(
                                     **({"share_group": group} if group else {})},
         )
         if group is not None:
-            from tesaiot_cli.recording.shared import shared_filters
+            from tesaiot_cli.services.workers import shared_filters
 
             filters = shared_filters(group, filters)
         if workers > 1:
@@ -130,10 +135,11 @@ def record(
             _record(file, format_name, settings, filters, qos, count, duration, force, metadata, dataset)
 
 
-def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos: int, count: int | None,
-            duration: float | None, force: bool, metadata: Any, dataset: dict[str, Any] | None = None) -> None:
-    from tesaiot_cli.recording.base import open_writer, remove_outputs
-    from tesaiot_cli.session import Session
+def _record(file: Path, format_name: str, settings: ConnectionSettings, filters: list[str], qos: int,
+            count: int | None, duration: float | None, force: bool, metadata: RecordingMetadata,
+            dataset: dict[str, Any] | None = None) -> None:
+    from tesaiot_cli.recording import open_writer, remove_outputs
+    from tesaiot_cli.services.recorder import CountLimit, run_recorder
 
     if format_name == "parquet":
         import os
@@ -141,132 +147,59 @@ def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos
         from tesaiot_cli.recording.schema import use_lean_memory_pool
 
         use_lean_memory_pool(dict(os.environ))  # flat RSS over millions of messages
-    done = threading.Event()
-    inbox = _Inbox()
-    with StopSignals() as stop:
-        # on_message from the start: a persistent session gets its queued messages right
-        # after CONNACK, before subscribe().
-        session = Session(settings, on_event=print_event, interrupt=stop.event, on_message=inbox)
-        session.connect()  # before touching the output: a failed connect leaves an old file alone
-        writer: Any
-        discard_output: Callable[[], None]
-        try:
-            if dataset is not None:
-                writer, discard_output = _open_dataset(file, metadata, dataset)
-            else:
-                if force:
-                    remove_outputs(file, format=format_name)
-                writer = open_writer(file, metadata=metadata, format=format_name)
-                discard_output = functools.partial(remove_outputs, file, format=format_name)
-        except BaseException:
-            session.close()
-            raise
-        started = time.monotonic()
-        why = "end"
-        try:
-            sink = _sink(writer, count, done)
-            inbox.attach(sink)  # from now on the inbox passes straight through to the sink
-            freeze_startup_objects()
-            session.subscribe(filters, qos=qos, on_message=sink)
-            kind = format_name if dataset is None else f"dataset, partitioned by {writer.spec.text()}"
-            if dataset is not None and dataset.get("no_suffix"):
+    kind = format_name
+    discard_output: Callable[[], None] = functools.partial(remove_outputs, file, format=format_name)
+
+    def open_output() -> RecordingWriter:
+        nonlocal kind, discard_output
+        if dataset is not None:
+            writer, spec, discard_output = _open_dataset(file, metadata, dataset)
+            kind = f"dataset, partitioned by {spec.text()}"
+            if dataset.get("no_suffix"):
                 kind = (f"a dataset directory, as the name has no suffix: Parquet files partitioned by "
-                        f"{writer.spec.text()}; name it {file}.parquet or {file}.jsonl for one file")
-            err(f"recording {settings.url.display()} topics={','.join(filters)} qos={qos} to {file} "
-                f"({kind}); Ctrl+C stops")
-            why = _wait(session, writer, stop, done, started, duration)
-        except BaseException as exc:
-            session.close()
-            _clear_status()
-            if writer.messages == 0 and not isinstance(exc, (KeyboardInterrupt, RecordingError)):
-                writer.discard()  # e.g. the subscription was refused: leave no empty file behind
-                discard_output()
-                raise
-            try:
-                writer.close()  # seal what was recorded before the error
-            except RecordingError:
-                pass
-            if isinstance(exc, RecordingError):
-                raise RecordingError(f"{exc}; {_what_is_kept(file, format_name)}") from None
-            raise
-        session.close()
-        _clear_status()
-        elapsed = time.monotonic() - started
+                        f"{spec.text()}; name it {file}.parquet or {file}.jsonl for one file")
+            return writer
+        if force:
+            remove_outputs(file, format=format_name)
+        return open_writer(file, metadata=metadata, format=format_name)
+
+    def announce(_writer: RecordingWriter) -> None:
+        err(f"recording {settings.url.display()} topics={','.join(filters)} qos={qos} to {file} "
+            f"({kind}); Ctrl+C stops")
+
+    with StopSignals() as stop:
         try:
-            summary = writer.close()
-        except RecordingError as exc:
-            raise RecordingError(f"{exc}; {_what_is_kept(file, format_name)}") from None
-    _print_summary(summary, elapsed, stop.signal_name or why)
-    if session.stats.reconnects and qos > 0 and summary.messages:
-        err(f"the connection was lost and restored {session.stats.reconnects} time(s): QoS {qos} is 'at least "
+            run = run_recorder(
+                settings, open_output, filters, qos, limit=CountLimit(count) if count is not None else None,
+                duration_s=duration, stop=stop.event.is_set, interrupt=stop.event, on_event=print_event,
+                before_subscribe=freeze_startup_objects, on_subscribed=announce,
+                on_tick=_Progress(time.monotonic()).tick,
+                discard_output=lambda: discard_output(), kept=lambda: _what_is_kept(file, format_name))
+        finally:
+            _clear_status()
+    _print_summary(run.summary, run.elapsed_s, stop.signal_name or run.stopped_by)
+    if run.reconnects and qos > 0 and run.summary.messages:
+        err(f"the connection was lost and restored {run.reconnects} time(s): QoS {qos} is 'at least "
             f"once', so a few messages may be recorded twice; 'tesaiot info --duplicates {file}' counts them, "
             "'tesaiot convert --dedupe' removes them")
 
 
-class _Inbox:
-    """The message callback: holds what arrives before the writer is attached, then hands
-    everything to it in arrival order. Runs on the network thread."""
+class _Progress:
+    """What ``record`` shows while recording: the live status line, and one warning when
+    the disk falls behind by ``SLOW_DISK_S`` or more."""
 
-    def __init__(self) -> None:
-        self._target: Callable[[Message], None] | None = None
-        self._early: list[Message] = []
-        self._lock = threading.Lock()
+    def __init__(self, started: float) -> None:
+        self.status = _LiveStatus(started)
+        self.slow_warned = False
 
-    def __call__(self, message: Message) -> None:
-        target = self._target
-        if target is None:
-            with self._lock:
-                target = self._target
-                if target is None:
-                    self._early.append(message)
-                    return
-        target(message)
-
-    def attach(self, target: Callable[[Message], None]) -> None:
-        with self._lock:
-            for message in self._early:
-                target(message)
-            self._early.clear()
-            self._target = target
-
-
-def _sink(writer: Any, count: int | None, done: threading.Event) -> Callable[[Message], None]:
-    if count is None:
-        return writer.write  # type: ignore[no-any-return]
-    remaining = count
-
-    def take(message: Message) -> None:
-        nonlocal remaining  # only the network thread calls this
-        if remaining > 0:
-            writer.write(message)
-            remaining -= 1
-            if remaining == 0:
-                done.set()
-
-    return take
-
-
-def _wait(session: Any, writer: Any, stop: StopSignals, done: threading.Event, started: float,
-          duration: float | None) -> str:
-    deadline = None if duration is None else started + duration
-    status = _LiveStatus(started)
-    slow_warned = False
-    while not stop.event.is_set():
-        if done.wait(0.1):
-            return "count"
-        session.check()
-        writer.check()
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            return "duration"
-        behind = writer.unsynced_s() if hasattr(writer, "unsynced_s") else 0.0
-        if behind >= SLOW_DISK_S and not slow_warned:
-            status.line.clear()
+    def tick(self, writer: RecordingWriter, now: float) -> None:
+        behind = writer.unsynced_s()
+        if behind >= SLOW_DISK_S and not self.slow_warned:
+            self.status.line.clear()
             warn(f"the disk is slow: the last {behind:.0f} s of messages are not on disk yet (held in memory; "
                  "a crash would lose them); recording continues")
-            slow_warned = True
-        status.update(now, lambda: (writer.messages, writer.disk_bytes()))
-    return "signal"
+            self.slow_warned = True
+        self.status.update(now, lambda: (writer.messages, writer.disk_bytes()))
 
 
 class _LiveStatus:
@@ -298,7 +231,7 @@ def _clock(seconds: float) -> str:
     return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
-def _rate_text(summary: Any) -> str:
+def _rate_text(summary: WriteSummary) -> str:
     """The rate while messages came: from the first message to the last (the wait for the
     first one, and the quiet after the last, left out)."""
     if summary.messages < 2 or summary.start_ns is None or summary.end_ns is None or summary.end_ns <= summary.start_ns:
@@ -308,7 +241,7 @@ def _rate_text(summary: Any) -> str:
 
 
 def _what_is_kept(file: Path, format_name: str) -> str:
-    from tesaiot_cli.recording.base import PARTIAL_SUFFIX
+    from tesaiot_cli.recording import PARTIAL_SUFFIX
 
     if file.is_dir():
         return (f"what was recorded before is in {file}; 'tesaiot recover {file}' seals what is left in its "
@@ -321,7 +254,7 @@ def _what_is_kept(file: Path, format_name: str) -> str:
     return "nothing was recorded"
 
 
-def _print_summary(summary: Any, elapsed: float, why: str) -> None:
+def _print_summary(summary: WriteSummary, elapsed: float, why: str) -> None:
     per = f", {summary.file_bytes / summary.messages:.1f} B/message" if summary.messages else ""
     err(f"recorded {plural(summary.messages, 'message')} in {human_duration(elapsed)}{_rate_text(summary)}, "
         f"{human_bytes(summary.payload_bytes)} of payload, to {summary.path} "
@@ -342,8 +275,8 @@ def _print_summary(summary: Any, elapsed: float, why: str) -> None:
 def _dataset_options(file: Path, *, fmt: str | None, force: bool, workers: int, share: str | None,
                      partition: str | None, roll: float) -> dict[str, Any] | None:
     """The dataset settings when FILE is a dataset (a directory, or a name without suffix), else None."""
-    from tesaiot_cli.recording.base import is_dataset_path
-    from tesaiot_cli.recording.shared import MAX_WORKERS, check_share_group
+    from tesaiot_cli.recording import is_dataset_path
+    from tesaiot_cli.services.workers import MAX_WORKERS, check_share_group
 
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"invalid --workers {workers}: use 1 to {MAX_WORKERS}")
@@ -362,7 +295,7 @@ def _dataset_options(file: Path, *, fmt: str | None, force: bool, workers: int, 
     if force:
         raise ConfigError(f"--force is for single files: recording into the dataset {file} adds files to it "
                           "(delete the directory first to start afresh)")
-    from tesaiot_cli.recording.dataset import leftovers, prepare_dataset
+    from tesaiot_cli.recording.dataset.layout import leftovers, prepare_dataset
 
     prepare_dataset(file, partition=partition, tool_version=__version__, create=False)  # ConfigError early
     left = leftovers(file)
@@ -371,23 +304,26 @@ def _dataset_options(file: Path, *, fmt: str | None, force: bool, workers: int, 
     return {"partition": partition, "roll": roll}
 
 
-def _open_dataset(file: Path, metadata: Any, dataset: dict[str, Any]) -> tuple[Any, Callable[[], None]]:
-    from tesaiot_cli.recording.dataset import prepare_dataset
-    from tesaiot_cli.recording.dataset_writer import DatasetWriter, new_recorder_id
+def _open_dataset(file: Path, metadata: RecordingMetadata, dataset: dict[str, Any]
+                  ) -> tuple[RecordingWriter, PartitionSpec, Callable[[], None]]:
+    from tesaiot_cli.recording.dataset.layout import prepare_dataset
+    from tesaiot_cli.recording.dataset.writer import DatasetWriter, new_recorder_id
 
     spec, undo = prepare_dataset(file, partition=dataset["partition"], tool_version=__version__)
     writer = DatasetWriter(file, metadata=metadata, spec=spec, worker_id=new_recorder_id(),
                            roll_interval_s=dataset["roll"]).open()
-    return writer, undo
+    return writer, spec, undo
 
 
-def _record_workers(file: Path, workers: int, settings: Any, filters: list[str], qos: int, count: int | None,
-                    duration: float | None, metadata: Any, dataset: dict[str, Any]) -> None:
+def _record_workers(file: Path, workers: int, settings: ConnectionSettings, filters: list[str], qos: int,
+                    count: int | None, duration: float | None, metadata: RecordingMetadata,
+                    dataset: dict[str, Any]) -> None:
     import os
 
-    from tesaiot_cli.recording.dataset import prepare_dataset
-    from tesaiot_cli.recording.dataset_writer import merge_summaries, new_recorder_id
-    from tesaiot_cli.recording.shared import WorkerPlan, WorkerPool, settings_to_wire
+    from tesaiot_cli.recording.dataset.layout import prepare_dataset
+    from tesaiot_cli.recording.dataset.writer import new_recorder_id
+    from tesaiot_cli.recording.model import merge_summaries
+    from tesaiot_cli.services.workers import WorkerPlan, WorkerPool, settings_to_wire
 
     spec, undo = prepare_dataset(file, partition=dataset.get("partition"), tool_version=__version__)
     _quiet_resource_tracker()
@@ -439,7 +375,7 @@ def _quiet_resource_tracker() -> None:
     warnings.filterwarnings("ignore", message="resource_tracker", category=UserWarning)
 
 
-def _wait_pool(pool: Any, stop: StopSignals, started: float) -> str:
+def _wait_pool(pool: WorkerPool, stop: StopSignals, started: float) -> str:
     status = _LiveStatus(started)
     while not stop.event.wait(0.05):
         pool.poll()

@@ -29,7 +29,7 @@ def recover(
     - JSONL with an incomplete last line: cut that line.
     - Damaged Parquet row groups or JSONL lines: copy the rest to --output.
     A healthy file is left alone (exit 0)."""
-    from tesaiot_cli.recording.base import recover as recover_recording
+    from tesaiot_cli.recording import recover as recover_recording
 
     with cli_errors():
         result = recover_recording(file, output=output, format=fmt)

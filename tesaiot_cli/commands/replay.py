@@ -34,6 +34,7 @@ from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
 
 if TYPE_CHECKING:
+    from tesaiot_cli.recording import RecordingReader
     from tesaiot_cli.replay import Replayer, ReplayOptions, ReplayStats
 
 Passes = Callable[[], Iterable[Message]]
@@ -149,11 +150,11 @@ def replay(
         check_recording_path(file)
         with open_reader(file, format=recording_format) as first_reader:
             metadata = first_reader.metadata
-            if not getattr(first_reader, "sealed", True):
+            if not first_reader.sealed:
                 warn(f"{file} is not sealed (left by a crash?): replaying what is readable; "
                      f"'tesaiot recover {file}' seals it")
             plan = _plan(first_reader, file, options)
-            pending: list[Any] = [first_reader]
+            pending: list[RecordingReader] = [first_reader]
             labels = _Labels() if to == "-" and metadata.labelled else None
 
             def passes() -> Iterator[Message]:
@@ -191,7 +192,7 @@ def replay(
                 else:
                     delivery = _replay_to_broker(options, passes, common, conn, stop, pause, announce)
                     target = delivery.pop("broker")
-            for text in getattr(first_reader, "warnings", ()):
+            for text in first_reader.warnings:
                 warn(text)
         replayer = delivery.pop("replayer")
         report = _report(replayer, delivery, file=file, target=target, signal_name=stop.signal_name)
@@ -230,7 +231,7 @@ class _Labels:
         return self.label if message.time_ns == self.time_ns else None
 
 
-def _labelled(reader: Any, labels: _Labels | None) -> Iterator[Message]:
+def _labelled(reader: RecordingReader, labels: _Labels | None) -> Iterator[Message]:
     if labels is None:
         yield from reader
         return
@@ -347,7 +348,7 @@ class _Plan(NamedTuple):
     selective: bool  # --topic/--start/--end: not every message is replayed
 
 
-def _plan(reader: Any, file: Path, options: ReplayOptions) -> _Plan:
+def _plan(reader: RecordingReader, file: Path, options: ReplayOptions) -> _Plan:
     metadata = reader.metadata
     big_jsonl = file.is_file() and file.suffix.lower() == ".jsonl" and file.stat().st_size > (256 << 20)
     messages = None if big_jsonl else reader.count()
@@ -364,7 +365,7 @@ def _plan(reader: Any, file: Path, options: ReplayOptions) -> _Plan:
 
 def _start_line(plan: _Plan, options: ReplayOptions, *, target: str, pausable: bool) -> str:
     """``replaying 1,200 messages (10.0 s recorded, 2026-11-22 08:00:00 UTC) at 5x: about 2.0 s``."""
-    from tesaiot_cli.commands.info import human_duration
+    from tesaiot_cli.textfmt import human_duration
 
     what = "messages" if plan.messages is None else plural(plan.messages, "message")
     if plan.selective:

@@ -47,7 +47,7 @@ from tesaiot_cli.sim.options import (
 if TYPE_CHECKING:
     from tesaiot_cli.config import ConnectionSettings
     from tesaiot_cli.message import Message
-    from tesaiot_cli.recording.base import RecordingMetadata, RecordingWriter
+    from tesaiot_cli.recording import RecordingMetadata, RecordingWriter
     from tesaiot_cli.session import Session
     from tesaiot_cli.sim.dps368 import Packet
 
@@ -123,7 +123,7 @@ def simulate(
 
 
 def _check_record_path(path: Path, *, force: bool) -> None:
-    from tesaiot_cli.recording.base import existing_outputs, format_for
+    from tesaiot_cli.recording import existing_outputs, format_for
 
     format_for(path)
     parent = path.parent
@@ -203,7 +203,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
               color: bool, argv: list[str]) -> bool:
     """Run the simulation; print the summary; return whether some packets were not delivered."""
     from tesaiot_cli.errors import Interrupted
-    from tesaiot_cli.recording.base import open_writer, remove_outputs
+    from tesaiot_cli.recording import open_writer, remove_outputs
     from tesaiot_cli.session import Session
     from tesaiot_cli.sim.dps368 import DPS368Device, DPS368Model, TimestampFormatter
     from tesaiot_cli.sim.fleet import device_ids, fleet_topics
@@ -368,7 +368,7 @@ def _banner(opts: SimOptions, settings: ConnectionSettings, ids: list[str], topi
 
 def _metadata(opts: SimOptions, settings: ConnectionSettings, ids: list[str], topics: list[str],
               argv: list[str]) -> RecordingMetadata:
-    from tesaiot_cli.recording.base import RecordingMetadata
+    from tesaiot_cli.recording import RecordingMetadata
     from tesaiot_cli.sim.dps368 import EPISODE_PACKETS, planned_dropouts
 
     dropouts: dict[str, list[int]] | None = {}

@@ -11,18 +11,18 @@ one batch, and memory holds at most one interval of messages.
 from __future__ import annotations
 
 import collections
-import errno
-import os
+import dataclasses
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from tesaiot_cli.errors import RecordingError
-from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, WriteSummary
+from tesaiot_cli.message import Message, PublishProperties
+from tesaiot_cli.recording.files import os_error_text
 from tesaiot_cli.recording.meta import new_recording_id
+from tesaiot_cli.recording.model import FORMAT_VERSION, RecordingMetadata, TimeSpan, WriteSummary
 
 FLUSH_INTERVAL_S = 0.25
 
@@ -36,52 +36,7 @@ class Columns(NamedTuple):
     retain: tuple[bool, ...]
     times: tuple[int, ...]
     labels: list[str | None]
-
-
-def os_error_text(exc: OSError) -> str:
-    """A short reason for an OSError, with a hint for the usual disk problems."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{reason} (the disk is full)"
-    if exc.errno == errno.EFBIG:
-        return f"{reason} (a file size limit was reached)"
-    return reason
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or a new file in ``directory`` durable (best effort where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_regular_file(path: Path) -> None:
-    """Delete ``path`` if it exists, but only a regular file (or a link): never a directory,
-    a device or a pipe that happens to be named as an output (as root, ``record /dev/null
-    --force`` must not delete the device). Raises :class:`RecordingError` or OSError."""
-    if path.is_dir():
-        raise RecordingError(f"{path} is a directory: not removing it")
-    if path.exists() and not path.is_symlink() and not path.is_file():
-        raise RecordingError(f"{path} is not a regular file (a device or a pipe?): not removing it")
-    path.unlink(missing_ok=True)
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary name, fsync, rename. Raises OSError."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    properties: tuple[PublishProperties | None, ...]
 
 
 W = TypeVar("W", bound="SealsOnExit")
@@ -91,7 +46,7 @@ class SealsOnExit:
     """The writers' context manager: ``close`` (seal) on the way out, also after an error,
     without masking that error with a second one."""
 
-    def close(self) -> Any:
+    def close(self) -> WriteSummary:
         raise NotImplementedError
 
     def __enter__(self: W) -> W:
@@ -119,7 +74,8 @@ class BufferedWriter(SealsOnExit):
 
     def __init__(self, path: Path, metadata: RecordingMetadata, *, flush_interval: float = FLUSH_INTERVAL_S) -> None:
         self.path = path
-        self.metadata = metadata
+        # What this writer writes is the current format version, whatever the source was (convert).
+        self.metadata = dataclasses.replace(metadata, format_version=FORMAT_VERSION)
         self.recording_id = metadata.recording_id or new_recording_id()
         self._flush_interval = flush_interval
         self._lock = threading.Lock()  # guards the two buffer lists
@@ -135,8 +91,7 @@ class BufferedWriter(SealsOnExit):
         self._synced_at = time.monotonic()  # when everything accepted so far was last durable
         self.written = 0
         self.payload_bytes = 0
-        self.start_ns: int | None = None
-        self.end_ns: int | None = None
+        self.span = TimeSpan()
         self.topic_counts: collections.Counter[str] = collections.Counter()
         self.label_counts: collections.Counter[str] = collections.Counter()
 
@@ -157,6 +112,16 @@ class BufferedWriter(SealsOnExit):
     def messages(self) -> int:
         """Messages accepted so far (written or still buffered)."""
         return self.written + len(self._buffer)
+
+    @property
+    def start_ns(self) -> int | None:
+        """The earliest receive time written (ns), None before the first batch."""
+        return self.span.start_ns
+
+    @property
+    def end_ns(self) -> int | None:
+        """The latest receive time written (ns), None before the first batch."""
+        return self.span.end_ns
 
     # -- flushing --------------------------------------------------------------------
 
@@ -181,8 +146,8 @@ class BufferedWriter(SealsOnExit):
                 labels, self._labels = self._labels, []
             try:
                 if batch:
-                    topics, payloads, qos, retain, times, _properties = zip(*batch, strict=True)
-                    columns = Columns(topics, payloads, qos, retain, times, labels)
+                    topics, payloads, qos, retain, times, properties = zip(*batch, strict=True)
+                    columns = Columns(topics, payloads, qos, retain, times, labels, properties)
                     self._account(columns)
                     self._write_batch(columns)
                     self._dirty = True
@@ -204,9 +169,7 @@ class BufferedWriter(SealsOnExit):
     def _account(self, columns: Columns) -> None:
         self.written += len(columns.times)
         self.payload_bytes += sum(map(len, columns.payloads))
-        low, high = min(columns.times), max(columns.times)
-        self.start_ns = low if self.start_ns is None else min(self.start_ns, low)
-        self.end_ns = high if self.end_ns is None else max(self.end_ns, high)
+        self.span.include(min(columns.times), max(columns.times))
         self.topic_counts.update(columns.topics)
         if any(label is not None for label in columns.labels):
             self.label_counts.update(label for label in columns.labels if label is not None)

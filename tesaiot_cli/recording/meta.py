@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from tesaiot_cli.errors import RecordingError
-from tesaiot_cli.recording.base import FORMAT_VERSION, RecordingMetadata
+from tesaiot_cli.recording.model import FORMAT_VERSION, RecordingMetadata
 
 METADATA_KEY = "tesaiot.recording"
 JSONL_HEADER_KEY = "tesaiot_recording"
@@ -50,10 +50,11 @@ def metadata_to_dict(metadata: RecordingMetadata) -> dict[str, Any]:
 
 
 def metadata_to_json(metadata: RecordingMetadata) -> bytes:
-    """JSON bytes of :func:`metadata_to_dict`. Raises :class:`RecordingError` when ``extra``
-    holds something JSON cannot represent."""
+    """JSON bytes of :func:`metadata_to_dict` as a Parquet file being written stores them:
+    ``format_version`` is the current one (what is written), whatever ``metadata`` says.
+    Raises :class:`RecordingError` when ``extra`` holds something JSON cannot represent."""
     try:
-        return orjson.dumps(metadata_to_dict(metadata))
+        return orjson.dumps(metadata_to_dict(dataclasses.replace(metadata, format_version=FORMAT_VERSION)))
     except TypeError as exc:
         raise RecordingError(f"recording metadata cannot be stored as JSON: {exc}") from None
 

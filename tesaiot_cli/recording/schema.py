@@ -13,10 +13,14 @@ retain     bool                             the retain flag as received
 device_id  dictionary<int32, string>        from the topic (``parse_topic``)
 sensor_type dictionary<int32, string>       from the topic (``parse_topic``)
 label      dictionary<int32, string>, null  ground truth from ``simulate``; null otherwise
+properties struct (:data:`PROPERTIES_TYPE`),    MQTT 5 publish properties (format version 2);
+           null                             null when the message had none
 ========== ================================ =================================================
 
-The crash journal of a Parquet recording stores only the first five columns and the
-label, as plain types (:func:`journal_schema`); the rest is derived when reading.
+The crash journal of a Parquet recording stores only the first five columns, the label
+and the properties, as plain types (:func:`journal_schema`); the rest is derived when
+reading. Recordings of format version 1 have no ``properties`` column: readers add it,
+all null (:func:`conform`).
 """
 
 from __future__ import annotations
@@ -28,11 +32,25 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from tesaiot_cli.errors import RecordingError
-from tesaiot_cli.message import Message, parse_topic
+from tesaiot_cli.message import Message, PublishProperties, parse_topic
 
 TIME_TYPE = pa.timestamp("ns", tz="UTC")
 DICT_STRING = pa.dictionary(pa.int32(), pa.string())
-COLUMNS = ("time", "topic", "payload", "qos", "retain", "device_id", "sensor_type", "label")
+# One MQTT 5 user property; a list keeps their order and repeated keys, as MQTT does.
+USER_PROPERTY_TYPE = pa.struct([pa.field("key", pa.string(), nullable=False),
+                                pa.field("value", pa.string(), nullable=False)])
+# The fields of PublishProperties, in its order, with the wire's widths (a byte, a four-byte
+# integer in seconds, UTF-8 strings, binary data).
+PROPERTIES_TYPE = pa.struct([
+    pa.field("payload_format_indicator", pa.uint8()),
+    pa.field("message_expiry_interval", pa.uint32()),
+    pa.field("content_type", pa.string()),
+    pa.field("response_topic", pa.string()),
+    pa.field("correlation_data", pa.binary()),
+    # "element": the list item's name Parquet gives back (its spec), so the schema read equals this one.
+    pa.field("user_properties", pa.list_(pa.field("element", USER_PROPERTY_TYPE))),
+])
+PROPERTIES_FIELD = pa.field("properties", PROPERTIES_TYPE, nullable=True)
 DICTIONARY_COLUMNS = ["topic", "device_id", "sensor_type", "label"]
 
 # Measured on DPS368 payloads (see docs/recording-format.md): DELTA_BYTE_ARRAY shares the
@@ -69,6 +87,11 @@ def use_lean_memory_pool(env: dict[str, str] | None = None) -> str:
 
 def recording_schema() -> pa.Schema:
     """The Arrow schema of a recording (Parquet files and :func:`full_table`)."""
+    return _SCHEMA
+
+
+def _v1_schema() -> pa.Schema:
+    """The schema of format version 1 (no ``properties`` column)."""
     return pa.schema([
         pa.field("time", TIME_TYPE, nullable=False),
         pa.field("topic", DICT_STRING, nullable=False),
@@ -81,6 +104,10 @@ def recording_schema() -> pa.Schema:
     ])
 
 
+_V1_SCHEMA = _v1_schema()
+_SCHEMA = _V1_SCHEMA.append(PROPERTIES_FIELD)
+
+
 def journal_schema() -> pa.Schema:
     """The plain schema of the crash journal (Arrow IPC stream)."""
     return pa.schema([
@@ -90,7 +117,31 @@ def journal_schema() -> pa.Schema:
         pa.field("qos", pa.int8(), nullable=False),
         pa.field("retain", pa.bool_(), nullable=False),
         pa.field("label", pa.string(), nullable=True),
+        PROPERTIES_FIELD,
     ])
+
+
+def properties_array(properties: Sequence[PublishProperties | None] | None, rows: int) -> pa.Array:
+    """The ``properties`` column. All null (the usual case: MQTT 3.1.1, or no properties)
+    costs one pass of ``count`` in C and no conversion."""
+    if properties is None or properties.count(None) == rows:
+        return pa.nulls(rows, PROPERTIES_TYPE)
+    return pa.array(properties, PROPERTIES_TYPE)  # NamedTuples convert as structs, field by field
+
+
+def properties_list(column: pa.Array | pa.ChunkedArray) -> list[PublishProperties | None] | None:
+    """The ``properties`` column as Python values, or None when every row is null (the
+    caller then leaves ``Message.properties`` at its default)."""
+    if column.null_count == len(column):
+        return None
+    return [None if value is None else _properties_from_dict(value) for value in column.to_pylist()]
+
+
+def _properties_from_dict(value: dict[str, Any]) -> PublishProperties:
+    pairs = value.get("user_properties") or ()
+    return PublishProperties(value["payload_format_indicator"], value["message_expiry_interval"],
+                             value["content_type"], value["response_topic"], value["correlation_data"],
+                             tuple((pair["key"], pair["value"]) for pair in pairs))
 
 
 def base_table(
@@ -100,8 +151,10 @@ def base_table(
     qos: Sequence[int],
     retain: Sequence[bool],
     labels: Sequence[str | None],
+    properties: Sequence[PublishProperties | None] | None = None,
 ) -> pa.Table:
-    """Columns from Python sequences, converted in one go each (journal schema)."""
+    """Columns from Python sequences, converted in one go each (journal schema).
+    ``properties`` None: all null."""
     return pa.Table.from_arrays(
         [
             pa.array(times, pa.int64()),
@@ -110,6 +163,7 @@ def base_table(
             pa.array(qos, pa.int8()),
             pa.array(retain, pa.bool_()),
             pa.array(labels, pa.string()),
+            properties_array(properties, len(times)),
         ],
         schema=journal_schema(),
     )
@@ -127,7 +181,8 @@ def _derived(topic_chunk: pa.DictionaryArray) -> tuple[pa.DictionaryArray, pa.Di
 
 
 def full_table(base: pa.Table) -> pa.Table:
-    """Journal-schema table -> recording-schema table (dictionaries, derived columns)."""
+    """Journal-schema table -> recording-schema table (dictionaries, derived columns).
+    A journal of format version 1 (no ``properties``) gets the column, all null."""
     topic = pc.dictionary_encode(base.column("topic"))
     if topic.type != DICT_STRING:
         topic = topic.cast(DICT_STRING)
@@ -150,9 +205,17 @@ def full_table(base: pa.Table) -> pa.Table:
             pa.chunked_array(devices, DICT_STRING),
             pa.chunked_array(sensors, DICT_STRING),
             label,
+            _properties_of(base),
         ],
         schema=recording_schema(),
     )
+
+
+def _properties_of(table: pa.Table) -> pa.ChunkedArray:
+    if "properties" not in table.column_names:
+        return pa.chunked_array([pa.nulls(table.num_rows, PROPERTIES_TYPE)], PROPERTIES_TYPE)
+    column = table.column("properties")
+    return column if column.type.equals(PROPERTIES_TYPE) else column.cast(PROPERTIES_TYPE)
 
 
 def conform(table: pa.Table, *, where: str) -> pa.Table:
@@ -160,12 +223,15 @@ def conform(table: pa.Table, *, where: str) -> pa.Table:
 
     Lets ``info`` and ``replay`` read Parquet files made elsewhere (pandas, DuckDB): time
     as an integer (ns) or any timestamp, topic and payload as strings or binary; qos and
-    retain default to 0 and false. Raises :class:`RecordingError` for missing columns or
-    nulls where a value is required.
+    retain default to 0 and false. A recording of format version 1 gets an all-null
+    ``properties`` column. Raises :class:`RecordingError` for missing columns, nulls where
+    a value is required, or a column of an unusable type.
     """
     schema = recording_schema()
     if table.schema.equals(schema):
         return table
+    if table.schema.equals(_V1_SCHEMA):
+        return table.append_column(PROPERTIES_FIELD, pa.nulls(table.num_rows, PROPERTIES_TYPE))
     missing = [c for c in ("time", "topic", "payload") if c not in table.column_names]
     if missing:
         raise RecordingError(f"{where} is not a tesaiot recording: no column {', '.join(missing)}")
@@ -188,8 +254,8 @@ def conform(table: pa.Table, *, where: str) -> pa.Table:
                              ("retain", retain)):
             if column.null_count:
                 raise RecordingError(f"{where}: column {name} has {column.null_count} empty values")
-        base = pa.Table.from_arrays([time, topic.cast(pa.string()), payload, qos, retain, label],
-                                    schema=journal_schema())
+        base = pa.Table.from_arrays([time, topic.cast(pa.string()), payload, qos, retain, label,
+                                     _properties_of(table)], schema=journal_schema())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise RecordingError(f"{where}: a column has an unusable type ({exc})") from None
     return full_table(base)
@@ -197,12 +263,16 @@ def conform(table: pa.Table, *, where: str) -> pa.Table:
 
 def _message_columns(table: pa.Table | pa.RecordBatch) -> Iterator[tuple[pa.RecordBatch, list[list[Any]]]]:
     """Per batch: the batch, and its Message fields as Python lists in Message's order
-    (topic, payload, qos, retain, time in ns)."""
+    (topic, payload, qos, retain, time in ns, and properties unless all are null)."""
     batches = table.to_batches() if isinstance(table, pa.Table) else [table]
     for batch in batches:
-        yield batch, [batch.column("topic").to_pylist(), batch.column("payload").to_pylist(),
-                      batch.column("qos").to_pylist(), batch.column("retain").to_pylist(),
-                      batch.column("time").cast(pa.int64()).to_pylist()]
+        fields = [batch.column("topic").to_pylist(), batch.column("payload").to_pylist(),
+                  batch.column("qos").to_pylist(), batch.column("retain").to_pylist(),
+                  batch.column("time").cast(pa.int64()).to_pylist()]
+        properties = properties_list(batch.column("properties"))
+        if properties is not None:
+            fields.append(properties)
+        yield batch, fields
 
 
 def iter_rows(table: pa.Table | pa.RecordBatch) -> Iterator[tuple[Message, str | None]]:

@@ -14,7 +14,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from tesaiot_cli.message import parse_topic
-from tesaiot_cli.recording.base import NORMAL_LABEL
+from tesaiot_cli.recording.model import NORMAL_LABEL
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.message import validate_topic_name
+from tesaiot_cli.message import level_forbidden_char, validate_topic_name
 
 DEFAULT_DEVICE_ID = "infineon-sensor-01"
 DEFAULT_TOPIC = "device/{device_id}/telemetry"
@@ -44,9 +44,9 @@ def check_device_id(device_id: str) -> str:
     """A device id must be a non-empty single topic level. Raises :class:`ConfigError`."""
     if not device_id or not device_id.strip():
         raise ConfigError("invalid device id '': it cannot be empty")
-    for bad in ("/", "+", "#", "\x00"):
-        if bad in device_id:
-            raise ConfigError(f"invalid device id {device_id!r}: it cannot contain {bad!r} (it is a topic level)")
+    bad = level_forbidden_char(device_id)
+    if bad is not None:
+        raise ConfigError(f"invalid device id {device_id!r}: it cannot contain {bad!r} (it is a topic level)")
     return device_id
 
 

@@ -10,10 +10,7 @@ import time
 from collections.abc import Mapping
 
 from tesaiot_cli.sim.dps368 import NORMAL, Packet
-
-_RED = "\x1b[1;31m"
-_GREEN = "\x1b[32m"
-_RESET = "\x1b[0m"
+from tesaiot_cli.textfmt import paint, plural
 
 
 def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color: bool = False,
@@ -23,9 +20,9 @@ def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color
     like its payload's timestamp and ``listen``."""
     clock = time.strftime("%H:%M:%S UTC", time.gmtime(packet.time_ns // 1_000_000_000))
     if packet.label == NORMAL:
-        tag = _paint("[NORMAL]", _GREEN, color)
+        tag = paint("[NORMAL]", "normal", color)
     else:
-        tag = _paint("[ANOMALY]", _RED, color) + f" ({packet.label})"
+        tag = paint("[ANOMALY]", "anomaly", color) + f" ({packet.label})"
     who = f" {device_id}" if device_id else ""
     if packet.payload is None:
         return f"[{clock}]{who} {tag} Not sent: packet {packet.packet} left out on purpose"
@@ -34,14 +31,6 @@ def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color
         f"[{clock}]{who} {tag} {verb}: Pressure={packet.pressure:.{pressure_decimals}f} hPa, "
         f"Temperature={packet.temperature:.2f} °C"
     )
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
-def _paint(text: str, style: str, color: bool) -> str:
-    return f"{style}{text}{_RESET}" if color else text
 
 
 def status_line(*, sent: int, acknowledged: int, queued: int, onsets: int, dropped: int, rate: float,
@@ -74,7 +63,7 @@ def undelivered_lines(*, dropped: int, failed: int, failed_reasons: Mapping[str,
     cause: the broker or the link slower than the schedule, the broker unreachable, the
     wait at the end cut short (Ctrl+C) or timed out, refusals (MQTT 5 reason codes)."""
     reasons = ", ".join(f"{why} {n}" for why, n in failed_reasons.items())
-    lines = [f"{_plural(dropped + failed, 'packet')} were not delivered ({dropped} dropped, {failed} refused"
+    lines = [f"{plural(dropped + failed, 'packet')} were not delivered ({dropped} dropped, {failed} refused"
              + (f": {reasons}" if reasons else "") + ")"]
     done = "acknowledged" if qos > 0 else "written"
     if dropped_slow:
@@ -130,7 +119,7 @@ def summary_lines(
     rate = sent / elapsed_s if elapsed_s > 0 else 0.0
     done = "acknowledged by the broker" if qos > 0 else "written to the socket (QoS 0: no acknowledgement)"
     lines = [
-        f"stopped ({stopped_by}) after {elapsed_s:.1f} s: {_plural(sent, 'packet')} published ({rate:.1f} msg/s), "
+        f"stopped ({stopped_by}) after {elapsed_s:.1f} s: {plural(sent, 'packet')} published ({rate:.1f} msg/s), "
         f"{completed} {done}, {failed} failed, {dropped} dropped",
     ]
     total_onsets = sum(onsets.values())
@@ -142,7 +131,7 @@ def summary_lines(
             anomaly_text += f"; {anomalous} anomalous packets"
     left_out = labelled.get("dropout", 0)
     if left_out:
-        anomaly_text += f"; {_plural(left_out, 'packet')} left out on purpose (dropout)"
+        anomaly_text += f"; {plural(left_out, 'packet')} left out on purpose (dropout)"
     lines.append(anomaly_text)
     if disconnects or reconnects:
         lines.append(f"connection lost {disconnects} time(s), reconnected {reconnects} time(s)")

@@ -79,7 +79,6 @@ class RunStats:
     onsets: collections.Counter[str] = field(default_factory=collections.Counter)
     labelled: collections.Counter[str] = field(default_factory=collections.Counter)
     start_s: float = 0.0
-    end_s: float = 0.0
     last_due_s: float = 0.0
     last_lateness_s: float = 0.0
     max_lateness_s: float = 0.0
@@ -156,6 +155,5 @@ def run(
         if on_packet is not None:
             on_packet(packet, message, sent)
     stats.packets, stats.sent, stats.not_sent = packets, sent_count, not_sent
-    stats.end_s = scheduler.clock()
     stats.last_due_s = scheduler.due(max(packets - 1, 0))
     return stats

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import BinaryIO, TypeVar
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
@@ -20,20 +20,19 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import schema
-from tesaiot_cli.recording.base import PARTIAL_SUFFIX, RecordingMetadata, check_regular_file
+from tesaiot_cli.recording.files import check_regular_file, partial_dir
 from tesaiot_cli.recording.meta import METADATA_KEY, finished_metadata, metadata_from_json
+from tesaiot_cli.recording.model import RecordingMetadata, TimeSpan
 
 _NUMBERED = re.compile(r"^(part|journal)-(\d+)\.(parquet|arrows)$")
-
-
-def partial_dir(path: Path) -> Path:
-    """Where the crash-safe writer keeps ``path`` until it is sealed."""
-    return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
+
+
+R = TypeVar("R", bound="TableReader")
 
 
 class TableReader:
@@ -61,7 +60,7 @@ class TableReader:
         for table in self.iter_tables():
             yield from schema.iter_rows(table)
 
-    def __enter__(self) -> Any:
+    def __enter__(self: R) -> R:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -230,17 +229,14 @@ class UnsealedParquetReader(TableReader):
         # A journal whose part was closed is redundant (a crash between rename and delete).
         journals = [numbered["journal"][n] for n in sorted(numbered["journal"]) if n not in numbered["part"]]
         reader = cls(path, parts, journals, metadata, 0, warnings)
-        rows, start, end = 0, None, None
+        rows, span = 0, TimeSpan()
         labels: set[str] = set()
         for table in reader._tables(warnings):
             rows += table.num_rows
-            low, high = schema.time_span(table)
-            if low is not None and high is not None:
-                start = low if start is None else min(start, low)
-                end = high if end is None else max(end, high)
+            span.include(*schema.time_span(table))
             labels.update(v for v in pc.unique(table.column("label").cast(pa.string())).to_pylist() if v is not None)
         reader._rows = rows
-        reader.metadata = finished_metadata(metadata, start_ns=start, end_ns=end, labels=sorted(labels),
+        reader.metadata = finished_metadata(metadata, start_ns=span.start_ns, end_ns=span.end_ns, labels=sorted(labels),
                                             recording_id=metadata.recording_id)
         return reader
 

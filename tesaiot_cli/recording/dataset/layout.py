@@ -23,7 +23,9 @@ Sealing a staged file: when all its rows fall in one partition (the usual case w
 partition's rows go to a hidden temporary file there, which is renamed when complete;
 the staged file is deleted last. Until then the staged file is the truth: readers
 ignore ``part-<name>.parquet`` files while ``<name>.staged`` exists, and
-:func:`recover_dataset` redoes the split.
+:func:`~tesaiot_cli.recording.dataset.seal.recover_dataset` redoes the split. This module
+holds the layout: paths, ``dataset.json``, creating a dataset, the staging locks; sealing
+is in :mod:`~tesaiot_cli.recording.dataset.seal`.
 """
 
 from __future__ import annotations
@@ -33,29 +35,15 @@ import functools
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from tesaiot_cli.errors import ConfigError, RecordingError
-from tesaiot_cli.recording import schema
-from tesaiot_cli.recording.base import PARTIAL_SUFFIX, RecoverResult
-from tesaiot_cli.recording.buffered import fsync_dir, os_error_text, write_file_atomic
-from tesaiot_cli.recording.meta import finished_metadata, metadata_to_json, new_recording_id
-from tesaiot_cli.recording.parquet import PartWriter
-from tesaiot_cli.recording.parquet import recover as recover_parquet
-from tesaiot_cli.recording.parquet_read import ParquetReader
-from tesaiot_cli.recording.partition import (
-    DEFAULT_SPEC,
-    PartitionSpec,
-    parse_partition,
-    split_by_partition,
-    time_key,
-)
+from tesaiot_cli.recording.dataset.partition import DEFAULT_SPEC, PartitionSpec, parse_partition
+from tesaiot_cli.recording.files import fsync_dir, os_error_text, partial_dir, write_file_atomic
+from tesaiot_cli.recording.model import PARTIAL_SUFFIX
 
 try:
     import fcntl
@@ -67,7 +55,6 @@ DATASET_VERSION = 1
 CONTROL_DIR = "_tesaiot"
 STAGED_SUFFIX = ".staged"
 PART_PREFIX = "part-"
-SPLIT_PENDING_ROWS = 262_144  # splitting: write pending rows out beyond this (bounds memory)
 
 README = """This directory is a tesaiot recording dataset: hive-partitioned Parquet files
 (date=YYYY-MM-DD/part-*.parquet), each a complete tesaiot recording.
@@ -259,87 +246,7 @@ def is_live(root: Path, name: str) -> bool:
     return False
 
 
-# -- sealing ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _Sink:
-    writer: PartWriter
-    final: Path
-    start_ns: int | None = None
-    end_ns: int | None = None
-    labels: set[str] = field(default_factory=set)
-
-    def add(self, table: pa.Table) -> None:
-        self.writer.add(table, schema.payload_bytes(table))
-        low, high = schema.time_span(table)
-        if low is not None and high is not None:
-            self.start_ns = low if self.start_ns is None else min(self.start_ns, low)
-            self.end_ns = high if self.end_ns is None else max(self.end_ns, high)
-        self.labels.update(v for v in pc.unique(table.column("label").cast(pa.string())).to_pylist() if v)
-
-
-def seal_staged(root: Path, staged: Path, spec: PartitionSpec) -> list[Path]:
-    """Move a finished staged file into its partition (or split it over several), then
-    delete it. Returns the part files written. Raises :class:`RecordingError`."""
-    name = staged.name.removesuffix(STAGED_SUFFIX)
-    try:
-        with ParquetReader.open(staged) as reader:
-            meta = reader.metadata
-            if reader.count() == 0:
-                outputs: list[Path] = []
-            elif spec.time_only and meta.start_ns is not None and meta.end_ns is not None \
-                    and time_key(meta.start_ns, spec) == time_key(meta.end_ns, spec):
-                target = root / time_key(meta.start_ns, spec) / part_file_name(name)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staged, target)
-                fsync_dir(target.parent)
-                fsync_dir(staged.parent)
-                return [target]
-            else:
-                outputs = _split(reader, root, name, spec)
-        staged.unlink(missing_ok=True)
-        fsync_dir(staged.parent)
-    except OSError as exc:
-        raise RecordingError(f"cannot seal {staged} into {root}: {os_error_text(exc)}; it stays in "
-                             f"{staging_dir(root)} and 'tesaiot recover {root}' seals it") from None
-    return outputs
-
-
-def _split(reader: ParquetReader, root: Path, name: str, spec: PartitionSpec) -> list[Path]:
-    sinks: dict[str, _Sink] = {}
-    pending = 0
-    try:
-        for table in reader.iter_tables():
-            for key, rows in split_by_partition(table, spec):
-                sink = sinks.get(key)
-                if sink is None:
-                    directory = root / key if key else root
-                    directory.mkdir(parents=True, exist_ok=True)
-                    final = directory / part_file_name(name)
-                    sink = sinks[key] = _Sink(PartWriter(directory / f".{final.name}.tmp"), final)
-                sink.add(rows)
-                pending += rows.num_rows
-            if pending >= SPLIT_PENDING_ROWS:
-                for sink in sinks.values():
-                    sink.writer.write_pending()
-                pending = 0
-        for sink in sinks.values():
-            final_meta = finished_metadata(reader.metadata, start_ns=sink.start_ns, end_ns=sink.end_ns,
-                                           labels=sorted(sink.labels), recording_id=new_recording_id())
-            sink.writer.close(metadata_to_json(final_meta))
-    except BaseException:
-        for sink in sinks.values():
-            sink.writer.abort()
-            sink.writer.path.unlink(missing_ok=True)
-        raise
-    for sink in sinks.values():
-        os.replace(sink.writer.path, sink.final)
-        fsync_dir(sink.final.parent)
-    return [sink.final for sink in sinks.values()]
-
-
-# -- recovery ----------------------------------------------------------------------------------
+# -- staged files ----------------------------------------------------------------------------
 
 
 def staged_names(root: Path) -> list[str]:
@@ -356,52 +263,15 @@ def staged_names(root: Path) -> list[str]:
 
 
 def leftovers(root: Path) -> list[str]:
-    """Staged files no live recorder holds: what a crash left for :func:`recover_dataset`."""
+    """Staged files no live recorder holds: what a crash left for ``tesaiot recover``
+    (:func:`~tesaiot_cli.recording.dataset.seal.recover_dataset`)."""
     return [name for name in staged_names(root) if not is_live(root, name)]
-
-
-def recover_dataset(root: Path) -> RecoverResult:
-    """Seal every staged file a crash left in ``_tesaiot/staging/`` into its partitions.
-
-    Files a live recorder is writing are left alone. Raises :class:`RecordingError`.
-    """
-    spec = dataset_spec(root)
-    sealed = live = messages = 0
-    for name in staged_names(root):
-        try:
-            lock = StagingLock.acquire(lock_path(root, name))
-        except OSError as exc:
-            raise RecordingError(f"cannot lock {lock_path(root, name)}: {os_error_text(exc)}") from None
-        if lock is None:
-            live += 1
-            continue
-        try:
-            staged = staged_path(root, name)
-            partial = staged.with_name(staged.name + PARTIAL_SUFFIX)
-            if partial.is_dir():
-                recover_parquet(staged)
-            if staged.exists():
-                with ParquetReader.open(staged) as reader:
-                    rows = reader.count()
-                seal_staged(root, staged, spec)
-                messages += rows
-                sealed += 1
-        finally:
-            lock.release(remove=True)
-    notes = []
-    if sealed:
-        notes.append(f"{sealed} file(s) left in {CONTROL_DIR}/staging/ sealed into their partitions")
-    if live:
-        notes.append(f"{live} file(s) still being recorded, left alone")
-    if not sealed:
-        return RecoverResult(root, root, "nothing", 0, detail="; ".join(notes) or f"{root} has nothing unsealed")
-    return RecoverResult(root, root, "sealed", messages, detail="; ".join(notes))
 
 
 def remove_staged(root: Path, name: str) -> None:
     """Delete a staged file and its journal (a recording that received nothing). Never raises."""
     staged = staged_path(root, name)
-    shutil.rmtree(staged.with_name(staged.name + PARTIAL_SUFFIX), ignore_errors=True)
+    shutil.rmtree(partial_dir(staged), ignore_errors=True)
     try:
         staged.unlink(missing_ok=True)
     except OSError:

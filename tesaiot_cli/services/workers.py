@@ -2,8 +2,9 @@
 
 One Python process tops out around 50k msg/s (paho and the GIL), so each worker is its
 own process (``multiprocessing`` with the ``spawn`` start method: a clean interpreter,
-no forked threads or locks) with its own paho client and its own
-:class:`~tesaiot_cli.recording.dataset_writer.DatasetWriter`. They subscribe to
+no forked threads or locks) running the one recorder flow
+(:func:`~tesaiot_cli.services.recorder.run_recorder`) with its own paho client and its own
+:class:`~tesaiot_cli.recording.dataset.writer.DatasetWriter`. They subscribe to
 ``$share/GROUP/FILTER``, so the broker hands each message to one of them, and write
 their own files into the same dataset.
 
@@ -30,7 +31,8 @@ from typing import Any
 from tesaiot_cli import errors
 from tesaiot_cli.config import BrokerURL, ConnectionSettings, Secret
 from tesaiot_cli.errors import RecordingError, TesaiotError
-from tesaiot_cli.recording.base import RecordingMetadata, WriteSummary
+from tesaiot_cli.message import level_forbidden_char
+from tesaiot_cli.recording.model import RecordingMetadata, WriteSummary
 
 MAX_WORKERS = 64
 POLL_S = 0.1
@@ -48,9 +50,9 @@ def check_share_group(group: str) -> str:
     """
     if not group or not group.strip():
         raise errors.ConfigError("invalid --share '': give a group name, e.g. --share recorders")
-    for bad in ("/", "+", "#", "\x00"):
-        if bad in group:
-            raise errors.ConfigError(f"invalid --share {group!r}: a group name cannot contain {bad!r}")
+    bad = level_forbidden_char(group)
+    if bad is not None:
+        raise errors.ConfigError(f"invalid --share {group!r}: a group name cannot contain {bad!r}")
     return group
 
 
@@ -125,65 +127,57 @@ def worker_main(index: int, plan: WorkerPlan, channel: Any, counters: Any, remai
         channel.put(("error", index, "internal", f"{type(exc).__name__}: {exc}"))
 
 
+class SharedLimit:
+    """``--count N`` shared by every worker: a counter in shared memory, under its lock."""
+
+    def __init__(self, remaining: Any) -> None:
+        self._remaining = remaining
+        self._lock = remaining.get_lock()
+
+    def take(self) -> tuple[bool, bool]:
+        with self._lock:
+            if self._remaining.value <= 0:
+                return False, False
+            self._remaining.value -= 1
+            return True, self._remaining.value == 0
+
+    @property
+    def reached(self) -> bool:
+        return bool(self._remaining.value <= 0)
+
+
 def _work(index: int, plan: WorkerPlan, channel: Any, counters: Any, remaining: Any, stop: Any,
           local_stop: threading.Event, parent_pid: int) -> tuple[WriteSummary, int]:
-    from tesaiot_cli.message import Message
-    from tesaiot_cli.recording.dataset_writer import DatasetWriter
-    from tesaiot_cli.recording.partition import parse_partition
+    from tesaiot_cli.recording.dataset.partition import parse_partition
+    from tesaiot_cli.recording.dataset.writer import DatasetWriter
+    from tesaiot_cli.recording.model import RecordingWriter
     from tesaiot_cli.recording.schema import use_lean_memory_pool
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.services.recorder import run_recorder
 
     use_lean_memory_pool({"ARROW_DEFAULT_MEMORY_POOL": plan.memory_pool} if plan.memory_pool else {})
     settings = settings_from_wire(plan.settings, client_suffix=f"-w{index}")
     metadata = dataclasses.replace(plan.metadata, extra={**plan.metadata.extra, "worker": index})
-    writer = DatasetWriter(plan.root, metadata=metadata, spec=parse_partition(plan.partition),
-                           worker_id=f"{plan.recorder_id}-w{index}", roll_interval_s=plan.roll_interval_s).open()
-    sink: Callable[[Message], None] = writer.write
-    if remaining is not None:
-        lock = remaining.get_lock()
+    limit = SharedLimit(remaining) if remaining is not None else None
 
-        def take(message: Message) -> None:  # the network thread; exactly --count in all workers
-            with lock:
-                if remaining.value <= 0:
-                    return
-                remaining.value -= 1
-                last = remaining.value == 0
-            writer.write(message)
-            if last:
-                local_stop.set()  # this worker took the last one: stop now, not at the next poll
+    def open_writer() -> RecordingWriter:
+        return DatasetWriter(plan.root, metadata=metadata, spec=parse_partition(plan.partition),
+                             worker_id=f"{plan.recorder_id}-w{index}", roll_interval_s=plan.roll_interval_s).open()
 
-        sink = take
-    session = Session(settings, on_event=lambda kind, text: channel.put(("event", index, kind, text)),
-                      on_message=sink)
-    try:
-        session.connect()
-        session.subscribe(list(plan.filters), qos=plan.qos)
-        channel.put(("ready", index))
-        deadline = None if plan.duration_s is None else time.monotonic() + plan.duration_s
-        while not (stop.is_set() or local_stop.wait(POLL_S)):
-            session.check()
-            writer.check()
-            counters[2 * index - 2] = writer.messages
-            counters[2 * index - 1] = writer.disk_bytes()
-            if os.getppid() != parent_pid or (deadline is not None and time.monotonic() >= deadline):
-                break
-            if remaining is not None and remaining.value <= 0:
-                break  # --count reached (by any worker)
-    except BaseException:
-        session.close()
-        if writer.messages:
-            try:
-                writer.close()  # seal what was recorded before the error
-            except RecordingError:
-                pass
-        else:
-            writer.discard()
-        raise
-    session.close()
-    summary = writer.close()
-    counters[2 * index - 2] = summary.messages
-    counters[2 * index - 1] = summary.file_bytes
-    return summary, session.stats.reconnects
+    def tick(writer: RecordingWriter, now: float) -> str | None:
+        counters[2 * index - 2] = writer.messages
+        counters[2 * index - 1] = writer.disk_bytes()
+        if os.getppid() != parent_pid:
+            return "parent"
+        return "count" if limit is not None and limit.reached else None  # --count reached (by any worker)
+
+    run = run_recorder(
+        settings, open_writer, list(plan.filters), plan.qos, limit=limit, duration_s=plan.duration_s,
+        stop=lambda: stop.is_set() or local_stop.is_set(),
+        on_event=lambda kind, text: channel.put(("event", index, kind, text)),
+        on_subscribed=lambda _writer: channel.put(("ready", index)), on_tick=tick)
+    counters[2 * index - 2] = run.summary.messages
+    counters[2 * index - 1] = run.summary.file_bytes
+    return run.summary, run.reconnects
 
 
 class WorkerPool:

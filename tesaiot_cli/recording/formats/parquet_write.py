@@ -15,15 +15,15 @@ A clean stop seals: the last part is closed and renamed to ``out.parquet`` (when
 is one part, the usual case: instant) or the parts are merged into it (streaming, one
 row group at a time), then the directory is removed. After a crash ``open_reader``
 reads the parts and the journal of the open part, and :func:`recover` seals them.
-Readers live in :mod:`tesaiot_cli.recording.parquet_read`.
+Readers live in :mod:`~tesaiot_cli.recording.formats.parquet_read`, recovery in
+:mod:`~tesaiot_cli.recording.formats.parquet_recover`.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +32,18 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.recording import schema
-from tesaiot_cli.recording.base import RecordingMetadata, RecoverResult
-from tesaiot_cli.recording.buffered import (
-    FLUSH_INTERVAL_S,
-    BufferedWriter,
-    Columns,
+from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
+from tesaiot_cli.recording.files import (
+    commit_temp,
     fsync_dir,
     os_error_text,
+    partial_dir,
     remove_regular_file,
+    temp_path,
     write_file_atomic,
 )
 from tesaiot_cli.recording.meta import METADATA_KEY, finished_metadata, metadata_to_json
-from tesaiot_cli.recording.parquet_read import (  # noqa: F401 - open_reader: the format's reader API
-    ParquetReader,
-    UnsealedParquetReader,
-    open_reader,
-    partial_dir,
-)
+from tesaiot_cli.recording.model import RecordingMetadata
 
 ROW_GROUP_ROWS = 32_768
 ROW_GROUP_BYTES = 32 * 1024 * 1024  # payload bytes: bounds memory with large payloads
@@ -173,8 +168,7 @@ class ParquetWriter(BufferedWriter):
                 fsync_dir(self.path.parent)
                 self._part = self._new_part()
             else:
-                tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
-                self._part = PartWriter(tmp, **self._group_limits)
+                self._part = PartWriter(temp_path(self.path), **self._group_limits)
         except (OSError, RecordingError) as exc:
             if created:  # a half-made directory would be in the next recording's way (disk full)
                 shutil.rmtree(self._partial, ignore_errors=True)
@@ -196,7 +190,7 @@ class ParquetWriter(BufferedWriter):
 
     def _write_batch(self, columns: Columns) -> None:
         base = schema.base_table(columns.times, columns.topics, columns.payloads, columns.qos, columns.retain,
-                                 columns.labels)
+                                 columns.labels, columns.properties)
         if self.crash_safe:
             self._journal_write(base)
         part = self._require_part()
@@ -233,8 +227,7 @@ class ParquetWriter(BufferedWriter):
         part = self._require_part()
         part.close(self._metadata_json())
         final = part.path.with_name(part.path.name.removesuffix(".tmp"))
-        os.replace(part.path, final)
-        fsync_dir(self._partial)
+        commit_temp(part.path, final)
         self._parts.append(final)
         self._close_journal(delete=True)
         self._part_no += 1
@@ -251,17 +244,15 @@ class ParquetWriter(BufferedWriter):
         part = self._require_part()
         if not self.crash_safe:
             part.close(self._metadata_json())
-            os.replace(part.path, self.path)
-            fsync_dir(self.path.parent)
+            commit_temp(part.path, self.path)
             return self.path.stat().st_size
         if part.rows or not self._parts:
             self._roll_part()
         self._part = None
         if len(self._parts) == 1:
-            os.replace(self._parts[0], self.path)
+            commit_temp(self._parts[0], self.path)
         else:
             merge_parts(self._parts, self.path, self._metadata_json())
-        fsync_dir(self.path.parent)
         shutil.rmtree(self._partial, ignore_errors=True)
         return self.path.stat().st_size
 
@@ -289,28 +280,41 @@ class ParquetWriter(BufferedWriter):
         return total
 
 
-def merge_parts(parts: list[Path], output: Path, metadata_json: bytes) -> None:
-    """Concatenate complete Parquet files into ``output`` (via a temporary name, fsynced),
-    streaming row group by row group. Raises OSError or pyarrow errors (callers translate)."""
-    tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")
+def write_sealed(target: Path, tables: Iterable[Any], metadata_json: bytes) -> int:
+    """Write ``tables`` as one sealed Parquet file at ``target``: under a temporary name,
+    fsynced, then renamed, so ``target`` never exists half-written. Returns the rows
+    written. Raises OSError or pyarrow errors (callers translate)."""
+    tmp = temp_path(target)
     sink = PartWriter(tmp)
     try:
-        for part in parts:
-            with open(part, "rb") as handle:
-                source = pq.ParquetFile(handle)
-                for index in range(source.num_row_groups):
-                    table = schema.conform(source.read_row_group(index), where=str(part))
-                    sink.add(table, schema.payload_bytes(table))
+        for table in tables:
+            sink.add(table, schema.payload_bytes(table))
         sink.close(metadata_json)
-        os.replace(tmp, output)
+        commit_temp(tmp, target)
     except BaseException:
         sink.abort()
         tmp.unlink(missing_ok=True)
         raise
+    return int(sink.rows)
+
+
+def _part_tables(parts: list[Path]) -> Iterator[Any]:
+    """Every row group of complete Parquet files, in order (streaming)."""
+    for part in parts:
+        with open(part, "rb") as handle:
+            source = pq.ParquetFile(handle)
+            for index in range(source.num_row_groups):
+                yield schema.conform(source.read_row_group(index), where=str(part))
+
+
+def merge_parts(parts: list[Path], output: Path, metadata_json: bytes) -> None:
+    """Concatenate complete Parquet files into ``output`` (via a temporary name, fsynced),
+    streaming row group by row group. Raises OSError or pyarrow errors (callers translate)."""
+    write_sealed(output, _part_tables(parts), metadata_json)
 
 
 def open_writer(path: Path, *, metadata: RecordingMetadata, crash_safe: bool = True) -> ParquetWriter:
-    """Open a Parquet recording writer (see :func:`tesaiot_cli.recording.base.open_writer`)."""
+    """Open a Parquet recording writer (see :func:`tesaiot_cli.recording.open_writer`)."""
     return ParquetWriter(path, metadata, crash_safe=crash_safe).open()
 
 
@@ -329,80 +333,3 @@ def remove_outputs(path: Path) -> None:
         raise RecordingError(f"cannot remove {path}: {os_error_text(exc)}") from None
 
 
-def _write_sealed(target: Path, tables: Iterable[Any], metadata_json: bytes) -> int:
-    """Write ``tables`` as one Parquet file at ``target``: under a temporary name, fsynced,
-    then renamed, so ``target`` never exists half-written. Returns the rows written.
-    Raises :class:`RecordingError`."""
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    sink = PartWriter(tmp)
-    try:
-        for table in tables:
-            sink.add(table, schema.payload_bytes(table))
-        sink.close(metadata_json)
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-        return int(sink.rows)
-    except OSError as exc:
-        sink.abort()
-        tmp.unlink(missing_ok=True)
-        raise RecordingError(f"cannot write {target}: {os_error_text(exc)}") from None
-    except BaseException:
-        sink.abort()
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def recover(path: Path, *, output: Path | None = None) -> RecoverResult:
-    """Seal an unsealed recording, or copy the readable row groups of a damaged file.
-
-    Raises :class:`RecordingError` when nothing can be recovered or ``output`` exists.
-    """
-    partial = partial_dir(path)
-    if not partial.is_dir():
-        return salvage(path, output=output)
-    target = output or path
-    with UnsealedParquetReader.open(path) as reader:
-        if target.exists():
-            if target == path and _same_recording(path, reader.metadata.recording_id):
-                shutil.rmtree(partial, ignore_errors=True)
-                return RecoverResult(path, path, "nothing", reader.count(),
-                                     detail=f"{path} was already sealed: removed the leftover {partial.name}/")
-            raise RecordingError(
-                f"{target} already exists and {partial.name}/ holds another recording: recover it to a new "
-                "file with --output NEW.parquet"
-            )
-        _write_sealed(target, reader.iter_tables(), metadata_to_json(reader.metadata))
-        messages, notes = reader.count(), "; ".join(reader.warnings)
-    shutil.rmtree(partial, ignore_errors=True)
-    return RecoverResult(path, target, "sealed", messages, detail=notes)
-
-
-def _same_recording(path: Path, recording_id: str) -> bool:
-    try:
-        with ParquetReader.open(path) as sealed:
-            return bool(recording_id) and sealed.metadata.recording_id == recording_id
-    except RecordingError:
-        return False
-
-
-def salvage(path: Path, *, output: Path | None = None) -> RecoverResult:
-    """Check every row group of a sealed file; copy the readable ones to ``output``
-    (default ``<name>.recovered.parquet``) when some are damaged.
-
-    Raises :class:`RecordingError` when the footer is unreadable (nothing can be found
-    without it) or ``output`` exists.
-    """
-    with ParquetReader.open(path) as reader:
-        damaged = reader.damaged_row_groups()
-        if not damaged:
-            return RecoverResult(path, path, "nothing", reader.count(), detail=f"{path} is healthy")
-        target = output or path.with_name(f"{path.stem}.recovered{path.suffix}")
-        if target.exists():
-            raise RecordingError(f"{target} already exists: choose another name with --output")
-        rows = _write_sealed(target, reader.iter_tables(skip=set(damaged)), metadata_to_json(reader.metadata))
-        lost_rows = sum(reader.row_group_rows(i) for i in damaged)
-        return RecoverResult(
-            path, target, "salvaged", rows, lost=len(damaged),
-            detail=f"{len(damaged)} of {reader.row_groups} row groups were damaged and left out "
-                   f"({lost_rows} messages)",
-        )

@@ -1,4 +1,4 @@
-"""The dataset writer: one recorder's files in a hive-partitioned dataset (see ``dataset.py``).
+"""The dataset writer: one recorder's files in a hive-partitioned dataset (see ``layout.py``).
 
 It behaves like a recording writer (``write`` on the network thread, ``check``,
 ``messages``, ``close`` returning a :class:`WriteSummary`) and writes through the crash-safe
@@ -12,7 +12,6 @@ written twice, and seals the old one on the maintenance thread.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import secrets
 import threading
@@ -22,17 +21,12 @@ from pathlib import Path
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, WriteSummary
 from tesaiot_cli.recording.buffered import SealsOnExit
-from tesaiot_cli.recording.dataset import (
-    StagingLock,
-    lock_path,
-    remove_staged,
-    seal_staged,
-    staged_path,
-)
-from tesaiot_cli.recording.parquet import ParquetWriter
-from tesaiot_cli.recording.partition import PartitionSpec, time_key
+from tesaiot_cli.recording.dataset.layout import StagingLock, lock_path, remove_staged, staged_path
+from tesaiot_cli.recording.dataset.partition import PartitionSpec, time_key
+from tesaiot_cli.recording.dataset.seal import seal_staged
+from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
+from tesaiot_cli.recording.model import RecordingMetadata, WriteSummary, merge_summaries
 
 # Rolled before the Parquet writer's own part limits (16 M rows, 1 GiB), so a staging
 # directory never holds a closed *.parquet part; ~120 MiB files for DPS368 payloads.
@@ -47,23 +41,6 @@ def new_recorder_id() -> str:
     return secrets.token_hex(4)
 
 
-def merge_summaries(path: Path, summaries: list[WriteSummary]) -> WriteSummary:
-    """One summary for several files (or workers): counts and bytes added, spans joined."""
-    topics: collections.Counter[str] = collections.Counter()
-    labels: collections.Counter[str] = collections.Counter()
-    for summary in summaries:
-        topics.update(summary.topic_counts)
-        labels.update(summary.label_counts)
-    starts = [s.start_ns for s in summaries if s.start_ns is not None]
-    ends = [s.end_ns for s in summaries if s.end_ns is not None]
-    return WriteSummary(
-        path=path, messages=sum(s.messages for s in summaries),
-        payload_bytes=sum(s.payload_bytes for s in summaries), file_bytes=sum(s.file_bytes for s in summaries),
-        start_ns=min(starts) if starts else None, end_ns=max(ends) if ends else None,
-        topic_counts=dict(topics), label_counts=dict(labels),
-    )
-
-
 @dataclass
 class _Open:
     writer: ParquetWriter
@@ -75,7 +52,7 @@ class _Open:
 
 class DatasetWriter(SealsOnExit):
     """Writes one recorder's messages into the dataset at ``root`` (created beforehand by
-    :func:`tesaiot_cli.recording.dataset.prepare_dataset`). A context manager.
+    :func:`tesaiot_cli.recording.dataset.layout.prepare_dataset`). A context manager.
 
     ``worker_id`` makes the file names unique: ``part-<worker_id>-<seq>.parquet``.
     Errors raise :class:`RecordingError`; what was sealed or journalled stays readable.
@@ -165,8 +142,7 @@ class DatasetWriter(SealsOnExit):
     def unsynced_s(self) -> float:
         """Seconds since everything accepted was last durable (see the file writer's)."""
         current = self._open
-        unsynced = getattr(current.writer, "unsynced_s", None) if current else None
-        return float(unsynced()) if unsynced is not None else 0.0
+        return current.writer.unsynced_s() if current is not None else 0.0
 
     def check(self) -> None:
         """Raise the maintenance thread's or the file writer's :class:`RecordingError`."""

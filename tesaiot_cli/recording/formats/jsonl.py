@@ -6,7 +6,10 @@ First line: ``{"tesaiot_recording": {...metadata...}}``. Then, per message::
      "sensor_type": "default", "qos": 1, "retain": false, "payload": "..."}
 
 ``payload`` is the text when the bytes are valid UTF-8; otherwise it is base64 and the
-object has ``"encoding": "base64"``. ``label`` is present for labelled messages. The
+object has ``"encoding": "base64"``. ``label`` is present for labelled messages, and
+``properties`` (format version 2) for messages with MQTT 5 publish properties: an object
+with the fields that are set, ``correlation_data`` in base64 and ``user_properties`` as
+``[key, value]`` pairs in order. The
 file is appended and fsynced every ~0.25 s while recording, so after a crash it is all
 readable except perhaps a torn last line, which readers skip (and report) and
 ``tesaiot recover`` cuts off. The time span in the metadata comes from the first and
@@ -18,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,22 +30,75 @@ from typing import IO, Any
 import orjson
 
 from tesaiot_cli.errors import RecordingError
-from tesaiot_cli.message import Message, parse_topic
-from tesaiot_cli.recording.base import RecordingMetadata, RecoverResult, check_regular_file
-from tesaiot_cli.recording.buffered import (
-    FLUSH_INTERVAL_S,
-    BufferedWriter,
-    Columns,
+from tesaiot_cli.message import Message, PublishProperties, parse_topic
+from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
+from tesaiot_cli.recording.files import (
+    check_regular_file,
+    commit_temp,
     fsync_dir,
     os_error_text,
     remove_regular_file,
+    temp_path,
 )
 from tesaiot_cli.recording.meta import JSONL_HEADER_KEY, finished_metadata, metadata_from_dict, metadata_to_dict
+from tesaiot_cli.recording.model import RecordingMetadata, RecoverResult, TimeSpan
 
 HEADER_ROOM = 1024  # bytes reserved for the metadata line
 TAIL_SCAN_LIMIT = 64 * 1024 * 1024  # how far back to look for the last complete line
 BATCH_ROWS = 32_768
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+UINT32_MAX = 2**32 - 1
+
+
+def properties_to_json(properties: PublishProperties) -> dict[str, Any]:
+    """The ``properties`` object of a line: the fields that are set (an empty object for
+    properties with none set); bytes in base64, user properties as ``[key, value]`` pairs."""
+    record: dict[str, Any] = {}
+    if properties.payload_format_indicator is not None:
+        record["payload_format_indicator"] = properties.payload_format_indicator
+    if properties.message_expiry_interval is not None:
+        record["message_expiry_interval"] = properties.message_expiry_interval
+    if properties.content_type is not None:
+        record["content_type"] = properties.content_type
+    if properties.response_topic is not None:
+        record["response_topic"] = properties.response_topic
+    if properties.correlation_data is not None:
+        record["correlation_data"] = base64.b64encode(properties.correlation_data).decode("ascii")
+    if properties.user_properties:
+        record["user_properties"] = [[key, value] for key, value in properties.user_properties]
+    return record
+
+
+def properties_from_json(record: Any) -> PublishProperties:
+    """Parse a ``properties`` object; raise ValueError (with the reason) when it is not one."""
+    if not isinstance(record, dict):
+        raise ValueError("'properties' is not a JSON object")
+    unknown = set(record) - set(PublishProperties._fields)
+    if unknown:
+        raise ValueError(f"'properties' has unknown fields {sorted(unknown)}")
+    indicator, expiry = record.get("payload_format_indicator"), record.get("message_expiry_interval")
+    for name, value, high in (("payload_format_indicator", indicator, 255), ("message_expiry_interval", expiry,
+                                                                              UINT32_MAX)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high):
+            raise ValueError(f"'properties.{name}' is not an integer from 0 to {high}")
+    texts = [record.get("content_type"), record.get("response_topic")]
+    if any(text is not None and not isinstance(text, str) for text in texts):
+        raise ValueError("'properties.content_type' or 'response_topic' is not a string")
+    correlation = record.get("correlation_data")
+    data = None
+    if correlation is not None:
+        try:
+            data = base64.b64decode(correlation, validate=True) if isinstance(correlation, str) else None
+        except (binascii.Error, ValueError):
+            data = None
+        if data is None:
+            raise ValueError("'properties.correlation_data' is not base64")
+    pairs = record.get("user_properties", [])
+    if not isinstance(pairs, list) or not all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair)
+            for pair in pairs):
+        raise ValueError("'properties.user_properties' is not a list of [key, value] string pairs")
+    return PublishProperties(indicator, expiry, texts[0], texts[1], data, tuple((k, v) for k, v in pairs))
 
 
 def encode_line(message: Message, label: str | None, parts: dict[str, tuple[str, str]]) -> bytes:
@@ -57,6 +112,8 @@ def encode_line(message: Message, label: str | None, parts: dict[str, tuple[str,
                               "sensor_type": derived[1], "qos": message.qos, "retain": message.retain}
     if label is not None:
         record["label"] = label
+    if message.properties is not None:
+        record["properties"] = properties_to_json(message.properties)
     try:
         record["payload"] = message.payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -81,7 +138,7 @@ def encode_lines(columns: Columns, fragments: dict[tuple[str, int, bool, str | N
     dumps = orjson.dumps
     lines: list[bytes] = []
     append = lines.append
-    for topic, payload, qos, retain, time_ns, label in zip(*columns, strict=True):
+    for topic, payload, qos, retain, time_ns, label, properties in zip(*columns, strict=True):
         key = (topic, qos, retain, label)
         fragment = fragments.get(key)
         if fragment is None:
@@ -91,6 +148,8 @@ def encode_lines(columns: Columns, fragments: dict[tuple[str, int, bool, str | N
             if label is not None:
                 record["label"] = label
             fragment = fragments[key] = b"," + dumps(record)[1:-1]
+        if properties is not None:
+            fragment = b'%s,"properties":%s' % (fragment, dumps(properties_to_json(properties)))
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -109,7 +168,7 @@ class JsonlWriter(BufferedWriter):
                  flush_interval: float = FLUSH_INTERVAL_S) -> None:
         super().__init__(path, metadata, flush_interval=flush_interval)
         self.crash_safe = crash_safe
-        self._target = path if crash_safe else path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        self._target = path if crash_safe else temp_path(path)
         self._handle: IO[bytes] | None = None
         self._fragments: dict[tuple[str, int, bool, str | None], bytes] = {}
         self._header_size = 0
@@ -173,8 +232,7 @@ class JsonlWriter(BufferedWriter):
         handle.close()
         self._handle = None
         if not self.crash_safe:
-            os.replace(self._target, self.path)
-            fsync_dir(self.path.parent)
+            commit_temp(self._target, self.path)
         return self.path.stat().st_size
 
     def _abort(self, *, created: bool = False) -> None:
@@ -239,7 +297,9 @@ def decode_line(raw: bytes) -> tuple[Message, str | None]:
     else:
         raise ValueError(f"unknown payload encoding {encoding!r}")
     label = record.get("label")
-    return Message(topic, data, qos, retain, time), label if isinstance(label, str) else None
+    raw_properties = record.get("properties")
+    properties = None if raw_properties is None else properties_from_json(raw_properties)
+    return Message(topic, data, qos, retain, time, properties), label if isinstance(label, str) else None
 
 
 class JsonlReader:
@@ -373,8 +433,9 @@ class JsonlReader:
 
 def _table(rows: list[tuple[Message, str | None]], schema: Any) -> Any:
     messages = [m for m, _ in rows]
-    topics, payloads, qos, retain, times, _properties = zip(*messages, strict=True)
-    return schema.full_table(schema.base_table(times, topics, payloads, qos, retain, [lab for _, lab in rows]))
+    topics, payloads, qos, retain, times, properties = zip(*messages, strict=True)
+    return schema.full_table(schema.base_table(times, topics, payloads, qos, retain, [lab for _, lab in rows],
+                                               properties))
 
 
 def _time_of(line: bytes) -> int | None:
@@ -408,7 +469,7 @@ def _last_time(handle: IO[bytes], size: int) -> int | None:
 
 
 def open_writer(path: Path, *, metadata: RecordingMetadata, crash_safe: bool = True) -> JsonlWriter:
-    """Open a JSONL recording writer (see :func:`tesaiot_cli.recording.base.open_writer`)."""
+    """Open a JSONL recording writer (see :func:`tesaiot_cli.recording.open_writer`)."""
     return JsonlWriter(path, metadata, crash_safe=crash_safe).open()
 
 
@@ -433,11 +494,10 @@ def recover(path: Path, *, output: Path | None = None) -> RecoverResult:
     """Cut a torn last line in place; copy a file with damaged lines, without them, to
     ``output`` (default ``<name>.recovered.jsonl``). Raises :class:`RecordingError`."""
     reader = JsonlReader(path, strict=False).open()
-    messages, start, end, labels = 0, None, None, set()
+    messages, span, labels = 0, TimeSpan(), set()
     for message, label in reader.iter_labelled():
         messages += 1
-        start = message.time_ns if start is None else min(start, message.time_ns)
-        end = message.time_ns if end is None else max(end, message.time_ns)
+        span.include(message.time_ns, message.time_ns)
         if label is not None:
             labels.add(label)
     if reader.skipped == 0:
@@ -451,7 +511,7 @@ def recover(path: Path, *, output: Path | None = None) -> RecoverResult:
                     handle.flush()
                     os.fsync(handle.fileno())
                     done.append(f"removed the incomplete last line ({reader.torn_bytes} bytes)")
-                final = finished_metadata(reader.metadata, start_ns=start, end_ns=end,
+                final = finished_metadata(reader.metadata, start_ns=span.start_ns, end_ns=span.end_ns,
                                           labels=sorted(labels | set(reader.metadata.labels)),
                                           recording_id=reader.metadata.recording_id)
                 if not reader.sealed and rewrite_header(handle.fileno(), final, reader.header_size):

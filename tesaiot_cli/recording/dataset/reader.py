@@ -23,8 +23,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from tesaiot_cli.errors import RecordingError
-from tesaiot_cli.recording.base import PARTIAL_SUFFIX, RecordingMetadata
-from tesaiot_cli.recording.dataset import (
+from tesaiot_cli.recording.dataset.layout import (
     CONTROL_DIR,
     PART_PREFIX,
     STAGED_SUFFIX,
@@ -34,7 +33,9 @@ from tesaiot_cli.recording.dataset import (
     staged_names,
     staged_path,
 )
-from tesaiot_cli.recording.parquet_read import ParquetReader, TableReader, UnsealedParquetReader
+from tesaiot_cli.recording.files import partial_dir
+from tesaiot_cli.recording.formats.parquet_read import ParquetReader, TableReader, UnsealedParquetReader
+from tesaiot_cli.recording.model import PARTIAL_SUFFIX, RecordingMetadata, TimeSpan
 
 FORMAT_NAME = "parquet-dataset"
 TableSource = Callable[[], Iterator[pa.Table]]
@@ -195,7 +196,7 @@ class DatasetReader(TableReader):
                 source = _sealed_source(staged_file)
                 source.sealed, source.live = False, alive
                 sources.append(source)
-            elif staged_file.with_name(staged_file.name + PARTIAL_SUFFIX).is_dir():
+            elif partial_dir(staged_file).is_dir():
                 reader = UnsealedParquetReader.open(staged_file)
                 sources.append(SourceFile(staged_file, reader.count(), reader.metadata.start_ns, reader.metadata,
                                           sealed=False, live=alive))
@@ -240,8 +241,7 @@ def combined_metadata(sources: list[SourceFile], info: dict[str, Any] | None) ->
     """One metadata for the whole dataset: spans and labels combined, values all files
     share kept (source, broker, seed, qos), topic filters united."""
     metas = [s.metadata for s in sources]
-    starts = [m.start_ns for m in metas if m.start_ns is not None]
-    ends = [m.end_ns for m in metas if m.end_ns is not None]
+    span = TimeSpan.of((m.start_ns, m.end_ns) for m in metas)
     filters: list[str] = []
     for meta in metas:
         filters.extend(f for f in meta.topic_filters if f not in filters)
@@ -258,8 +258,8 @@ def combined_metadata(sources: list[SourceFile], info: dict[str, Any] | None) ->
         tool_version=_common([m.tool_version for m in metas]) or "",
         broker=_common([m.broker for m in metas]),
         topic_filters=tuple(filters),
-        start_ns=min(starts) if starts else None,
-        end_ns=max(ends) if ends else None,
+        start_ns=span.start_ns,
+        end_ns=span.end_ns,
         source=_common([m.source for m in metas]) or ("mixed" if metas else "unknown"),
         seed=_common([m.seed for m in metas]),
         labelled=any(m.labelled for m in metas),

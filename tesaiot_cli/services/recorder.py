@@ -1,0 +1,204 @@
+"""One recorder: an MQTT session feeding a recording writer until a stop, a count or a
+duration. ``record`` runs it in its own process; ``record --workers`` runs it in each
+worker process (:mod:`~tesaiot_cli.services.workers`): one flow for both.
+
+The receive path does the least possible work: the session's network thread builds a
+``Message`` and hands it to the writer, which appends it to a list; the writer's flusher
+thread converts and writes in batches (:mod:`tesaiot_cli.recording.buffered`). What the
+caller shows while recording (a status line, a warning) comes through ``on_tick``;
+nothing here prints.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from tesaiot_cli.config import ConnectionSettings
+from tesaiot_cli.errors import RecordingError
+from tesaiot_cli.message import Message
+from tesaiot_cli.recording.model import RecordingWriter, WriteSummary
+
+if TYPE_CHECKING:
+    from tesaiot_cli.session import Session
+
+POLL_S = 0.1
+
+
+class MessageLimit(Protocol):
+    """``--count``: how many messages may still be kept (possibly shared by processes)."""
+
+    def take(self) -> tuple[bool, bool]:
+        """Claim one message: (keep it, it was the last one). Called on the network thread."""
+        ...
+
+
+class CountLimit:
+    """``--count N`` in one process: only the session's network thread calls :meth:`take`."""
+
+    def __init__(self, count: int) -> None:
+        self.remaining = count
+
+    def take(self) -> tuple[bool, bool]:
+        if self.remaining <= 0:
+            return False, False
+        self.remaining -= 1
+        return True, self.remaining == 0
+
+
+class Inbox:
+    """The message callback: holds what arrives before the writer is attached (a persistent
+    session gets its queued messages right after CONNACK), then hands everything to it in
+    arrival order. Runs on the network thread."""
+
+    def __init__(self) -> None:
+        self._target: Callable[[Message], None] | None = None
+        self._early: list[Message] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, message: Message) -> None:
+        target = self._target
+        if target is None:
+            with self._lock:
+                target = self._target
+                if target is None:
+                    self._early.append(message)
+                    return
+        target(message)
+
+    def attach(self, target: Callable[[Message], None]) -> None:
+        with self._lock:
+            for message in self._early:
+                target(message)
+            self._early.clear()
+            self._target = target
+
+
+def limited_sink(writer: RecordingWriter, limit: MessageLimit | None,
+                 done: threading.Event) -> Callable[[Message], None]:
+    """The callback that writes each message: straight to ``writer.write`` without a limit
+    (the hot path), else only while ``limit`` allows, setting ``done`` at the last one."""
+    if limit is None:
+        return writer.write
+    write, take_one = writer.write, limit.take
+
+    def take(message: Message) -> None:
+        keep, last = take_one()
+        if keep:
+            write(message)
+        if last:
+            done.set()
+
+    return take
+
+
+@dataclass(frozen=True)
+class RecorderRun:
+    """How a recorder ended: what it wrote, why it stopped (``count``, ``duration``,
+    ``signal`` or what ``on_tick`` returned), how long it recorded (s), reconnections."""
+
+    summary: WriteSummary
+    stopped_by: str
+    elapsed_s: float
+    reconnects: int
+
+
+def _never() -> bool:
+    return False
+
+
+def run_recorder(
+    settings: ConnectionSettings,
+    open_writer: Callable[[], RecordingWriter],
+    filters: list[str],
+    qos: int,
+    *,
+    limit: MessageLimit | None = None,
+    duration_s: float | None = None,
+    stop: Callable[[], bool] = _never,
+    interrupt: threading.Event | None = None,
+    on_event: Callable[[str, str], None] | None = None,
+    before_subscribe: Callable[[], None] | None = None,
+    on_subscribed: Callable[[RecordingWriter], None] | None = None,
+    on_tick: Callable[[RecordingWriter, float], str | None] | None = None,
+    discard_output: Callable[[], None] | None = None,
+    kept: Callable[[], str] | None = None,
+) -> RecorderRun:
+    """Connect, open the writer, subscribe, record until ``stop()``, ``limit`` or
+    ``duration_s`` (s), then close the session and seal the recording.
+
+    The session connects before ``open_writer`` is called, so a failed connect leaves an
+    existing output alone. ``on_tick(writer, now)`` runs about every ``POLL_S`` seconds
+    (``now``: ``time.monotonic()``); a string it returns stops the recorder with that
+    reason. After an error, what was recorded is sealed; when nothing was and the error
+    is not an interrupt or a recording error, the writer is discarded and
+    ``discard_output`` removes what opening it created. A :class:`RecordingError` gets
+    ``kept()`` appended (where the recorded messages are). Raises what the session, the
+    writer or the callbacks raise.
+    """
+    from tesaiot_cli.session import Session
+
+    inbox = Inbox()
+    session = Session(settings, on_event=on_event, interrupt=interrupt, on_message=inbox)
+    session.connect()
+    try:
+        writer = open_writer()
+    except BaseException:
+        session.close()
+        raise
+    done = threading.Event()
+    started = time.monotonic()
+    try:
+        sink = limited_sink(writer, limit, done)
+        inbox.attach(sink)  # from now on the inbox passes straight through to the sink
+        if before_subscribe is not None:
+            before_subscribe()
+        session.subscribe(filters, qos=qos, on_message=sink)
+        if on_subscribed is not None:
+            on_subscribed(writer)
+        why = _wait(session, writer, done=done, stop=stop, started=started, duration_s=duration_s, on_tick=on_tick)
+    except BaseException as exc:
+        session.close()
+        if writer.messages == 0 and not isinstance(exc, (KeyboardInterrupt, RecordingError)):
+            writer.discard()  # e.g. the subscription was refused: leave no empty file behind
+            if discard_output is not None:
+                discard_output()
+            raise
+        try:
+            writer.close()  # seal what was recorded before the error
+        except RecordingError:
+            pass
+        if isinstance(exc, RecordingError) and kept is not None:
+            raise RecordingError(f"{exc}; {kept()}") from None
+        raise
+    session.close()
+    elapsed = time.monotonic() - started
+    try:
+        summary = writer.close()
+    except RecordingError as exc:
+        if kept is None:
+            raise
+        raise RecordingError(f"{exc}; {kept()}") from None
+    return RecorderRun(summary, why, elapsed, session.stats.reconnects)
+
+
+def _wait(session: Session, writer: RecordingWriter, *, done: threading.Event, stop: Callable[[], bool],
+          started: float, duration_s: float | None,
+          on_tick: Callable[[RecordingWriter, float], str | None] | None) -> str:
+    deadline = None if duration_s is None else started + duration_s
+    while not stop():
+        if done.wait(POLL_S):
+            return "count"
+        session.check()
+        writer.check()
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return "duration"
+        if on_tick is not None:
+            reason = on_tick(writer, now)
+            if reason is not None:
+                return reason
+    return "signal"
