@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from tesaiot_cli.message import Message, decode_payload, parse_topic
+from tesaiot_cli.message import Message, decode_payload, parse_topic, sensor_type_of
 
 BINARY_PREVIEW_BYTES = 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -43,12 +43,13 @@ def message_record(message: Message) -> dict[str, Any]:
     """
     value, encoding = decode_payload(message.payload)
     parts = parse_topic(message.topic)
+    sensor = sensor_type_of(message.topic, message.payload, value if encoding == "json" else None)
     return {
         "time": iso_time(message.time_ns),
         "time_ns": message.time_ns,
         "topic": message.topic,
         "device_id": parts.device_id,
-        "sensor_type": parts.sensor_type,
+        "sensor_type": sensor,
         "qos": message.qos,
         "retain": message.retain,
         "encoding": encoding,
@@ -68,15 +69,16 @@ def human_block(message: Message, *, color: bool = False, compact: bool = False)
     """Upstream-subscriber style: time, device, sensor, then the data (pretty JSON,
     text, or a hex preview for binary). ``compact`` puts each message on one line."""
     parts = parse_topic(message.topic)
+    value, encoding = decode_payload(message.payload)
+    sensor = sensor_type_of(message.topic, message.payload, value if encoding == "json" else None)
     stamp = iso_time(message.time_ns).replace("T", " ")[:23]
     flags = f"QoS {message.qos}" + (", retained" if message.retain else "")
     head = (
         f"{_paint('[' + stamp + ']', 'time', color)} "
         f"Device: {_paint(escape_control(parts.device_id), 'device', color)}  "
-        f"Sensor: {_paint(escape_control(parts.sensor_type), 'sensor', color)}  "
+        f"Sensor: {_paint(escape_control(sensor), 'sensor', color)}  "
         f"{_paint(escape_control(message.topic) + ' (' + flags + ')', 'dim', color)}"
     )
-    value, encoding = decode_payload(message.payload)
     if encoding == "json":
         body = orjson.dumps(value, option=0 if compact else orjson.OPT_INDENT_2).decode("utf-8")
         if isinstance(value, dict) and ("anomaly" in value or "label" in value) and color:

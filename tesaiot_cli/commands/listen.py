@@ -24,7 +24,7 @@ from tesaiot_cli.cliutil import (
 )
 from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.message import Message, parse_topic, validate_topic_filter
+from tesaiot_cli.message import Message, parse_topic, sensor_type_of, validate_topic_filter
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
 
@@ -47,7 +47,7 @@ def listen(
     count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Exit 0 after N messages (after filters).", show_default=False)] = None,  # noqa: E501
     timeout: Annotated[Optional[float], typer.Option("--timeout", "-W", metavar="SECONDS", help=f"Exit after SECONDS; exit code {EXIT_TIMEOUT} when --count was not reached.", show_default=False)] = None,  # noqa: E501
     device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
-    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", metavar="GLOB", help="Only these sensor types (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
+    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", metavar="GLOB", help="Only these sensor types (glob patterns), repeatable: the topic's sensor segment, else the JSON payload's sensor_type, else default.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No banner or final stats on stderr.")] = False,
     *,
     conn: ConnectionFlags,
@@ -122,7 +122,11 @@ def _env_topics(conn: ConnectionFlags) -> list[str]:
 def _wanted(message: Message, devices: list[str] | None, sensors: list[str] | None) -> bool:
     if not devices and not sensors:
         return True
-    parts = parse_topic(message.topic)
-    if devices and not any(fnmatch.fnmatchcase(parts.device_id, pattern) for pattern in devices):
-        return False
-    return not sensors or any(fnmatch.fnmatchcase(parts.sensor_type, pattern) for pattern in sensors)
+    if devices:
+        device_id = parse_topic(message.topic).device_id
+        if not any(fnmatch.fnmatchcase(device_id, pattern) for pattern in devices):
+            return False
+    if not sensors:
+        return True
+    sensor = sensor_type_of(message.topic, message.payload)  # the payload is parsed only without a topic sensor
+    return any(fnmatch.fnmatchcase(sensor, pattern) for pattern in sensors)
