@@ -123,19 +123,27 @@ def _derived(topic_chunk: pa.DictionaryArray, payload_chunk: pa.Array) -> tuple[
     parts = [parse_topic(t) for t in names]
     devices = pa.array([p.device_id for p in parts], pa.string()).dictionary_encode()
     device = pa.DictionaryArray.from_arrays(pc.take(devices.indices, topic_chunk.indices), devices.dictionary)
-    sensors = pa.array([p.sensor_type for p in parts], pa.string())
+    codes: dict[str, int] = {}  # the sensor column's dictionary: value -> code
+    for part in parts:
+        codes.setdefault(part.sensor_type, len(codes))
+    values = list(codes)
+    indices = pc.take(pa.array([codes[part.sensor_type] for part in parts], pa.int32()), topic_chunk.indices)
     without = [index for index, name in enumerate(names) if topic_sensor(name) is None]
     if without and len(topic_chunk):
         rows = pc.and_(pc.is_in(topic_chunk.indices, value_set=pa.array(without, topic_chunk.indices.type)),
                        pc.match_substring(payload_chunk, SENSOR_KEY.decode()))
         rows = pc.fill_null(rows, False)
         if pc.any(rows).as_py():
-            found = [payload_sensor_type(p) or DEFAULT_SENSOR for p in payload_chunk.filter(rows).to_pylist()]
-            per_row = pc.replace_with_mask(pc.take(sensors, topic_chunk.indices), rows, pa.array(found, pa.string()))
-            return device, per_row.dictionary_encode()
-    encoded = sensors.dictionary_encode()
-    sensor = pa.DictionaryArray.from_arrays(pc.take(encoded.indices, topic_chunk.indices), encoded.dictionary)
-    return device, sensor
+            found = []
+            for payload in payload_chunk.filter(rows).to_pylist():
+                value = payload_sensor_type(payload) or DEFAULT_SENSOR
+                code = codes.get(value)
+                if code is None:
+                    code = codes[value] = len(values)
+                    values.append(value)
+                found.append(code)
+            indices = pc.replace_with_mask(indices, rows, pa.array(found, pa.int32()))
+    return device, pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string()))
 
 
 def full_table(base: pa.Table) -> pa.Table:
