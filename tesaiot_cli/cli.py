@@ -13,6 +13,7 @@ import typer
 from tesaiot_cli import __version__
 from tesaiot_cli.commands import broker as broker_cmd
 from tesaiot_cli.commands import convert as convert_cmd
+from tesaiot_cli.commands import export as export_cmd
 from tesaiot_cli.commands import info as info_cmd
 from tesaiot_cli.commands import listen as listen_cmd
 from tesaiot_cli.commands import record as record_cmd
@@ -62,6 +63,7 @@ app.command("listen", epilog=listen_cmd.EPILOG)(listen_cmd.listen)
 app.command("record", epilog=record_cmd.EPILOG)(record_cmd.record)
 app.command("info", epilog=info_cmd.EPILOG)(info_cmd.info)
 app.command("convert", epilog=convert_cmd.EPILOG)(convert_cmd.convert)
+app.command("export", epilog=export_cmd.EPILOG)(export_cmd.export)
 app.command("recover", epilog=recover_cmd.EPILOG)(recover_cmd.recover)
 app.command("simulate", epilog=simulate_cmd.EPILOG)(simulate_cmd.simulate)
 app.command("broker", epilog=broker_cmd.EPILOG)(broker_cmd.broker)

@@ -22,8 +22,9 @@ from typing import NamedTuple
 import orjson
 
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.message import Message, topic_matches, validate_topic_filter, validate_topic_name
+from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_name
 from tesaiot_cli.render import iso_time
+from tesaiot_cli.selection import Selection, check_window
 
 MIN_SPEED = 1e-6
 MAX_FINITE_SPEED = 1e6
@@ -162,10 +163,7 @@ class ReplayOptions:
             raise ConfigError(f"invalid --loop {self.loops}: it must be at least 1")
         if self.restore_retained and self.retain is False:
             raise ConfigError("--restore-retained and --no-retain contradict each other: pick one")
-        if self.start is not None and self.end is not None:
-            same_kind = (self.start.offset_ns is None) == (self.end.offset_ns is None)
-            if same_kind and self.end.resolve(0) < self.start.resolve(0):
-                raise ConfigError(f"--end {self.end.text!r} is before --start {self.start.text!r}")
+        check_window(self.start, self.end)
 
     @property
     def rewrites(self) -> bool:
@@ -315,8 +313,7 @@ class Replayer:
         self._spin_s = spin_s
         self._spin = spin
         self._next_progress = 0.0
-        self._start_ns: int | None = None
-        self._end_ns: int | None = None
+        self._selection = Selection(options.topic_filters, start=options.start, end=options.end)
 
     # -- message rewriting ---------------------------------------------------------
 
@@ -364,21 +361,14 @@ class Replayer:
         return stats
 
     def _wanted(self, topic: str) -> bool:
-        filters = self.options.topic_filters
-        return not filters or any(topic_matches(f, topic) for f in filters)
+        return self._selection.wanted(topic)
 
     def _in_window(self, message: Message) -> int:
         """-1 before the window, 0 inside, 1 after (resolving the bounds on the first call)."""
-        if self._start_ns is None:
-            o = self.options
-            self._start_ns = o.start.resolve(message.time_ns) if o.start is not None else -(1 << 62)
-            self._end_ns = o.end.resolve(message.time_ns) if o.end is not None else 1 << 62
-            self.stats.window_end_ns = self._end_ns if o.end is not None else None
-            if self._end_ns < self._start_ns:
-                raise ConfigError(f"--end {o.end.text if o.end else ''!r} is before --start "
-                                  f"{o.start.text if o.start else ''!r}")
-        t = message.time_ns
-        return -1 if t < self._start_ns else (1 if t > (self._end_ns or 0) else 0)
+        where = self._selection.where(message.time_ns)
+        if self.options.end is not None:
+            self.stats.window_end_ns = self._selection.end_ns
+        return where
 
     def _run_pass(self, messages: Iterable[Message], offset_ns: int, *, first: bool) -> tuple[int, int]:
         """One loop over the recording: returns (messages selected, span in ns)."""

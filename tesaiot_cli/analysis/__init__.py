@@ -1,0 +1,1 @@
+"""Analysis of recordings: export, statistics, scores, plots."""
