@@ -143,7 +143,7 @@ def export_mcap(tables: Callable[[], Iterator[pa.Table]], output: Path, *, selec
                     report.publish_times += stamp is not None and not raw
                 report.messages += table.num_rows
                 report.not_json += len(raw_rows)
-            writer.finish()
+            writer.finish()  # type: ignore[no-untyped-call]
             report.channels = len(channels)
         report.skipped = counts["skipped"]
         publish_file(target, output)

@@ -187,8 +187,22 @@ def open_reader(path: Path, *, format: str | None = None) -> RecordingReader:
         from tesaiot_cli.recording.dataset_read import DatasetReader
 
         return DatasetReader.open(path)
-    reader: RecordingReader = _module(path, format).open_reader(path)
+    reader: RecordingReader = _reading_module(path, format).open_reader(path)
     return reader
+
+
+def _reading_module(path: Path, format: str | None) -> Any:
+    """The format module for reading ``path``; a file whose suffix says nothing but whose
+    content is a known foreign capture gets "not a tesaiot recording" and the ``--from``."""
+    try:
+        return _module(path, format)
+    except ConfigError:
+        if format is None and path.is_file():
+            from tesaiot_cli.recording.foreign import not_a_recording, sniff
+
+            if sniff(path) is not None:
+                raise not_a_recording(path) from None
+        raise
 
 
 def is_dataset_path(path: Path) -> bool:
@@ -222,7 +236,7 @@ def recover(path: Path, *, output: Path | None = None, format: str | None = None
         if output is not None:
             raise ConfigError("--output is for single files: a dataset is recovered in place")
         return recover_dataset(path)
-    result: RecoverResult = _module(path, format).recover(path, output=output)
+    result: RecoverResult = _reading_module(path, format).recover(path, output=output)
     return result
 
 

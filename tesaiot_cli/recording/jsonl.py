@@ -293,6 +293,10 @@ class JsonlReader:
             raise RecordingError(f"{self.path} is a directory, not a recording") from None
         except OSError as exc:
             raise RecordingError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        if metadata is None and first.endswith(b"\n") and start is None:
+            from tesaiot_cli.recording.foreign import not_a_recording
+
+            raise not_a_recording(self.path, "no metadata line, and line 1 is not a message line")
         self._has_header = metadata is not None
         self.header_size = len(first) if metadata is not None else 0
         # close() writes the time span into the metadata line: without it a writer did not finish.
@@ -486,6 +490,10 @@ def recover(path: Path, *, output: Path | None = None) -> RecoverResult:
     except BaseException:
         writer.discard()
         raise
+    if writer.messages == 0:
+        writer.discard()
+        raise RecordingError(f"nothing could be saved from {path}: none of its {copy.skipped} message lines is "
+                             "readable")
     summary = writer.close()
     return RecoverResult(path, target, "salvaged", summary.messages, lost=copy.skipped,
                          detail=f"{copy.skipped} damaged lines were left out")

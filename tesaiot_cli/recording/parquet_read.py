@@ -96,6 +96,10 @@ class ParquetReader(TableReader):
             raw = (source.metadata.metadata or {}).get(METADATA_KEY.encode())
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors, translated
             handle.close()
+            from tesaiot_cli.recording.foreign import not_a_recording, sniff
+
+            if sniff(path) is not None:
+                raise not_a_recording(path, "not a Parquet file") from None
             hint = ""
             if partial_dir(path).is_dir():
                 hint = f"; an unsealed recording is in {partial_dir(path).name}/: run 'tesaiot recover {path}'"
