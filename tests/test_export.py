@@ -236,3 +236,36 @@ def test_an_existing_output_needs_force(tmp_path: Path) -> None:
     assert out.read_bytes() == b"keep me"
     assert run_cli("export", str(SAMPLE), str(out), "--force").returncode == 0
     assert pq.read_table(out).num_rows == 300
+
+
+def test_info_shows_the_values(tmp_path: Path) -> None:
+    source = write(tmp_path / "mixed.jsonl", MIXED)
+    result = run_cli("info", str(source), "--json")
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)["values"]
+    assert values["messages"] == 7 and values["not_json"] == 3
+    # data.pressure: a number in 2 messages (1000.5, 990), a string in one: that one counts as a null
+    assert values["fields"]["data.pressure"] == {"count": 2, "nulls": 5, "min": 990, "mean": 995.25, "max": 1000.5}
+    assert values["fields"]["data.temperature"] == {"count": 2, "nulls": 5, "min": 20.5, "mean": 22.875,
+                                                    "max": 25.25}
+    assert "ok" not in values["fields"]  # booleans are not numbers here
+    assert values["devices"]["a"]["data.pressure"] == {"count": 1, "nulls": 2, "min": 1000.5, "mean": 1000.5,
+                                                       "max": 1000.5}
+    assert values["devices"]["c"]["data.temperature"]["count"] == 1
+    human = run_cli("info", str(source)).stdout
+    assert "values      numeric payload fields" in human and "device a" in human
+    assert "3 payloads are not a JSON object" in human
+    assert json.loads(run_cli("info", str(source), "--json", "--no-values").stdout)["values"] is None
+
+
+def test_value_stats_cap_the_devices() -> None:
+    from tesaiot_cli.analysis.values import ValueStats
+    from tesaiot_cli.recording import schema
+
+    stats = ValueStats(max_devices=3)
+    rows = [Message(f"device/d{i}/telemetry", b'{"v": %d}' % i, 0, False, i) for i in range(10)]
+    topics, payloads, qos, retain, times, _ = zip(*rows, strict=True)
+    stats.add(schema.full_table(schema.base_table(times, topics, payloads, qos, retain, [None] * 10)))
+    report = stats.report()
+    assert list(report["devices"]) == ["d0", "d1", "d2"] and report["devices_not_shown"] == 7
+    assert report["fields"]["v"] == {"count": 10, "nulls": 0, "min": 0, "mean": 4.5, "max": 9}

@@ -12,8 +12,9 @@ from tesaiot_cli.recording.jsonl import FRAGMENT_CACHE_MAX, FragmentKey, encode_
 rows = st.lists(
     st.tuples(
         st.sampled_from(["device/a/telemetry", "device/b/telemetry/DPS368", "x", "é/\u2603/\x00"]) | st.text(),
-        st.binary(max_size=64) | st.sampled_from([b"", b'{"a": 1}', "h\u00e9\u2603".encode(), b"\xff\xfe", b'{"sensor_type": "DPS368"}',
-                                               b'{"data": {"sensor_type": "x"}}', b'{"sensor_type": 5}']),
+        st.binary(max_size=64) | st.sampled_from([b"", b'{"a": 1}', "h\u00e9\u2603".encode(), b"\xff\xfe",
+                                                  b'{"sensor_type": "DPS368"}', b'{"data": {"sensor_type": "x"}}',
+                                                  b'{"sensor_type": 5}']),
         st.integers(0, 2),
         st.booleans(),
         st.integers(0, 2**63 - 1),
@@ -40,7 +41,8 @@ def test_fragment_cache_is_bounded() -> None:
     fragments: dict[FragmentKey, bytes] = {(f"t/{i}", 0, False, None, "default"): b","
                                            for i in range(FRAGMENT_CACHE_MAX + 1)}
     columns = (["device/a/telemetry"], [b"x"], [1], [False], [5], [None])
-    assert encode_lines(columns, fragments, {}) == encode_line(Message("device/a/telemetry", b"x", 1, False, 5), None, {})
+    expected = encode_line(Message("device/a/telemetry", b"x", 1, False, 5), None, {})
+    assert encode_lines(columns, fragments, {}) == expected
     assert len(fragments) == 1
 
 

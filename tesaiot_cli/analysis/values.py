@@ -1,7 +1,7 @@
 """Statistics of the values in JSON payloads, for ``tesaiot info``: bounded memory.
 
 Per batch, the payloads are parsed by pyarrow's JSON reader and flattened
-(:mod:`~tesaiot_cli.analysis.flatten`); for every numeric field (integers and floats, not
+(:mod:`~tesaiot_cli.analysis.flatten`), one parsed segment at a time; for every numeric field (integers and floats, not
 booleans) Arrow aggregates count, min, max and sum, overall and per device. Only running
 totals are kept. A message without the field (or not JSON, or with a non-numeric value
 there) counts as a null. Devices are kept up to ``max_devices`` (the first seen); the
@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
-from tesaiot_cli.analysis.flatten import batch_fields, parse_payloads
+from tesaiot_cli.analysis.flatten import flatten, parse_payloads
 
 MAX_DEVICES = 100
 
@@ -63,15 +63,7 @@ class ValueStats:
         self.messages += n
         parsed = parse_payloads(table.column("payload").combine_chunks())
         self.not_json += len(parsed.not_json)
-        fields, _types = batch_fields(parsed, n)
-        numeric = [name for name, column in zip(fields.column_names, fields.columns, strict=True)
-                   if pa.types.is_integer(column.type) or pa.types.is_floating(column.type)]
-        for name in numeric:
-            column = fields.column(name)
-            bounds = pc.min_max(column).as_py()
-            self.fields.setdefault(name, Running()).add(len(column) - column.null_count, bounds["min"],
-                                                        bounds["max"], pc.sum(column).as_py() or 0)
-        devices = table.column("device_id").cast(pa.string())
+        devices = table.column("device_id").cast(pa.string()).combine_chunks()
         for entry in pc.value_counts(devices).to_pylist():
             device = entry["values"]
             if device not in self.devices and len(self.devices) >= self.max_devices:
@@ -79,8 +71,21 @@ class ValueStats:
                 continue
             self.devices.setdefault(device, {})
             self.device_messages[device] = self.device_messages.get(device, 0) + entry["counts"]
+        # Per parsed segment: its types are consistent, so a field that is a number in some
+        # messages and text in others still gets the numbers counted (the text counts as null).
+        for segment in parsed.segments:
+            self._add_segment(flatten(segment.table), devices.take(segment.rows))
+
+    def _add_segment(self, fields: pa.Table, devices: pa.Array) -> None:
+        numeric = [name for name, column in zip(fields.column_names, fields.columns, strict=True)
+                   if pa.types.is_integer(column.type) or pa.types.is_floating(column.type)]
         if not numeric:
             return
+        for name in numeric:
+            column = fields.column(name)
+            bounds = pc.min_max(column).as_py()
+            self.fields.setdefault(name, Running()).add(len(column) - column.null_count, bounds["min"],
+                                                        bounds["max"], pc.sum(column).as_py() or 0)
         grouped = pa.Table.from_arrays([devices] + [fields.column(name) for name in numeric],
                                        names=["device_id"] + numeric)
         aggregations = [(name, kind) for name in numeric for kind in ("count", "min", "max", "sum")]

@@ -41,9 +41,9 @@ def convert(
     from dataclasses import replace
 
     from tesaiot_cli.recording.base import (
+        FORMATS,
         existing_outputs,
         format_for,
-        is_dataset_path,
         open_reader,
         open_writer,
         strip_partial,
@@ -56,8 +56,9 @@ def convert(
         source = strip_partial(source)
         out_format = format_for(target, fmt)
         foreign = from_fmt is not None and from_fmt.lower() in FOREIGN_FORMATS
-        if not is_dataset_path(source) and not foreign:  # a dataset directory is Parquet by definition
-            format_for(source, from_fmt)
+        if from_fmt is not None and not foreign and from_fmt.lower() not in FORMATS:
+            raise ConfigError(f"unknown recording format {from_fmt!r} for --from: use "
+                              f"{', '.join([*FORMATS, *FOREIGN_FORMATS])}")
         if source.resolve() == target.resolve():
             raise ConfigError("IN and OUT are the same file")
         in_the_way = [p for p in existing_outputs(target, format=out_format) if p.is_file()]
