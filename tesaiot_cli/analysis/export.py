@@ -167,10 +167,11 @@ class Spill:
             self._handle = None
 
     def tables(self) -> Iterator[pa.Table]:
-        with pa.memory_map(str(self.path)) as source:
-            whole = source.read_buffer()
+        # Plain reads, one batch at a time: a memory map would count the whole spill in RSS.
+        with open(self.path, "rb") as source:
             for start, size in self.offsets:
-                yield pa.ipc.open_stream(whole.slice(start, size)).read_all()
+                source.seek(start)
+                yield pa.ipc.open_stream(pa.py_buffer(source.read(size))).read_all()
 
     def remove(self) -> None:
         self.finish()

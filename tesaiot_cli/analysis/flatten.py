@@ -57,7 +57,9 @@ def parse_payloads(payloads: pa.Array) -> ParsedPayloads:
     if n == 0:
         return ParsedPayloads([], pa.array([], pa.int64()))
     # Only payloads that start with '{' can be objects; the rest is not looked at.
-    candidate = pc.fill_null(pc.match_substring_regex(payloads, r"^\s*\{"), False)
+    candidate = pc.fill_null(pc.starts_with(payloads, "{"), False)
+    if not pc.all(candidate).as_py():  # leading white space: rare, so the regex only runs then
+        candidate = pc.or_(candidate, pc.fill_null(pc.match_substring_regex(payloads, r"^\s+\{"), False))
     rows = pc.indices_nonzero(candidate)
     not_json = pc.indices_nonzero(pc.invert(candidate))
     segments: list[Segment] = []
@@ -169,10 +171,13 @@ def _merge(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
 
 
 def _all_times(column: Any) -> bool:
-    values = column.drop_null() if hasattr(column, "drop_null") else column
+    """Whether every non-null value parses as a time with a zone offset. The first value is
+    tried alone first: a failed cast of a whole column costs far more than a successful one."""
+    values = column.drop_null()
     if len(values) == 0:
         return False
     try:
+        pc.cast(values.slice(0, 1), TIMESTAMP_TYPE)
         pc.cast(values, TIMESTAMP_TYPE)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -41,6 +42,9 @@ def export(
     from tesaiot_cli.selection import Selection
 
     with cli_errors():
+        from tesaiot_cli.recording.schema import use_lean_memory_pool
+
+        use_lean_memory_pool(dict(os.environ))  # freed batches go back to the system: bounded RSS
         file = strip_partial(file)
         kind = export_format(output)
         if output.is_dir():
