@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import publish, record, replay, scaling, startup, storage  # noqa: E402
+from benchlib import analysis, publish, record, replay, scaling, startup, storage  # noqa: E402
 from benchlib.common import (  # noqa: E402
     BENCH_DIR,
     MAX_INFLIGHT_MESSAGES,
@@ -37,7 +37,7 @@ from benchlib.common import (  # noqa: E402
     say,
 )
 
-SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling")
+SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis")
 
 FULL: dict[str, Any] = {
     "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
@@ -49,6 +49,7 @@ FULL: dict[str, Any] = {
     "startup_runs": 10,
     "scaling_ladder": [20000, 40000, 60000, 80000, 100000, 120000], "scaling_duration": 2.0,
     "scaling_budget_s": 110,
+    "analysis_count": 1_000_000, "analysis_runs": 3,
 }
 QUICK: dict[str, Any] = {
     "ladder": [2000, 5000, 10000],
@@ -59,6 +60,7 @@ QUICK: dict[str, Any] = {
     "memory_count": 50_000,
     "startup_runs": 3,
     "scaling_ladder": [5000, 10000], "scaling_duration": 1.0, "scaling_budget_s": 60,
+    "analysis_count": 50_000, "analysis_runs": 2,
 }
 
 
@@ -66,7 +68,7 @@ def versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("tesaiot-cli", "paho-mqtt", "pyarrow", "typer", "orjson", "mqtt-recorder"):
+    for name in ("tesaiot-cli", "paho-mqtt", "pyarrow", "typer", "orjson", "mqtt-recorder", "duckdb", "mcap"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -178,6 +180,9 @@ def main(argv: list[str]) -> int:
              lambda: scaling.run_section(ctx, ladder=plan["scaling_ladder"], duration=plan["scaling_duration"],
                                          budget_s=plan["scaling_budget_s"]),
              scaling.report),
+            ("analysis", "section 7: analysis (export vs DuckDB, info with values)",
+             lambda: analysis.run_section(ctx, count=plan["analysis_count"], runs=plan["analysis_runs"]),
+             lambda section: results["goals"].extend(analysis.report(section))),
         ]
         try:
             for name, title, measure, show in steps:
