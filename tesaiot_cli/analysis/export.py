@@ -104,6 +104,49 @@ def selected_tables(tables: Iterator[pa.Table], selection: Selection, counts: di
             return
 
 
+def prefetched(tables: Iterator[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+    """The same tables, read ahead by a thread (at most ``depth`` waiting): reading and
+    decoding the recording (Arrow, without the GIL) overlaps with parsing the previous batch.
+    An error in the reader is raised here, in order; closing this generator stops the thread."""
+    import queue
+    import threading
+
+    box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for table in tables:
+                if not put(("table", table)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="tesaiot-export-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = box.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
 # -- metadata columns ----------------------------------------------------------------------
 
 
@@ -196,59 +239,53 @@ def export_table(tables: Callable[[], Iterator[pa.Table]], output: Path, *, sele
     ``label`` column (the recording has labels). Raises :class:`RecordingError` (cannot
     write, or a reader error) and :class:`ConfigError`; nothing is left at ``output`` or
     beside it on error.
+
+    The usual case takes one pass: while the schema the batches imply stays the one the
+    first batch gave, each batch is also written straight to the output by a writer thread
+    (overlapping the parsing of the next). When a later batch changes it (a new field, a
+    promoted type, a first non-JSON payload), that output is dropped and the second pass
+    writes everything from the spill with the final schema.
     """
     fmt = export_format(output)
     report = ExportReport(output, fmt)
     counts = {"skipped": 0}
     types = FieldTypes()
-    has_raw = False
-    saw_label = False
+    state = {"has_raw": False, "saw_label": labelled}
     spill = Spill(temporary_name(output, "spill"))
     target = temporary_name(output, "tmp")
+    early: BackgroundWriter | None = None
+    early_schema: pa.Schema | None = None
     try:
         with spill:
-            for table in selected_tables(tables(), selection, counts):
-                payloads = table.column("payload").combine_chunks()
-                parsed = parse_payloads(payloads)
-                fields, batch_types = batch_fields(parsed, table.num_rows)
-                types.merge(batch_types)
-                columns = meta_columns(table, fields)
-                saw_label = saw_label or columns["label"].null_count < len(columns["label"])
-                arrays = list(columns.values())
-                names = list(columns)
-                arrays += fields.columns
-                names += ["field:" + n for n in fields.column_names]
-                if len(parsed.not_json):
-                    has_raw = True
-                    report.not_json += len(parsed.not_json)
-                    raw = pc.if_else(_mask(table.num_rows, parsed.not_json), payloads, pa.nulls(1, pa.binary())[0])
-                    arrays.append(raw)
-                    names.append(RAW_COLUMN)
-                spill.append(pa.Table.from_arrays(arrays, names=names))
+            for index, table in enumerate(_slices(selected_tables(prefetched(tables()), selection, counts))):
+                stored = _parsed_batch(table, types, state, report)
+                spill.append(stored)
                 report.messages += table.num_rows
+                if index == 0:
+                    early_schema = _schema(types, state)
+                    early = BackgroundWriter(_open_table_writer(target, early_schema, fmt))
+                if early is not None:
+                    if _schema(types, state).equals(early_schema):
+                        early.write(_final_table(stored, types, early_schema))
+                    else:  # the schema changed: the second pass writes it all
+                        early.abandon()
+                        early = None
+                        target.unlink(missing_ok=True)
             spill.finish()
             report.skipped = counts["skipped"]
-            field_names = list(types.types)
-            meta = [c for c in META_COLUMNS if c != "label" or labelled or saw_label]
-            schema = pa.schema(
-                [_meta_field(name) for name in meta]
-                + [pa.field(field_column_name(n), types.final_type(n)) for n in field_names]
-                + ([pa.field(RAW_COLUMN, pa.binary())] if has_raw else []))
-            report.columns = schema.names
             report.mixed = {n: sorted(kinds) for n, kinds in types.mixed.items()}
-            writer = _open_table_writer(target, schema, fmt)
-            try:
-                for stored in spill.tables():
-                    fields = pa.Table.from_arrays(
-                        [stored.column(n) for n in stored.column_names if n.startswith("field:")],
-                        names=[n[len("field:"):] for n in stored.column_names if n.startswith("field:")])
-                    arrays = [stored.column(n).combine_chunks().cast(schema.field(n).type) for n in meta]
-                    arrays += list(conform_fields(fields, types, field_names))
-                    if has_raw:
-                        arrays.append(stored.column(RAW_COLUMN).combine_chunks() if RAW_COLUMN in stored.column_names
-                                      else pa.nulls(stored.num_rows, pa.binary()))
-                    writer.write(pa.Table.from_arrays(arrays, schema=schema))
-            finally:
+            schema = _schema(types, state)
+            report.columns = schema.names
+            if early is not None:
+                early.close()
+            else:
+                writer = BackgroundWriter(_open_table_writer(target, schema, fmt))
+                try:
+                    for stored in spill.tables():
+                        writer.write(_final_table(stored, types, schema))
+                except BaseException:
+                    writer.abandon()
+                    raise
                 writer.close()
         publish_file(target, output)
         report.file_bytes = output.stat().st_size
@@ -258,7 +295,113 @@ def export_table(tables: Callable[[], Iterator[pa.Table]], output: Path, *, sele
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise RecordingError(f"cannot export to {output}: {str(exc).splitlines()[0][:200]}") from None
     finally:
+        if early is not None:
+            early.abandon()
         target.unlink(missing_ok=True)
+
+
+PARSE_ROWS = 32_768  # rows parsed at a time: bounds the parser's intermediate buffers
+
+
+def _slices(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    for table in tables:
+        for start in range(0, table.num_rows, PARSE_ROWS):
+            yield table.slice(start, PARSE_ROWS)
+
+
+def _parsed_batch(table: pa.Table, types: FieldTypes, state: dict[str, bool], report: ExportReport) -> pa.Table:
+    """One selected batch, parsed: metadata columns, ``field:<name>`` columns, and the raw
+    payload of non-JSON rows. Updates ``types``, ``state`` and the not-JSON count."""
+    payloads = table.column("payload").combine_chunks()
+    parsed = parse_payloads(payloads)
+    fields, batch_types = batch_fields(parsed, table.num_rows)
+    types.merge(batch_types)
+    columns = meta_columns(table, fields)
+    state["saw_label"] = state["saw_label"] or columns["label"].null_count < len(columns["label"])
+    arrays = list(columns.values())
+    names = list(columns)
+    arrays += fields.columns
+    names += ["field:" + n for n in fields.column_names]
+    if len(parsed.not_json):
+        state["has_raw"] = True
+        report.not_json += len(parsed.not_json)
+        arrays.append(pc.if_else(_mask(table.num_rows, parsed.not_json), payloads, pa.nulls(1, pa.binary())[0]))
+        names.append(RAW_COLUMN)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _schema(types: FieldTypes, state: dict[str, bool]) -> pa.Schema:
+    meta = [c for c in META_COLUMNS if c != "label" or state["saw_label"]]
+    return pa.schema([_meta_field(name) for name in meta]
+                     + [pa.field(field_column_name(n), types.final_type(n)) for n in types.types]
+                     + ([pa.field(RAW_COLUMN, pa.binary())] if state["has_raw"] else []))
+
+
+def _final_table(stored: pa.Table, types: FieldTypes, schema: pa.Schema) -> pa.Table:
+    """A parsed batch (from :func:`_parsed_batch`) in the output schema."""
+    names = stored.column_names
+    fields = pa.Table.from_arrays([stored.column(n) for n in names if n.startswith("field:")],
+                                  names=[n[len("field:"):] for n in names if n.startswith("field:")])
+    meta = [c for c in META_COLUMNS if c in schema.names]
+    arrays = [stored.column(n).combine_chunks().cast(schema.field(n).type) for n in meta]
+    arrays += list(conform_fields(fields, types, list(types.types)))
+    if RAW_COLUMN in schema.names:
+        arrays.append(stored.column(RAW_COLUMN).combine_chunks() if RAW_COLUMN in names
+                      else pa.nulls(stored.num_rows, pa.binary()))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+class BackgroundWriter:
+    """Writes tables on a thread of its own (at most one waiting), so that encoding and
+    compressing the output overlaps with parsing. ``close`` waits and raises the writer's
+    error if it had one; ``abandon`` stops it and drops what is queued."""
+
+    def __init__(self, writer: _TableWriter) -> None:
+        import queue
+        import threading
+
+        self._writer = writer
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(target=self._run, name="tesaiot-export-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                table = self._queue.get()
+                if table is None or self._abandoned:
+                    break
+                if self._error is None:
+                    self._writer.write(table)
+        except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread by write/close
+            self._error = exc
+            while self._queue.get() is not None:  # drain until the caller stops
+                pass
+        finally:
+            try:
+                self._writer.close()
+            except BaseException as exc:  # noqa: BLE001 - as above
+                self._error = self._error or exc
+
+    def write(self, table: pa.Table) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(table)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._abandoned = True
+        self._queue.put(None)
+        self._thread.join()
 
 
 def _mask(n: int, positions: pa.Array) -> pa.Array:
