@@ -269,3 +269,43 @@ def test_value_stats_cap_the_devices() -> None:
     report = stats.report()
     assert list(report["devices"]) == ["d0", "d1", "d2"] and report["devices_not_shown"] == 7
     assert report["fields"]["v"] == {"count": 10, "nulls": 0, "min": 0, "mean": 4.5, "max": 9}
+
+
+def test_a_schema_change_after_the_first_batch_rewrites_from_the_spill(tmp_path: Path) -> None:
+    """The first 32k-row batch implies one schema; a new field, a promoted type and a binary
+    payload later on change it: the output must still have every row, typed as a whole."""
+    rows = [(Message("device/a/telemetry", b'{"v": %d}' % i, 0, False, T0 + i), None) for i in range(40_000)]
+    rows[35_000] = (Message("device/a/telemetry", b'{"v": 0.5, "late": "x"}', 0, False, T0 + 35_000), None)
+    rows[-1] = (Message("raw/bin", b"\xff", 0, False, T0 + 39_999), None)
+    source = write(tmp_path / "big.parquet", rows, labelled=False)
+    out = tmp_path / "out.parquet"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(out)
+    assert table.num_rows == 40_000
+    assert table.schema.field("v").type == pa.float64() and table.schema.field("late").type == pa.string()
+    assert table.column("v")[1].as_py() == 1.0 and table.column("v")[35_000].as_py() == 0.5
+    assert table.column("late").null_count == 39_999 and table.column("payload")[39_999].as_py() == b"\xff"
+    assert leftovers(tmp_path) == []
+
+
+def test_damage_in_a_later_row_group_leaves_nothing_behind(tmp_path: Path) -> None:
+    rows = [(Message("device/a/telemetry", dps368(i), 0, False, T0 + i), None) for i in range(80_000)]
+    recording = write(tmp_path / "whole.parquet", rows, labelled=False)
+    key = b"tesaiot.recording"
+    whole = pq.read_table(recording).replace_schema_metadata({key: pq.read_metadata(recording).metadata[key]})
+    source = tmp_path / "big.parquet"  # the same recording (metadata and all) in 4 row groups
+    pq.write_table(whole, source, row_group_size=20_000, compression="none")
+    (tmp_path / "whole.parquet").unlink()
+    meta = pq.ParquetFile(source).metadata
+    assert meta.num_row_groups >= 2
+    column = meta.row_group(meta.num_row_groups - 1).column(2)  # the payload column of the last row group
+    data = bytearray(source.read_bytes())
+    middle = column.data_page_offset + column.total_compressed_size // 2
+    data[middle:middle + 64] = bytes(64)
+    source.write_bytes(bytes(data))
+    out = tmp_path / "out.parquet"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.count("\n") == 1 and "row group 4 of 4 is damaged" in result.stderr
+    assert not out.exists() and leftovers(tmp_path) == []
