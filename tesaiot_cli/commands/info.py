@@ -243,6 +243,7 @@ def _render_values(values: dict[str, Any] | None) -> list[str]:
     lines += [row(name, stats) for name, stats in values["fields"].items()]
     devices = values["devices"]
     if len(devices) > 1:
+        devices = {device: fields for device, fields in devices.items() if fields}  # devices with numbers
         for device, fields in list(devices.items())[:SHOWN_DEVICES]:
             lines.append(f"  device {_clip(device, 60)}")
             lines += [row("  " + name, stats) for name, stats in fields.items()]
