@@ -30,8 +30,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.json as pa_json  # type: ignore[import-untyped]
 
 TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
-_STRICT = pa_json.ParseOptions(newlines_in_values=False)
-_MULTILINE = pa_json.ParseOptions(newlines_in_values=True)
+_PARSE = pa_json.ParseOptions(newlines_in_values=True)
 _READ = pa_json.ReadOptions(use_threads=True, block_size=8 << 20)
 
 
@@ -65,26 +64,31 @@ def parse_payloads(payloads: pa.Array) -> ParsedPayloads:
     segments: list[Segment] = []
     bad: list[pa.Array] = [not_json]
     if len(rows):
-        chosen = payloads.take(rows)
-        multiline = bool(pc.any(pc.match_substring(chosen, "\n")).as_py())
-        _bisect(chosen, rows, multiline, segments, bad)
+        chosen = payloads if len(rows) == n else payloads.take(rows)
+        _bisect(chosen, rows, segments, bad)
     bad_rows = pa.concat_arrays([b.cast(pa.int64()) for b in bad])
     return ParsedPayloads(segments, bad_rows.take(pc.sort_indices(bad_rows)))
 
 
-def _read(payloads: pa.Array, multiline: bool) -> pa.Table | None:
-    data = b"\n".join(payloads.to_pylist())
+def _joined(payloads: pa.Array) -> pa.Buffer:
+    """The payloads, each followed by a newline, as one buffer (built by Arrow, no copies in Python)."""
+    lines = pc.binary_join_element_wise(payloads, pa.scalar(b"", pa.binary()), b"\n")
+    offsets = pa.Array.from_buffers(pa.int32(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset)
+    start, end = offsets[0].as_py(), offsets[len(lines)].as_py()
+    return lines.buffers()[2].slice(start, end - start)
+
+
+def _read(payloads: pa.Array) -> pa.Table | None:
     try:
-        table = pa_json.read_json(pa.BufferReader(data), read_options=_READ,
-                                  parse_options=_MULTILINE if multiline else _STRICT)
+        # newlines_in_values: a pretty-printed payload spans lines; it costs no more here.
+        table = pa_json.read_json(pa.BufferReader(_joined(payloads)), read_options=_READ, parse_options=_PARSE)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     return table if table.num_rows == len(payloads) else None  # '{}{}' in one payload: not one object
 
 
-def _bisect(payloads: pa.Array, rows: pa.Array, multiline: bool, segments: list[Segment],
-            bad: list[pa.Array]) -> None:
-    table = _read(payloads, multiline)
+def _bisect(payloads: pa.Array, rows: pa.Array, segments: list[Segment], bad: list[pa.Array]) -> None:
+    table = _read(payloads)
     if table is not None:
         segments.append(Segment(rows, table))
         return
@@ -92,8 +96,8 @@ def _bisect(payloads: pa.Array, rows: pa.Array, multiline: bool, segments: list[
         bad.append(rows)
         return
     half = len(payloads) // 2
-    _bisect(payloads.slice(0, half), rows.slice(0, half), multiline, segments, bad)
-    _bisect(payloads.slice(half), rows.slice(half), multiline, segments, bad)
+    _bisect(payloads.slice(0, half), rows.slice(0, half), segments, bad)
+    _bisect(payloads.slice(half), rows.slice(half), segments, bad)
 
 
 def flatten(table: pa.Table) -> pa.Table:
