@@ -14,10 +14,11 @@ import pytest
 
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import parquet as parquet_format
-from tesaiot_cli.recording.base import RecordingMetadata, open_writer
+from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.dataset import prepare_dataset
 from tesaiot_cli.recording.dataset_writer import DatasetWriter
 from tests.conftest import run_cli
+from tests.support.broker import Mosquitto
 
 SAMPLE = Path(__file__).resolve().parent.parent / "recordings" / "dps368-sample.parquet"
 T0 = 1_795_335_896_000_000_000
@@ -309,3 +310,40 @@ def test_damage_in_a_later_row_group_leaves_nothing_behind(tmp_path: Path) -> No
     assert result.returncode == 5, result.stderr
     assert result.stderr.count("\n") == 1 and "row group 4 of 4 is damaged" in result.stderr
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_a_fresh_recording_of_the_simulator_has_its_sensor_type(broker: Mosquitto, tmp_path: Path,
+                                                               suffix: str) -> None:
+    """record (a real broker) -> the sensor_type column says DPS368 for the simulator's own topic
+    (no sensor segment: taken from the payload); info and export agree; simulate --record too."""
+    from tests.conftest import start_cli
+    from tests.test_reliability import uid
+
+    device = f"sim-{uid()}"
+    recording, truth = tmp_path / f"rec{suffix}", tmp_path / f"truth{suffix}"
+    recorder = start_cli("record", str(recording), "-b", broker.tcp_url, "-t", f"device/{device}/#",
+                         "--count", "5")
+    assert recorder.stderr is not None
+    seen = ""
+    while "recording mqtt" not in seen:
+        line = recorder.stderr.readline()
+        assert line, seen
+        seen += line
+    sim = run_cli("simulate", "-b", broker.tcp_url, "--count", "5", "--interval", "0.02", "--device-id", device,
+                  "--quiet", "--record", str(truth))
+    assert sim.returncode == 0, sim.stderr
+    _, err = recorder.communicate(timeout=30)
+    assert recorder.returncode == 0, err
+    for path in (recording, truth):
+        with open_reader(path) as reader:
+            tables = list(reader.iter_tables())  # type: ignore[attr-defined]
+        assert {v for t in tables for v in t.column("sensor_type").cast(pa.string()).to_pylist()} == {"DPS368"}
+        assert {v for t in tables for v in t.column("device_id").cast(pa.string()).to_pylist()} == {device}
+        report = json.loads(run_cli("info", str(path), "--json").stdout)
+        assert [t["sensor_type"] for t in report["topics"]] == ["DPS368"]
+        assert report["values"]["devices"][device]["data.pressure"]["count"] == 5
+        out = tmp_path / f"{path.stem}-export.parquet"
+        assert run_cli("export", str(path), str(out)).returncode == 0
+        table = pq.read_table(out)
+        assert set(table.column("sensor_type").to_pylist()) == {"DPS368"} and table.num_rows == 5
