@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import analysis, publish, record, replay, scaling, startup, storage  # noqa: E402
+from benchlib import analysis, export, publish, record, replay, scaling, startup, storage  # noqa: E402
 from benchlib.common import (  # noqa: E402
     BENCH_DIR,
     MAX_INFLIGHT_MESSAGES,
@@ -37,7 +37,7 @@ from benchlib.common import (  # noqa: E402
     say,
 )
 
-SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis")
+SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis", "export")
 
 FULL: dict[str, Any] = {
     "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
@@ -50,6 +50,7 @@ FULL: dict[str, Any] = {
     "scaling_ladder": [20000, 40000, 60000, 80000, 100000, 120000], "scaling_duration": 2.0,
     "scaling_budget_s": 110,
     "analysis_devices": 100, "analysis_count": 10_500, "analysis_runs": 3,
+    "export_count": 1_000_000, "export_runs": 3,
 }
 QUICK: dict[str, Any] = {
     "ladder": [2000, 5000, 10000],
@@ -61,6 +62,7 @@ QUICK: dict[str, Any] = {
     "startup_runs": 5,
     "scaling_ladder": [5000, 10000], "scaling_duration": 1.0, "scaling_budget_s": 60,
     "analysis_devices": 10, "analysis_count": 5_000, "analysis_runs": 1,
+    "export_count": 50_000, "export_runs": 2,
 }
 
 
@@ -68,7 +70,7 @@ def versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("tesaiot-cli", "paho-mqtt", "pyarrow", "typer", "orjson", "mqtt-recorder"):
+    for name in ("tesaiot-cli", "paho-mqtt", "pyarrow", "typer", "orjson", "mqtt-recorder", "duckdb", "mcap"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -184,6 +186,9 @@ def main(argv: list[str]) -> int:
              lambda: analysis.run_section(ctx, devices=plan["analysis_devices"], count=plan["analysis_count"],
                                           runs=plan["analysis_runs"]),
              analysis.report),
+            ("export", "section 8: export vs DuckDB, info with values",
+             lambda: export.run_section(ctx, count=plan["export_count"], runs=plan["export_runs"]),
+             lambda section: results["goals"].extend(export.report(section))),
         ]
         try:
             for name, title, measure, show in steps:

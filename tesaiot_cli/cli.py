@@ -57,8 +57,9 @@ class Cmd:
 COMMANDS: tuple[Cmd, ...] = (
     Cmd("listen", "Subscribe to telemetry and show it: readable on a terminal, NDJSON with --json."),
     Cmd("record", "Record MQTT messages to a Parquet or JSONL file: exact payload bytes, receive time (ns), topic, QoS and retain flag."),  # noqa: E501
-    Cmd("info", "Show what a recording holds: messages, time span, per-topic counts, rates and the longest silence, payload sizes, and anomaly counts when the messages are labelled."),  # noqa: E501
-    Cmd("convert", "Convert a recording between Parquet and JSONL, keeping every payload byte, time, QoS, retain flag, label and the metadata."),  # noqa: E501
+    Cmd("info", "Show what a recording holds: messages, time span, per-topic counts, rates and the longest silence, payload sizes, anomaly counts when the messages are labelled, and the numeric JSON fields' min / mean / max and nulls, overall and per device."),  # noqa: E501
+    Cmd("convert", "Convert a recording between Parquet and JSONL, keeping every payload byte, time, QoS, retain flag, label and the metadata; or turn a capture of another tool (--from mosquitto-json, mqtt-recorder-csv) into a recording."),  # noqa: E501
+    Cmd("export", "Export a recording for analysis: one row per message with time (UTC, ns), topic, device_id, sensor_type, qos, retain, label (when labelled) and the JSON payload's fields as typed columns named by their path (data.pressure)."),  # noqa: E501
     Cmd("recover", "Repair what a crash or damage left behind, keeping everything that is readable."),
     Cmd("simulate", "Simulate Infineon DPS368 pressure/temperature devices publishing to a broker, with anomalies."),
     Cmd("broker", "Run an embedded MQTT broker (amqtt) on localhost until Ctrl+C: for development and demos."),

@@ -51,17 +51,67 @@ class TopicParts(NamedTuple):
     sensor_type: str
 
 
-def parse_topic(topic: str) -> TopicParts:
-    """Split a TESAIoT topic into device id and sensor type.
+DEFAULT_SENSOR = "default"
+UNKNOWN_DEVICE = "unknown"
+DEVICE_ROOTS = ("device", "devices")  # the platform's topic roots (tokens may read both)
+SENSOR_KEY = b'"sensor_type"'  # what a JSON payload with a top-level sensor_type must contain
 
-    ``device/<id>/telemetry/<sensor...>``: the device id is part 1 (``unknown`` when
-    missing); the sensor type is parts 3.. joined with ``/`` (multi-level types
-    survive), or ``default`` when the topic has 3 parts or fewer.
+
+def parse_topic(topic: str) -> TopicParts:
+    """The device id and the sensor type a topic names (the one rule, in one place).
+
+    ``device/<id>/...`` (or ``devices/<id>/...``): the device id is the second level
+    (``unknown`` when empty); any other topic has device ``unknown``. The sensor type is
+    the sensor segment of ``device/<id>/telemetry/<sensor...>`` (levels 4.., joined with
+    ``/``, so multi-level types survive), else ``default``. The payload is not looked at:
+    see :func:`sensor_type_of` for the full sensor-type rule.
     """
     parts = topic.split("/")
-    device_id = parts[1] if len(parts) > 1 and parts[1] else "unknown"
-    sensor_type = "/".join(parts[3:]) if len(parts) > 3 else "default"
-    return TopicParts(device_id, sensor_type or "default")
+    if len(parts) < 2 or parts[0] not in DEVICE_ROOTS:
+        return TopicParts(UNKNOWN_DEVICE, DEFAULT_SENSOR)
+    return TopicParts(parts[1] or UNKNOWN_DEVICE, topic_sensor(topic) or DEFAULT_SENSOR)
+
+
+def topic_sensor(topic: str) -> str | None:
+    """The sensor segment of ``device/<id>/telemetry/<sensor...>``, or None when the topic has none."""
+    parts = topic.split("/", 3)
+    if len(parts) == 4 and parts[0] in DEVICE_ROOTS and parts[2] == "telemetry" and parts[3]:
+        return parts[3]
+    return None
+
+
+def payload_sensor_type(payload: bytes, parsed: Any = None) -> str | None:
+    """The top-level ``sensor_type`` string of a JSON object payload, else None.
+
+    ``parsed`` is the payload's JSON when the caller already decoded it. Otherwise the
+    payload is parsed only when its bytes contain ``"sensor_type"`` (a cheap byte search
+    first, so non-JSON and other JSON payloads cost next to nothing); a key written with
+    ``\\u`` escapes is therefore not seen.
+    """
+    if parsed is None:
+        if SENSOR_KEY not in payload:
+            return None
+        import orjson  # here, so that importing this module (every command does) stays light
+
+        try:
+            parsed = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+    if isinstance(parsed, dict):
+        value = parsed.get("sensor_type")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def sensor_type_of(topic: str, payload: bytes, parsed: Any = None) -> str:
+    """The sensor type of a message: the topic's sensor segment when it has one, else the
+    JSON payload's top-level ``sensor_type`` when it has one, else ``default``.
+
+    Used by listen (display and ``--sensor``), the recording's ``sensor_type`` column,
+    ``info`` and ``export``: one rule everywhere (docs/tesaiot-platform.md).
+    """
+    return topic_sensor(topic) or payload_sensor_type(payload, parsed) or DEFAULT_SENSOR
 
 
 def validate_topic_filter(topic_filter: str) -> str:

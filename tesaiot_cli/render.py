@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.message import Message, decode_payload, parse_topic
+from tesaiot_cli.message import Message, decode_payload, parse_topic, sensor_type_of
 from tesaiot_cli.textfmt import iso_time, paint
 
 __all__ = ["escape_control", "human_block", "iso_time", "json_line", "message_record"]
@@ -35,12 +35,13 @@ def message_record(message: Message) -> dict[str, Any]:
     """
     value, encoding = decode_payload(message.payload)
     parts = parse_topic(message.topic)
+    sensor = sensor_type_of(message.topic, message.payload, value if encoding == "json" else None)
     return {
         "time": iso_time(message.time_ns),
         "time_ns": message.time_ns,
         "topic": message.topic,
         "device_id": parts.device_id,
-        "sensor_type": parts.sensor_type,
+        "sensor_type": sensor,
         "qos": message.qos,
         "retain": message.retain,
         "encoding": encoding,
@@ -56,15 +57,16 @@ def human_block(message: Message, *, color: bool = False, compact: bool = False)
     """Upstream-subscriber style: time, device, sensor, then the data (pretty JSON,
     text, or a hex preview for binary). ``compact`` puts each message on one line."""
     parts = parse_topic(message.topic)
+    value, encoding = decode_payload(message.payload)
+    sensor = sensor_type_of(message.topic, message.payload, value if encoding == "json" else None)
     stamp = iso_time(message.time_ns).replace("T", " ")[:23] + " UTC"
     flags = f"QoS {message.qos}" + (", retained" if message.retain else "")
     head = (
         f"{paint('[' + stamp + ']', 'time', color)} "
         f"Device: {paint(escape_control(parts.device_id), 'device', color)}  "
-        f"Sensor: {paint(escape_control(parts.sensor_type), 'sensor', color)}  "
+        f"Sensor: {paint(escape_control(sensor), 'sensor', color)}  "
         f"{paint(escape_control(message.topic) + ' (' + flags + ')', 'dim', color)}"
     )
-    value, encoding = decode_payload(message.payload)
     if encoding == "json":
         body = orjson.dumps(value, option=0 if compact else orjson.OPT_INDENT_2).decode("utf-8")
         if isinstance(value, dict) and ("anomaly" in value or "label" in value) and color:
@@ -94,7 +96,7 @@ TEMPLATE_FIELDS = {
     "time": "receive time, ISO 8601 UTC with microseconds",
     "time_ns": "receive time, ns since the epoch",
     "device_id": "the device id from the topic",
-    "sensor_type": "the sensor type from the topic",
+    "sensor_type": "the sensor type: the topic's sensor part, else the JSON payload's sensor_type",
 }
 BINARY_FORMATS = ("hex", "base64")
 
@@ -140,7 +142,8 @@ def compile_template(template: str, *, binary: str = "hex", terminal: bool = Fal
             values["payload_base64"] = base64.b64encode(message.payload).decode("ascii")
         if "device_id" in fields or "sensor_type" in fields:
             parts = parse_topic(message.topic)
-            values["device_id"], values["sensor_type"] = clean(parts.device_id), clean(parts.sensor_type)
+            values["device_id"] = clean(parts.device_id)
+            values["sensor_type"] = clean(sensor_type_of(message.topic, message.payload))
         values.update(bytes=len(message.payload), qos=message.qos, retain=int(message.retain),
                       time_ns=message.time_ns)
         if "time" in fields:

@@ -10,20 +10,19 @@ before it; the timing model, loops and windows are described in docs/replay.md.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import math
 import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import orjson
 
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.message import Message, topic_matches, validate_topic_filter, validate_topic_name
+from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_name
 from tesaiot_cli.render import iso_time
+from tesaiot_cli.selection import Selection, TimeBound, check_window
 
 MIN_SPEED = 1e-6
 MAX_FINITE_SPEED = 1e6
@@ -31,7 +30,6 @@ SPIN_S = 0.0005  # spin (instead of sleeping) this long before a due time
 MAX_SLEEP_S = 0.25  # sleep in slices, so stop requests and progress are seen during long gaps
 PROGRESS_EVERY_S = 0.5
 SINGLE_MESSAGE_PERIOD_NS = 1_000_000_000
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 # -- option values ---------------------------------------------------------------------
@@ -57,42 +55,6 @@ def parse_speed(text: str) -> float | None:
             f"invalid --speed {text!r}: use a factor from {MIN_SPEED:g} to {MAX_FINITE_SPEED:g}, or max"
         )
     return speed
-
-
-class TimeBound(NamedTuple):
-    """``--start``/``--end``: an offset from the recording's first message, or a UTC time."""
-
-    text: str
-    offset_ns: int | None = None
-    at_ns: int | None = None
-
-    def resolve(self, origin_ns: int) -> int:
-        """The bound in ns since the epoch, given the first message's time ``origin_ns``."""
-        return origin_ns + self.offset_ns if self.offset_ns is not None else int(self.at_ns or 0)
-
-
-def parse_time_bound(text: str, *, name: str) -> TimeBound:
-    """``30`` or ``1.5`` (seconds after the first message) or an ISO 8601 time (UTC when
-    no offset is given). Raises :class:`ConfigError`."""
-    word = text.strip()
-    try:
-        seconds = float(word)
-    except ValueError:
-        seconds = None
-    if seconds is not None:
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ConfigError(f"invalid {name} {text!r}: an offset must be a non-negative number of seconds")
-        return TimeBound(text, offset_ns=round(seconds * 1e9))
-    try:
-        moment = dt.datetime.fromisoformat(word)
-    except ValueError:
-        raise ConfigError(
-            f"invalid {name} {text!r}: give seconds from the first message (30, 1.5) "
-            "or an ISO 8601 time (2026-11-22T08:24:56+00:00)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return TimeBound(text, at_ns=(moment - _EPOCH) // dt.timedelta(microseconds=1) * 1000)
 
 
 def _check_topic_part(value: str, what: str) -> None:
@@ -162,10 +124,7 @@ class ReplayOptions:
             raise ConfigError(f"invalid --loop {self.loops}: it must be at least 1")
         if self.restore_retained and self.retain is False:
             raise ConfigError("--restore-retained and --no-retain contradict each other: pick one")
-        if self.start is not None and self.end is not None:
-            same_kind = (self.start.offset_ns is None) == (self.end.offset_ns is None)
-            if same_kind and self.end.resolve(0) < self.start.resolve(0):
-                raise ConfigError(f"--end {self.end.text!r} is before --start {self.start.text!r}")
+        check_window(self.start, self.end)
 
     @property
     def rewrites(self) -> bool:
@@ -315,8 +274,7 @@ class Replayer:
         self._spin_s = spin_s
         self._spin = spin
         self._next_progress = 0.0
-        self._start_ns: int | None = None
-        self._end_ns: int | None = None
+        self._selection = Selection(options.topic_filters, start=options.start, end=options.end)
 
     # -- message rewriting ---------------------------------------------------------
 
@@ -364,21 +322,14 @@ class Replayer:
         return stats
 
     def _wanted(self, topic: str) -> bool:
-        filters = self.options.topic_filters
-        return not filters or any(topic_matches(f, topic) for f in filters)
+        return self._selection.wanted(topic)
 
     def _in_window(self, message: Message) -> int:
         """-1 before the window, 0 inside, 1 after (resolving the bounds on the first call)."""
-        if self._start_ns is None:
-            o = self.options
-            self._start_ns = o.start.resolve(message.time_ns) if o.start is not None else -(1 << 62)
-            self._end_ns = o.end.resolve(message.time_ns) if o.end is not None else 1 << 62
-            self.stats.window_end_ns = self._end_ns if o.end is not None else None
-            if self._end_ns < self._start_ns:
-                raise ConfigError(f"--end {o.end.text if o.end else ''!r} is before --start "
-                                  f"{o.start.text if o.start else ''!r}")
-        t = message.time_ns
-        return -1 if t < self._start_ns else (1 if t > (self._end_ns or 0) else 0)
+        where = self._selection.where(message.time_ns)
+        if self.options.end is not None:
+            self.stats.window_end_ns = self._selection.end_ns
+        return where
 
     def _run_pass(self, messages: Iterable[Message], offset_ns: int, *, first: bool) -> tuple[int, int]:
         """One loop over the recording: returns (messages selected, span in ns)."""

@@ -478,12 +478,13 @@ def same_payload(record: dict[str, object], payload: bytes) -> bool:
 def test_odd_payloads_everywhere(broker: Mosquitto, tmp_path: Path) -> None:
     top = f"odd{uid()}"
     payloads = odd_payloads()
-    topic_of = {name: f"{top}/{name}/telemetry" for name in payloads}  # device id: the name
+    topic_of = {name: f"devices/{name}/{top}" for name in payloads}  # device id: the name
     path = tmp_path / "odd.parquet"
     count = str(len(payloads))
-    recorder = Proc("record", str(path), "-b", broker.tcp_url, "-t", f"{top}/#", "--count", count)
-    human = Proc("listen", "-b", broker.tcp_url, "-t", f"{top}/#", "--count", count)
-    as_json = Proc("listen", "-b", broker.tcp_url, "-t", f"{top}/#", "--count", count, "--json")
+    topics = f"devices/+/{top}"
+    recorder = Proc("record", str(path), "-b", broker.tcp_url, "-t", topics, "--count", count)
+    human = Proc("listen", "-b", broker.tcp_url, "-t", topics, "--count", count)
+    as_json = Proc("listen", "-b", broker.tcp_url, "-t", topics, "--count", count, "--json")
     recorder.wait_for_stderr("recording mqtt")
     human.wait_for_stderr("listening on")
     as_json.wait_for_stderr("listening on")
@@ -519,7 +520,7 @@ def test_odd_payloads_everywhere(broker: Mosquitto, tmp_path: Path) -> None:
     assert sorted(line["device_id"] for line in replayed) == sorted(payloads)
     for line in replayed:
         assert same_payload(line, payloads[line["device_id"]]), line["device_id"]
-    with Collector(broker.tcp_port, f"{top}/#") as collector:
+    with Collector(broker.tcp_port, topics) as collector:
         result = run_cli("replay", str(copy), "-b", broker.tcp_url, "--speed", "max")
         assert result.returncode == 0, result.stderr
         got = collector.wait_for(len(payloads))

@@ -12,6 +12,7 @@ import hashlib
 import re
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tesaiot_cli.message import Message
@@ -21,6 +22,7 @@ from tests.golden.make_golden import golden_metadata, golden_rows
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
 SAMPLE = ROOT / "recordings" / "dps368-sample.parquet"
+SAMPLE_V1 = ROOT / "tests" / "golden" / "dps368-sample-v1.parquet"
 VERSIONS = sorted({int(m.group(1)) for p in GOLDEN.iterdir() if (m := re.fullmatch(r"v(\d+)\.\w+", p.name))})
 
 
@@ -66,8 +68,9 @@ def _digest(rows: list[tuple[Message, str | None]]) -> str:
     return digest.hexdigest()
 
 
-def test_the_shipped_sample_reads_exactly() -> None:
-    with open_reader(SAMPLE) as reader:
+def test_the_first_shipped_sample_reads_exactly() -> None:
+    """recordings/dps368-sample.parquet as first shipped (format 1), kept in tests/golden/."""
+    with open_reader(SAMPLE_V1) as reader:
         rows = list(reader.iter_labelled())
         meta = reader.metadata
         assert reader.sealed and reader.count() == 300
@@ -86,6 +89,25 @@ def test_the_shipped_sample_reads_exactly() -> None:
         counts[row_label] = counts.get(row_label, 0) + 1
     assert counts == {"normal": 270, "both": 17, "high_pressure": 8, "high_temperature": 5}
     assert _digest(rows) == SAMPLE_DIGEST
+
+
+def test_the_shipped_sample_is_the_current_format_with_the_same_values() -> None:
+    """The shipped sample (remade by recordings/make-sample: seed 42, so the same values and
+    labels as the first one; the times are those of the run) reads as the current format,
+    with the sensor type the payload names."""
+    import pyarrow.parquet as pq
+
+    with open_reader(SAMPLE) as reader:
+        rows = list(reader.iter_labelled())
+        meta = reader.metadata
+        assert reader.sealed
+    with open_reader(SAMPLE_V1) as reader:
+        first_rows = list(reader.iter_labelled())
+    assert meta.format_version == FORMAT_VERSION and meta.source == "simulate" and meta.seed == 42
+    assert [label for _m, label in rows] == [label for _m, label in first_rows]
+    strip = [(orjson.loads(m.payload)["data"], m.topic, m.qos) for m, _l in rows]
+    assert strip == [(orjson.loads(m.payload)["data"], m.topic, m.qos) for m, _l in first_rows]
+    assert set(pq.read_table(SAMPLE, columns=["sensor_type"]).column(0).to_pylist()) == {"DPS368"}
 
 
 # sha256 of every row's (topic, payload, qos, retain, time_ns, properties, label), taken

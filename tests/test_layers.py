@@ -25,7 +25,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "tesaiot_cli.analysis")),
     ("recording", ("tesaiot_cli.recording",)),
     ("mqtt", ("tesaiot_cli.session", "tesaiot_cli.connection", "tesaiot_cli.mqtt")),
-    ("base", ("tesaiot_cli.config", "tesaiot_cli.message", "tesaiot_cli.errors", "tesaiot_cli.textfmt")),
+    ("base", ("tesaiot_cli.config", "tesaiot_cli.message", "tesaiot_cli.errors", "tesaiot_cli.textfmt",
+              "tesaiot_cli.selection")),
     ("root", ("tesaiot_cli",)),
 ]
 
@@ -34,7 +35,7 @@ RECORDING_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("facade", ("tesaiot_cli.recording", "tesaiot_cli.recording.api", "tesaiot_cli.recording.base")),
     ("analysis", ("tesaiot_cli.recording.stats", "tesaiot_cli.recording.dedupe")),
     ("dataset", ("tesaiot_cli.recording.dataset",)),
-    ("formats", ("tesaiot_cli.recording.formats",)),
+    ("formats", ("tesaiot_cli.recording.formats", "tesaiot_cli.recording.foreign")),
     ("buffered", ("tesaiot_cli.recording.buffered", "tesaiot_cli.recording.schema")),
     ("files", ("tesaiot_cli.recording.files",)),
     ("model", ("tesaiot_cli.recording.model", "tesaiot_cli.recording.meta")),

@@ -60,7 +60,7 @@ def test_human_output(broker: Mosquitto) -> None:
     publish(broker.tcp_port, [("device/infineon-sensor-01/telemetry", b'{"sensor_type": "DPS368"}')])
     code, out, _ = finish(process)
     assert code == 0
-    assert "Device: infineon-sensor-01" in out and "Sensor: default" in out
+    assert "Device: infineon-sensor-01" in out and "Sensor: DPS368" in out  # the topic has none: the payload's
     assert '"sensor_type": "DPS368"' in out  # pretty-printed JSON
     assert "\x1b[" not in out  # not a terminal: no colour
 
@@ -74,6 +74,20 @@ def test_device_and_sensor_filters(broker: Mosquitto) -> None:
     code, out, _ = finish(process)
     assert code == 0
     assert [json.loads(line)["device_id"] for line in out.splitlines()] == ["keep-2"]
+
+
+def test_sensor_filter_matches_our_own_simulator(broker: Mosquitto) -> None:
+    """The documented `listen --sensor DPS368` against `simulate`, whose topic has no sensor part."""
+    process = start_cli("listen", "-b", broker.tcp_url, "--json", "--count", "3", "--sensor", "DPS368",
+                        "--device", "infineon-*")
+    wait_listening(process)
+    result = run_cli("simulate", "-b", broker.tcp_url, "--count", "3", "--interval", "0.05", "--quiet")
+    assert result.returncode == 0, result.stderr
+    code, out, err = finish(process)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["topic"], line["sensor_type"]) for line in lines] == [
+        ("device/infineon-sensor-01/telemetry", "DPS368")] * 3
 
 
 def test_timeout_exit_code(broker: Mosquitto) -> None:

@@ -14,6 +14,7 @@ from tesaiot_cli.message import (
     decode_payload,
     level_forbidden_char,
     parse_topic,
+    sensor_type_of,
     topic_matches,
     topic_name_problem,
     validate_topic_filter,
@@ -31,11 +32,36 @@ from tesaiot_cli.render import escape_control, human_block, iso_time, message_re
         ("device", "unknown", "default"),
         ("device//telemetry/x", "unknown", "x"),
         ("", "unknown", "default"),
-        ("a/b/c/", "b", "default"),
+        ("a/b/c/", "unknown", "default"),
+        ("raw/bin", "unknown", "default"),
+        ("$SYS/broker/version", "unknown", "default"),
+        ("devices/d2/telemetry/BMP", "d2", "BMP"),
+        ("device/d1/status", "d1", "default"),
+        ("device/d1/commands/reboot", "d1", "default"),
     ],
 )
 def test_parse_topic(topic: str, device: str, sensor: str) -> None:
     assert parse_topic(topic) == (device, sensor)
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "sensor"),
+    [
+        ("device/d1/telemetry", b'{"sensor_type": "DPS368", "data": {}}', "DPS368"),
+        ("device/d1/telemetry/BMP280", b'{"sensor_type": "DPS368"}', "BMP280"),
+        ("device/d1/telemetry", b'{"data": {"sensor_type": "nested"}}', "default"),
+        ("device/d1/telemetry", b'{"sensor_type": 7}', "default"),
+        ("device/d1/telemetry", b'{"sensor_type": ""}', "default"),
+        ("device/d1/telemetry", b'"sensor_type"', "default"),
+        ("device/d1/telemetry", b'{"sensor_type": "x"', "default"),
+        ("device/d1/telemetry", b"\xff\"sensor_type\"", "default"),
+        ("raw/adc", b'{"sensor_type": "ADC"}', "ADC"),
+    ],
+)
+def test_sensor_type_rule(topic: str, payload: bytes, sensor: str) -> None:
+    assert sensor_type_of(topic, payload) == sensor
+    assert message_record(Message(topic, payload))["sensor_type"] == sensor
+    assert f"Sensor: {sensor} " in human_block(Message(topic, payload))
 
 
 @given(st.text())

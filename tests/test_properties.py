@@ -110,8 +110,10 @@ def test_convert_round_trip_is_lossless(batch: list[tuple[Message, str | None]])
 def test_parse_topic_never_fails_and_follows_the_rule(topic: str) -> None:
     parts = topic.split("/")
     device_id, sensor_type = parse_topic(topic)
-    assert device_id == (parts[1] if len(parts) > 1 and parts[1] else "unknown")
-    assert sensor_type == ("/".join(parts[3:]) or "default" if len(parts) > 3 else "default")
+    platform = len(parts) > 1 and parts[0] in ("device", "devices")
+    assert device_id == (parts[1] if platform and parts[1] else "unknown")
+    telemetry = platform and len(parts) > 3 and parts[2] == "telemetry"
+    assert sensor_type == ("/".join(parts[3:]) or "default" if telemetry else "default")
 
 
 @BOUNDED

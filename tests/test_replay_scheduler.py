@@ -21,10 +21,10 @@ from tesaiot_cli.replay import (
     check_topic_prefix,
     parse_remap,
     parse_speed,
-    parse_time_bound,
     restamp_payload,
     summary,
 )
+from tesaiot_cli.selection import parse_time_bound
 
 T0 = 1_790_000_000_000_000_000  # an arbitrary recording start, ns since the epoch
 S = 1_000_000_000

@@ -1,4 +1,4 @@
-"""``tesaiot convert``: Parquet to JSONL and back, lossless."""
+"""``tesaiot convert``: Parquet to JSONL and back, lossless; captures of other tools in."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import check_recording_path, cli_errors, err, plural, warn
+from tesaiot_cli.cliutil import EXIT_RECORDING, check_recording_path, cli_errors, err, plural, warn
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
 from tesaiot_cli.textfmt import human_bytes
@@ -18,6 +18,9 @@ Examples:
   tesaiot convert run.jsonl run.parquet          # compact, for pandas, polars, DuckDB
   tesaiot convert data.bin copy.jsonl --from parquet --force
   tesaiot convert out.parquet clean.parquet --dedupe   # drop QoS 1 re-deliveries
+  mosquitto_sub -t '#' -v -F %j > cap.jsonl            # then:
+  tesaiot convert --from mosquitto-json cap.jsonl cap.parquet
+  tesaiot convert --from mqtt-recorder-csv recording.csv rec.parquet   # mqtt-recorder's CSV
 """
 
 
@@ -25,38 +28,47 @@ def convert(
     source: Annotated[Path, typer.Argument(metavar="IN", help="The recording to read (.parquet or .jsonl).", show_default=False)],  # noqa: E501
     target: Annotated[Path, typer.Argument(metavar="OUT", help="The file to write (.parquet or .jsonl).", show_default=False)],  # noqa: E501
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="FORMAT", help="Format of OUT: parquet or jsonl (default: from its suffix).", show_default=False)] = None,  # noqa: E501
-    from_fmt: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of IN (default: from its suffix).", show_default=False)] = None,  # noqa: E501
+    from_fmt: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of IN: parquet, jsonl (default: from its suffix), or a capture of another tool: mosquitto-json (mosquitto_sub -F %j lines), mqtt-recorder-csv, mqtt-recorder-csv-b64 (recorded with --encode_b64).", show_default=False)] = None,  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT.")] = False,
     dedupe: Annotated[bool, typer.Option("--dedupe", help="Leave out duplicates: messages whose topic and payload repeat an earlier one within --dedupe-window (QoS 1 re-deliveries after a reconnect); the first copy is kept.")] = False,  # noqa: E501
     window: Annotated[float, typer.Option("--dedupe-window", metavar="SECONDS", help="How far back --dedupe looks.")] = DEFAULT_WINDOW_S,  # noqa: E501
 ) -> None:
     """Convert a recording between Parquet and JSONL, keeping every payload byte, time,
-    QoS, retain flag, label and the metadata. OUT appears only when complete."""
+    QoS, retain flag, label and the metadata; or turn a capture of another tool (--from
+    mosquitto-json, mqtt-recorder-csv) into a recording. OUT appears only when complete.
+    Messages of a capture that cannot be taken over whole are left out, counted, and the
+    exit code is 5."""
     from dataclasses import replace
 
     from tesaiot_cli.recording import (
+        FORMATS,
         existing_outputs,
         format_for,
-        is_dataset_path,
         open_reader,
         open_writer,
         strip_partial,
     )
     from tesaiot_cli.recording.dedupe import DuplicateFinder
+    from tesaiot_cli.recording.foreign import FOREIGN_FORMATS, ForeignReader
 
     with cli_errors():
         finder = DuplicateFinder(window) if dedupe else None
         source = strip_partial(source)
         check_recording_path(source)
         out_format = format_for(target, fmt)
-        if not is_dataset_path(source):  # a dataset directory is Parquet by definition
-            format_for(source, from_fmt)
+        foreign = from_fmt is not None and from_fmt.lower() in FOREIGN_FORMATS
+        if from_fmt is not None and not foreign and from_fmt.lower() not in FORMATS:
+            raise ConfigError(f"unknown recording format {from_fmt!r} for --from: use "
+                              f"{', '.join([*FORMATS, *FOREIGN_FORMATS])}")
         if source.resolve() == target.resolve():
             raise ConfigError("IN and OUT are the same file")
         in_the_way = [p for p in existing_outputs(target, format=out_format) if p.is_file()]
         if in_the_way and not force:
             raise ConfigError(f"{target} already exists: choose another name, or --force to overwrite")
-        with open_reader(source, format=from_fmt) as reader:
+        reader: Any
+        opened = ForeignReader(source, from_fmt.lower()).open() if foreign and from_fmt else \
+            open_reader(source, format=from_fmt)
+        with opened as reader:
             metadata = reader.metadata
             if not reader.sealed:
                 warn(f"{source} is not sealed (left by a crash?): converting what is readable; "
@@ -81,3 +93,8 @@ def convert(
         removed = f", {finder.duplicates:,} duplicates left out" if finder is not None else ""
         err(f"converted {plural(summary.messages, 'message')}: {source} -> {target} ({out_format}, "
             f"{human_bytes(summary.file_bytes)}){removed}")
+        lost = getattr(reader, "lost", 0)
+        if lost:
+            err(f"error: {lost:,} messages of {source} could not be taken over whole and were left out "
+                "(see the warnings above)")
+            raise typer.Exit(EXIT_RECORDING)

@@ -95,8 +95,14 @@ def detect(
 def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet: bool) -> None:
     from tesaiot_cli import __version__
     from tesaiot_cli.analysis.detect import Detector, alert_message, detect_messages
-    from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
-    from tesaiot_cli.recording import existing_outputs, format_for, remove_outputs
+    from tesaiot_cli.recording import (
+        RecordingMetadata,
+        existing_outputs,
+        format_for,
+        open_reader,
+        open_writer,
+        remove_outputs,
+    )
 
     format_for(to)
     if not to.parent.is_dir():

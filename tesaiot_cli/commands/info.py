@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -23,6 +24,8 @@ Examples:
   tesaiot info out.parquet          # after a crash: reads out.parquet.partial/ as it is
   tesaiot info out.parquet --duplicates   # messages delivered twice (QoS 1 after a reconnect)
   tesaiot info data/                # a dataset (record --workers/--share): all files, merged by time
+  tesaiot info out.parquet --json | jq '.values.fields["data.pressure"]'   # min, mean, max, nulls
+  tesaiot info big.parquet --no-values   # faster: counts and rates only
 """
 
 TOP_TOPICS = 20
@@ -39,9 +42,11 @@ def info(
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="FORMAT", help="parquet or jsonl (default: from the suffix).", show_default=False)] = None,  # noqa: E501
     duplicates: Annotated[bool, typer.Option("--duplicates", help="Also count duplicates: messages whose topic and payload repeat an earlier one within --dedupe-window (QoS 1 re-deliveries after a reconnect). Slower: every message is compared.")] = False,  # noqa: E501
     window: Annotated[float, typer.Option("--dedupe-window", metavar="SECONDS", help="How far back --duplicates looks.")] = DEFAULT_WINDOW_S,  # noqa: E501
+    no_values: Annotated[bool, typer.Option("--no-values", help="Skip the statistics of the payloads' numeric JSON fields (faster: payloads are not parsed).")] = False,  # noqa: E501
 ) -> None:
     """Show what a recording holds: messages, time span, per-topic counts, rates and the
-    longest silence, payload sizes, and anomaly counts when the messages are labelled."""
+    longest silence, payload sizes, anomaly counts when the messages are labelled, and the
+    numeric JSON fields' min / mean / max and nulls, overall and per device."""
     from tesaiot_cli.recording import open_reader, strip_partial
     from tesaiot_cli.recording.dedupe import DuplicateFinder
     from tesaiot_cli.recording.stats import compute_stats
@@ -50,13 +55,21 @@ def info(
         file = strip_partial(file)
         check_recording_path(file)
         finder = DuplicateFinder(window) if duplicates else None
+        values = None
+        if not no_values:
+            from tesaiot_cli.analysis.values import ValueStats
+
+            values = ValueStats()
         with open_reader(file, format=fmt) as reader:
             tables = reader.iter_tables()
+            if values is not None:
+                tables = _teed(tables, values.add)
             stats = compute_stats(finder.scan_tables(tables) if finder is not None else tables)
             sealed = reader.sealed
             warnings = list(reader.warnings)
             report = build_report(file, reader.metadata, stats, sealed=sealed, warnings=warnings, fmt=fmt)
         report["duplicates"] = finder.report() if finder is not None else None
+        report["values"] = values.report() if values is not None else None
         if json_out:
             import orjson
 
@@ -69,6 +82,12 @@ def info(
             where = f" in {file.name}.partial/" if report["format"] == "parquet" else ""
             warn(f"{file} is not sealed: a recording still running, or left by a crash{where}; "
                  f"'tesaiot recover {file}' seals it")
+
+
+def _teed(tables: Iterator[Any], also: Callable[[Any], None]) -> Iterator[Any]:
+    for table in tables:
+        also(table)
+        yield table
 
 
 def _disk_bytes(file: Path) -> int:
@@ -166,6 +185,7 @@ def render_report(report: dict[str, Any]) -> str:
     if dups is not None:
         lines.append(f"duplicates  {dups['count']:,} (same topic and payload within {dups['window_s']:g} s)"
                      + ("; 'tesaiot convert --dedupe' removes them" if dups["count"] else ""))
+    lines += _render_values(report.get("values"))
     topics = report["topics"]
     if topics:
         lines.append(f"topics      {len(topics)}")
@@ -179,6 +199,44 @@ def render_report(report: dict[str, Any]) -> str:
         if len(topics) > TOP_TOPICS:
             lines.append(f"  ... and {len(topics) - TOP_TOPICS} more topics (--json lists them all)")
     return "\n".join(lines)
+
+
+SHOWN_DEVICES = 10
+
+
+def _render_values(values: dict[str, Any] | None) -> list[str]:
+    """The numeric payload fields: one line per field, then per device (up to SHOWN_DEVICES)."""
+    if not values or not values["fields"]:
+        return []
+    lines = ["values      numeric payload fields (nulls: messages without a number there)"]
+    width = min(max(len(name) for name in values["fields"]) + 2, 40)
+
+    def row(label: str, stats: dict[str, Any]) -> str:
+        cells = [_number(stats[key]) for key in ("min", "mean", "max")]
+        return f"  {_clip(label, width):<{width}}  {cells[0]:>12}  {cells[1]:>12}  {cells[2]:>12}  {stats['nulls']:>9,}"
+
+    lines.append(f"  {'FIELD':<{width}}  {'MIN':>12}  {'MEAN':>12}  {'MAX':>12}  {'NULLS':>9}")
+    lines += [row(name, stats) for name, stats in values["fields"].items()]
+    devices = values["devices"]
+    if len(devices) > 1:
+        devices = {device: fields for device, fields in devices.items() if fields}  # devices with numbers
+        for device, fields in list(devices.items())[:SHOWN_DEVICES]:
+            lines.append(f"  device {_clip(device, 60)}")
+            lines += [row("  " + name, stats) for name, stats in fields.items()]
+        more = len(devices) - SHOWN_DEVICES + values["devices_not_shown"]
+        if more > 0:
+            lines.append(f"  ... and {more} more devices (--json lists up to {len(devices)})")
+    if values["not_json"]:
+        lines.append(f"  {values['not_json']:,} payloads are not a JSON object")
+    return lines
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1e6 or (value and abs(value) < 1e-3):
+        return f"{value:,.4g}"
+    return f"{value:,.3f}".rstrip("0").rstrip(".")
 
 
 def _clip(text: str, width: int) -> str:

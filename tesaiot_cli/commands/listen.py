@@ -26,7 +26,7 @@ from tesaiot_cli.cliutil import (
 )
 from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.message import Message, parse_topic, validate_topic_filter
+from tesaiot_cli.message import Message, parse_topic, sensor_type_of, validate_topic_filter
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
 
@@ -54,7 +54,7 @@ def listen(
     count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Exit 0 after N messages (after filters).", show_default=False)] = None,  # noqa: E501
     timeout: Annotated[Optional[float], typer.Option("--timeout", "-W", metavar="SECONDS", help=f"Exit after SECONDS: exit code 0, or {EXIT_TIMEOUT} when --count N was given and not reached.", show_default=False)] = None,  # noqa: E501
     device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
-    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", metavar="GLOB", help="Only these sensor types (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
+    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", metavar="GLOB", help="Only these sensor types (glob patterns), repeatable: the topic's sensor segment, else the JSON payload's sensor_type, else default.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No banner or final stats on stderr.")] = False,
     template: Annotated[Optional[str], typer.Option("--template", "-F", metavar="TEMPLATE", help="One line per message from TEMPLATE, as mosquitto_sub -F: fields {topic} {payload} {payload_hex} {payload_base64} {bytes} {qos} {retain} {time} {time_ns} {device_id} {sensor_type}; \\t and \\n for tab and newline.", show_default=False)] = None,  # noqa: E501
     payload_only: Annotated[bool, typer.Option("--payload-only", "-P", help="Only the payload, one per line (--template '{payload}'), as mosquitto_sub prints by default.")] = False,  # noqa: E501
@@ -151,7 +151,11 @@ def listen(
 def _wanted(message: Message, devices: list[str] | None, sensors: list[str] | None) -> bool:
     if not devices and not sensors:
         return True
-    parts = parse_topic(message.topic)
-    if devices and not any(fnmatch.fnmatchcase(parts.device_id, pattern) for pattern in devices):
-        return False
-    return not sensors or any(fnmatch.fnmatchcase(parts.sensor_type, pattern) for pattern in sensors)
+    if devices:
+        device_id = parse_topic(message.topic).device_id
+        if not any(fnmatch.fnmatchcase(device_id, pattern) for pattern in devices):
+            return False
+    if not sensors:
+        return True
+    sensor = sensor_type_of(message.topic, message.payload)  # the payload is parsed only without a topic sensor
+    return any(fnmatch.fnmatchcase(sensor, pattern) for pattern in sensors)

@@ -128,8 +128,8 @@ def replay(
         check_topic_prefix,
         parse_remap,
         parse_speed,
-        parse_time_bound,
     )
+    from tesaiot_cli.selection import parse_time_bound
 
     with cli_errors():
         if to is not None and to != "-":

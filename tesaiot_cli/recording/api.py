@@ -12,7 +12,13 @@ from pathlib import Path
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.files import is_dataset_path, strip_partial
 from tesaiot_cli.recording.formats import format_of
-from tesaiot_cli.recording.model import RecordingMetadata, RecordingReader, RecordingWriter, RecoverResult
+from tesaiot_cli.recording.model import (
+    RecordingFormat,
+    RecordingMetadata,
+    RecordingReader,
+    RecordingWriter,
+    RecoverResult,
+)
 
 
 def open_writer(
@@ -44,7 +50,7 @@ def open_reader(path: Path, *, format: str | None = None) -> RecordingReader:
         from tesaiot_cli.recording.dataset.reader import DatasetReader
 
         return DatasetReader.open(path)
-    return format_of(path, format).open_reader(path)
+    return _reading_format(path, format).open_reader(path)
 
 
 def existing_outputs(path: Path, *, format: str | None = None) -> list[Path]:
@@ -71,4 +77,18 @@ def recover(path: Path, *, output: Path | None = None, format: str | None = None
         if output is not None:
             raise ConfigError("--output is for single files: a dataset is recovered in place")
         return recover_dataset(path)
-    return format_of(path, format).recover(path, output=output)
+    return _reading_format(path, format).recover(path, output=output)
+
+
+def _reading_format(path: Path, format: str | None) -> RecordingFormat:
+    """The format for reading ``path``; a file whose suffix says nothing but whose content
+    is a known foreign capture gets "not a tesaiot recording" and the ``--from`` to use."""
+    try:
+        return format_of(path, format)
+    except ConfigError:
+        if format is None and path.is_file():
+            from tesaiot_cli.recording.foreign import not_a_recording, sniff
+
+            if sniff(path) is not None:
+                raise not_a_recording(path) from None
+        raise

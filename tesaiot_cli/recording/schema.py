@@ -11,7 +11,7 @@ payload    binary                           the exact payload bytes
 qos        int8                             0, 1 or 2
 retain     bool                             the retain flag as received
 device_id  dictionary<int32, string>        from the topic (``parse_topic``)
-sensor_type dictionary<int32, string>       from the topic (``parse_topic``)
+sensor_type dictionary<int32, string>       topic, else payload (``sensor_type_of``)
 label      dictionary<int32, string>, null  ground truth from ``simulate``; null otherwise
 properties struct (:data:`PROPERTIES_TYPE`),    MQTT 5 publish properties (format version 2);
            null                             null when the message had none
@@ -32,7 +32,15 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from tesaiot_cli.errors import RecordingError
-from tesaiot_cli.message import Message, PublishProperties, parse_topic
+from tesaiot_cli.message import (
+    DEFAULT_SENSOR,
+    SENSOR_KEY,
+    Message,
+    PublishProperties,
+    parse_topic,
+    payload_sensor_type,
+    topic_sensor,
+)
 
 TIME_TYPE = pa.timestamp("ns", tz="UTC")
 DICT_STRING = pa.dictionary(pa.int32(), pa.string())
@@ -169,27 +177,52 @@ def base_table(
     )
 
 
-def _derived(topic_chunk: pa.DictionaryArray) -> tuple[pa.DictionaryArray, pa.DictionaryArray]:
-    # Parse each distinct topic once, then map the row indices through.
-    parts = [parse_topic(t) for t in topic_chunk.dictionary.to_pylist()]
-    result = []
-    for values in ([p.device_id for p in parts], [p.sensor_type for p in parts]):
-        encoded = pa.array(values, pa.string()).dictionary_encode()
-        indices = pc.take(encoded.indices, topic_chunk.indices)
-        result.append(pa.DictionaryArray.from_arrays(indices, encoded.dictionary))
-    return result[0], result[1]
+def _derived(topic_chunk: pa.DictionaryArray, payload_chunk: pa.Array) -> tuple[pa.DictionaryArray, pa.DictionaryArray]:
+    # Parse each distinct topic once, then map the row indices through. The payload is
+    # looked at only for rows whose topic has no sensor segment and whose bytes contain
+    # "sensor_type" (one vectorised byte search), so the common cases cost no JSON parsing.
+    names = topic_chunk.dictionary.to_pylist()
+    parts = [parse_topic(t) for t in names]
+    devices = pa.array([p.device_id for p in parts], pa.string()).dictionary_encode()
+    device = pa.DictionaryArray.from_arrays(pc.take(devices.indices, topic_chunk.indices), devices.dictionary)
+    codes: dict[str, int] = {}  # the sensor column's dictionary: value -> code
+    for part in parts:
+        codes.setdefault(part.sensor_type, len(codes))
+    values = list(codes)
+    indices = pc.take(pa.array([codes[part.sensor_type] for part in parts], pa.int32()), topic_chunk.indices)
+    without = [index for index, name in enumerate(names) if topic_sensor(name) is None]
+    if without and len(topic_chunk):
+        rows = pc.and_(pc.is_in(topic_chunk.indices, value_set=pa.array(without, topic_chunk.indices.type)),
+                       pc.match_substring(payload_chunk, SENSOR_KEY.decode()))
+        rows = pc.fill_null(rows, False)
+        if pc.any(rows).as_py():
+            found = []
+            for payload in payload_chunk.filter(rows).to_pylist():
+                value = payload_sensor_type(payload) or DEFAULT_SENSOR
+                code = codes.get(value)
+                if code is None:
+                    code = codes[value] = len(values)
+                    values.append(value)
+                found.append(code)
+            indices = pc.replace_with_mask(indices, rows, pa.array(found, pa.int32()))
+    return device, pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string()))
 
 
 def full_table(base: pa.Table) -> pa.Table:
     """Journal-schema table -> recording-schema table (dictionaries, derived columns).
-    A journal of format version 1 (no ``properties``) gets the column, all null."""
+
+    ``sensor_type`` follows :func:`~tesaiot_cli.message.sensor_type_of`: the topic's sensor
+    segment, else the JSON payload's top-level ``sensor_type``, else ``default``. A journal
+    of format version 1 (no ``properties``) gets the column, all null.
+    """
     topic = pc.dictionary_encode(base.column("topic"))
     if topic.type != DICT_STRING:
         topic = topic.cast(DICT_STRING)
     devices: list[pa.Array] = []
     sensors: list[pa.Array] = []
-    for chunk in topic.chunks:
-        device, sensor = _derived(chunk)
+    aligned = pa.Table.from_arrays([topic, base.column("payload")], names=["topic", "payload"])
+    for batch in aligned.to_batches():
+        device, sensor = _derived(batch.column(0), batch.column(1))
         devices.append(device)
         sensors.append(sensor)
     label = pc.dictionary_encode(base.column("label"))

@@ -16,6 +16,8 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 from tesaiot_cli.message import parse_topic
 from tesaiot_cli.recording.model import NORMAL_LABEL
 
+MAX_SENSOR_TYPES = 8  # per topic, kept for display
+
 
 @dataclass
 class TopicStats:
@@ -28,6 +30,7 @@ class TopicStats:
     last_ns: int = 0
     longest_gap_ns: int | None = None
     longest_gap_start_ns: int | None = None
+    sensor_types: set[str] = field(default_factory=set)  # from the recording's sensor_type column
 
     @property
     def device_id(self) -> str:
@@ -35,7 +38,8 @@ class TopicStats:
 
     @property
     def sensor_type(self) -> str:
-        return parse_topic(self.topic).sensor_type
+        """The topic's sensor type(s) as recorded (joined with ',' when payloads differ)."""
+        return ",".join(sorted(self.sensor_types)) or parse_topic(self.topic).sensor_type
 
     def note_gap(self, gap: int, start: int) -> None:
         if self.longest_gap_ns is None or gap > self.longest_gap_ns:
@@ -109,7 +113,12 @@ def _add(stats: RecordingStats, table: pa.Table) -> None:
             stats.unlabelled += entry["counts"]
         else:
             stats.labels[entry["values"]] = stats.labels.get(entry["values"], 0) + entry["counts"]
-    _add_topics(stats, pa.table({"topic": table.column("topic").cast(pa.string()), "time": times}))
+    topics = table.column("topic").cast(pa.string())
+    _add_topics(stats, pa.table({"topic": topics, "time": times}))
+    pairs = pa.table({"topic": topics, "sensor": table.column("sensor_type").cast(pa.string())})
+    for row in pairs.group_by(["topic", "sensor"]).aggregate([]).to_pylist():
+        if len(stats.topics[row["topic"]].sensor_types) < MAX_SENSOR_TYPES:
+            stats.topics[row["topic"]].sensor_types.add(row["sensor"])
 
 
 def _add_topics(stats: RecordingStats, table: pa.Table) -> None:

@@ -25,12 +25,19 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Optional
 
 import orjson
 
 from tesaiot_cli.errors import RecordingError
-from tesaiot_cli.message import Message, PublishProperties, parse_topic
+from tesaiot_cli.message import (
+    DEFAULT_SENSOR,
+    Message,
+    PublishProperties,
+    parse_topic,
+    payload_sensor_type,
+    topic_sensor,
+)
 from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
 from tesaiot_cli.recording.files import (
     check_regular_file,
@@ -101,15 +108,13 @@ def properties_from_json(record: Any) -> PublishProperties:
     return PublishProperties(indicator, expiry, texts[0], texts[1], data, tuple((k, v) for k, v in pairs))
 
 
-def encode_line(message: Message, label: str | None, parts: dict[str, tuple[str, str]]) -> bytes:
+def encode_line(message: Message, label: str | None, parts: dict[str, tuple[str, str | None]]) -> bytes:
     """One message as a JSON line (with the newline). ``parts`` caches parsed topics."""
     topic = message.topic
-    derived = parts.get(topic)
-    if derived is None:
-        parsed = parse_topic(topic)
-        derived = parts[topic] = (parsed.device_id, parsed.sensor_type)
+    derived = _topic_parts(topic, parts)
     record: dict[str, Any] = {"time": message.time_ns, "topic": topic, "device_id": derived[0],
-                              "sensor_type": derived[1], "qos": message.qos, "retain": message.retain}
+                              "sensor_type": derived[1] or payload_sensor_type(message.payload) or DEFAULT_SENSOR,
+                              "qos": message.qos, "retain": message.retain}
     if label is not None:
         record["label"] = label
     if message.properties is not None:
@@ -122,16 +127,30 @@ def encode_line(message: Message, label: str | None, parts: dict[str, tuple[str,
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
-FRAGMENT_CACHE_MAX = 100_000  # distinct (topic, qos, retain, label); cleared when exceeded
+def _topic_parts(topic: str, parts: dict[str, tuple[str, str | None]]) -> tuple[str, str | None]:
+    """(device id, the topic's sensor segment or None), cached per topic."""
+    derived = parts.get(topic)
+    if derived is None:
+        if len(parts) > FRAGMENT_CACHE_MAX:
+            parts.clear()
+        derived = parts[topic] = (parse_topic(topic).device_id, topic_sensor(topic))
+    return derived
 
 
-def encode_lines(columns: Columns, fragments: dict[tuple[str, int, bool, str | None], bytes]) -> bytes:
+FRAGMENT_CACHE_MAX = 100_000  # distinct (topic, qos, retain, label, sensor); cleared when exceeded
+FragmentKey = tuple[str, int, bool, Optional[str], str]
+
+
+def encode_lines(columns: Columns, fragments: dict[FragmentKey, bytes],
+                 parts: dict[str, tuple[str, str | None]]) -> bytes:
     """Many messages as JSON lines, byte for byte what :func:`encode_line` gives each.
 
     The writer thread runs this with the GIL held while the network thread waits, so it is
     built for speed: everything but the time and the payload repeats per (topic, qos, retain,
-    label) and is cached as bytes (``fragments``), leaving one ``orjson.dumps`` of the payload
-    text per message (about 5 us a message with a dict per line, measured here).
+    label, sensor type) and is cached as bytes (``fragments``), leaving one ``orjson.dumps``
+    of the payload text per message (about 5 us a message with a dict per line, measured
+    here). The payload is parsed for its ``sensor_type`` only when the topic has no sensor
+    segment and the bytes contain the key (:func:`~tesaiot_cli.message.payload_sensor_type`).
     """
     if len(fragments) > FRAGMENT_CACHE_MAX:
         fragments.clear()
@@ -139,12 +158,14 @@ def encode_lines(columns: Columns, fragments: dict[tuple[str, int, bool, str | N
     lines: list[bytes] = []
     append = lines.append
     for topic, payload, qos, retain, time_ns, label, properties in zip(*columns, strict=True):
-        key = (topic, qos, retain, label)
+        device_id, sensor = parts.get(topic) or _topic_parts(topic, parts)
+        if sensor is None:
+            sensor = payload_sensor_type(payload) or DEFAULT_SENSOR
+        key = (topic, qos, retain, label, sensor)
         fragment = fragments.get(key)
         if fragment is None:
-            parsed = parse_topic(topic)
-            record: dict[str, Any] = {"topic": topic, "device_id": parsed.device_id,
-                                      "sensor_type": parsed.sensor_type, "qos": qos, "retain": retain}
+            record: dict[str, Any] = {"topic": topic, "device_id": device_id,
+                                      "sensor_type": sensor, "qos": qos, "retain": retain}
             if label is not None:
                 record["label"] = label
             fragment = fragments[key] = b"," + dumps(record)[1:-1]
@@ -170,7 +191,8 @@ class JsonlWriter(BufferedWriter):
         self.crash_safe = crash_safe
         self._target = path if crash_safe else temp_path(path)
         self._handle: IO[bytes] | None = None
-        self._fragments: dict[tuple[str, int, bool, str | None], bytes] = {}
+        self._fragments: dict[FragmentKey, bytes] = {}
+        self._topic_parts: dict[str, tuple[str, str | None]] = {}
         self._header_size = 0
 
     def open(self) -> JsonlWriter:
@@ -210,7 +232,7 @@ class JsonlWriter(BufferedWriter):
 
     def _write_batch(self, columns: Columns) -> None:
         handle = self._require_handle()
-        handle.write(encode_lines(columns, self._fragments))
+        handle.write(encode_lines(columns, self._fragments, self._topic_parts))
 
     def _require_handle(self) -> IO[bytes]:
         if self._handle is None:
@@ -338,6 +360,10 @@ class JsonlReader:
             raise RecordingError(f"{self.path} is a directory, not a recording") from None
         except OSError as exc:
             raise RecordingError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        if metadata is None and first.endswith(b"\n") and start is None:
+            from tesaiot_cli.recording.foreign import not_a_recording
+
+            raise not_a_recording(self.path, "no metadata line, and line 1 is not a message line")
         self._has_header = metadata is not None
         self.header_size = len(first) if metadata is not None else 0
         # close() writes the time span into the metadata line: without it a writer did not finish.
@@ -531,6 +557,10 @@ def recover(path: Path, *, output: Path | None = None) -> RecoverResult:
     except BaseException:
         writer.discard()
         raise
+    if writer.messages == 0:
+        writer.discard()
+        raise RecordingError(f"nothing could be saved from {path}: none of its {copy.skipped} message lines is "
+                             "readable")
     summary = writer.close()
     return RecoverResult(path, target, "salvaged", summary.messages, lost=copy.skipped,
                          detail=f"{copy.skipped} damaged lines were left out")

@@ -95,6 +95,10 @@ class ParquetReader(TableReader):
             raw = (source.metadata.metadata or {}).get(METADATA_KEY.encode())
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors, translated
             handle.close()
+            from tesaiot_cli.recording.foreign import not_a_recording, sniff
+
+            if sniff(path) is not None:
+                raise not_a_recording(path, "not a Parquet file") from None
             hint = ""
             if partial_dir(path).is_dir():
                 hint = f"; an unsealed recording is in {partial_dir(path).name}/: run 'tesaiot recover {path}'"
@@ -161,8 +165,12 @@ def _foreign_metadata(source: pq.ParquetFile, path: Path) -> RecordingMetadata:
         raise RecordingError(f"{path} is not a tesaiot recording: no column time")
     start = end = None
     if source.metadata.num_rows:
-        table = schema.conform(source.read(columns=[c for c in ("time", "topic", "payload")
-                                                   if c in source.schema_arrow.names]), where=str(path))
+        try:
+            table = schema.conform(source.read(columns=[c for c in ("time", "topic", "payload")
+                                                       if c in source.schema_arrow.names]), where=str(path))
+        except pa.ArrowException as exc:  # a damaged page: reported like any other damage
+            raise RecordingError(f"{path} is damaged ({_short(exc)}); 'tesaiot recover {path}' copies the "
+                                 "readable row groups to a new file") from None
         start, end = schema.time_span(table)
     return RecordingMetadata(source="unknown", start_ns=start, end_ns=end)
 

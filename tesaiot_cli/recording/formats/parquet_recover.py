@@ -68,6 +68,9 @@ def salvage(path: Path, *, output: Path | None = None) -> RecoverResult:
         damaged = reader.damaged_row_groups()
         if not damaged:
             return RecoverResult(path, path, "nothing", reader.count(), detail=f"{path} is healthy")
+        if len(damaged) == reader.row_groups:
+            raise RecordingError(f"nothing could be saved from {path}: all {reader.row_groups} row groups are "
+                                 "damaged")
         target = output or path.with_name(f"{path.stem}.recovered{path.suffix}")
         if target.exists():
             raise RecordingError(f"{target} already exists: choose another name with --output")

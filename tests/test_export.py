@@ -1,0 +1,349 @@
+"""``tesaiot export`` on real files: the shipped sample, fresh recordings (Parquet, JSONL), a
+crash leftover, a dataset, binary payloads mixed in, type changes; the selection against
+replay's; MCAP read back with the mcap reader; bad inputs (one line, exit code, nothing written)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+
+from tesaiot_cli.message import Message
+from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording.dataset.layout import prepare_dataset
+from tesaiot_cli.recording.dataset.writer import DatasetWriter
+from tesaiot_cli.recording.formats import parquet_write as parquet_format
+from tests.conftest import run_cli
+from tests.support.broker import Mosquitto
+
+SAMPLE = Path(__file__).resolve().parent.parent / "recordings" / "dps368-sample.parquet"
+T0 = 1_795_335_896_000_000_000
+
+
+def dps368(i: int, device: str = "infineon-sensor-01") -> bytes:
+    return (f'{{"timestamp": "2026-11-22T08:24:{i % 60:02d}.000001+00:00", "device_id": "{device}", '
+            f'"sensor_type": "DPS368", "data": {{"pressure": {1000 + i}.5, "temperature": 25.25}}}}').encode()
+
+
+MIXED: list[tuple[Message, str | None]] = [
+    (Message("device/a/telemetry", dps368(0, "a"), 1, False, T0), "normal"),
+    (Message("raw/bin", b"\xff\x00\x01binary", 0, False, T0 + 1), None),
+    (Message("device/b/telemetry/BMP280", b'{"data": {"pressure": 990}, "ok": true, "tags": [1, 2]}', 2, True,
+             T0 + 2), None),
+    (Message("text/t", b"hello", 0, False, T0 + 3), None),
+    (Message("device/a/telemetry", b'{"data": {"pressure": "n/a"}, "sensor_type": "DPS368"}', 1, False, T0 + 4),
+     "spike"),
+    (Message("device/a/telemetry", b"[1, 2, 3]", 1, False, T0 + 5), None),
+    (Message("device/c/telemetry", b'{"data":\n  {"temperature": 20.5}}', 0, False, T0 + 6), None),
+]
+
+
+def write(path: Path, rows: list[tuple[Message, str | None]], *, labelled: bool = True) -> Path:
+    with open_writer(path, metadata=RecordingMetadata(source="record", labelled=labelled)) as writer:
+        for message, label in rows:
+            writer.write(message, label=label)
+    return path
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+def test_the_shipped_sample_exports_typed_columns(tmp_path: Path) -> None:
+    out = tmp_path / "sample.parquet"
+    result = run_cli("export", str(SAMPLE), str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("tesaiot: exported 300 messages") and result.stderr.count("\n") == 1
+    table = pq.read_table(out)
+    schema = table.schema
+    assert schema.field("time").type == pa.timestamp("ns", tz="UTC")
+    assert schema.field("timestamp").type == pa.timestamp("ns", tz="UTC")
+    assert schema.field("data.pressure").type == pa.float64()
+    assert schema.field("data.temperature").type == pa.float64()
+    assert schema.names[:7] == ["time", "topic", "device_id", "sensor_type", "qos", "retain", "label"]
+    assert "payload" not in schema.names  # every payload is JSON
+    assert set(table.column("sensor_type").to_pylist()) == {"DPS368"}
+    source = pq.read_table(SAMPLE)
+    assert table.column("time").to_pylist() == source.column("time").to_pylist()
+    assert table.column("label").to_pylist() == source.column("label").cast(pa.string()).to_pylist()
+    first = json.loads(source.column("payload")[0].as_py())
+    assert table.column("data.pressure")[0].as_py() == first["data"]["pressure"]
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_mixed_payloads_are_counted_kept_and_typed(tmp_path: Path, suffix: str) -> None:
+    source = write(tmp_path / f"mixed{suffix}", MIXED)
+    out = tmp_path / "out.parquet"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 0, result.stderr
+    assert "3 of 7 payloads are not a JSON object: kept as bytes in the payload column" in result.stderr
+    assert "field data.pressure changes type (double, string): written as text" in result.stderr
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 7
+    assert [r["payload"] for r in rows] == [None, b"\xff\x00\x01binary", None, b"hello", None, b"[1, 2, 3]", None]
+    assert [r["data.pressure"] for r in rows] == ["1000.5", None, "990", None, "n/a", None, None]
+    assert [r["data.temperature"] for r in rows] == [25.25, None, None, None, None, None, 20.5]
+    assert rows[2]["ok"] is True and rows[2]["tags"] == [1, 2] and rows[2]["retain"] is True
+    assert [r["sensor_type"] for r in rows] == ["DPS368", "default", "BMP280", "default", "DPS368", "default",
+                                                "default"]
+    assert [r["device_id"] for r in rows] == ["a", "unknown", "b", "unknown", "a", "a", "c"]
+    assert [r["label"] for r in rows] == ["normal", None, None, None, "spike", None, None]
+    assert rows[0]["payload.device_id"] == "a"
+
+
+def test_csv_export(tmp_path: Path) -> None:
+    source = write(tmp_path / "mixed.parquet", MIXED)
+    out = tmp_path / "out.csv"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 0, result.stderr
+    table = pa_csv.read_csv(out)
+    assert table.num_rows == 7
+    assert table.column("payload").to_pylist()[1] == "/wABYmluYXJ5"  # base64 of the binary payload
+    assert table.column("tags").to_pylist()[2] == "[1,2]"
+    assert table.column("data.temperature").to_pylist()[0] == 25.25
+
+
+def test_a_crash_leftover_and_a_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "crash.parquet"
+    writer = parquet_format.open_writer(path, metadata=RecordingMetadata())
+    for i in range(50):
+        writer.write(Message("device/a/telemetry", dps368(i), 1, False, T0 + i))
+    writer.flush()
+    writer.discard()  # what a kill leaves: crash.parquet.partial/
+    out = tmp_path / "crash-out.parquet"
+    result = run_cli("export", str(path) + ".partial", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "is not sealed" in result.stderr
+    assert pq.read_table(out).num_rows == 50
+
+    root = tmp_path / "data"
+    spec, _ = prepare_dataset(root, partition="date,device", tool_version="test")
+    for worker, device in (("w1", "x"), ("w2", "y")):
+        dataset_writer = DatasetWriter(root, metadata=RecordingMetadata(), spec=spec,
+                                       worker_id=worker).open()
+        for i in range(20):
+            dataset_writer.write(Message(f"device/{device}/telemetry", dps368(i, device), 0, False, T0 + 2 * i
+                                         + (device == "y")))
+        dataset_writer.close()
+    out = tmp_path / "dataset.parquet"
+    result = run_cli("export", str(root), str(out), "--device", "y")
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(out)
+    assert table.num_rows == 20 and set(table.column("device_id").to_pylist()) == {"y"}
+    assert "20 left out by the selection" in result.stderr
+    result = run_cli("export", str(root), str(out), "--force")
+    times = pq.read_table(out).column("time").cast(pa.int64()).to_pylist()
+    assert times == sorted(times) and len(times) == 40
+
+
+def test_selection_is_replays(tmp_path: Path) -> None:
+    rows = [(Message(f"device/d{i % 3}/telemetry", dps368(i, f"d{i % 3}"), 0, False, T0 + i * 10**8), None)
+            for i in range(100)]
+    source = write(tmp_path / "fleet.jsonl", rows, labelled=False)
+    selection = ["--topic", "device/+/telemetry", "--start", "1.5", "--end", "6"]
+    out = tmp_path / "sel.parquet"
+    result = run_cli("export", str(source), str(out), *selection, "--device", "d[12]")
+    assert result.returncode == 0, result.stderr
+    exported = pq.read_table(out)
+    assert "label" not in exported.column_names  # not a labelled recording
+    replayed = run_cli("replay", str(source), "--to", "-", "--speed", "max", *selection)
+    assert replayed.returncode == 0, replayed.stderr
+    expected = [json.loads(line)["recorded_time_ns"] for line in replayed.stdout.splitlines()
+                if json.loads(line)["device_id"] in ("d1", "d2")]
+    assert exported.column("time").cast(pa.int64()).to_pylist() == expected
+    assert len(expected) == 30
+
+
+def test_mcap_round_trip(tmp_path: Path) -> None:
+    from mcap.reader import make_reader
+
+    source = write(tmp_path / "mixed.parquet", MIXED)
+    out = tmp_path / "out.mcap"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 0, result.stderr
+    with open(out, "rb") as handle:
+        reader = make_reader(handle)
+        read = [(channel.topic, channel.message_encoding, message.data, message.log_time, message.publish_time,
+                 schema.encoding if schema else None)
+                for schema, channel, message in reader.iter_messages(log_time_order=False)]
+        summary = reader.get_summary()
+    assert summary is not None
+    assert len(read) == len(MIXED)
+    assert [r[2] for r in read] == [m.payload for m, _ in MIXED]
+    assert [r[3] for r in read] == [m.time_ns for m, _ in MIXED]
+    assert [r[0] for r in read] == [m.topic for m, _ in MIXED]
+    # publish time: the payload's timestamp when it has one, else the receive time
+    assert read[0][4] == 1_795_335_840_000_001_000 and read[1][4] == T0 + 1
+    assert [r[1] for r in read] == ["json", "application/octet-stream", "json", "application/octet-stream",
+                                    "json", "application/octet-stream", "json"]
+    schemas = {s.name: json.loads(s.data) for s in summary.schemas.values()}
+    assert schemas["device/b/telemetry/BMP280"]["properties"]["data"]["properties"]["pressure"] == {"type": "integer"}
+    assert schemas["device/b/telemetry/BMP280"]["properties"]["tags"] == {"type": "array",
+                                                                          "items": {"type": "integer"}}
+
+
+def test_mcap_without_the_package_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    from tesaiot_cli.cli import app
+
+    monkeypatch.setitem(sys.modules, "mcap", None)
+    monkeypatch.setitem(sys.modules, "mcap.writer", None)
+    out = tmp_path / "x.mcap"
+    result = CliRunner().invoke(app, ["export", str(SAMPLE), str(out)])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("tesaiot: error: writing .mcap needs the mcap package: "
+                                     "pip install 'tesaiot-cli[mcap]'")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("args", "code", "text"), [
+    (["missing.parquet", "out.parquet"], 5, "recording not found"),
+    (["{sample}", "out.txt"], 1, "cannot tell the export format"),
+    (["{sample}", "out.parquet", "--start", "10", "--end", "5"], 1, "--end '5' is before --start '10'"),
+    (["{sample}", "out.parquet", "--topic", "a/#/b"], 1, "invalid topic filter"),
+    (["{sample}", "out.parquet", "--start", "yesterday"], 1, "invalid --start"),
+    (["{foreign}", "out.parquet"], 5, "not a tesaiot recording"),
+    (["{damaged}", "out.parquet"], 5, "damaged"),
+    (["{sample}", "nodir/out.parquet"], 1, "does not exist"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, args: list[str], code: int, text: str) -> None:
+    damaged = write(tmp_path / "damaged.jsonl", [(Message("a/b", b"{}", 0, False, T0 + i), None) for i in range(5)])
+    lines = damaged.read_bytes().splitlines(keepends=True)
+    damaged.write_bytes(b"".join(lines[:3] + [b"\x00garbage\n"] + lines[3:]))
+    foreign = Path(__file__).parent / "data" / "foreign" / "mosquitto_sub-F-j.jsonl"
+    names = {"sample": str(SAMPLE), "foreign": str(foreign), "damaged": str(damaged)}
+    result = run_cli("export", *[a.format(**names) for a in args], cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.count("\n") == 1 and text in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "out.txt").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_an_existing_output_needs_force(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"keep me")
+    result = run_cli("export", str(SAMPLE), str(out))
+    assert result.returncode == 1 and "already exists" in result.stderr
+    assert out.read_bytes() == b"keep me"
+    assert run_cli("export", str(SAMPLE), str(out), "--force").returncode == 0
+    assert pq.read_table(out).num_rows == 300
+
+
+def test_info_shows_the_values(tmp_path: Path) -> None:
+    source = write(tmp_path / "mixed.jsonl", MIXED)
+    result = run_cli("info", str(source), "--json")
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)["values"]
+    assert values["messages"] == 7 and values["not_json"] == 3
+    # data.pressure: a number in 2 messages (1000.5, 990), a string in one: that one counts as a null
+    assert values["fields"]["data.pressure"] == {"count": 2, "nulls": 5, "min": 990, "mean": 995.25, "max": 1000.5}
+    assert values["fields"]["data.temperature"] == {"count": 2, "nulls": 5, "min": 20.5, "mean": 22.875,
+                                                    "max": 25.25}
+    assert "ok" not in values["fields"]  # booleans are not numbers here
+    assert values["devices"]["a"]["data.pressure"] == {"count": 1, "nulls": 2, "min": 1000.5, "mean": 1000.5,
+                                                       "max": 1000.5}
+    assert values["devices"]["c"]["data.temperature"]["count"] == 1
+    human = run_cli("info", str(source)).stdout
+    assert "values      numeric payload fields" in human and "device a" in human
+    assert "3 payloads are not a JSON object" in human
+    assert json.loads(run_cli("info", str(source), "--json", "--no-values").stdout)["values"] is None
+
+
+def test_value_stats_cap_the_devices() -> None:
+    from tesaiot_cli.analysis.values import ValueStats
+    from tesaiot_cli.recording import schema
+
+    stats = ValueStats(max_devices=3)
+    rows = [Message(f"device/d{i}/telemetry", b'{"v": %d}' % i, 0, False, i) for i in range(10)]
+    topics, payloads, qos, retain, times, _ = zip(*rows, strict=True)
+    stats.add(schema.full_table(schema.base_table(times, topics, payloads, qos, retain, [None] * 10)))
+    report = stats.report()
+    assert list(report["devices"]) == ["d0", "d1", "d2"] and report["devices_not_shown"] == 7
+    assert report["fields"]["v"] == {"count": 10, "nulls": 0, "min": 0, "mean": 4.5, "max": 9}
+
+
+def test_a_schema_change_after_the_first_batch_rewrites_from_the_spill(tmp_path: Path) -> None:
+    """The first 32k-row batch implies one schema; a new field, a promoted type and a binary
+    payload later on change it: the output must still have every row, typed as a whole."""
+    rows = [(Message("device/a/telemetry", b'{"v": %d}' % i, 0, False, T0 + i), None) for i in range(40_000)]
+    rows[35_000] = (Message("device/a/telemetry", b'{"v": 0.5, "late": "x"}', 0, False, T0 + 35_000), None)
+    rows[-1] = (Message("raw/bin", b"\xff", 0, False, T0 + 39_999), None)
+    source = write(tmp_path / "big.parquet", rows, labelled=False)
+    out = tmp_path / "out.parquet"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(out)
+    assert table.num_rows == 40_000
+    assert table.schema.field("v").type == pa.float64() and table.schema.field("late").type == pa.string()
+    assert table.column("v")[1].as_py() == 1.0 and table.column("v")[35_000].as_py() == 0.5
+    assert table.column("late").null_count == 39_999 and table.column("payload")[39_999].as_py() == b"\xff"
+    assert leftovers(tmp_path) == []
+
+
+def test_damage_in_a_later_row_group_leaves_nothing_behind(tmp_path: Path) -> None:
+    rows = [(Message("device/a/telemetry", dps368(i), 0, False, T0 + i), None) for i in range(80_000)]
+    recording = write(tmp_path / "whole.parquet", rows, labelled=False)
+    key = b"tesaiot.recording"
+    whole = pq.read_table(recording).replace_schema_metadata({key: pq.read_metadata(recording).metadata[key]})
+    source = tmp_path / "big.parquet"  # the same recording (metadata and all) in 4 row groups
+    pq.write_table(whole, source, row_group_size=20_000, compression="none")
+    (tmp_path / "whole.parquet").unlink()
+    meta = pq.ParquetFile(source).metadata
+    assert meta.num_row_groups >= 2
+    column = meta.row_group(meta.num_row_groups - 1).column(2)  # the payload column of the last row group
+    data = bytearray(source.read_bytes())
+    middle = column.data_page_offset + column.total_compressed_size // 2
+    data[middle:middle + 64] = bytes(64)
+    source.write_bytes(bytes(data))
+    out = tmp_path / "out.parquet"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.count("\n") == 1 and "row group 4 of 4 is damaged" in result.stderr
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_a_fresh_recording_of_the_simulator_has_its_sensor_type(broker: Mosquitto, tmp_path: Path,
+                                                               suffix: str) -> None:
+    """record (a real broker) -> the sensor_type column says DPS368 for the simulator's own topic
+    (no sensor segment: taken from the payload); info and export agree; simulate --record too."""
+    from tests.conftest import start_cli
+    from tests.test_reliability import uid
+
+    device = f"sim-{uid()}"
+    recording, truth = tmp_path / f"rec{suffix}", tmp_path / f"truth{suffix}"
+    recorder = start_cli("record", str(recording), "-b", broker.tcp_url, "-t", f"device/{device}/#",
+                         "--count", "5")
+    assert recorder.stderr is not None
+    seen = ""
+    while "recording mqtt" not in seen:
+        line = recorder.stderr.readline()
+        assert line, seen
+        seen += line
+    sim = run_cli("simulate", "-b", broker.tcp_url, "--count", "5", "--interval", "0.02", "--device-id", device,
+                  "--quiet", "--record", str(truth))
+    assert sim.returncode == 0, sim.stderr
+    _, err = recorder.communicate(timeout=30)
+    assert recorder.returncode == 0, err
+    for path in (recording, truth):
+        with open_reader(path) as reader:
+            tables = list(reader.iter_tables())  # type: ignore[attr-defined]
+        assert {v for t in tables for v in t.column("sensor_type").cast(pa.string()).to_pylist()} == {"DPS368"}
+        assert {v for t in tables for v in t.column("device_id").cast(pa.string()).to_pylist()} == {device}
+        report = json.loads(run_cli("info", str(path), "--json").stdout)
+        assert [t["sensor_type"] for t in report["topics"]] == ["DPS368"]
+        assert report["values"]["devices"][device]["data.pressure"]["count"] == 5
+        out = tmp_path / f"{path.stem}-export.parquet"
+        assert run_cli("export", str(path), str(out)).returncode == 0
+        table = pq.read_table(out)
+        assert set(table.column("sensor_type").to_pylist()) == {"DPS368"} and table.num_rows == 5
