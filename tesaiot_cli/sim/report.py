@@ -40,8 +40,9 @@ def _paint(text: str, style: str, color: bool) -> str:
 
 
 def status_line(*, sent: int, acknowledged: int, anomalies: int, dropped: int, rate: float, elapsed_s: float,
-                devices: int, connected: bool) -> str:
-    """The compact live status: rate, sent, acknowledged, anomalies (and trouble, if any)."""
+                devices: int, connected: bool, links: tuple[int, int, int] | None = None) -> str:
+    """The compact live status: rate, sent, acknowledged, anomalies (and trouble, if any).
+    ``links``: (connected, connecting, failed) devices with ``--connections per-device``."""
     parts = [
         f"{elapsed_s:7.1f} s",
         f"{rate:9.1f} msg/s",
@@ -53,7 +54,11 @@ def status_line(*, sent: int, acknowledged: int, anomalies: int, dropped: int, r
         parts.append(f"dropped {dropped}")
     if devices > 1:
         parts.append(f"{devices} devices")
-    if not connected:
+    if links is not None:
+        up, connecting, failed = links
+        parts.append(f"connected {up}" + (f"  connecting {connecting}" if connecting else "")
+                     + (f"  failed {failed}" if failed else ""))
+    elif not connected:
         parts.append("DISCONNECTED (queueing)")
     return "  ".join(parts)
 
