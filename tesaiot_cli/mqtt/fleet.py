@@ -191,8 +191,7 @@ class DeviceFleet:
         self._misc_at = 0.0
         self._tls: ssl.SSLContext | None = None
         self._shared_tls = not any(s.cert_file for s in settings)
-        self._connected = 0
-        self._connecting = 0
+        self._in_state = [len(self._links), 0, 0, 0]  # links per state (_WAITING ... _BACKOFF)
         self._closing = False
         self._unanswered = len(self._links)
         # Summed up for on_event, at most once per EVENT_PERIOD_S.
@@ -215,12 +214,18 @@ class DeviceFleet:
     @property
     def connected(self) -> bool:
         """Whether every device is connected."""
-        return self._connected == len(self._links)
+        return self._in_state[_CONNECTED] == len(self._links)
 
     def link_counts(self) -> tuple[int, int, int]:
-        """(connected, connecting, failed: waiting to retry after a failure or a lost connection)."""
-        connected, connecting = self._connected, self._connecting
-        return connected, connecting, len(self._links) - connected - connecting
+        """(connected, connecting (or waiting for the first attempt), failed: waiting to retry
+        after a failed attempt or a lost connection)."""
+        waiting, connecting, connected, backoff = self._in_state
+        return connected, waiting + connecting, backoff
+
+    def _set_state(self, link: _Link, state: int) -> None:
+        self._in_state[link.state] -= 1
+        self._in_state[state] += 1
+        link.state = state
 
     def in_flight(self) -> int:
         """Packets sent and not yet acknowledged (nor counted failed or dropped), all devices."""
@@ -258,7 +263,7 @@ class DeviceFleet:
             self._turn(MAX_TURN_S)
             if on_progress is not None:
                 on_progress()
-        if self._connected == 0:
+        if self._in_state[_CONNECTED] == 0:
             first = self._links[0]
             error = first.last_error or "no device could connect"
             if any(word in error for word in ("authentication", "not authorized")):
@@ -280,15 +285,13 @@ class DeviceFleet:
         try:
             if client is None:
                 client = link.client = self._build_client(link)
-                link.state = _CONNECTING
-                self._connecting += 1
+                self._set_state(link, _CONNECTING)
                 if s.mqtt_version == 5:
                     client.connect(s.url.host, s.url.port, keepalive=s.keepalive, clean_start=s.clean_session)
                 else:
                     client.connect(s.url.host, s.url.port, keepalive=s.keepalive)
             else:
-                link.state = _CONNECTING
-                self._connecting += 1
+                self._set_state(link, _CONNECTING)
                 client.reconnect()
         except ConfigError:
             raise
@@ -301,11 +304,7 @@ class DeviceFleet:
             self._attempt_failed(link, str(error))
 
     def _attempt_failed(self, link: _Link, why: str) -> None:
-        if link.state == _CONNECTING:
-            self._connecting -= 1
-        elif link.state == _CONNECTED:
-            self._connected -= 1
-        link.state = _BACKOFF
+        self._set_state(link, _BACKOFF)
         link.last_error = why
         self._answered(link)
         self._refused[why] = self._refused.get(why, 0) + 1
@@ -534,11 +533,7 @@ class DeviceFleet:
     def _on_connect(self, client: paho.Client, link: _Link, flags: Any, reason: Any, properties: Any) -> None:
         code = reason_value(reason)
         if code == 0:
-            if link.state == _CONNECTING:
-                self._connecting -= 1
-            if link.state != _CONNECTED:
-                self._connected += 1
-            link.state = _CONNECTED
+            self._set_state(link, _CONNECTED)
             link.connects += 1
             link.attempts = 0
             if link.connect_s is None:
@@ -570,8 +565,7 @@ class DeviceFleet:
                 self._attempt_failed(link, f"the connection to {link.settings.url.host}:{link.settings.url.port} "
                                            "closed before the CONNACK")
             return
-        self._connected -= 1
-        link.state = _BACKOFF
+        self._set_state(link, _BACKOFF)
         if self._closing:
             return
         link.disconnects += 1
