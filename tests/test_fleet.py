@@ -283,3 +283,10 @@ def test_a_slow_fleet_still_sends_each_packet_at_its_due_time() -> None:
     stats = run([FakeDevice(i) for i in range(10)], [f"d/{i}" for i in range(10)], scheduler,  # type: ignore[arg-type]
                 lambda m: times.append(fake.now) or True, count=2, wall_ns=lambda: 10**18)
     assert times == pytest.approx([stats.start_s + i * 0.1 for i in range(20)])
+
+
+def test_a_password_template_is_masked_in_the_recorded_command_line() -> None:
+    from tesaiot_cli.sim.options import safe_argv
+
+    assert safe_argv(["--password-template", "pw-{n}", "--password-template=x{n}"]) == [
+        "--password-template", "****", "--password-template=****"]

@@ -153,7 +153,7 @@ def resolve_options(
     )
 
 
-_SECRET_FLAGS = ("--password", "--token")
+_SECRET_FLAGS = ("--password", "--token", "--password-template")
 _USERINFO = re.compile(r"://[^/@]*@")
 
 
