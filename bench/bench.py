@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import publish, record, replay, scaling, startup, storage  # noqa: E402
+from benchlib import fleet, publish, record, replay, scaling, startup, storage  # noqa: E402
 from benchlib.common import (  # noqa: E402
     BENCH_DIR,
     MAX_INFLIGHT_MESSAGES,
@@ -37,7 +37,7 @@ from benchlib.common import (  # noqa: E402
     say,
 )
 
-SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling")
+SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "fleet")
 
 FULL: dict[str, Any] = {
     "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
@@ -49,6 +49,10 @@ FULL: dict[str, Any] = {
     "startup_runs": 10,
     "scaling_ladder": [20000, 40000, 60000, 80000, 100000, 120000], "scaling_duration": 2.0,
     "scaling_budget_s": 110,
+    "fleet_ladder": [10000, 20000, 30000, 50000, 75000, 100000], "fleet_baseline_ladder": [5000, 10000],
+    "fleet_duration": 10.0, "fleet_qos": [1, 0],
+    "fleet_per_device_ladder": [1000, 2000, 5000, 10000], "fleet_hold": 60.0, "fleet_connect_rate": 1000.0,
+    "fleet_budget_s": 1500,
 }
 QUICK: dict[str, Any] = {
     "ladder": [2000, 5000, 10000],
@@ -59,6 +63,8 @@ QUICK: dict[str, Any] = {
     "memory_count": 50_000,
     "startup_runs": 3,
     "scaling_ladder": [5000, 10000], "scaling_duration": 1.0, "scaling_budget_s": 60,
+    "fleet_ladder": [2000, 10000], "fleet_baseline_ladder": [2000, 10000], "fleet_duration": 4.0, "fleet_qos": [1],
+    "fleet_per_device_ladder": [500, 1000], "fleet_hold": 10.0, "fleet_connect_rate": 1000.0, "fleet_budget_s": 240,
 }
 
 
@@ -106,6 +112,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tools", help="record section: comma-separated recorders to run (default: all): "
                         "tesaiot-parquet, tesaiot-jsonl, paho, mosquitto_sub, mqtt-recorder")
     parser.add_argument("--qos", help="record section: QoS levels to run, comma-separated (default: 0,1)")
+    parser.add_argument("--fleet-baseline", default=fleet.DEFAULT_BASELINE,
+                        help="fleet section: the git ref of 'today's build' run beside this one "
+                        f"(default {fleet.DEFAULT_BASELINE}, the commit before the fleet work)")
+    parser.add_argument("--fleet-ladder", help="fleet section: comma-separated fleet sizes on one connection")
+    parser.add_argument("--fleet-per-device", help="fleet section: comma-separated per-device connection counts")
+    parser.add_argument("--fleet-hold", type=float, help="fleet section: seconds the per-device connections are held")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results",
                         help="directory for the JSON results (default: bench/results)")
     args = parser.parse_args(argv)
@@ -136,6 +148,12 @@ def main(argv: list[str]) -> int:
         plan["ladder"] = args.ladder
     if args.duration:
         plan["record_duration"] = args.duration
+    if args.fleet_ladder:
+        plan["fleet_ladder"] = [int(x) for x in args.fleet_ladder.split(",")]
+    if args.fleet_per_device:
+        plan["fleet_per_device_ladder"] = [int(x) for x in args.fleet_per_device.split(",")]
+    if args.fleet_hold:
+        plan["fleet_hold"] = min(max(args.fleet_hold, 5.0), 300.0)
     started = time.monotonic()
     now = datetime.now(timezone.utc)
     results: dict[str, Any] = {
@@ -178,6 +196,14 @@ def main(argv: list[str]) -> int:
              lambda: scaling.run_section(ctx, ladder=plan["scaling_ladder"], duration=plan["scaling_duration"],
                                          budget_s=plan["scaling_budget_s"]),
              scaling.report),
+            ("fleet", "section 7: simulate fleets (one connection; one connection per device)",
+             lambda: fleet.run_section(
+                 broker, workdir, ladder=plan["fleet_ladder"], baseline_ladder=plan["fleet_baseline_ladder"],
+                 duration=plan["fleet_duration"], qos_levels=tuple(plan["fleet_qos"]),
+                 per_device_ladder=plan["fleet_per_device_ladder"], hold=plan["fleet_hold"],
+                 connect_rate=plan["fleet_connect_rate"], baseline_ref=args.fleet_baseline,
+                 budget_s=plan["fleet_budget_s"]),
+             lambda section: results["goals"].extend(fleet.report(section))),
         ]
         try:
             for name, title, measure, show in steps:
