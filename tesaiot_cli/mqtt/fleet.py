@@ -61,6 +61,7 @@ RECONNECT_MAX_DELAY_S = 30.0
 MISC_PERIOD_S = 1.0  # each client's keepalive check (loop_misc) runs about this often
 EVENT_PERIOD_S = 1.0  # connection events are summed up and reported at most this often
 MAX_TURN_S = 0.25  # longest single wait of the loop
+TURN_EVERY = 256  # publishes between two turns of the loop when the schedule never waits (it is behind)
 CLOSE_TIMEOUT_S = 3.0  # after DISCONNECT: longest wait for the sockets to close
 FD_RESERVE = 64  # descriptors besides the connections: stdio, the selector, files, DNS...
 
@@ -194,6 +195,7 @@ class DeviceFleet:
         self._in_state = [len(self._links), 0, 0, 0]  # links per state (_WAITING ... _BACKOFF)
         self._closing = False
         self._unanswered = len(self._links)
+        self._since_turn = 0
         # Summed up for on_event, at most once per EVENT_PERIOD_S.
         self._lost: dict[str, int] = {}
         self._back = 0
@@ -378,6 +380,9 @@ class DeviceFleet:
                 link.dropped += 1
                 self.stats.dropped += 1
         # QoS 1/2 while disconnected (MQTT_ERR_NO_CONN): kept in paho's store, sent after the reconnect.
+        self._since_turn += 1
+        if self._since_turn >= TURN_EVERY:
+            self._turn(0.0)  # a schedule that is behind never waits: write, read acknowledgements meanwhile
         return True
 
     # -- the event loop -------------------------------------------------------------
@@ -397,6 +402,7 @@ class DeviceFleet:
         selector = self._selector
         if selector is None:
             raise RuntimeError("use DeviceFleet as a context manager")
+        self._since_turn = 0
         now = self._clock()
         wake = now + min(timeout, MAX_TURN_S)
         due = self._due
