@@ -50,8 +50,8 @@ FULL: dict[str, Any] = {
     "scaling_ladder": [20000, 40000, 60000, 80000, 100000, 120000], "scaling_duration": 2.0,
     "scaling_budget_s": 110,
     "fleet_ladder": [10000, 20000, 30000, 50000, 75000, 100000], "fleet_baseline_ladder": [5000, 10000],
-    "fleet_duration": 10.0, "fleet_qos": [1, 0],
-    "fleet_per_device_ladder": [1000, 2000, 5000, 10000], "fleet_hold": 60.0, "fleet_connect_rate": 1000.0,
+    "fleet_duration": 12.0, "fleet_qos": [1, 0],
+    "fleet_per_device_ladder": [300, 1000, 2000, 5000, 10000], "fleet_hold": 60.0, "fleet_connect_rate": 1000.0,
     "fleet_budget_s": 1500,
 }
 QUICK: dict[str, Any] = {
@@ -63,8 +63,8 @@ QUICK: dict[str, Any] = {
     "memory_count": 50_000,
     "startup_runs": 3,
     "scaling_ladder": [5000, 10000], "scaling_duration": 1.0, "scaling_budget_s": 60,
-    "fleet_ladder": [2000, 10000], "fleet_baseline_ladder": [2000, 10000], "fleet_duration": 4.0, "fleet_qos": [1],
-    "fleet_per_device_ladder": [500, 1000], "fleet_hold": 10.0, "fleet_connect_rate": 1000.0, "fleet_budget_s": 240,
+    "fleet_ladder": [2000, 10000], "fleet_baseline_ladder": [2000, 10000], "fleet_duration": 11.0, "fleet_qos": [1],
+    "fleet_per_device_ladder": [300, 1000], "fleet_hold": 11.0, "fleet_connect_rate": 1000.0, "fleet_budget_s": 240,
 }
 
 
