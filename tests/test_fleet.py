@@ -290,3 +290,65 @@ def test_a_password_template_is_masked_in_the_recorded_command_line() -> None:
 
     assert safe_argv(["--password-template", "pw-{n}", "--password-template=x{n}"]) == [
         "--password-template", "****", "--password-template=****"]
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_per_device_every_qos_and_mqtt_version(broker: Mosquitto, qos: int, version: str) -> None:
+    base = uid()
+    with Collector(broker.tcp_port, f"{base}/+/t") as sub:
+        result = run_cli("simulate", "-b", broker.tcp_url, "--devices", "20", "--device-id", f"{base}-01", "-t",
+                         f"{base}/{{device_id}}/t", "--connections", "per-device", "--connect-rate", "1000",
+                         "--interval", "0.2", "--count", "3", "--qos", str(qos), "--mqtt-version", version)
+        assert result.returncode == 0, result.stderr
+        messages = sub.wait_for(60, timeout=10)
+    assert len({(m.topic, m.payload) for m in messages}) == 60
+    done = "acknowledged by the broker" if qos else r"written to the socket \(QoS 0: no acknowledgement\)"
+    assert re.search(rf"60 packets published \([\d.]+ msg/s\), 60 {done}, 0 failed, 0 dropped", result.stderr)
+    assert len(clients_in_log(broker, f"{base}-")) == 20
+
+
+@pytest.mark.parametrize("transport", ["ws", "mtls"])
+def test_per_device_over_websockets_and_mutual_tls_with_a_certificate_each(broker: Mosquitto, tmp_path: Path,
+                                                                          transport: str) -> None:
+    import shutil
+
+    base = uid()
+    args = ["--devices", "3", "--device-id", f"{base}-1", "-t", f"{base}/{{device_id}}/t", "--connections",
+            "per-device", "--connect-rate", "1000", "--interval", "0.2", "--count", "2"]
+    if transport == "ws":
+        args += ["-b", broker.ws_url]
+    else:
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        for n in (1, 2, 3):  # the test PKI has one client certificate: each device gets a copy of its own
+            shutil.copy(broker.pki.client_cert, certs / f"{base}-{n}.crt")
+            shutil.copy(broker.pki.client_key, certs / f"{base}-{n}.key")
+        args += ["-b", broker.mtls_url, "--ca-file", str(broker.pki.ca_cert), "--cert-dir", str(certs)]
+    result = run_cli("simulate", *args)
+    assert result.returncode == 0, result.stderr
+    assert "3 of 3 connected" in result.stderr and "6 acknowledged by the broker" in result.stderr
+    if transport == "mtls":
+        # Without the certificates the broker refuses the handshake: every device fails, exit 3.
+        bare = [a for a in args if a not in ("--cert-dir", str(tmp_path / "certs"))]
+        refused = run_cli("simulate", *bare)
+        assert refused.returncode == 3, refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
+def test_per_device_on_the_embedded_amqtt_broker() -> None:
+    import signal
+
+    from tests.support.broker import free_ports, wait_for_port
+
+    port, ws_port = free_ports(2)
+    broker = start_cli("broker", "--port", str(port), "--ws-port", str(ws_port))
+    try:
+        wait_for_port(port, timeout=30)
+        result = run_cli("simulate", "-b", f"mqtt://127.0.0.1:{port}", "--devices", "30", "--device-id", "amq-01",
+                         "--connections", "per-device", "--connect-rate", "500", "--interval", "0.3", "--count", "3")
+        assert result.returncode == 0, result.stderr
+        assert "30 of 30 connected" in result.stderr and "90 acknowledged by the broker" in result.stderr
+    finally:
+        broker.send_signal(signal.SIGINT)
+        broker.communicate(timeout=20)

@@ -412,7 +412,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
         if p99 is not None and opts.devices > 1:
             err(f"send lateness p50 {_ms(stats.lateness.percentile(0.5))}, p99 {_ms(p99)} ms")
         if links is not None:
-            for line in _device_lines(devices):
+            for line in _device_lines(devices, qos=opts.qos):
                 err(line)
         if record is not None:
             err(f"ground truth written to {record}")
@@ -429,7 +429,7 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f}"
 
 
-def _device_lines(fleet: DeviceFleet) -> list[str]:
+def _device_lines(fleet: DeviceFleet, *, qos: int) -> list[str]:
     """Per-device summary: connections, connect times, and the devices that lost packets."""
     counts = fleet.devices()
     times = sorted(fleet.connect_times())
@@ -444,7 +444,8 @@ def _device_lines(fleet: DeviceFleet) -> list[str]:
                      f"max {times[-1] * 1000:.1f} ms")
     lossy = [c for c in counts if c.dropped or c.failed or c.sent != c.acknowledged]
     if lossy:
-        lines.append(f"{len(lossy)} device(s) with packets not acknowledged (sent / acknowledged / failed / dropped):")
+        lines.append(f"{len(lossy)} device(s) with packets not {'acknowledged' if qos else 'written'} "
+                     "(sent / acknowledged / failed / dropped):")
         for c in lossy[:10]:
             why = f" -- {c.last_error}" if c.last_error and not c.connects else ""
             lines.append(f"  {c.device_id} ({c.client_id}): {c.sent} / {c.acknowledged} / {c.failed} / "
@@ -452,7 +453,7 @@ def _device_lines(fleet: DeviceFleet) -> list[str]:
         if len(lossy) > 10:
             lines.append(f"  ... and {len(lossy) - 10} more")
     else:
-        lines.append("every device: every packet sent was acknowledged")
+        lines.append("every device: every packet sent was " + ("acknowledged" if qos else "written (QoS 0)"))
     return lines
 
 
