@@ -115,8 +115,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fleet-baseline", default=fleet.DEFAULT_BASELINE,
                         help="fleet section: the git ref of 'today's build' run beside this one "
                         f"(default {fleet.DEFAULT_BASELINE}, the commit before the fleet work)")
-    parser.add_argument("--fleet-ladder", help="fleet section: comma-separated fleet sizes on one connection")
-    parser.add_argument("--fleet-per-device", help="fleet section: comma-separated per-device connection counts")
+    parser.add_argument("--fleet-ladder", help="fleet section: comma-separated fleet sizes on one connection, or none")
+    parser.add_argument("--fleet-per-device",
+                        help="fleet section: comma-separated per-device connection counts, or none")
+    parser.add_argument("--fleet-qos", help="fleet section: QoS levels of the one-connection part (default 1,0)")
+    parser.add_argument("--fleet-all-rungs", action="store_true",
+                        help="fleet section: run every one-connection rung, past the first that fails (CPU per "
+                        "message of each size on a shared machine)")
     parser.add_argument("--fleet-hold", type=float, help="fleet section: seconds the per-device connections are held")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results",
                         help="directory for the JSON results (default: bench/results)")
@@ -149,9 +154,15 @@ def main(argv: list[str]) -> int:
     if args.duration:
         plan["record_duration"] = args.duration
     if args.fleet_ladder:
-        plan["fleet_ladder"] = [int(x) for x in args.fleet_ladder.split(",")]
+        if args.fleet_ladder == "none":  # skip the one-connection part (both builds)
+            plan["fleet_ladder"], plan["fleet_baseline_ladder"] = [], []
+        else:
+            plan["fleet_ladder"] = [int(x) for x in args.fleet_ladder.split(",")]
     if args.fleet_per_device:
-        plan["fleet_per_device_ladder"] = [int(x) for x in args.fleet_per_device.split(",")]
+        plan["fleet_per_device_ladder"] = ([] if args.fleet_per_device == "none"
+                                           else [int(x) for x in args.fleet_per_device.split(",")])
+    if args.fleet_qos:
+        plan["fleet_qos"] = [int(x) for x in args.fleet_qos.split(",")]
     if args.fleet_hold:
         plan["fleet_hold"] = min(max(args.fleet_hold, 5.0), 300.0)
     started = time.monotonic()
@@ -202,7 +213,7 @@ def main(argv: list[str]) -> int:
                  duration=plan["fleet_duration"], qos_levels=tuple(plan["fleet_qos"]),
                  per_device_ladder=plan["fleet_per_device_ladder"], hold=plan["fleet_hold"],
                  connect_rate=plan["fleet_connect_rate"], baseline_ref=args.fleet_baseline,
-                 budget_s=plan["fleet_budget_s"]),
+                 budget_s=plan["fleet_budget_s"], all_rungs=args.fleet_all_rungs),
              lambda section: results["goals"].extend(fleet.report(section))),
         ]
         try:

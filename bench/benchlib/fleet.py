@@ -140,6 +140,7 @@ class Measured:
     rss: float | None = None
     startup: float | None = None
     us_per_message: float | None = None
+    cpu_after_start_s: float | None = None  # CPU time from the start marker to the exit (wait4)
 
 
 _SENT = re.compile(r"sent (\d+)")
@@ -147,10 +148,11 @@ _SENT = re.compile(r"sent (\d+)")
 
 def _measure(argv: list[str], *, timeout: float, workdir: Path, started_marker: str = "simulating ") -> Measured:
     """Run ``argv`` to its end (bounded by ``timeout``). Steady state is from the first to
-    the last status line the run prints (every 5 s when stderr is not a terminal): at each,
-    the process's CPU time is read from /proc, so CPU per message = CPU time / packets sent
-    between them, which holds even when the machine is shared (the run may be slowed down,
-    but what a packet costs is what it costs); cores = CPU time / wall time meanwhile."""
+    the last status line the run prints (every 5 s when stderr is not a terminal), where the
+    process's CPU time is read from /proc: cores = CPU time / wall time meanwhile. CPU per
+    message (set by the caller) = the CPU time from the start marker to the exit (``wait4``)
+    over the packets published, which holds even on a shared machine: a slowed run still
+    costs what its packets cost."""
     err_path = workdir / "stderr.txt"
     launched = time.monotonic()
     with open(err_path, "wb") as err:
@@ -158,12 +160,21 @@ def _measure(argv: list[str], *, timeout: float, workdir: Path, started_marker: 
     result = Measured(None, "")
     samples: list[tuple[float, float, int]] = []  # (wall, cpu, sent)
     seen = 0
+    cpu_at_start: float | None = None
     try:
         deadline = launched + timeout
-        while time.monotonic() < deadline and process.poll() is None:
+        while time.monotonic() < deadline:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                # Reaped here (not by Popen) to get its rusage: all the CPU time it used.
+                process.returncode = os.waitstatus_to_exitcode(status)
+                if cpu_at_start is not None:
+                    result.cpu_after_start_s = usage.ru_utime + usage.ru_stime - cpu_at_start
+                break
             text = err_path.read_text(errors="replace")
             if result.startup is None and started_marker in text:
                 result.startup = time.monotonic() - launched
+                cpu_at_start = _cpu_s(process.pid)
             lines = text.splitlines()
             for line in lines[seen:]:
                 match = _SENT.search(line)
@@ -173,18 +184,13 @@ def _measure(argv: list[str], *, timeout: float, workdir: Path, started_marker: 
                     result.rss = _rss_mib(process.pid)
             seen = len(lines)
             time.sleep(0.02)
-        process.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        stop_process(process)
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             stop_process(process)
     result.code, result.err = process.returncode, err_path.read_text(errors="replace")
     if len(samples) >= 2:
-        (t1, c1, n1), (t2, c2, n2) = samples[0], samples[-1]
+        (t1, c1, _), (t2, c2, _) = samples[0], samples[-1]
         result.cpu = (c2 - c1) / (t2 - t1)
-        if n2 > n1:
-            result.us_per_message = (c2 - c1) / (n2 - n1) * 1e6
     return result
 
 
@@ -203,6 +209,9 @@ def one_connection(broker_url: str, tree: Path | None, tool: str, devices: int, 
     trial = Trial(tool, devices, exit_code=code, cpu_cores=m.cpu, rss_mib=m.rss, startup_s=m.startup,
                   us_per_message=m.us_per_message)
     trial.published = int(_number(r"(\d+) packets published", err) or 0)
+    if trial.published and m.cpu_after_start_s is not None:
+        # Everything after start-up (the schedule, the drain, the close) over the packets sent.
+        trial.us_per_message = m.cpu_after_start_s / trial.published * 1e6
     trial.lateness_p99_ms = _number(r"lateness p50 [\d.]+, p99 ([\d.]+) ms", err)
     trial.lateness_max_ms = _number(r"at most ([\d.]+) ms late", err)
     trial.lateness_last_ms = _number(r"last packet ([\d.]+) ms after", err)
@@ -280,7 +289,7 @@ def naive(port: int, devices: int, *, hold: float, connect_rate: float, workdir:
     return trial
 
 
-def _climb(ladder: list[int], run_one: Any, budget_end: float, label: str) -> list[Trial]:
+def _climb(ladder: list[int], run_one: Any, budget_end: float, label: str, *, all_rungs: bool = False) -> list[Trial]:
     trials: list[Trial] = []
     for devices in ladder:
         if time.monotonic() > budget_end:
@@ -291,14 +300,14 @@ def _climb(ladder: list[int], run_one: Any, budget_end: float, label: str) -> li
                  f"(cpu {trial.cpu_cores}, p99 {trial.lateness_p99_ms}, max {trial.lateness_max_ms}, "
                  f"connect p99 {trial.connect_p99_ms}) {trial.note}")
         trials.append(trial)
-        if not trial.ok:
+        if not trial.ok and not all_rungs:
             break
     return trials
 
 
 def run_section(broker: Any, workdir: Path, *, ladder: list[int], baseline_ladder: list[int], duration: float,
                 qos_levels: tuple[int, ...], per_device_ladder: list[int], hold: float, connect_rate: float,
-                baseline_ref: str, budget_s: float) -> dict[str, Any]:
+                baseline_ref: str, budget_s: float, all_rungs: bool = False) -> dict[str, Any]:
     """Both parts; returns the trials as dicts."""
     from dataclasses import asdict
 
@@ -313,7 +322,7 @@ def run_section(broker: Any, workdir: Path, *, ladder: list[int], baseline_ladde
         for tool, which, steps in (("today", tree, baseline_ladder), ("new", None, ladder)):
             trials = _climb(steps, lambda n, t=tool, w=which, q=qos: one_connection(
                 broker.url, w, t, n, duration=duration, qos=q, workdir=base), budget_end,
-                f"one connection QoS {qos} {tool}")
+                f"one connection QoS {qos} {tool}", all_rungs=all_rungs)
             for trial in trials:
                 trial.extra["qos"] = qos
             result["one_connection"] += [asdict(t) for t in trials]
