@@ -113,7 +113,7 @@ class _Link:
 
     __slots__ = ("index", "device_id", "settings", "client", "state", "attempts", "started", "connects",
                  "disconnects", "sent", "acked", "failed", "dropped", "qos0_open", "connect_s", "last_error",
-                 "ever_connected", "answered")
+                 "ever_connected", "answered", "auth_refused")
 
     def __init__(self, index: int, device_id: str, settings: ConnectionSettings) -> None:
         self.index = index
@@ -134,6 +134,7 @@ class _Link:
         self.last_error = ""
         self.ever_connected = False
         self.answered = False  # the first attempt has been answered (connected, refused or failed)
+        self.auth_refused = False  # the last attempt was refused for its credentials
 
     @property
     def in_flight(self) -> int:
@@ -268,9 +269,7 @@ class DeviceFleet:
         if self._in_state[_CONNECTED] == 0:
             first = self._links[0]
             error = first.last_error or "no device could connect"
-            if any(word in error for word in ("authentication", "not authorized")):
-                raise AuthError(error)
-            raise ConnectError(error)
+            raise AuthError(error) if first.auth_refused else ConnectError(error)
 
     def _answered(self, link: _Link) -> None:
         if not link.answered:
@@ -305,7 +304,8 @@ class DeviceFleet:
                 raise error from None
             self._attempt_failed(link, str(error))
 
-    def _attempt_failed(self, link: _Link, why: str) -> None:
+    def _attempt_failed(self, link: _Link, why: str, *, auth: bool = False) -> None:
+        link.auth_refused = auth
         self._set_state(link, _BACKOFF)
         link.last_error = why
         self._answered(link)
@@ -553,12 +553,13 @@ class DeviceFleet:
         s = link.settings
         text = str(getattr(reason, "getName", lambda: reason)())
         where = f"{s.url.host}:{s.url.port}"
-        if code in AUTH_REASON_CODES:
+        auth = code in AUTH_REASON_CODES
+        if auth:
             hint = TOKEN_HINT if s.token is not None else PASSWORD_HINT
             why = f"authentication failed at {where} for {s.client_id} (code {code}: {text}): {hint}"
         else:
             why = f"the broker at {where} refused {s.client_id} (code {code}: {text})"
-        self._attempt_failed(link, why)
+        self._attempt_failed(link, why, auth=auth)
 
     def _on_disconnect(self, client: paho.Client, link: _Link, flags: Any, reason: Any, properties: Any) -> None:
         if link.qos0_open:
