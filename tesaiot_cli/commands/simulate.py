@@ -330,7 +330,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
     from tesaiot_cli.sim.schedule import Scheduler, run
 
     if links is not None:
-        from tesaiot_cli.mqtt.fleet import fd_limit_for
+        from tesaiot_cli.limits import fd_limit_for
 
         fd_limit_for(len(links.settings))  # before anything connects
     ids = device_ids(opts.device_id, opts.fleet_size, start=opts.first_index, stop=opts.first_index + opts.devices)

@@ -7,9 +7,9 @@ external-loop API only — ``socket()``, ``loop_read()``, ``loop_write()``,
 ``loop_misc()``, ``want_write()`` and the ``on_socket_*`` callbacks — so this module
 touches no paho private name.
 
-- **Connects ramp** at ``connect_rate`` per second (a token bucket shared by first
-  connects and reconnects). Each connect is paho's own, blocking for the TCP (and TLS)
-  handshake, at most ``connect_timeout``; the CONNACK is awaited by the loop.
+- **Connects ramp** at ``connect_rate`` per second (a token bucket shared with the
+  reconnects). A connect is paho's own: it blocks for the TCP (and TLS) handshake, at most
+  ``connect_timeout``; the loop awaits the CONNACK.
 - **Reconnects** after a lost connection or a failed attempt wait a jittered exponential
   backoff (1 s doubling to 30 s, each delay drawn from its upper half), then a token: a
   broker restart does not bring every device back at the same instant.
@@ -26,10 +26,10 @@ never prints; events go to ``on_event``.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import random
-import resource
 import selectors
 import socket
 import ssl
@@ -63,33 +63,11 @@ EVENT_PERIOD_S = 1.0  # connection events are summed up and reported at most thi
 MAX_TURN_S = 0.25  # longest single wait of the loop
 TURN_EVERY = 256  # publishes between two turns of the loop when the schedule never waits (it is behind)
 CLOSE_TIMEOUT_S = 3.0  # after DISCONNECT: longest wait for the sockets to close
-FD_RESERVE = 64  # descriptors besides the connections: stdio, the selector, files, DNS...
 
 EventCallback = Callable[[str, str], None]
 
 # Link states
 _WAITING, _CONNECTING, _CONNECTED, _BACKOFF = range(4)
-
-
-def fd_limit_for(connections: int) -> None:
-    """Make sure this process may open ``connections`` sockets (plus a reserve).
-
-    Raises the soft RLIMIT_NOFILE up to the hard limit when that is enough; otherwise
-    raises :class:`ConfigError` saying how to raise it. Call before connecting anything.
-    """
-    needed = connections + FD_RESERVE
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    if hard == resource.RLIM_INFINITY or hard >= needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return
-    raise ConfigError(
-        f"{connections} connections need about {needed} open files, but this process may open only {hard} "
-        f"(ulimit -n: soft {soft}, hard {hard}): raise the limit with `ulimit -n {needed}` in the shell that "
-        "starts tesaiot (above the hard limit: as root, or in /etc/security/limits.conf or the service's "
-        "LimitNOFILE), or split the fleet over processes with --shard K/M"
-    )
 
 
 @dataclass
@@ -121,14 +99,9 @@ class _Link:
         self.settings = settings
         self.client: paho.Client | None = None
         self.state = _WAITING
-        self.attempts = 0
+        self.attempts = self.connects = self.disconnects = 0
         self.started = 0.0
-        self.connects = 0
-        self.disconnects = 0
-        self.sent = 0
-        self.acked = 0
-        self.failed = 0
-        self.dropped = 0
+        self.sent = self.acked = self.failed = self.dropped = 0
         self.qos0_open = 0  # QoS 0 packets handed to paho and not yet written
         self.connect_s: float | None = None
         self.last_error = ""
@@ -213,11 +186,6 @@ class DeviceFleet:
         self.close()
 
     # -- what the caller sees -------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        """Whether every device is connected."""
-        return self._in_state[_CONNECTED] == len(self._links)
 
     def link_counts(self) -> tuple[int, int, int]:
         """(connected, connecting (or waiting for the first attempt), failed: waiting to retry
@@ -304,10 +272,12 @@ class DeviceFleet:
                 raise error from None
             self._attempt_failed(link, str(error))
 
-    def _attempt_failed(self, link: _Link, why: str, *, auth: bool = False) -> None:
+    def _attempt_failed(self, link: _Link, why: str, *, auth: bool = False, who: str = "") -> None:
+        """``why`` is summed up over devices in the events; ``who`` (the client id) is added
+        for the device's own last error."""
         link.auth_refused = auth
         self._set_state(link, _BACKOFF)
-        link.last_error = why
+        link.last_error = f"{why} ({who})" if who else why
         self._answered(link)
         self._refused[why] = self._refused.get(why, 0) + 1
         self._schedule_retry(link)
@@ -473,18 +443,12 @@ class DeviceFleet:
 
     def _give_up(self, link: _Link, client: paho.Client, why: str) -> None:
         self._attempt_failed(link, why)
-        sock = client.socket()
-        if sock is not None:
+        if client.socket() is not None:
             # No public way to make paho drop a socket: disconnect() then closes it once written.
             client.disconnect()
             client.loop_write()
 
     def _report_events(self) -> None:
-        if self._on_event is None:
-            self._lost.clear()
-            self._refused.clear()
-            self._back = 0
-            return
         for why, n in self._lost.items():
             self._emit("disconnected", f"{n} device{'s' if n > 1 else ''} lost the connection: {why}")
         if self._lost:
@@ -505,36 +469,33 @@ class DeviceFleet:
     # -- paho callbacks (on this thread, from loop_read / loop_write / loop_misc) ---
 
     def _on_socket_open(self, client: paho.Client, link: _Link, sock: Any) -> None:
-        raw = sock if isinstance(sock, socket.socket) else None
-        if raw is not None:
-            try:
-                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        if self._selector is not None:
-            self._selector.register(sock, selectors.EVENT_READ, link)
+        if isinstance(sock, socket.socket):  # Nagle would hold small packets back up to ~40 ms
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._watch(sock, link, selectors.EVENT_READ, new=True)
 
     def _on_socket_close(self, client: paho.Client, link: _Link, sock: Any) -> None:
         self._again.discard(link)
-        if self._selector is not None:
-            try:
-                self._selector.unregister(sock)
-            except (KeyError, ValueError):
-                pass
+        self._watch(sock, link, 0)
 
     def _on_register_write(self, client: paho.Client, link: _Link, sock: Any) -> None:
-        if self._selector is not None:
-            try:
-                self._selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, link)
-            except (KeyError, ValueError):
-                pass
+        self._watch(sock, link, selectors.EVENT_READ | selectors.EVENT_WRITE)
 
     def _on_unregister_write(self, client: paho.Client, link: _Link, sock: Any) -> None:
-        if self._selector is not None:
-            try:
-                self._selector.modify(sock, selectors.EVENT_READ, link)
-            except (KeyError, ValueError):
-                pass
+        self._watch(sock, link, selectors.EVENT_READ)
+
+    def _watch(self, sock: Any, link: _Link, events: int, *, new: bool = False) -> None:
+        """What the selector waits for on ``sock``: ``events``, or nothing (0: unregistered)."""
+        selector = self._selector
+        if selector is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):  # a socket paho already dropped
+            if new:
+                selector.register(sock, events, link)
+            elif events:
+                selector.modify(sock, events, link)
+            else:
+                selector.unregister(sock)
 
     def _on_connect(self, client: paho.Client, link: _Link, flags: Any, reason: Any, properties: Any) -> None:
         code = reason_value(reason)
@@ -556,10 +517,10 @@ class DeviceFleet:
         auth = code in AUTH_REASON_CODES
         if auth:
             hint = TOKEN_HINT if s.token is not None else PASSWORD_HINT
-            why = f"authentication failed at {where} for {s.client_id} (code {code}: {text}): {hint}"
+            why = f"authentication failed at {where} (code {code}: {text}): {hint}"
         else:
-            why = f"the broker at {where} refused {s.client_id} (code {code}: {text})"
-        self._attempt_failed(link, why, auth=auth)
+            why = f"the broker at {where} refused the connection (code {code}: {text})"
+        self._attempt_failed(link, why, auth=auth, who=f"client id {s.client_id}")
 
     def _on_disconnect(self, client: paho.Client, link: _Link, flags: Any, reason: Any, properties: Any) -> None:
         if link.qos0_open:
