@@ -352,3 +352,43 @@ def test_per_device_on_the_embedded_amqtt_broker() -> None:
     finally:
         broker.send_signal(signal.SIGINT)
         broker.communicate(timeout=20)
+
+
+def test_reconnect_delays_are_exponential_with_jitter() -> None:
+    """After a broker restart every device retries: the delays are drawn from the upper half
+    of 1, 2, 4 ... 30 s (spread, not one instant)."""
+    import random
+
+    from tesaiot_cli.mqtt.fleet import RECONNECT_MAX_DELAY_S, DeviceFleet
+
+    now = [100.0]
+    base = resolve_connection({"broker": "mqtt://127.0.0.1:9"}, {}, client_prefix="t")
+    ids = [f"d{i}" for i in range(1000)]
+    fleet = DeviceFleet(device_settings(base, ids, first_number=1), [f"t/{i}" for i in ids], ids,
+                        connect_rate=100, rng=random.Random(1), clock=lambda: now[0])
+    delays: dict[int, list[float]] = {}
+    for attempts in (1, 2, 3, 4, 5, 6, 7):
+        fleet._due.clear()  # noqa: SLF001 - the retry queue, inspected directly
+        for link in fleet._links:  # noqa: SLF001
+            link.attempts = attempts
+            fleet._schedule_retry(link)  # noqa: SLF001
+        delays[attempts] = sorted(at - now[0] for at, _ in fleet._due)  # noqa: SLF001
+    for attempts, values in delays.items():
+        full = min(RECONNECT_MAX_DELAY_S, 2.0 ** (attempts - 1))
+        assert full / 2 <= values[0] and values[-1] <= full  # the upper half of the delay
+        assert values[-1] - values[0] > full / 2 * 0.9  # spread over it, not a burst
+    assert delays[7][-1] <= RECONNECT_MAX_DELAY_S
+
+
+def test_connects_ramp_at_the_connect_rate(broker: Mosquitto) -> None:
+    base = uid()
+    result = run_cli("simulate", "-b", broker.tcp_url, "--devices", "150", "--device-id", f"{base}-001", "-t",
+                     f"{base}/{{device_id}}/t", "--connections", "per-device", "--connect-rate", "50",
+                     "--interval", "1", "--count", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    text = broker.log_path.read_text(errors="replace")
+    stamps = [int(m) for m in re.findall(rf"^(\d+): New client connected from \S+ as {base}-", text, re.M)]
+    assert len(stamps) == 150
+    # 150 connects at 50/s (a burst of 5, then one per 20 ms) take about 2.9 s: in the log
+    # (whole seconds) they span at least 2 s, where without a ramp they would take a few ms.
+    assert max(stamps) - min(stamps) >= 2
