@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import analysis, export, publish, record, replay, scaling, startup, storage  # noqa: E402
+from benchlib import analysis, export, fleet, publish, record, replay, scaling, startup, storage  # noqa: E402
 from benchlib.common import (  # noqa: E402
     BENCH_DIR,
     MAX_INFLIGHT_MESSAGES,
@@ -37,7 +37,7 @@ from benchlib.common import (  # noqa: E402
     say,
 )
 
-SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis", "export")
+SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis", "export", "fleet")
 
 FULL: dict[str, Any] = {
     "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
@@ -51,6 +51,10 @@ FULL: dict[str, Any] = {
     "scaling_budget_s": 110,
     "analysis_devices": 100, "analysis_count": 10_500, "analysis_runs": 3,
     "export_count": 1_000_000, "export_runs": 3,
+    "fleet_ladder": [10000, 20000, 30000, 50000, 75000, 100000], "fleet_baseline_ladder": [5000, 10000],
+    "fleet_duration": 12.0, "fleet_qos": [1, 0],
+    "fleet_per_device_ladder": [300, 1000, 2000, 5000, 10000], "fleet_hold": 60.0, "fleet_connect_rate": 1000.0,
+    "fleet_budget_s": 1500,
 }
 QUICK: dict[str, Any] = {
     "ladder": [2000, 5000, 10000],
@@ -63,6 +67,8 @@ QUICK: dict[str, Any] = {
     "scaling_ladder": [5000, 10000], "scaling_duration": 1.0, "scaling_budget_s": 60,
     "analysis_devices": 10, "analysis_count": 5_000, "analysis_runs": 1,
     "export_count": 50_000, "export_runs": 2,
+    "fleet_ladder": [2000, 10000], "fleet_baseline_ladder": [2000, 10000], "fleet_duration": 11.0, "fleet_qos": [1],
+    "fleet_per_device_ladder": [300, 1000], "fleet_hold": 11.0, "fleet_connect_rate": 1000.0, "fleet_budget_s": 240,
 }
 
 
@@ -110,6 +116,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tools", help="record section: comma-separated recorders to run (default: all): "
                         "tesaiot-parquet, tesaiot-jsonl, tesaiot-detect, paho, mosquitto_sub, mqtt-recorder")
     parser.add_argument("--qos", help="record section: QoS levels to run, comma-separated (default: 0,1)")
+    parser.add_argument("--fleet-baseline", default=fleet.DEFAULT_BASELINE,
+                        help="fleet section: the git ref of 'today's build' run beside this one "
+                        f"(default {fleet.DEFAULT_BASELINE}, the commit before the fleet work)")
+    parser.add_argument("--fleet-ladder", help="fleet section: comma-separated fleet sizes on one connection, or none")
+    parser.add_argument("--fleet-per-device",
+                        help="fleet section: comma-separated per-device connection counts, or none")
+    parser.add_argument("--fleet-qos", help="fleet section: QoS levels of the one-connection part (default 1,0)")
+    parser.add_argument("--fleet-all-rungs", action="store_true",
+                        help="fleet section: run every one-connection rung, past the first that fails (CPU per "
+                        "message of each size on a shared machine)")
+    parser.add_argument("--fleet-hold", type=float, help="fleet section: seconds the per-device connections are held")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results",
                         help="directory for the JSON results (default: bench/results)")
     args = parser.parse_args(argv)
@@ -140,6 +157,18 @@ def main(argv: list[str]) -> int:
         plan["ladder"] = args.ladder
     if args.duration:
         plan["record_duration"] = args.duration
+    if args.fleet_ladder:
+        if args.fleet_ladder == "none":  # skip the one-connection part (both builds)
+            plan["fleet_ladder"], plan["fleet_baseline_ladder"] = [], []
+        else:
+            plan["fleet_ladder"] = [int(x) for x in args.fleet_ladder.split(",")]
+    if args.fleet_per_device:
+        plan["fleet_per_device_ladder"] = ([] if args.fleet_per_device == "none"
+                                           else [int(x) for x in args.fleet_per_device.split(",")])
+    if args.fleet_qos:
+        plan["fleet_qos"] = [int(x) for x in args.fleet_qos.split(",")]
+    if args.fleet_hold:
+        plan["fleet_hold"] = min(max(args.fleet_hold, 5.0), 300.0)
     started = time.monotonic()
     now = datetime.now(timezone.utc)
     results: dict[str, Any] = {
@@ -189,6 +218,14 @@ def main(argv: list[str]) -> int:
             ("export", "section 8: export vs DuckDB, info with values",
              lambda: export.run_section(ctx, count=plan["export_count"], runs=plan["export_runs"]),
              lambda section: results["goals"].extend(export.report(section))),
+            ("fleet", "section 9: simulate fleets (one connection; one connection per device)",
+             lambda: fleet.run_section(
+                 broker, workdir, ladder=plan["fleet_ladder"], baseline_ladder=plan["fleet_baseline_ladder"],
+                 duration=plan["fleet_duration"], qos_levels=tuple(plan["fleet_qos"]),
+                 per_device_ladder=plan["fleet_per_device_ladder"], hold=plan["fleet_hold"],
+                 connect_rate=plan["fleet_connect_rate"], baseline_ref=args.fleet_baseline,
+                 budget_s=plan["fleet_budget_s"], all_rungs=args.fleet_all_rungs),
+             lambda section: results["goals"].extend(fleet.report(section))),
         ]
         try:
             for name, title, measure, show in steps:

@@ -10,9 +10,7 @@ before it; the timing model, loops and windows are described in docs/replay.md.
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,13 +19,13 @@ import orjson
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_name
+from tesaiot_cli.pacing import MAX_SLEEP_S, LatenessHistogram, release_gil, wait_until
 from tesaiot_cli.render import iso_time
 from tesaiot_cli.selection import Selection, TimeBound, check_window
 
 MIN_SPEED = 1e-6
 MAX_FINITE_SPEED = 1e6
 SPIN_S = 0.0005  # spin (instead of sleeping) this long before a due time
-MAX_SLEEP_S = 0.25  # sleep in slices, so stop requests and progress are seen during long gaps
 PROGRESS_EVERY_S = 0.5
 SINGLE_MESSAGE_PERIOD_NS = 1_000_000_000
 
@@ -132,62 +130,6 @@ class ReplayOptions:
                     or self.restamp)
 
 
-# -- lateness statistics ---------------------------------------------------------------
-
-
-class LatenessHistogram:
-    """Send lateness (actual send time - due time) in fixed memory.
-
-    To the nearest 1 us below 1024 us, then log-linear buckets of 512 per power of two (within
-    0.2 %); ``max`` and ``mean`` are exact.
-    """
-
-    __slots__ = ("_buckets", "count", "total_s", "max_s")
-
-    def __init__(self) -> None:
-        self._buckets: dict[int, int] = {}
-        self.count = 0
-        self.total_s = 0.0
-        self.max_s = 0.0
-
-    def record(self, seconds: float) -> None:
-        if seconds < 0:
-            seconds = 0.0
-        self.count += 1
-        self.total_s += seconds
-        if seconds > self.max_s:
-            self.max_s = seconds
-        micros = int(seconds * 1e6 + 0.5)
-        if micros >= 1024:
-            shift = micros.bit_length() - 10
-            micros = 1024 + (shift - 1) * 512 + (micros >> shift) - 512
-        self._buckets[micros] = self._buckets.get(micros, 0) + 1
-
-    @staticmethod
-    def _bucket_value_s(index: int) -> float:
-        if index < 1024:
-            return index * 1e-6
-        shift, mantissa = divmod(index - 1024, 512)
-        low = (mantissa + 512) << (shift + 1)
-        return (low + (1 << shift)) * 1e-6  # the middle of the bucket
-
-    def percentile(self, fraction: float) -> float | None:
-        """The lateness (seconds) below which ``fraction`` (0..1) of sends fall; None if empty."""
-        if not self.count:
-            return None
-        rank = max(1, math.ceil(fraction * self.count))
-        seen = 0
-        for index in sorted(self._buckets):
-            seen += self._buckets[index]
-            if seen >= rank:
-                return min(self._bucket_value_s(index), self.max_s)
-        return self.max_s
-
-    @property
-    def mean_s(self) -> float | None:
-        return self.total_s / self.count if self.count else None
-
-
 # -- the replay ------------------------------------------------------------------------
 
 
@@ -232,12 +174,6 @@ class ReplayStats:
 Send = Callable[[Message], object]
 
 
-# One spin step. sched_yield releases the GIL, so paho's network thread can write meanwhile
-# (a pure busy loop holds the GIL up to the 5 ms switch interval); sleep(0) would sleep the
-# ~50 us timer slack instead. Measured in docs/replay.md.
-_release_gil: Callable[[], object] = getattr(os, "sched_yield", None) or functools.partial(time.sleep, 0)
-
-
 class Replayer:
     """Runs one replay. ``run`` returns the stats; they are also in ``stats`` while it runs
     and after ``send`` raised (e.g. an interrupted publish).
@@ -260,7 +196,7 @@ class Replayer:
         before_wait: Callable[[], object] | None = None,
         on_progress: Callable[[ReplayStats], object] | None = None,
         spin_s: float = SPIN_S,
-        spin: Callable[[], object] = _release_gil,
+        spin: Callable[[], object] = release_gil,
     ) -> None:
         self.options = options
         self.stats = ReplayStats()
@@ -409,21 +345,10 @@ class Replayer:
 
     def _wait_until(self, due: float) -> bool:
         """Sleep, then spin, until ``due``; False when a stop was requested meanwhile."""
-        clock, spin_s = self._clock, self._spin_s
         if self._before_wait is not None:
             self._before_wait()
-        while True:
-            now = clock()
-            remaining = due - now
-            if remaining <= 0:
-                return True
-            if remaining > spin_s:
-                self._progress(now)
-                self._sleep(min(remaining - spin_s, MAX_SLEEP_S))
-                if self._should_stop():
-                    return False
-            else:
-                self._spin()
+        return wait_until(due, clock=self._clock, sleep=self._sleep, should_stop=self._should_stop,
+                          spin_s=self._spin_s, spin=self._spin, max_sleep_s=MAX_SLEEP_S, before_sleep=self._progress)
 
     def _progress(self, now: float) -> None:
         if self._on_progress is not None and now >= self._next_progress:

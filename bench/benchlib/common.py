@@ -78,6 +78,7 @@ class Broker:
             "max_queued_bytes 0\n"
             f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}\n"
             "set_tcp_nodelay true\n"
+            "max_connections -1\n"  # unlimited (the default, said out loud): the fleet section holds thousands
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
         )
 
@@ -87,7 +88,7 @@ class Broker:
         config = self.directory / "mosquitto.conf"
         config.write_text(self.config_text())
         self.process = subprocess.Popen([find_mosquitto(), "-c", str(config)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.DEVNULL, preexec_fn=raise_fd_limit)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -154,6 +155,15 @@ class Broker:
         self._read_log()
         lines = self._log_text[mark:].splitlines()
         return [line for line in lines if "Warning" in line or "Error" in line or "dropped" in line.lower()]
+
+
+def raise_fd_limit() -> None:
+    """The soft RLIMIT_NOFILE up to the hard limit (for the broker's thousands of connections)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def stop_process(process: subprocess.Popen[Any], *, first: int = signal.SIGINT, grace: float = 15.0) -> int:

@@ -10,13 +10,14 @@ from tesaiot_cli.message import level_forbidden_char, validate_topic_name
 DEFAULT_DEVICE_ID = "infineon-sensor-01"
 DEFAULT_TOPIC = "device/{device_id}/telemetry"
 DEVICE_PLACEHOLDER = "{device_id}"
-MAX_DEVICES = 10_000
+MAX_DEVICES = 1_000_000  # a whole fleet; one process takes a shard of it (--shard)
 
 _TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
 
 
-def device_ids(base: str, devices: int) -> list[str]:
-    """The ids of ``devices`` devices derived from ``base``.
+def device_ids(base: str, devices: int, *, start: int = 0, stop: int | None = None) -> list[str]:
+    """The ids of ``devices`` devices derived from ``base`` (only those with index
+    ``start`` to ``stop`` - 1, when given: a shard, without building the whole fleet's).
 
     One device keeps ``base`` as it is. For a fleet, a trailing number in ``base`` is
     counted up, zero-padded to its own width or the width the last number needs
@@ -37,7 +38,8 @@ def device_ids(base: str, devices: int) -> list[str]:
     else:
         stem, first = f"{base}-", 1
         width = max(2, len(str(devices)))
-    return [f"{stem}{number:0{width}d}" for number in range(first, first + devices)]
+    end = devices if stop is None else min(stop, devices)
+    return [f"{stem}{number:0{width}d}" for number in range(first + start, first + end)]
 
 
 def check_device_id(device_id: str) -> str:

@@ -27,6 +27,9 @@ PER_PACKET_MIN_INTERVAL_S = 0.2
 QUEUE_SECONDS = 60.0
 QUEUE_MIN, QUEUE_MAX = 1000, 10_000
 QUEUE_FLAT_OUT = 100
+# --connections per-device: --queue is per device; by default QUEUE_SECONDS of its packets, within these.
+PER_DEVICE_QUEUE_MIN, PER_DEVICE_QUEUE_MAX = 10, 1000
+DEFAULT_CONNECT_RATE = 100.0  # per-device connects per second: emqtt-bench's default pace (one per 10 ms)
 SEED_LIMIT = 2**31
 
 
@@ -53,6 +56,7 @@ class SimOptions:
     label_field: bool
     queue: int
     shard: tuple[int, int] | None = None
+    queue_given: int | None = None  # --queue as given (None: the default was chosen)
     fleet_devices: int = 0
     first_index: int = 0
 
@@ -144,12 +148,12 @@ def resolve_options(
         device_id=base_id, devices=devices, topic=topic, interval_s=interval_s, anomaly_every=every, kinds=kinds,
         profile=check_profile(profile), seed=seed if seed is not None else secrets.randbelow(SEED_LIMIT),
         seed_given=seed is not None, count=count, duration_s=duration, qos=qos, label_field=label,
-        queue=queue if queue is not None else auto_queue, shard=shard_pair, fleet_devices=fleet_devices,
-        first_index=first_index,
+        queue=queue if queue is not None else auto_queue, queue_given=queue, shard=shard_pair,
+        fleet_devices=fleet_devices, first_index=first_index,
     )
 
 
-_SECRET_FLAGS = ("--password", "--token")
+_SECRET_FLAGS = ("--password", "--token", "--password-template")
 _USERINFO = re.compile(r"://[^/@]*@")
 
 

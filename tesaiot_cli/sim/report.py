@@ -34,13 +34,15 @@ def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color
 
 
 def status_line(*, sent: int, acknowledged: int, queued: int, onsets: int, dropped: int, rate: float,
-                elapsed_s: float, devices: int, connected: bool, qos: int, queue: int) -> str:
+                elapsed_s: float, devices: int, connected: bool, qos: int, queue: int,
+                links: tuple[int, int, int] | None = None) -> str:
     """The live status: elapsed time, rate, sent, acknowledged (QoS 0: written), queued
     (published, not yet acknowledged or written), anomaly onsets, dropped, and the
-    connection when it is down."""
+    connection when it is down; ``links``: (connected, connecting, failed) devices with
+    ``--connections per-device``."""
     done = "acked" if qos > 0 else "written"
     parts = [f"{elapsed_s:7.1f} s"]
-    if not connected:  # early in the line: a narrow terminal cuts the end
+    if links is None and not connected:  # early in the line: a narrow terminal cuts the end
         parts.append("DISCONNECTED (queueing)" if qos > 0 else "DISCONNECTED (QoS 0: dropping)")
     parts += [
         f"{rate:9,.1f} msg/s",
@@ -53,6 +55,10 @@ def status_line(*, sent: int, acknowledged: int, queued: int, onsets: int, dropp
         parts.append(f"dropped {dropped:,}")
     if devices > 1:
         parts.append(f"{devices:,} devices")
+    if links is not None:
+        up, connecting, failed = links
+        parts.append(f"connected {up:,}" + (f"  connecting {connecting:,}" if connecting else "")
+                     + (f"  failed {failed:,}" if failed else ""))
     return "  ".join(parts)
 
 
@@ -120,7 +126,7 @@ def summary_lines(
     done = "acknowledged by the broker" if qos > 0 else "written to the socket (QoS 0: no acknowledgement)"
     lines = [
         f"stopped ({stopped_by}) after {elapsed_s:.1f} s: {plural(sent, 'packet')} published ({rate:.1f} msg/s), "
-        f"{completed} {done}, {failed} failed, {dropped} dropped",
+        f"{completed:,} {done}, {failed:,} failed, {dropped:,} dropped",
     ]
     total_onsets = sum(onsets.values())
     anomaly_text = f"anomaly onsets: {total_onsets}"

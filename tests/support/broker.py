@@ -13,6 +13,7 @@ they are never skipped.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -173,7 +174,8 @@ class Mosquitto:
              self.mtls_port, self.wss_port) = free_ports(7)
         config = self._write_config()
         self.process = subprocess.Popen(
-            [find_mosquitto(), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [find_mosquitto(), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=_raise_fd_limit,
         )
         try:
             for port in (self.tcp_port, self.auth_port, self.ws_port, self.ws_auth_port, self.tls_port,
@@ -211,6 +213,14 @@ class Mosquitto:
         if self.terminator is not None:
             self.terminator.stop()
             self.terminator = None
+
+
+def _raise_fd_limit() -> None:
+    """In the broker's process: the soft descriptor limit up to the hard one (the fleet tests
+    hold thousands of connections; mosquitto's max_connections is unlimited by default)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def start_mosquitto(directory: Path, *, extra_config: str = "") -> Mosquitto:

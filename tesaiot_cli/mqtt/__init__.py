@@ -1,0 +1,1 @@
+"""The MQTT layer: sessions and per-device fleets of connections over paho-mqtt."""
