@@ -182,6 +182,7 @@ class ConnectionSettings:
     keepalive: int = 60
     connect_timeout: float = 10.0
     clean_session: bool = True
+    paho_path: str = "auto"  # "public": paho's public API only (TESAIOT_PAHO_PATH), else the probe decides
 
     @property
     def is_cloud(self) -> bool:
@@ -320,6 +321,7 @@ def resolve_connection(
         mqtt_version=parse_mqtt_version(version_value) if version_value is not None else 4,
         keepalive=keepalive,
         connect_timeout=connect_timeout,
+        paho_path="public" if str(env.get("TESAIOT_PAHO_PATH", "")).strip().lower() == "public" else "auto",
         clean_session=not session_name,
     )
 
