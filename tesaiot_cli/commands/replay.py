@@ -105,6 +105,7 @@ def replay(
     to: Annotated[Optional[str], typer.Option("--to", metavar="-", help="'-': write NDJSON to stdout at the same timing instead of publishing (dry run).", show_default=False)] = None,  # noqa: E501
     recording_format: Annotated[Optional[str], typer.Option("--format", metavar="FORMAT", help="parquet or jsonl (default: from the file suffix).", show_default=False)] = None,  # noqa: E501
     json_out: Annotated[bool, typer.Option("--json", help="The final summary as one JSON object: on stdout, or on stderr with --to -.")] = False,  # noqa: E501
+    max_inflight: Annotated[Optional[int], typer.Option("--max-inflight", metavar="N", min=1, max=65535, help="At most N QoS 1/2 messages unacknowledged at once. Default: the broker's Receive Maximum at MQTT 5, 20 at MQTT 3.1.1 (mosquitto's default max_inflight_messages: a broker that keeps fewer refuses the rest).", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress or report on stderr (errors still show).")] = False,  # noqa: E501
     *,
     conn: ConnectionFlags,
@@ -160,7 +161,7 @@ def replay(
                     delivery = _replay_to_stdout(options, passes, common)
                     target = "-"
                 else:
-                    delivery = _replay_to_broker(options, passes, common, conn, stop)
+                    delivery = _replay_to_broker(options, passes, common, conn, stop, max_inflight=max_inflight)
                     target = delivery.pop("broker")
                 if progress is not None:
                     progress.clear()
@@ -190,7 +191,7 @@ def _read_again(path: Path, recording_format: str | None) -> Iterator[Message]:
 
 
 def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, Any], conn: ConnectionFlags,
-                      stop: StopSignals) -> dict[str, Any]:
+                      stop: StopSignals, *, max_inflight: int | None = None) -> dict[str, Any]:
     from tesaiot_cli.errors import Interrupted
     from tesaiot_cli.replay import Replayer
     from tesaiot_cli.session import Session
@@ -198,7 +199,8 @@ def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, 
     settings = resolve_settings(conn, command="replay", allow_token=False)
     # threaded=False: this thread runs the network loop, so each PUBLISH is written straight
     # to the socket; the scheduler's sleeps serve the connection (acks, keepalive, reconnect).
-    with Session(settings, on_event=print_event, interrupt=stop.event, threaded=False) as session:
+    with Session(settings, on_event=print_event, interrupt=stop.event, threaded=False,
+                 max_inflight=max_inflight) as session:
         # At --speed max, QoS 0 packets go out in batches (one send per ~64 KiB); on a
         # schedule each one is written at its due time.
         send = functools.partial(session.publish, hold=True) if options.speed is None else session.publish

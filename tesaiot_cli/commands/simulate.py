@@ -88,6 +88,7 @@ def simulate(
     force: Annotated[bool, typer.Option("--force", help="Overwrite the --record FILE if it exists.")] = False,
     qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", help="Publish QoS (upstream: 1).")] = 1,
     queue: Annotated[Optional[int], typer.Option("--queue", metavar="N", help=f"Keep at most N unacknowledged packets (in flight, or queued while disconnected); more are dropped and counted. Default: {QUEUE_SECONDS:g} s of packets, {QUEUE_MIN} to {QUEUE_MAX}; {QUEUE_FLAT_OUT} with --interval 0.", show_default=False)] = None,  # noqa: E501
+    max_inflight: Annotated[Optional[int], typer.Option("--max-inflight", metavar="N", min=1, max=65535, help="At most N QoS 1/2 messages unacknowledged at once. Default: the broker's Receive Maximum at MQTT 5, 20 at MQTT 3.1.1 (mosquitto's default max_inflight_messages: a broker that keeps fewer refuses the rest).", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="Nothing on stdout or stderr but warnings and errors.")] = False,  # noqa: E501
     shard: Annotated[Optional[str], typer.Option("--shard", metavar="K/M", help="Simulate only shard K of M (numbered from 1) of the --devices fleet: processes or machines given 1/M .. M/M and the same --seed together publish exactly the whole fleet, with disjoint device ids.", show_default=False)] = None,  # noqa: E501
     *,
@@ -112,7 +113,7 @@ def simulate(
         if record is not None:
             _check_record_path(record, force=force)
         settings = resolve_settings(conn, command="simulate", allow_token=False)
-        undelivered = _simulate(opts, settings, record=record, force=force, quiet=quiet,
+        undelivered = _simulate(opts, settings, record=record, force=force, quiet=quiet, max_inflight=max_inflight,
                                 color=use_color(sys.stdout, env), argv=safe_argv(sys.argv[1:]))
     if undelivered:
         raise typer.Exit(EXIT_UNDELIVERED)
@@ -197,6 +198,7 @@ class _Console:
 
 
 def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | None, force: bool, quiet: bool,
+              max_inflight: int | None = None,
               color: bool, argv: list[str]) -> bool:
     """Run the simulation; print the summary; return whether some packets were not delivered."""
     from tesaiot_cli.errors import Interrupted
@@ -220,7 +222,8 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
     console = _Console(opts, quiet=quiet, color=color)
     with StopSignals() as stop, ExitStack() as resources:
         session = resources.enter_context(
-            Session(settings, on_event=console.event, interrupt=stop.event, window=opts.queue, threaded=False))
+            Session(settings, on_event=console.event, interrupt=stop.event, window=opts.queue, threaded=False,
+                    max_inflight=max_inflight))
         console.session = session
         if not quiet:
             for line in _banner(opts, settings, ids, topics):

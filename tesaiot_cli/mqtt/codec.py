@@ -281,17 +281,6 @@ def parse_ack(packet: bytes) -> tuple[int, int, int]:
     return packet[0] & 0xF0, packet_id, reason
 
 
-def refused_pubrec(data: bytes, pos: int) -> tuple[int, int] | None:
-    """When the packet at ``data[pos]`` is a complete MQTT 5 PUBREC with a reason code
-    >= 0x80 (the broker refused a QoS 2 message): ``(packet id, reason)``; else None."""
-    if pos + 5 > len(data) or data[pos] != PUBREC or data[pos + 1] < 3 or data[pos + 1] & 0x80:
-        return None
-    reason = data[pos + 4]
-    if reason < 0x80:
-        return None
-    return (data[pos + 2] << 8) | data[pos + 3], reason
-
-
 def take_publishes(data: bytes, pos: int, *, mqtt5: bool, topics: dict[bytes, str], deliver: Deliver,
                    acks: bytearray) -> int:
     """Parse the complete QoS 0 and QoS 1 PUBLISH packets at ``data[pos:]``; hand each to

@@ -165,6 +165,8 @@ class Connection:
         if why_not is None:
             self.fast = FastPath(client)
             self.fast.set_message_handler(self._handle_paho_message)
+            if self.mqtt5:
+                self.fast.watch_pubrec(self.refused_pubrec.__setitem__)
         else:
             client.on_message = self._handle_public_message
             self.emit("notice", f"using paho's public API (slower): {why_not}")
@@ -240,7 +242,8 @@ class Connection:
             with self.io:
                 try:
                     if self.fast is not None:
-                        rc = self.fast.loop_once(timeout)
+                        self._wait_for_socket(client, timeout)
+                        rc, _ = self._fast_turn(client, self.fast)
                     else:
                         rc = self._public_turn(client, timeout)
                 except ProtocolError as exc:
@@ -311,47 +314,36 @@ class Connection:
                     continue
                 if progressed:
                     continue  # more is probably waiting: read on without a select
-                sock = client.socket()
-                if sock is None:
-                    continue
-                pending = getattr(sock, "pending", None)
-                if pending is None or not pending():
-                    buffered = sock if isinstance(sock, BufferedSocket) else None
-                    writing = client.want_write() or (buffered is not None and buffered.has_output())
-                    select.select([sock], [sock] if writing else [], [], NETWORK_TICK_S)
+                self._wait_for_socket(client, NETWORK_TICK_S)
         except BaseException as exc:  # noqa: BLE001 - not swallowed: the caller's thread re-raises it
             self.fail(exc, on_network=True)
 
     def _fast_turn(self, client: paho.Client, fast: FastPath) -> tuple[int, bool]:
-        """Read a batch of packets (PUBLISH ones parsed from the buffer, the rest by paho),
-        send their acknowledgements in one write, write what is queued, keepalive."""
+        """Read what has arrived (PUBLISH packets parsed from the buffer, the rest by paho),
+        send the acknowledgements in one write, write what is queued, keepalive. Returns
+        paho's result code and whether messages were received."""
         sock = client.socket()
         buffered = sock if isinstance(sock, BufferedSocket) else None
+        if buffered is None:
+            return self._public_turn(client, 0.0), False
         before = self.stats.received
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-        if buffered is not None:
-            buffered.cork()
+        buffered.cork()
         try:
             for _ in range(READ_BATCH):
-                seen = self.stats.received
-                if buffered is not None and fast.at_packet_boundary():
-                    taken = buffered.take_publishes(mqtt5=self.mqtt5, deliver=self._deliver)
-                    if not taken:
-                        buffered.fill()  # the buffer is empty, or holds the start of a packet
-                        taken = buffered.take_publishes(mqtt5=self.mqtt5, deliver=self._deliver)
-                    if taken:
+                if not buffered.buffered():
+                    buffered.fill()  # one system call for everything the socket holds (64 KiB at most)
+                    if not buffered.buffered():
+                        break
+                if fast.at_packet_boundary():
+                    if buffered.take_publishes(mqtt5=self.mqtt5, deliver=self._deliver):
                         fast.note_bytes_received()
                         continue
-                    if self.mqtt5:
-                        refused = buffered.refused_pubrec()
-                        if refused is not None:
-                            self.refused_pubrec[refused[0]] = refused[1]
-                rc = client.loop_read()  # one packet; its acknowledgement goes into the cork
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self.stats.received == seen:
+                rc = client.loop_read()  # one packet (or the rest of one); its acknowledgement goes into the cork
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
         finally:
-            if buffered is not None:
-                buffered.uncork()  # the batch's acknowledgements in one send
+            buffered.uncork()  # the batch's acknowledgements in one send
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
             rc = client.loop_write()
         now = time.monotonic()
@@ -359,6 +351,17 @@ class Connection:
             self._next_misc = now + MISC_EVERY_S
             rc = client.loop_misc()
         return int(rc), self.stats.received != before
+
+    def _wait_for_socket(self, client: paho.Client, timeout: float) -> None:
+        sock = client.socket()
+        if sock is None:
+            return
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
+            return
+        buffered = sock if isinstance(sock, BufferedSocket) else None
+        writing = client.want_write() or (buffered is not None and buffered.has_output())
+        select.select([sock], [sock] if writing else [], [], timeout)
 
     def _close_for(self, client: paho.Client, why: str) -> None:
         """A protocol error from the broker: close the connection (MQTT 3.1.1 4.8, MQTT 5
@@ -388,13 +391,7 @@ class Connection:
         if client.socket() is not None:
             client.disconnect()
             if client.socket() is not None:
-                try:
-                    if self.fast is not None:
-                        self.fast.loop_once(0.1)  # writes the DISCONNECT, then paho closes the socket
-                    else:
-                        client.loop_write()
-                except (ProtocolError, *paho_compat.MALFORMED):  # type: ignore[misc,unused-ignore]
-                    pass  # the broker misbehaves on the way out: we are closing anyway
+                client.loop_write()  # writes the DISCONNECT, then paho closes the socket
         self.connected.clear()
 
     # -- receiving --------------------------------------------------------------------

@@ -6,8 +6,7 @@ websockets, handles CONNACK, SUBACK, keepalive and QoS 2; we read PUBLISH packet
 read-ahead buffer, cork acknowledgements and write batches of PUBLISH packets. For that
 we need, from paho's ``Client``: the socket it reads and writes (``_sock``), its partial
 packet state (``_in_packet``), its keepalive clock (``_last_bytes_received``, called
-``_last_msg_in`` in 2.0), its message dispatch (``_handle_on_message``), one loop turn
-without its wake-up socket pair (``_loop``), its packet queue (``_packet_queue``,
+``_last_msg_in`` in 2.0), its message dispatch (``_handle_on_message``), its packet queue (``_packet_queue``,
 ``_out_packet``) and outgoing store (``_mid_generate``, ``_out_messages``,
 ``_out_message_mutex``, ``_inflight_messages``), and ``MQTTMessageInfo._published``.
 
@@ -38,7 +37,7 @@ from tesaiot_cli.mqtt.transport import BufferedSocket
 
 TESTED_VERSIONS = ("2.0.", "2.1.", "2.2.")
 HELD_MID = 0  # paho never gives out message id 0: it marks a batch of held packets
-_CLIENT_NAMES = ("_sock", "_in_packet", "_handle_on_message", "_loop", "_packet_queue", "_out_packet",
+_CLIENT_NAMES = ("_sock", "_in_packet", "_handle_on_message", "_handle_pubrec", "_packet_queue", "_out_packet",
                  "_mid_generate", "_out_messages", "_out_message_mutex", "_inflight_messages")
 _KEEPALIVE_NAMES = ("_last_bytes_received", "_last_msg_in")  # 2.1+, 2.0
 
@@ -78,8 +77,6 @@ def probe(client: paho.Client) -> str | None:
         return f"paho-mqtt {version}'s packet queue cannot be inspected"
     if parameters[:5] != ["command", "packet", "mid", "qos", "info"]:
         return f"paho-mqtt {version}'s packet queue takes different arguments"
-    if list(inspect.signature(client._loop).parameters)[:1] != ["timeout"]:  # noqa: SLF001
-        return f"paho-mqtt {version}'s loop takes different arguments"
     return None
 
 
@@ -112,10 +109,26 @@ class FastPath:
             return "paho's packet state is not at a boundary after CONNACK"
         return None
 
+    def watch_pubrec(self, on_refused: Callable[[int, int], None]) -> None:
+        """Call ``on_refused(packet id, reason)`` for each MQTT 5 PUBREC with a reason code
+        >= 0x80 (the broker refused a QoS 2 message): paho reads the reason and drops it, then
+        completes the flow with PUBREL/PUBCOMP as if the message had been accepted."""
+        client = self.client
+        original = client._handle_pubrec  # noqa: SLF001
+
+        def handle_pubrec() -> MQTTErrorCode:
+            packet = client._in_packet["packet"]  # noqa: SLF001 - packet id (2 bytes), reason, properties
+            if len(packet) >= 3 and packet[2] >= 0x80:
+                on_refused((packet[0] << 8) | packet[1], packet[2])
+            return original()
+
+        client._handle_pubrec = handle_pubrec  # type: ignore[method-assign]  # noqa: SLF001
+
     def uninstall(self) -> None:
         """Give paho its own message dispatch back (after a failed behaviour check); the
         buffered socket stays, passing reads and writes through."""
         self.client.__dict__.pop("_handle_on_message", None)
+        self.client.__dict__.pop("_handle_pubrec", None)
 
     def at_packet_boundary(self) -> bool:
         return bool(self.client._in_packet["command"] == 0)  # noqa: SLF001
@@ -128,12 +141,6 @@ class FastPath:
         """Each message paho reads goes straight to ``handler`` (paho's own dispatch
         matches it against per-topic callbacks, which we have none of, under two mutexes)."""
         self.client._handle_on_message = handler  # type: ignore[method-assign,assignment,unused-ignore]  # noqa: SLF001
-
-    def loop_once(self, timeout: float) -> int:
-        """One turn of paho's loop (select, read, write, keepalive) without creating the
-        wake-up socket pair of paho's own thread (``loop()`` would, and paho would then
-        write a byte to it for every packet it queues)."""
-        return int(self.client._loop(timeout=timeout))  # noqa: SLF001
 
     def queue_publishes(self, batch: bytes | bytearray, info: paho.MQTTMessageInfo) -> None:
         """Hand a batch of PUBLISH packets to paho's queue as one packet: paho keeps the

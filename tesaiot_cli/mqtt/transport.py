@@ -106,9 +106,9 @@ class BufferedSocket:
                                          acks=self._out)
         return self._pos != start
 
-    def refused_pubrec(self) -> tuple[int, int] | None:
-        """A refused MQTT 5 PUBREC at the head of the buffer (see :func:`codec.refused_pubrec`)."""
-        return codec.refused_pubrec(self._data, self._pos)
+    def buffered(self) -> int:
+        """Bytes read from the socket and not yet consumed."""
+        return len(self._data) - self._pos
 
     def pending(self) -> int:
         buffered = len(self._data) - self._pos
