@@ -141,7 +141,7 @@ def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos
 
         use_lean_memory_pool(dict(os.environ))  # flat RSS over millions of messages
     done = threading.Event()
-    inbox = _Inbox()
+    inbox = _Inbox(limit=count)
     with StopSignals() as stop:
         # on_message from the start: a persistent session gets its queued messages right
         # after CONNACK, before subscribe().
@@ -166,7 +166,7 @@ def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos
             sink = _sink(writer, count, done)
             inbox.attach(sink)  # from now on the inbox passes straight through to the sink
             freeze_startup_objects()
-            session.subscribe(filters, qos=qos, on_message=sink)
+            session.subscribe(filters, qos=qos)  # messages keep going through the inbox (it counts --count)
             kind = format_name if dataset is None else f"dataset, partitioned by {writer.spec.text()}"
             err(f"recording {settings.url.display()} topics={','.join(filters)} qos={qos} to {file} "
                 f"({kind}); Ctrl+C stops")
@@ -201,22 +201,32 @@ def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos
 
 class _Inbox:
     """The message callback: holds what arrives before the writer is attached, then hands
-    everything to it in arrival order. Runs on the network thread."""
+    everything to it in arrival order. Runs on the network thread.
 
-    def __init__(self) -> None:
+    With ``limit`` (``--count``) it takes that many messages and refuses the rest (returns
+    False): the session then does not acknowledge them, and the broker keeps them for a
+    persistent session's next run."""
+
+    def __init__(self, limit: int | None = None) -> None:
         self._target: Callable[[Message], None] | None = None
         self._early: list[Message] = []
         self._lock = threading.Lock()
+        self._left = limit
 
-    def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> bool:
+        if self._left is not None:
+            if self._left <= 0:
+                return False
+            self._left -= 1
         target = self._target
         if target is None:
             with self._lock:
                 target = self._target
                 if target is None:
                     self._early.append(message)
-                    return
+                    return True
         target(message)
+        return True
 
     def attach(self, target: Callable[[Message], None]) -> None:
         with self._lock:

@@ -88,6 +88,7 @@ class InFlight:
         return self._acked_qos
 
     def has_room(self, qos: int) -> bool:
+        """Whether one more message may be handed to paho now."""
         if len(self._entries) >= self.window:
             return False
         return qos == 0 or self._acked_qos < self.limit
@@ -97,11 +98,11 @@ class InFlight:
         if qos:
             self._acked_qos += 1
 
-    def reap(self, done: Callable[[Any], bool]) -> list[tuple[Any, int]]:
-        """Remove and return the oldest entries ``done`` says are finished."""
+    def reap(self, done: Callable[[Any, int], bool]) -> list[tuple[Any, int]]:
+        """Remove and return the oldest entries ``done(info, qos)`` says are finished."""
         finished = []
         entries = self._entries
-        while entries and done(entries[0][0]):
+        while entries and done(*entries[0]):
             info, qos = entries.popleft()
             if qos:
                 self._acked_qos -= 1

@@ -151,9 +151,7 @@ class Connection:
             client.tls_set_context(ssl_context(s))
         client.connect_timeout = s.connect_timeout
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
-        # Our window bounds what is in flight. paho's own limit would make it walk its whole
-        # outgoing store on every acknowledgement (twice as slow at a window of 1000, quadratic
-        # after a reconnect with a backlog), so it is switched off.
+        # Set to the in-flight limit once CONNACK has said what it is (Session.connect).
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.on_connect = self._handle_connect
@@ -332,8 +330,10 @@ class Connection:
         try:
             for _ in range(READ_BATCH):
                 if not buffered.buffered():
-                    buffered.fill()  # one system call for everything the socket holds (64 KiB at most)
+                    ended = buffered.fill()  # one system call for what the socket holds (64 KiB at most)
                     if not buffered.buffered():
+                        if ended:
+                            rc = client.loop_read()  # paho meets the end and handles the lost connection
                         break
                 if fast.at_packet_boundary():
                     if buffered.take_publishes(mqtt5=self.mqtt5, deliver=self._deliver):

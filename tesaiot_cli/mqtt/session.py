@@ -13,6 +13,7 @@ Nothing from paho, ``ssl`` or ``socket`` escapes: failures become :class:`Connec
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Sequence
@@ -96,6 +97,7 @@ class Session:
         self._held_batches = HeldBatches()
         self._topic_names: dict[str, bytes] = {}
         self._completed_public: set[int] = set()  # paho's public path: mids on_publish reported
+        self._backlog: collections.deque[Message] = collections.deque()  # QoS 1/2 kept while disconnected
         self._closed_net: Connection | None = None
 
     # -- context manager -------------------------------------------------------------
@@ -164,6 +166,7 @@ class Session:
         net.check_fast_path()
         self._inflight.limit = inflight_limit(mqtt_version=s.mqtt_version, receive_maximum=net.receive_maximum,
                                               max_inflight=self._max_inflight)
+
 
     # -- the caller-driven network loop (threaded=False) ---------------------------------
 
@@ -308,30 +311,60 @@ class Session:
                     return True
         if self._held_count:
             self._release()
+        if message.qos and (self._backlog or not self.connected):
+            # Kept here until the connection is back, then sent as the in-flight limit allows
+            # (paho would send everything it holds at once after the reconnect, past the
+            # broker's Receive Maximum).
+            if len(self._inflight) + len(self._backlog) >= self._window and not self._make_room(message.qos, timeout):
+                self.stats.published += 1
+                self.stats.dropped += 1
+                return False
+            if message.topic not in self._topic_names:
+                self._topic_name(message.topic)  # an invalid topic fails now, not after the reconnect
+            self._backlog.append(message)
+            self.stats.published += 1
+            self._drain_backlog()
+            return True
         if not self._inflight.has_room(message.qos) and not self._make_room(message.qos, timeout):
             self.stats.published += 1
             self.stats.dropped += 1
             return False
+        self.stats.published += 1
+        self._send(message)
+        return True
+
+    def _send(self, message: Message) -> None:
+        """Hand one message to paho (counted as published by the caller)."""
+        net = self._require()
+        client = net.client
+        if client is None:
+            raise RuntimeError("session is not connected")
         properties = paho_compat.to_paho_properties(message.properties) if net.mqtt5 else None
         try:
             with net.io:
                 info = client.publish(message.topic, message.payload, message.qos, message.retain,
                                       properties=properties)
         except ValueError as exc:
+            self.stats.published -= 1
             raise ConfigError(f"cannot publish to {message.topic!r}: {exc}") from None
-        self.stats.published += 1
         if not self._threaded:
             self._since_pump += 1
             if self._since_pump >= PUMP_EVERY:
                 self._pump(0.0)  # read the acknowledgements that have arrived meanwhile
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
-            message.qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
+            message.qos > 0 and info.rc in (MQTTErrorCode.MQTT_ERR_NO_CONN, MQTTErrorCode.MQTT_ERR_CONN_LOST)
         ):
-            # QoS 1/2 published while disconnected stays in paho's store and is sent on reconnect.
+            # QoS 1/2 that could not be written (the connection is just gone) stays in paho's
+            # store and is sent again after the reconnect.
             self._inflight.add(info, message.qos)
         else:
             self.stats.dropped += 1
-        return True
+
+    def _drain_backlog(self) -> None:
+        """Send what was kept while disconnected, as far as the in-flight limit allows."""
+        backlog = self._backlog
+        while backlog and self.connected and self._inflight.has_room(backlog[0].qos):
+            self._send(backlog.popleft())
 
     def _append_publish(self, message: Message, mid: int) -> None:
         """One PUBLISH packet (QoS 0 with ``mid`` 0, QoS 1 with its mid) onto the held batch;
@@ -385,7 +418,10 @@ class Session:
         pause = 0.0002
         while True:
             self._reap()
-            if self._inflight.has_room(qos):
+            if self._backlog or not self.connected:
+                if qos and len(self._inflight) + len(self._backlog) < self._window:
+                    return True
+            elif self._inflight.has_room(qos):
                 return True
             if self._interrupt.is_set():
                 raise Interrupted("interrupted")
@@ -398,20 +434,24 @@ class Session:
                 self._pump(pause)
             pause = min(pause * 2, 0.005)
 
-    def _done(self, info: paho.MQTTMessageInfo) -> bool:
+    def _done(self, info: paho.MQTTMessageInfo, qos: int) -> bool:
         net = self._net
         if net is not None and net.fast is None:
-            return self._done_public(info)
+            return self._done_public(info, qos)
         return paho_compat.published(info)
 
-    def _done_public(self, info: paho.MQTTMessageInfo) -> bool:
-        """paho's public view: is_published() raises for a message queued while
-        disconnected (rc NO_CONN) and one lost with the connection (rc CONN_LOST)."""
-        if info.rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
+    def _done_public(self, info: paho.MQTTMessageInfo, qos: int) -> bool:
+        """paho's public view: is_published() raises once rc is not success, as for a
+        QoS 1/2 message whose first send failed (paho resends it after the reconnect) or a
+        QoS 0 one lost with the connection."""
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return info.is_published()
+        if qos == 0:
+            return info.rc == MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if info.mid in self._completed_public:
+            self._completed_public.discard(info.mid)
             return True
-        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
-            return info.mid in self._completed_public
-        return info.is_published()
+        return False
 
     def _publish_done(self, mid: int, code: int, reason: str) -> None:
         """paho's on_publish (MQTT 5, or paho's public path): count it by its reason code."""
@@ -427,6 +467,8 @@ class Session:
             self._completed_public.add(mid)
 
     def _reap(self) -> None:
+        if self._backlog:
+            self._drain_backlog()
         for info, count in self._held_batches.reap(paho_compat.published):
             if info.rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
                 self.stats.dropped += count
@@ -434,8 +476,8 @@ class Session:
                 self.stats.completed += count
         net = self._net
         counted_by_callback = net is not None and (net.mqtt5 or net.fast is None)
-        for info, _qos in self._inflight.reap(self._done):
-            if info.rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
+        for info, qos in self._inflight.reap(self._done):
+            if qos == 0 and info.rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
                 # A QoS 0 packet still queued when the connection dropped: paho discards it.
                 self.stats.dropped += 1
             elif not counted_by_callback:
@@ -444,7 +486,7 @@ class Session:
     def in_flight(self) -> int:
         """Messages published but not yet completed (held ones included)."""
         self._reap()
-        return len(self._inflight) + self._held_qos0 + self._held_batches.messages
+        return len(self._inflight) + len(self._backlog) + self._held_qos0 + self._held_batches.messages
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until every published message completed.
@@ -491,6 +533,7 @@ class Session:
         self.stats.dropped += self.in_flight()
         self._held_count = 0
         self._inflight.clear()
+        self._backlog.clear()
         self._held_batches.clear()
         self._held, self._held_qos0 = bytearray(), 0
         self._teardown()

@@ -75,26 +75,27 @@ class BufferedSocket:
         self._data, self._pos = data, size
         return data[:size]
 
-    def fill(self) -> None:
+    def fill(self) -> bool:
         """One read from the socket, appended to what is buffered (a partial packet).
-        A connection error is left for paho's next read, which meets it and handles the
-        lost connection."""
+        Returns True when the connection has ended (end of stream or an error): paho's next
+        read then meets it and handles the lost connection."""
         if self._eof:
-            return
+            return True
         try:
             chunk = bytes(self._inner.recv(READ_CHUNK))
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return
+            return False
         except OSError:
-            return  # paho's next read meets the same error and reports the lost connection
+            return True  # paho's next read meets the same error and reports the lost connection
         if not chunk:
             self._eof = True  # served as the end of the stream once the buffer is empty
-            return
+            return True
         if self._pos < len(self._data):
             self._data = self._data[self._pos:] + chunk
         else:
             self._data = chunk
         self._pos = 0
+        return False
 
     def take_publishes(self, *, mqtt5: bool, deliver: codec.Deliver) -> bool:
         """Parse the complete QoS 0/1 PUBLISH packets at the head of the buffer (see

@@ -138,19 +138,20 @@ def _work(index: int, plan: WorkerPlan, channel: Any, counters: Any, remaining: 
     metadata = dataclasses.replace(plan.metadata, extra={**plan.metadata.extra, "worker": index})
     writer = DatasetWriter(plan.root, metadata=metadata, spec=parse_partition(plan.partition),
                            worker_id=f"{plan.recorder_id}-w{index}", roll_interval_s=plan.roll_interval_s).open()
-    sink: Callable[[Message], None] = writer.write
+    sink: Callable[[Message], bool | None] = writer.write
     if remaining is not None:
         lock = remaining.get_lock()
 
-        def take(message: Message) -> None:  # the network thread; exactly --count in all workers
+        def take(message: Message) -> bool:  # the network thread; exactly --count in all workers
             with lock:
                 if remaining.value <= 0:
-                    return
+                    return False  # not kept: the session leaves it unacknowledged
                 remaining.value -= 1
                 last = remaining.value == 0
             writer.write(message)
             if last:
                 local_stop.set()  # this worker took the last one: stop now, not at the next poll
+            return True
 
         sink = take
     session = Session(settings, on_event=lambda kind, text: channel.put(("event", index, kind, text)),
