@@ -216,6 +216,7 @@ class Connection:
         while not event.is_set():
             if self.interrupt.is_set():
                 raise Interrupted("interrupted")
+            self.raise_failure()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return

@@ -147,7 +147,7 @@ class Session:
         deadline = time.monotonic() + s.connect_timeout
         try:
             net.wait_for(net.connack, deadline)
-        except Interrupted:
+        except BaseException:
             self._teardown()
             raise
         if not net.connack.is_set():
