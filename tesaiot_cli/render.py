@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from tesaiot_cli.message import Message, decode_payload, parse_topic
+from tesaiot_cli.message import Message, PublishProperties, decode_payload, parse_topic
 
 BINARY_PREVIEW_BYTES = 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -40,10 +40,12 @@ def message_record(message: Message) -> dict[str, Any]:
     """The NDJSON object for one message (``listen --json``, ``replay --to -``).
 
     ``encoding`` says how ``payload`` is given: ``json`` (parsed), ``text`` or ``base64``.
+    ``properties`` (only when the message has MQTT 5 publish properties) holds those it
+    carries, by their MQTT names in snake case; ``correlation_data`` is base64.
     """
     value, encoding = decode_payload(message.payload)
     parts = parse_topic(message.topic)
-    return {
+    record = {
         "time": iso_time(message.time_ns),
         "time_ns": message.time_ns,
         "topic": message.topic,
@@ -54,6 +56,30 @@ def message_record(message: Message) -> dict[str, Any]:
         "encoding": encoding,
         "payload": value,
     }
+    if message.properties is not None:
+        record["properties"] = properties_record(message.properties)
+    return record
+
+
+def properties_record(properties: PublishProperties) -> dict[str, Any]:
+    """MQTT 5 publish properties as a JSON object: only those present; correlation data in
+    base64; user properties as ``[key, value]`` pairs (order and repeated keys kept)."""
+    import base64
+
+    record: dict[str, Any] = {}
+    if properties.payload_format_indicator is not None:
+        record["payload_format_indicator"] = properties.payload_format_indicator
+    if properties.message_expiry_interval is not None:
+        record["message_expiry_interval"] = properties.message_expiry_interval
+    if properties.content_type is not None:
+        record["content_type"] = properties.content_type
+    if properties.response_topic is not None:
+        record["response_topic"] = properties.response_topic
+    if properties.correlation_data is not None:
+        record["correlation_data"] = base64.b64encode(properties.correlation_data).decode("ascii")
+    if properties.user_properties:
+        record["user_properties"] = [list(pair) for pair in properties.user_properties]
+    return record
 
 
 def json_line(message: Message) -> bytes:
