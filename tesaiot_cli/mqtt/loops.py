@@ -159,15 +159,17 @@ class Connection:
         client.on_connect_fail = self._handle_connect_fail
         client.on_subscribe = self._handle_subscribe
         client.on_socket_open = self._handle_socket_open
-        why_not = "forced by TESAIOT_PAHO_PATH=public" if force_public else paho_compat.probe(client)
-        if why_not is None:
+        why_not = None if force_public else paho_compat.probe(client)
+        if why_not is None and not force_public:
             self.fast = FastPath(client)
             self.fast.set_message_handler(self._handle_paho_message)
             if self.mqtt5:
                 self.fast.watch_pubrec(self.refused_pubrec.__setitem__)
         else:
             client.on_message = self._handle_public_message
-            self.emit("notice", f"using paho's public API (slower): {why_not}")
+            if why_not is not None:  # asked for (TESAIOT_PAHO_PATH=public): no notice
+                self.emit("notice", f"using paho's public API (slower): {why_not}; at MQTT 5 a broker's "
+                                    "refusal of a QoS 2 message (PUBREC reason code) cannot be seen there")
         if self.mqtt5 or self.fast is None:
             # Only MQTT 5 acknowledgements carry a reason code that can say "refused"; on the
             # public path this is also how completions are known. Without a callback paho skips

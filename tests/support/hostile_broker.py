@@ -2,7 +2,9 @@
 
     python tests/support/hostile_broker.py --port PORT --case CASE
 
-CASE is one of wildcard-topic, packet-id-zero, bad-utf8-topic, qos3, bad-remaining-length.
+CASE is one of wildcard-topic, packet-id-zero, bad-utf8-topic, qos3, bad-remaining-length
+(and no-shared-subscriptions: an MQTT 5 CONNACK saying Shared Subscription Available 0,
+then only good packets).
 Listens on 127.0.0.1 only and serves clients one after another: CONNACK 0 to CONNECT,
 SUBACK (granted QoS 1) to SUBSCRIBE, then a good QoS 0 PUBLISH (topic device/h/telemetry,
 payload {"ok":1}), the crafted packet, and a good one again; it keeps each connection
@@ -21,7 +23,8 @@ import time
 
 GOOD_TOPIC = b"device/h/telemetry"
 GOOD_PAYLOAD = b'{"ok":1}'
-CASES = ("wildcard-topic", "packet-id-zero", "bad-utf8-topic", "qos3", "bad-remaining-length")
+CASES = ("wildcard-topic", "packet-id-zero", "bad-utf8-topic", "qos3", "bad-remaining-length",
+         "no-shared-subscriptions")
 
 
 def _length(value: int) -> bytes:
@@ -56,6 +59,8 @@ def crafted(case: str, mqtt5: bool) -> bytes:
         return bytes([good[0] | 0x06]) + good[1:]
     if case == "bad-remaining-length":
         return b"\x30\xff\xff\xff\xff\x7f" + GOOD_PAYLOAD  # five length bytes
+    if case == "no-shared-subscriptions":
+        return b""
     raise ValueError(case)
 
 
@@ -104,7 +109,10 @@ def serve(sock: socket.socket, case: str, deadline: float, stopping: list[bool])
             if kind == 0x10:  # CONNECT: protocol level is after the protocol name
                 name_length = int.from_bytes(body[:2], "big")
                 client.mqtt5 = body[2 + name_length] == 5
-                sock.sendall(b"\x20\x03\x00\x00\x00" if client.mqtt5 else b"\x20\x02\x00\x00")
+                if client.mqtt5 and case == "no-shared-subscriptions":
+                    sock.sendall(b"\x20\x05\x00\x00\x02\x2a\x00")  # Shared Subscription Available: 0
+                else:
+                    sock.sendall(b"\x20\x03\x00\x00\x00" if client.mqtt5 else b"\x20\x02\x00\x00")
             elif kind == 0x80:  # SUBSCRIBE: answer, then the show
                 packet_id = body[:2]
                 if client.mqtt5:
