@@ -47,6 +47,7 @@ Examples:
   tesaiot replay rec.parquet -t 'device/+/telemetry/#' --remap device/=lab/device/ --loop
   tesaiot replay rec.parquet --restamp --loop 3 --json
   tesaiot replay data/ --speed 10x                    # a dataset (record --workers): merged by time
+  tesaiot replay rec.parquet --speed max --qos 2 --max-inflight 10   # at most 10 unacknowledged
 """
 
 # ``--loop`` takes an optional count, which Typer cannot express: a bare ``--loop`` (not

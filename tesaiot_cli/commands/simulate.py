@@ -68,6 +68,7 @@ Examples:
   tesaiot simulate --profile realistic --anomaly-kinds spike,stuck,drift,dropout --label
   tesaiot simulate --interval 0 --count 50000 --qos 0 --quiet   # as fast as possible
   tesaiot simulate --devices 1000 --shard 2/4 --seed 7   # devices 251-500 of a 1000-device fleet
+  tesaiot simulate --interval 0 --count 2000 --qos 2 --max-inflight 10   # at most 10 unacknowledged
 """
 
 
