@@ -370,7 +370,8 @@ class Connection:
         """A protocol error from the broker: close the connection (MQTT 3.1.1 4.8, MQTT 5
         4.13), say so in one line, reconnect after the usual backoff. Call with ``io`` held."""
         self._protocol_error = why
-        reason = ReasonCode(PacketTypes.DISCONNECT, "Protocol error") if self.mqtt5 else None
+        reason = (ReasonCode(PacketTypes.DISCONNECT, "Protocol error")  # type: ignore[no-untyped-call,unused-ignore]
+                  if self.mqtt5 else None)
         client.disconnect(reasoncode=reason)
         if client.socket() is not None and client.want_write():
             client.loop_write()  # writes the DISCONNECT; paho then closes the socket
@@ -528,7 +529,7 @@ class Connection:
         refused = self.refused_pubrec.pop(mid, None) if self.refused_pubrec else None
         if refused is not None and code < 0x80:
             code = refused
-            reason = ReasonCode(PacketTypes.PUBREC, identifier=refused)
+            reason = ReasonCode(PacketTypes.PUBREC, identifier=refused)  # type: ignore[no-untyped-call,unused-ignore]
         self._on_publish_done(mid, code, str(getattr(reason, "getName", lambda: code)()))
 
 

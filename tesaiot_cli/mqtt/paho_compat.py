@@ -23,7 +23,7 @@ import inspect
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt import __version__ as _paho_version
@@ -145,7 +145,8 @@ class FastPath:
     def queue_publishes(self, batch: bytes | bytearray, info: paho.MQTTMessageInfo) -> None:
         """Hand a batch of PUBLISH packets to paho's queue as one packet: paho keeps the
         order with its own packets and writes it through tcp, TLS or websockets."""
-        self.client._packet_queue(paho.PUBLISH, batch, HELD_MID, 0, info)  # noqa: SLF001
+        # paho 2.0 and 2.1 declare bytes; every version only slices and sends it.
+        self.client._packet_queue(paho.PUBLISH, cast(bytes, batch), HELD_MID, 0, info)  # noqa: SLF001
 
     def unwritten_packets(self) -> int:
         return len(self.client._out_packet)  # noqa: SLF001
