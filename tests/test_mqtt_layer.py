@@ -290,3 +290,21 @@ def test_hostile_broker_serves_clients_one_after_another_and_exits_on_sigterm() 
     finally:
         process.terminate()
         assert process.wait(10) == 0
+
+
+def test_no_broad_except_in_the_mqtt_layer_carries_on() -> None:
+    """Every `except Exception` / `except BaseException` in tesaiot_cli/mqtt/ re-raises or
+    hands the error to the caller's thread (Connection.fail)."""
+    offenders = []
+    for path in sorted((PACKAGE / "mqtt").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ExceptHandler) or not isinstance(node.type, ast.Name):
+                continue
+            if node.type.id not in ("Exception", "BaseException"):
+                continue
+            body = [n for statement in node.body for n in ast.walk(statement)]
+            hands_over = any(isinstance(n, ast.Raise) for n in body) or any(
+                isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "fail" for n in body)
+            if not hands_over:
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []

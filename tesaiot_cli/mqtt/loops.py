@@ -264,9 +264,7 @@ class Connection:
         try:
             with self.io:
                 client.reconnect()
-        except BaseException as exc:  # noqa: BLE001 - translated into an event, retried later
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
+        except (OSError, paho.WebsocketConnectionError) as exc:  # the broker is still away: said, retried later
             self._reconnect_delay = min(self._reconnect_delay * 2, RECONNECT_MAX_DELAY_S)
             self._next_reconnect = time.monotonic() + self._reconnect_delay
             why = translate_connect_error(exc, f"{self.settings.url.host}:{self.settings.url.port}", self.settings)
