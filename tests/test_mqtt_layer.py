@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 from tesaiot_cli.errors import ProtocolError
 from tesaiot_cli.message import Message, PublishProperties
 from tesaiot_cli.mqtt import NetworkFailure, Session, codec, paho_compat
+from tesaiot_cli.mqtt.loops import Connection
 from tesaiot_cli.mqtt.transport import BufferedSocket
 from tests.conftest import ROOT, clean_env, run_cli
 from tests.support.broker import Mosquitto, free_ports, wait_for_port
@@ -192,7 +193,7 @@ def test_unknown_paho_falls_back_with_one_notice(broker: Mosquitto, monkeypatch:
     events: list[tuple[str, str]] = []
     got: list[Message] = []
     with Session(settings_for(broker.tcp_url), on_event=lambda k, t: events.append((k, t)),
-                 on_message=got.append) as session:
+                 on_message=got.append, public_path=False) as session:
         assert not session.fast_path
         session.subscribe(["device/fallback/telemetry"], qos=1)
         publish(broker.tcp_port, [("device/fallback/telemetry", b"1")])
@@ -209,27 +210,36 @@ def test_unknown_paho_falls_back_with_one_notice(broker: Mosquitto, monkeypatch:
 
 def test_an_error_on_the_network_thread_reaches_the_caller(broker: Mosquitto,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: BufferedSocket, *, mqtt5: bool, deliver: codec.Deliver) -> bool:
+    def broken(self: Connection, *args: object) -> bool:
         raise TypeError("unhashable type: 'bytearray'")
 
-    monkeypatch.setattr(BufferedSocket, "take_publishes", broken)
-    # It breaks on the first packet read (CONNACK): connect() raises it on the caller's thread.
-    with pytest.raises(NetworkFailure, match="TypeError: unhashable"), Session(settings_for(broker.tcp_url)):
-        pass
+    monkeypatch.setattr(Connection, "_deliver", broken)  # the delivery step both paths share
+    with Session(settings_for(broker.tcp_url)) as session:
+        session.subscribe(["device/broken/telemetry"], qos=1)
+        publish(broker.tcp_port, [("device/broken/telemetry", b"1")])
+        deadline = time.monotonic() + 10
+        with pytest.raises(NetworkFailure, match="TypeError: unhashable"):
+            while time.monotonic() < deadline:
+                session.check()
+                time.sleep(0.02)
 
 
 def test_an_unexpected_error_is_one_line_and_exit_70(broker: Mosquitto) -> None:
     code = (
-        "import sys; from tesaiot_cli.mqtt.transport import BufferedSocket as B\n"
-        "def boom(self, **kw): raise TypeError('unhashable type: bytearray')\n"
-        "B.take_publishes = boom\n"
+        "import sys; from tesaiot_cli.mqtt.loops import Connection\n"
+        "def boom(self, *args): raise TypeError('unhashable type: bytearray')\n"
+        "Connection._deliver = boom\n"
         "from tesaiot_cli.cli import main; sys.argv[0] = 'tesaiot'; main()\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", code, "listen", "-b", broker.tcp_url, "-t", "device/#",
+    process = subprocess.Popen([sys.executable, "-c", code, "listen", "-b", broker.tcp_url, "-t", "device/boom/#",
                                 "--timeout", "20"], env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
-        _, stderr = process.communicate(timeout=30)
+        assert process.stderr is not None
+        first = process.stderr.readline()  # "listening on ...": subscribed
+        publish(broker.tcp_port, [("device/boom/telemetry", b"1")])
+        _, rest = process.communicate(timeout=30)
+        stderr = first + rest
     finally:
         if process.poll() is None:
             process.kill()

@@ -279,9 +279,17 @@ class Connection:
         if not (pending is not None and pending()):
             select.select([sock], [sock] if client.want_write() else [], [], timeout)
         rc = client.loop_read()
+        for _ in range(READ_BATCH - 1):  # read on while more is waiting, a packet per call
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is not sock:
+                break
+            if not (pending is not None and pending()) and not select.select([sock], [], [], 0)[0]:
+                break
+            rc = client.loop_read()
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
             rc = client.loop_write()
-        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+        now = time.monotonic()
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and now >= self._next_misc:
+            self._next_misc = now + MISC_EVERY_S
             rc = client.loop_misc()
         return int(rc)
 
@@ -421,7 +429,8 @@ class Connection:
             topic = msg.topic
         except UnicodeDecodeError:
             raise ProtocolError("the broker sent a PUBLISH whose topic is not valid UTF-8") from None
-        codec.check_topic_name(topic.encode("utf-8"))
+        if "+" in topic or "#" in topic or "\x00" in topic:
+            codec.check_topic_name(topic.encode("utf-8"))  # raises, with the reason
         qos = int(msg.qos)
         codec.check_packet_id(int(msg.mid), qos)
         properties = paho_compat.from_paho_properties(msg.properties) if self.mqtt5 else None
