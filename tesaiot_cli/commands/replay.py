@@ -106,7 +106,7 @@ def replay(
     to: Annotated[Optional[str], typer.Option("--to", metavar="-", help="'-': write NDJSON to stdout at the same timing instead of publishing (dry run).", show_default=False)] = None,  # noqa: E501
     recording_format: Annotated[Optional[str], typer.Option("--format", metavar="FORMAT", help="parquet or jsonl (default: from the file suffix).", show_default=False)] = None,  # noqa: E501
     json_out: Annotated[bool, typer.Option("--json", help="The final summary as one JSON object: on stdout, or on stderr with --to -.")] = False,  # noqa: E501
-    max_inflight: Annotated[Optional[int], typer.Option("--max-inflight", metavar="N", min=1, max=65535, help="At most N QoS 1/2 messages unacknowledged at once. Default: the broker's Receive Maximum at MQTT 5, 20 at MQTT 3.1.1 (mosquitto's default max_inflight_messages: a broker that keeps fewer refuses the rest).", show_default=False)] = None,  # noqa: E501
+    max_inflight: Annotated[Optional[int], typer.Option("--max-inflight", metavar="N", min=1, max=65535, help="At most N QoS 1/2 messages unacknowledged at once. Default: the broker's Receive Maximum at MQTT 5; at MQTT 3.1.1 20 for QoS 2 (mosquitto's default max_inflight_messages: a broker that keeps fewer refuses the rest) and no limit but --queue/the window for QoS 1.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress or report on stderr (errors still show).")] = False,  # noqa: E501
     *,
     conn: ConnectionFlags,

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_WINDOW = 1000
-# MQTT 3.1.1 has no Receive Maximum: a broker that keeps fewer unacknowledged QoS 1/2
-# messages than we send refuses the rest without saying so (mosquitto answers PUBREC with
-# 0x97 at MQTT 5, and nothing at all at 3.1.1). 20 is mosquitto's default
-# max_inflight_messages, the smallest common default among brokers.
+# MQTT 3.1.1 has no Receive Maximum. A broker keeps state for each incoming QoS 2 message
+# until its PUBREL, and past its quota refuses the rest without saying so (mosquitto answers
+# PUBREC 0x97 at MQTT 5, and a plain PUBREC at 3.1.1, dropping the message). 20 is
+# mosquitto's default max_inflight_messages, the smallest common default among brokers.
+# Incoming QoS 1 is acknowledged at once and is not limited there (tested: 1,000 in flight
+# into a default mosquitto deliver every message), so at 3.1.1 only the window bounds it.
 DEFAULT_MAX_INFLIGHT_311 = 20
 RECEIVE_MAXIMUM_DEFAULT = 65535  # MQTT 5: no Receive Maximum in CONNACK means 65,535
 
@@ -51,33 +53,41 @@ class SessionStats:
         return self.published - self.completed - self.failed - self.dropped
 
 
-def inflight_limit(*, mqtt_version: int, receive_maximum: int | None, max_inflight: int | None) -> int:
-    """How many QoS 1/2 messages may be unacknowledged at once: the broker's Receive
-    Maximum at MQTT 5 (65,535 when it sends none), ``DEFAULT_MAX_INFLIGHT_311`` at 3.1.1,
-    and never more than ``max_inflight`` when given."""
+def inflight_limits(*, mqtt_version: int, receive_maximum: int | None,
+                    max_inflight: int | None) -> tuple[int, int]:
+    """``(QoS 1 and 2 together, QoS 2 alone)``: how many may be unacknowledged at once.
+
+    MQTT 5: the broker's Receive Maximum (65,535 when it sends none) for both. MQTT 3.1.1:
+    no bound of its own for QoS 1 (the window bounds it), ``DEFAULT_MAX_INFLIGHT_311`` for
+    QoS 2. ``max_inflight`` lowers both (at 3.1.1 it sets them).
+    """
     if mqtt_version == 5:
-        limit = receive_maximum if receive_maximum is not None else RECEIVE_MAXIMUM_DEFAULT
+        both = qos2 = receive_maximum if receive_maximum is not None else RECEIVE_MAXIMUM_DEFAULT
+        if max_inflight is not None:
+            both = qos2 = min(both, max_inflight)
+    elif max_inflight is not None:
+        both = qos2 = max_inflight
     else:
-        limit = DEFAULT_MAX_INFLIGHT_311
-    if max_inflight is not None:
-        limit = min(limit, max_inflight) if mqtt_version == 5 else max_inflight
-    return max(1, limit)
+        both, qos2 = RECEIVE_MAXIMUM_DEFAULT, DEFAULT_MAX_INFLIGHT_311
+    return max(1, both), max(1, qos2)
 
 
 class InFlight:
     """Messages handed to paho and not yet done, oldest first.
 
-    ``window`` bounds all of them (QoS 0 ones are done when written); ``limit`` bounds the
-    QoS 1/2 ones (done when acknowledged). Completion is taken in order from the oldest, so
-    the QoS 1/2 count is never below the broker's: a limit the broker gave is never
-    exceeded.
+    ``window`` bounds all of them (QoS 0 ones are done when written); ``limit`` the QoS 1/2
+    ones (done when acknowledged), ``limit_qos2`` the QoS 2 ones. Completion is taken in
+    order from the oldest, so the counts are never below the broker's: a limit the broker
+    gave is never exceeded.
     """
 
-    def __init__(self, window: int, limit: int) -> None:
+    def __init__(self, window: int, limit: int, limit_qos2: int | None = None) -> None:
         self.window = window
         self.limit = limit
+        self.limit_qos2 = limit if limit_qos2 is None else limit_qos2
         self._entries: collections.deque[tuple[Any, int]] = collections.deque()
         self._acked_qos = 0  # entries with QoS 1 or 2
+        self._qos2 = 0  # entries with QoS 2
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -91,12 +101,16 @@ class InFlight:
         """Whether one more message may be handed to paho now."""
         if len(self._entries) >= self.window:
             return False
+        if qos == 2 and self._qos2 >= self.limit_qos2:
+            return False
         return qos == 0 or self._acked_qos < self.limit
 
     def add(self, info: Any, qos: int) -> None:
         self._entries.append((info, qos))
         if qos:
             self._acked_qos += 1
+            if qos == 2:
+                self._qos2 += 1
 
     def reap(self, done: Callable[[Any, int], bool]) -> list[tuple[Any, int]]:
         """Remove and return the oldest entries ``done(info, qos)`` says are finished."""
@@ -106,6 +120,8 @@ class InFlight:
             info, qos = entries.popleft()
             if qos:
                 self._acked_qos -= 1
+                if qos == 2:
+                    self._qos2 -= 1
             finished.append((info, qos))
         return finished
 
@@ -113,7 +129,7 @@ class InFlight:
         """Forget every entry; returns how many there were."""
         count = len(self._entries)
         self._entries.clear()
-        self._acked_qos = 0
+        self._acked_qos = self._qos2 = 0
         return count
 
 

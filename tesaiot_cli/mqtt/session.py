@@ -26,7 +26,7 @@ from tesaiot_cli.errors import AuthError, ConfigError, ConnectError, Interrupted
 from tesaiot_cli.message import Message, validate_topic_filter
 from tesaiot_cli.mqtt import codec, paho_compat
 from tesaiot_cli.mqtt.connect import AUTH_REASON_CODES, PASSWORD_HINT, TOKEN_HINT
-from tesaiot_cli.mqtt.flow import DEFAULT_WINDOW, HeldBatches, InFlight, SessionStats, inflight_limit
+from tesaiot_cli.mqtt.flow import DEFAULT_WINDOW, HeldBatches, InFlight, SessionStats, inflight_limits
 from tesaiot_cli.mqtt.loops import Connection, EventCallback, MessageCallback
 
 PUMP_EVERY = 64  # threaded=False: read acknowledgements every this many publishes
@@ -43,13 +43,14 @@ class Session:
             session.subscribe(["device/+/telemetry/#"], qos=1, on_message=handle)
 
     ``window`` bounds the messages published but not yet completed; ``max_inflight`` the
-    QoS 1/2 ones not yet acknowledged (default: the broker's Receive Maximum at MQTT 5, 20
-    at MQTT 3.1.1). ``interrupt`` is an event the caller sets (on Ctrl+C) to cut blocking
-    waits short with :class:`Interrupted`. ``on_message`` receives messages from the moment
-    the session connects (a persistent session's queued messages arrive before any
-    SUBSCRIBE); ``subscribe`` may also set it. It runs on the network thread; when it
-    returns False the message was not kept and is not acknowledged (at QoS 1 the broker
-    delivers it again to a persistent session).
+    QoS 1/2 ones not yet acknowledged (default: the broker's Receive Maximum at MQTT 5; at
+    MQTT 3.1.1 20 for QoS 2, and the window for QoS 1). ``interrupt`` is an event the
+    caller sets (on Ctrl+C) to cut blocking waits short with :class:`Interrupted`.
+
+    ``on_message`` receives messages from the moment the session connects (a persistent
+    session's queued messages arrive before any SUBSCRIBE); ``subscribe`` may also set it.
+    It runs on the network thread; when it returns False the message was not kept and is
+    not acknowledged (at QoS 1 the broker delivers it again to a persistent session).
 
     ``threaded=True`` (subscribers) runs the network loop on its own thread.
     ``threaded=False`` (publishers) runs it on the caller's thread: each PUBLISH goes
@@ -87,8 +88,8 @@ class Session:
         self._threaded = threaded
         self._initial_on_message = on_message
         self._net: Connection | None = None
-        self._inflight = InFlight(window, inflight_limit(mqtt_version=settings.mqtt_version, receive_maximum=None,
-                                                         max_inflight=max_inflight))
+        self._inflight = InFlight(window, *inflight_limits(mqtt_version=settings.mqtt_version,
+                                                           receive_maximum=None, max_inflight=max_inflight))
         self._since_pump = 0
         # publish(hold=True): PUBLISH packets built here and handed to paho together.
         self._held = bytearray()
@@ -164,8 +165,8 @@ class Session:
             raise ConnectError(f"the broker at {where} refused the connection (code {code}: {text})",
                                reason_code=code)
         net.check_fast_path()
-        self._inflight.limit = inflight_limit(mqtt_version=s.mqtt_version, receive_maximum=net.receive_maximum,
-                                              max_inflight=self._max_inflight)
+        self._inflight.limit, self._inflight.limit_qos2 = inflight_limits(
+            mqtt_version=s.mqtt_version, receive_maximum=net.receive_maximum, max_inflight=self._max_inflight)
 
 
     # -- the caller-driven network loop (threaded=False) ---------------------------------
