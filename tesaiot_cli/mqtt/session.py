@@ -100,6 +100,8 @@ class Session:
         self._completed_public: set[int] = set()  # paho's public path: mids on_publish reported
         self._backlog: collections.deque[Message] = collections.deque()  # QoS 1/2 kept while disconnected
         self._closed_net: Connection | None = None
+        self._hold_fast = False  # set at connect: see publish()
+        self._no_properties: bytes | None = None
 
     # -- context manager -------------------------------------------------------------
 
@@ -165,6 +167,9 @@ class Session:
             raise ConnectError(f"the broker at {where} refused the connection (code {code}: {text})",
                                reason_code=code)
         net.check_fast_path()
+        # publish(hold=True) at QoS 0 builds packets itself: the driven fast path only.
+        self._hold_fast = not self._threaded and net.fast is not None
+        self._no_properties = b"\x00" if s.mqtt_version == 5 else None
         self._inflight.limit, self._inflight.limit_qos2 = inflight_limits(
             mqtt_version=s.mqtt_version, receive_maximum=net.receive_maximum, max_inflight=self._max_inflight)
 
@@ -193,6 +198,7 @@ class Session:
         net = self._net
         if net is None:
             return
+        self.check()
         self._since_pump = 0
         if self._held_count:
             self._release()
@@ -289,6 +295,18 @@ class Session:
         every held message.
         """
         net = self._require()
+        if hold and message.qos == 0 and self._hold_fast and message.properties is None:
+            # The hot path of replay --speed max / simulate --interval 0: as few calls as
+            # possible per message (errors from the network are raised by the next _pump).
+            name = self._topic_names.get(message.topic) or self._topic_name(message.topic)
+            held = self._held
+            codec.append_publish(held, name, message.payload, 0, message.retain, 0, self._no_properties)
+            self._held_count += 1
+            self._held_qos0 += 1
+            self.stats.published += 1
+            if len(held) >= HOLD_BYTES:
+                self._pump(0.0)  # writes the batch, reads what arrived, keeps the connection alive
+            return True
         self.check()
         client = net.client
         if client is None:
