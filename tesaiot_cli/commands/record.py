@@ -194,6 +194,9 @@ def _record(file: Path, format_name: str, settings: Any, filters: list[str], qos
         except RecordingError as exc:
             raise RecordingError(f"{exc}; {_what_is_kept(file, format_name)}") from None
     _print_summary(summary, elapsed, stop.signal_name or why)
+    if session.stats.discarded:
+        warn(f"{session.stats.discarded} QoS 2 message(s) arrived after --count was reached and were not recorded: "
+             "QoS 2 hands a message over before it can be refused (use --qos 1 to leave them with the broker)")
     if session.stats.reconnects and qos > 0 and summary.messages:
         err(f"the connection was lost and restored {session.stats.reconnects} time(s): QoS {qos} is 'at least "
             f"once', so a few messages may be recorded twice; 'tesaiot info --duplicates {file}' counts them, "
