@@ -46,7 +46,8 @@ topics = st.one_of(
 payloads = st.one_of(st.binary(max_size=300), text.map(lambda s: s.encode("utf-8")),
                      st.sampled_from([b"", b"\n", b"null", b"{}", b'{"a": [1, 2.5e300]}', b"\xff\xfe", b"\x00"]))
 INT64 = (-(2**63), 2**63 - 1)
-messages = st.builds(Message, topics, payloads, st.integers(0, 2), st.booleans(), st.integers(*INT64))
+messages = st.builds(Message, topics, payloads, st.integers(0, 2), st.booleans(), st.integers(*INT64),
+                     properties=st.none())  # recordings carry no properties yet (their column is another change)
 labels = st.one_of(st.none(), st.sampled_from(["normal", "spike", "high_temperature"]), text)
 rows = st.lists(st.tuples(messages, labels), max_size=25)
 
