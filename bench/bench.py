@@ -114,7 +114,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ladder", help="record section: comma-separated rates to try, msg/s (overrides the plan)")
     parser.add_argument("--duration", type=float, help="record section: seconds per trial (overrides the plan)")
     parser.add_argument("--tools", help="record section: comma-separated recorders to run (default: all): "
-                        "tesaiot-parquet, tesaiot-jsonl, tesaiot-detect, paho, mosquitto_sub, mqtt-recorder")
+                        "tesaiot-parquet, tesaiot-jsonl, tesaiot-parquet-public (paho public path), tesaiot-detect, "
+                        "paho, mosquitto_sub, mqtt-recorder")
     parser.add_argument("--qos", help="record section: QoS levels to run, comma-separated (default: 0,1)")
     parser.add_argument("--fleet-baseline", default=fleet.DEFAULT_BASELINE,
                         help="fleet section: the git ref of 'today's build' run beside this one "

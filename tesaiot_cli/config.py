@@ -185,6 +185,7 @@ class ConnectionSettings:
     # Settings from the environment that do not apply (e.g. CA_CERT_PATH with mqtt://),
     # each with why: the CLI says so instead of ignoring them without a word.
     unused: tuple[str, ...] = ()
+    paho_path: str = "auto"  # "public": paho's public API only (TESAIOT_PAHO_PATH), else the probe decides
 
     @property
     def is_cloud(self) -> bool:
@@ -344,6 +345,7 @@ def resolve_connection(
         mqtt_version=parse_mqtt_version(version_value) if version_value is not None else 4,
         keepalive=keepalive,
         connect_timeout=connect_timeout,
+        paho_path="public" if str(env.get("TESAIOT_PAHO_PATH", "")).strip().lower() == "public" else "auto",
         clean_session=not session_name,
         unused=tuple(unused),
     )

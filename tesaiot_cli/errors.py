@@ -37,3 +37,8 @@ class RecordingError(TesaiotError):
 
 class Interrupted(TesaiotError):
     """A wait was cut short because the caller asked to stop (Ctrl+C, SIGTERM)."""
+
+
+class ProtocolError(ConnectError):
+    """The broker broke the MQTT protocol (a malformed or forbidden packet): the session
+    closes the connection, as MQTT requires, and reconnects with backoff."""

@@ -30,6 +30,26 @@ class PublishProperties(NamedTuple):
     user_properties: tuple[tuple[str, str], ...] = ()
 
 
+def properties_to_json(properties: PublishProperties) -> dict[str, Any]:
+    """MQTT 5 publish properties as a JSON object (``listen --json``, JSONL recordings): only
+    the fields that are set (an empty object when none is); correlation data in base64; user
+    properties as ``[key, value]`` pairs, keeping their order and repeated keys."""
+    record: dict[str, Any] = {}
+    if properties.payload_format_indicator is not None:
+        record["payload_format_indicator"] = properties.payload_format_indicator
+    if properties.message_expiry_interval is not None:
+        record["message_expiry_interval"] = properties.message_expiry_interval
+    if properties.content_type is not None:
+        record["content_type"] = properties.content_type
+    if properties.response_topic is not None:
+        record["response_topic"] = properties.response_topic
+    if properties.correlation_data is not None:
+        record["correlation_data"] = base64.b64encode(properties.correlation_data).decode("ascii")
+    if properties.user_properties:
+        record["user_properties"] = [[key, value] for key, value in properties.user_properties]
+    return record
+
+
 class Message(NamedTuple):
     """One MQTT message.
 

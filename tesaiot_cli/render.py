@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.message import Message, decode_payload, parse_topic, sensor_type_of
+from tesaiot_cli.message import Message, decode_payload, parse_topic, properties_to_json, sensor_type_of
 from tesaiot_cli.textfmt import iso_time, paint
 
 __all__ = ["escape_control", "human_block", "iso_time", "json_line", "message_record"]
@@ -32,11 +32,13 @@ def message_record(message: Message) -> dict[str, Any]:
 
     ``encoding`` says how ``payload`` is given: ``json`` (parsed, numbers exact), ``text``
     (exact) or ``base64`` (exact bytes), as :func:`tesaiot_cli.message.decode_payload`.
+    ``properties`` (only when the message has MQTT 5 publish properties) holds those it
+    carries, by their MQTT names in snake case; ``correlation_data`` is base64.
     """
     value, encoding = decode_payload(message.payload)
     parts = parse_topic(message.topic)
     sensor = sensor_type_of(message.topic, message.payload, value if encoding == "json" else None)
-    return {
+    record = {
         "time": iso_time(message.time_ns),
         "time_ns": message.time_ns,
         "topic": message.topic,
@@ -47,6 +49,9 @@ def message_record(message: Message) -> dict[str, Any]:
         "encoding": encoding,
         "payload": value,
     }
+    if message.properties is not None:
+        record["properties"] = properties_to_json(message.properties)
+    return record
 
 
 def json_line(message: Message) -> bytes:

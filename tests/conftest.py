@@ -18,6 +18,8 @@ _CLI_ENV_PREFIXES = ("MQTT_", "TESAIOT_", "CA_CERT_PATH", "DEVICE_ID", "PUBLISH_
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_CLI_ENV_PREFIXES)}
+    if os.environ.get("TESAIOT_PAHO_PATH"):  # scripts/test runs the MQTT tests again on paho's public path
+        env["TESAIOT_PAHO_PATH"] = os.environ["TESAIOT_PAHO_PATH"]
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env

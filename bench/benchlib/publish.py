@@ -10,6 +10,7 @@ arrived. The C paced publisher at rate 0 (flat out) shows the broker's ceiling h
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -65,6 +66,13 @@ def _publishers(ctx: Context, *, qos: int, count: int, topic: str, trial: str, r
                                  "--quiet", "--topic-prefix", topic + "/", "--broker", url,
                                  "--client-id", f"bench-rep-{trial}"],
                         "topic": topic + "/device/bench-pubsrc/telemetry"})
+        # The same on paho's public path: what a paho the session does not recognise gets.
+        entries.append({"key": "tesaiot-replay-public", "label": "tesaiot replay --speed max (paho public path)",
+                        "argv": [tesaiot, "replay", str(recording), "--speed", "max", "--qos", str(qos),
+                                 "--quiet", "--topic-prefix", topic + "/", "--broker", url,
+                                 "--client-id", f"bench-repp-{trial}"],
+                        "env": {"TESAIOT_PAHO_PATH": "public"},
+                        "topic": topic + "/device/bench-pubsrc/telemetry"})
     for mode in ("window", "naive"):
         entries.append({"key": f"paho-{mode}",
                         "label": f"raw paho ({'window' if mode == 'window' else 'naive loop, queue'} {WINDOW})",
@@ -100,8 +108,9 @@ def measure(ctx: Context, entry: dict[str, Any], *, qos: int, count: int, topic:
         stdin = open(entry["stdin"], "rb") if entry.get("stdin") else None
         begin = time.monotonic()
         try:
+            env = {**os.environ, **entry["env"]} if entry.get("env") else None
             process = subprocess.Popen(entry["argv"], stdin=stdin or subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.DEVNULL, cwd=ctx.workdir)
+                                       stderr=subprocess.DEVNULL, cwd=ctx.workdir, env=env)
         finally:
             if stdin is not None:
                 stdin.close()

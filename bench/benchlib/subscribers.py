@@ -9,6 +9,7 @@ mqtt-recorder, which has no count option, when its CSV (line-buffered) holds eve
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -74,8 +75,9 @@ class SubscriberTool:
         output = workdir / f"{client_id}{self.suffix}"
         argv = self.argv(broker, topic=topic, qos=qos, count=count, client_id=client_id, output=output)
         stdout = self.stdout_target(output)
+        env = {**os.environ, **self.env()} if self.env() else None
         try:
-            process = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, cwd=workdir)
+            process = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, cwd=workdir, env=env)
         finally:
             if stdout not in (subprocess.DEVNULL, subprocess.PIPE) and hasattr(stdout, "close"):
                 stdout.close()
@@ -87,6 +89,10 @@ class SubscriberTool:
     def stdout_target(self, output: Path) -> Any:
         return subprocess.DEVNULL
 
+    def env(self) -> dict[str, str]:
+        """Extra environment variables for the tool."""
+        return {}
+
     def counts_by_file(self) -> bool:
         return False
 
@@ -97,12 +103,17 @@ class SubscriberTool:
 class TesaiotRecord(SubscriberTool):
     """``tesaiot record FILE --count N`` to Parquet or JSONL."""
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, *, public_path: bool = False) -> None:
         self.fmt = fmt
-        self.key = f"tesaiot-{fmt}"
-        self.label = f"tesaiot record ({'Parquet' if fmt == 'parquet' else 'JSONL'})"
+        self.public_path = public_path
+        self.key = f"tesaiot-{fmt}" + ("-public" if public_path else "")
+        self.label = f"tesaiot record ({'Parquet' if fmt == 'parquet' else 'JSONL'})" + (
+            ", paho public path" if public_path else "")
         self.suffix = f".{fmt}"
         self._help: str | None = None
+
+    def env(self) -> dict[str, str]:
+        return {"TESAIOT_PAHO_PATH": "public"} if self.public_path else {}
 
     def help_text(self) -> str:
         if self._help is None:
@@ -240,5 +251,5 @@ class TesaiotDetect(SubscriberTool):
 
 
 def all_tools() -> list[SubscriberTool]:
-    return [TesaiotRecord("parquet"), TesaiotRecord("jsonl"), TesaiotDetect(), PahoSubscriber(), MosquittoSub(),
-            MqttRecorder()]
+    return [TesaiotRecord("parquet"), TesaiotRecord("jsonl"), TesaiotRecord("parquet", public_path=True),
+            TesaiotDetect(), PahoSubscriber(), MosquittoSub(), MqttRecorder()]

@@ -173,11 +173,14 @@ def _record(file: Path, format_name: str, settings: ConnectionSettings, filters:
                 settings, open_output, filters, qos, limit=CountLimit(count) if count is not None else None,
                 duration_s=duration, stop=stop.event.is_set, interrupt=stop.event, on_event=print_event,
                 before_subscribe=freeze_startup_objects, on_subscribed=announce,
-                on_tick=_Progress(time.monotonic()).tick,
+                on_tick=_Progress(time.monotonic(), shared=any(f.startswith("$share/") for f in filters)).tick,
                 discard_output=lambda: discard_output(), kept=lambda: _what_is_kept(file, format_name))
         finally:
             _clear_status()
     _print_summary(run.summary, run.elapsed_s, stop.signal_name or run.stopped_by)
+    if run.discarded:
+        warn(f"{plural(run.discarded, 'QoS 2 message')} arrived after --count was reached and were not recorded: "
+             "QoS 2 hands a message over before it can be refused (use --qos 1 to leave them with the broker)")
     if run.reconnects and qos > 0 and run.summary.messages:
         err(f"the connection was lost and restored {run.reconnects} time(s): QoS {qos} is 'at least "
             f"once', so a few messages may be recorded twice; 'tesaiot info --duplicates {file}' counts them, "
@@ -185,12 +188,14 @@ def _record(file: Path, format_name: str, settings: ConnectionSettings, filters:
 
 
 class _Progress:
-    """What ``record`` shows while recording: the live status line, and one warning when
-    the disk falls behind by ``SLOW_DISK_S`` or more."""
+    """What ``record`` shows while recording: the live status line, one warning when the
+    disk falls behind by ``SLOW_DISK_S`` or more, and one when a shared subscription stays
+    silent (``shared``)."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, *, shared: bool = False) -> None:
         self.status = _LiveStatus(started)
         self.slow_warned = False
+        self.silence = _ShareSilence(started) if shared else None
 
     def tick(self, writer: RecordingWriter, now: float) -> None:
         behind = writer.unsynced_s()
@@ -199,6 +204,8 @@ class _Progress:
             warn(f"the disk is slow: the last {behind:.0f} s of messages are not on disk yet (held in memory; "
                  "a crash would lose them); recording continues")
             self.slow_warned = True
+        if self.silence is not None:
+            self.silence.check(now, writer.messages)
         self.status.update(now, lambda: (writer.messages, writer.disk_bytes()))
 
 
@@ -377,6 +384,7 @@ def _quiet_resource_tracker() -> None:
 
 def _wait_pool(pool: WorkerPool, stop: StopSignals, started: float) -> str:
     status = _LiveStatus(started)
+    silence = _ShareSilence(started)
     while not stop.event.wait(0.05):
         pool.poll()
         if pool.error is not None:
@@ -384,5 +392,29 @@ def _wait_pool(pool: WorkerPool, stop: StopSignals, started: float) -> str:
         if pool.finished:  # the workers stop by themselves at --count and --duration
             return "count" if pool.counted_out else "duration"
         now = time.monotonic()
+        silence.check(now, pool.messages)
         status.update(now, lambda: (pool.messages, pool.disk_bytes), suffix=f"  {pool.workers} workers")
     return "signal"
+
+
+SHARE_SILENCE_S = 5.0
+
+
+class _ShareSilence:
+    """Warns once when a shared subscription (--workers, --share) has received nothing after
+    ``SHARE_SILENCE_S``: a broker without shared subscriptions takes ``$share/...`` as an
+    ordinary topic and delivers nothing, and at MQTT 3.1.1 it cannot say so."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.warned = False
+
+    def check(self, now: float, messages: int) -> None:
+        if self.warned or messages or now - self.started < SHARE_SILENCE_S:
+            return
+        self.warned = True
+        _clear_status()
+        warn(f"nothing received in {SHARE_SILENCE_S:g} s on a shared subscription ($share/...): if the broker "
+             "does not support shared subscriptions (amqtt, which 'tesaiot broker' runs, and aedes do not), it "
+             "takes $share/... as an ordinary topic and delivers nothing; record with one worker and without "
+             "--share there (docs/scaling.md lists the brokers)")

@@ -56,6 +56,7 @@ Examples:
   tesaiot replay rec.parquet -t 'device/+/telemetry/#' --remap device/=lab/device/ --loop
   tesaiot replay rec.parquet --restamp --loop 3 --json
   tesaiot replay data/ --speed 10x                    # a dataset (record --workers): merged by time
+  tesaiot replay rec.parquet --speed max --qos 2 --max-inflight 10   # at most 10 unacknowledged
 """
 
 # ``--loop`` takes an optional count, which Typer cannot express: a bare ``--loop`` (not
@@ -117,6 +118,7 @@ def replay(
     to: Annotated[Optional[str], typer.Option("--to", metavar="-", help="'-': write NDJSON to stdout at the same timing instead of publishing (dry run).", show_default=False)] = None,  # noqa: E501
     recording_format: Annotated[Optional[str], typer.Option("--format", metavar="FORMAT", help="parquet or jsonl (default: from the file suffix).", show_default=False)] = None,  # noqa: E501
     json_out: Annotated[bool, typer.Option("--json", help="The final summary as one JSON object: on stdout, or on stderr with --to -.")] = False,  # noqa: E501
+    max_inflight: Annotated[Optional[int], typer.Option("--max-inflight", metavar="N", min=1, max=65535, help="At most N QoS 1/2 messages unacknowledged at once. Default: the broker's Receive Maximum at MQTT 5; at MQTT 3.1.1 20 for QoS 2 (mosquitto's default max_inflight_messages: a broker that keeps fewer refuses the rest) and no limit but --queue/the window for QoS 1.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress or report on stderr (errors still show).")] = False,  # noqa: E501
     *,
     conn: ConnectionFlags,
@@ -190,7 +192,8 @@ def replay(
                     delivery = _replay_to_stdout(options, passes, common, labels)
                     target = "-"
                 else:
-                    delivery = _replay_to_broker(options, passes, common, conn, stop, pause, announce)
+                    delivery = _replay_to_broker(options, passes, common, conn, stop, pause, announce,
+                                                 max_inflight=max_inflight)
                     target = delivery.pop("broker")
             for text in first_reader.warnings:
                 warn(text)
@@ -274,7 +277,8 @@ def _keep_small(messages: Iterator[Message], cache: _Cache, labels: _Labels | No
 
 
 def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, Any], conn: ConnectionFlags,
-                      stop: StopSignals, pause: _Pause, announce: Callable[[str], None]) -> dict[str, Any]:
+                      stop: StopSignals, pause: _Pause, announce: Callable[[str], None], *,
+                      max_inflight: int | None = None) -> dict[str, Any]:
     from tesaiot_cli.errors import Interrupted
     from tesaiot_cli.replay import Replayer
     from tesaiot_cli.session import Session
@@ -286,7 +290,8 @@ def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, 
         pause.status.clear()
         print_event(kind, text)
 
-    with Session(settings, on_event=on_event, interrupt=stop.event, threaded=False) as session:
+    with Session(settings, on_event=on_event, interrupt=stop.event, threaded=False,
+                 max_inflight=max_inflight) as session:
         pause.sleep = session.wait  # a pause keeps the connection served (keepalive, acknowledgements)
         announce(settings.url.display())
         # At --speed max, QoS 0 packets go out in batches (one send per ~64 KiB); on a

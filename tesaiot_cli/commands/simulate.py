@@ -80,6 +80,7 @@ Examples:
   tesaiot simulate --devices 5000 --connections per-device --interval 10 --connect-rate 200
   tesaiot simulate -N 100 --connections per-device --username-template 'dev-{n}' --password-file devices.txt
   tesaiot simulate -N 100 --connections per-device -b mqtts://broker:8883 --ca-file ca.pem --cert-dir certs/
+  tesaiot simulate --interval 0 --count 2000 --qos 2 --max-inflight 10   # at most 10 unacknowledged
 """
 
 
@@ -101,6 +102,7 @@ def simulate(
     force: Annotated[bool, typer.Option("--force", help="Overwrite the --record FILE if it exists.")] = False,
     qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", help="Publish QoS (upstream: 1).")] = 1,
     queue: Annotated[Optional[int], typer.Option("--queue", metavar="N", help=f"Keep at most N unacknowledged packets (in flight, or queued while disconnected; per device with --connections per-device); more are dropped and counted. Default: {QUEUE_SECONDS:g} s of packets, {QUEUE_MIN} to {QUEUE_MAX}; {QUEUE_FLAT_OUT} with --interval 0.", show_default=False)] = None,  # noqa: E501
+    max_inflight: Annotated[Optional[int], typer.Option("--max-inflight", metavar="N", min=1, max=65535, help="At most N QoS 1/2 messages unacknowledged at once. Default: the broker's Receive Maximum at MQTT 5; at MQTT 3.1.1 20 for QoS 2 (mosquitto's default max_inflight_messages: a broker that keeps fewer refuses the rest) and no limit but --queue/the window for QoS 1.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="Nothing on stdout or stderr but warnings and errors.")] = False,  # noqa: E501
     connections: Annotated[str, typer.Option("--connections", metavar="MODE", help="shared: every device on one MQTT connection and client id; per-device: each device its own connection (client id, keepalive, session, credentials), all from this process on one event loop.")] = "shared",  # noqa: E501
     connect_rate: Annotated[Optional[float], typer.Option("--connect-rate", metavar="N", help=f"per-device: at most N connects (and reconnects) per second. [default: {DEFAULT_CONNECT_RATE:g}]", show_default=False)] = None,  # noqa: E501
@@ -137,7 +139,10 @@ def simulate(
         links = _link_options(opts, settings, env, connections=connections, connect_rate=connect_rate,
                               client_id=conn.client_id, username_template=username_template,
                               password_template=password_template, password_file=password_file, cert_dir=cert_dir)
-        undelivered = _simulate(opts, settings, record=record, force=force, quiet=quiet,
+        if links is not None and max_inflight is not None:
+            raise ConfigError("--max-inflight is for one shared connection: with --connections per-device each "
+                              "device keeps at most --queue packets unacknowledged")
+        undelivered = _simulate(opts, settings, record=record, force=force, quiet=quiet, max_inflight=max_inflight,
                                 color=use_color(sys.stdout, env), argv=safe_argv(sys.argv[1:]), links=links)
     if undelivered:
         raise typer.Exit(EXIT_UNDELIVERED)
@@ -350,6 +355,7 @@ def _fleet_publisher(fleet: DeviceFleet, stop: StopSignals, console: _Console, *
 
 
 def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | None, force: bool, quiet: bool,
+              max_inflight: int | None = None,
               color: bool, argv: list[str], links: _LinkOptions | None = None) -> bool:
     """Run the simulation; print the summary; return whether some packets were not delivered."""
     from tesaiot_cli.recording import open_writer, remove_outputs
@@ -379,7 +385,8 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
             from tesaiot_cli.session import Session
 
             session = resources.enter_context(
-                Session(settings, on_event=console.event, interrupt=stop.event, window=opts.queue, threaded=False))
+                Session(settings, on_event=console.event, interrupt=stop.event, window=opts.queue, threaded=False,
+                        max_inflight=max_inflight))
             # The session runs its network loop on this thread (threaded=False): waiting for
             # the next packet goes through it, reading acknowledgements and reconnecting meanwhile.
             scheduler = Scheduler(interval_s=opts.interval_s, devices=opts.devices,

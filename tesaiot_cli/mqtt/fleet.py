@@ -20,7 +20,7 @@ touches no paho private name.
   stay in its client's store and are sent after the reconnect.
 
 Nothing from paho, ``ssl`` or ``socket`` escapes: failures become :class:`ConnectError`,
-:class:`AuthError` or :class:`ConfigError` (through :mod:`tesaiot_cli.connection`). It
+:class:`AuthError` or :class:`ConfigError` (through :mod:`tesaiot_cli.mqtt.connect`). It
 never prints; events go to ``on_event``.
 """
 
@@ -43,7 +43,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from tesaiot_cli.config import ConnectionSettings
-from tesaiot_cli.connection import (
+from tesaiot_cli.errors import AuthError, ConfigError, ConnectError, Interrupted
+from tesaiot_cli.message import Message
+from tesaiot_cli.mqtt.connect import (
     AUTH_REASON_CODES,
     PASSWORD_HINT,
     SESSION_TAKEN_OVER,
@@ -52,9 +54,7 @@ from tesaiot_cli.connection import (
     ssl_context,
     translate_connect_error,
 )
-from tesaiot_cli.errors import AuthError, ConfigError, ConnectError, Interrupted
-from tesaiot_cli.message import Message
-from tesaiot_cli.session import SessionStats
+from tesaiot_cli.mqtt.flow import SessionStats
 
 RECONNECT_MIN_DELAY_S = 1.0
 RECONNECT_MAX_DELAY_S = 30.0

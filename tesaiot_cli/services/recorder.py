@@ -52,22 +52,39 @@ class CountLimit:
 class Inbox:
     """The message callback: holds what arrives before the writer is attached (a persistent
     session gets its queued messages right after CONNACK), then hands everything to it in
-    arrival order. Runs on the network thread."""
+    arrival order. Runs on the network thread.
 
-    def __init__(self) -> None:
+    With a ``limit`` (``--count``) it claims each message as it arrives, early ones too, and
+    refuses the rest: it returns False, the session then does not acknowledge them, and the
+    broker keeps them (a persistent session's next run gets them). ``done`` is set once the
+    last message allowed has been handed over."""
+
+    def __init__(self, limit: MessageLimit | None = None, done: threading.Event | None = None) -> None:
         self._target: Callable[[Message], None] | None = None
         self._early: list[Message] = []
         self._lock = threading.Lock()
+        self._limit = limit
+        self._done = done or threading.Event()
 
-    def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> bool:
+        last = False
+        if self._limit is not None:
+            keep, last = self._limit.take()
+            if not keep:
+                return False
         target = self._target
         if target is None:
             with self._lock:
                 target = self._target
                 if target is None:
                     self._early.append(message)
-                    return
+                    if last:
+                        self._done.set()
+                    return True
         target(message)
+        if last:
+            self._done.set()
+        return True
 
     def attach(self, target: Callable[[Message], None]) -> None:
         with self._lock:
@@ -77,33 +94,17 @@ class Inbox:
             self._target = target
 
 
-def limited_sink(writer: RecordingWriter, limit: MessageLimit | None,
-                 done: threading.Event) -> Callable[[Message], None]:
-    """The callback that writes each message: straight to ``writer.write`` without a limit
-    (the hot path), else only while ``limit`` allows, setting ``done`` at the last one."""
-    if limit is None:
-        return writer.write
-    write, take_one = writer.write, limit.take
-
-    def take(message: Message) -> None:
-        keep, last = take_one()
-        if keep:
-            write(message)
-        if last:
-            done.set()
-
-    return take
-
-
 @dataclass(frozen=True)
 class RecorderRun:
     """How a recorder ended: what it wrote, why it stopped (``count``, ``duration``,
-    ``signal`` or what ``on_tick`` returned), how long it recorded (s), reconnections."""
+    ``signal`` or what ``on_tick`` returned), how long it recorded (s), reconnections, and
+    QoS 2 messages that arrived past ``--count`` (handed over before they could be refused)."""
 
     summary: WriteSummary
     stopped_by: str
     elapsed_s: float
     reconnects: int
+    discarded: int = 0
 
 
 def _never() -> bool:
@@ -141,7 +142,8 @@ def run_recorder(
     """
     from tesaiot_cli.session import Session
 
-    inbox = Inbox()
+    done = threading.Event()
+    inbox = Inbox(limit, done)
     session = Session(settings, on_event=on_event, interrupt=interrupt, on_message=inbox)
     session.connect()
     try:
@@ -149,14 +151,14 @@ def run_recorder(
     except BaseException:
         session.close()
         raise
-    done = threading.Event()
     started = time.monotonic()
     try:
-        sink = limited_sink(writer, limit, done)
-        inbox.attach(sink)  # from now on the inbox passes straight through to the sink
+        inbox.attach(writer.write)  # from now on the inbox passes straight through to the writer
         if before_subscribe is not None:
             before_subscribe()
-        session.subscribe(filters, qos=qos, on_message=sink)
+        # Without a limit the writer takes each message directly (the hot path); with one,
+        # every message goes through the inbox, which counts and refuses past the limit.
+        session.subscribe(filters, qos=qos, on_message=writer.write if limit is None else inbox)
         if on_subscribed is not None:
             on_subscribed(writer)
         why = _wait(session, writer, done=done, stop=stop, started=started, duration_s=duration_s, on_tick=on_tick)
@@ -182,7 +184,7 @@ def run_recorder(
         if kept is None:
             raise
         raise RecordingError(f"{exc}; {kept()}") from None
-    return RecorderRun(summary, why, elapsed, session.stats.reconnects)
+    return RecorderRun(summary, why, elapsed, session.stats.reconnects, session.stats.discarded)
 
 
 def _wait(session: Session, writer: RecordingWriter, *, done: threading.Event, stop: Callable[[], bool],

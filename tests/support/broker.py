@@ -93,6 +93,9 @@ class Mosquitto:
     mtls_port: int = 0
     wss_port: int = 0
     extra_config: str = ""
+    # False: mosquitto's own defaults for max_inflight_messages (20) and max_queued_messages
+    # (1000), as a user's broker has them; True: raised for the load tests.
+    raised_limits: bool = True
     process: subprocess.Popen[bytes] | None = None
     terminator: TLSTerminator | None = None
     starts: int = field(default=0)
@@ -155,7 +158,8 @@ class Mosquitto:
             +
             f"persistence true\npersistence_location {d}/\nautosave_interval 1\n"
             f"log_dest file {self.log_path}\nlog_type error\nlog_type warning\nlog_type notice\n"
-            "max_queued_messages 200000\nmax_inflight_messages 1000\n"
+            + ("max_queued_messages 200000\nmax_inflight_messages 1000\n" if self.raised_limits else "")
+            +
             f"{self.extra_config}\n"
             f"listener {self.tcp_port} 127.0.0.1\nallow_anonymous true\n\n"
             f"listener {self.auth_port} 127.0.0.1\nallow_anonymous false\n"
@@ -223,8 +227,9 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def start_mosquitto(directory: Path, *, extra_config: str = "") -> Mosquitto:
+def start_mosquitto(directory: Path, *, extra_config: str = "", raised_limits: bool = True) -> Mosquitto:
     directory.mkdir(parents=True, exist_ok=True)
-    broker = Mosquitto(directory=directory, pki=make_pki(directory / "pki"), extra_config=extra_config)
+    broker = Mosquitto(directory=directory, pki=make_pki(directory / "pki"), extra_config=extra_config,
+                       raised_limits=raised_limits)
     broker.start()
     return broker

@@ -36,6 +36,7 @@ from tesaiot_cli.message import (
     PublishProperties,
     parse_topic,
     payload_sensor_type,
+    properties_to_json,
     topic_sensor,
 )
 from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
@@ -55,25 +56,6 @@ TAIL_SCAN_LIMIT = 64 * 1024 * 1024  # how far back to look for the last complete
 BATCH_ROWS = 32_768
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT32_MAX = 2**32 - 1
-
-
-def properties_to_json(properties: PublishProperties) -> dict[str, Any]:
-    """The ``properties`` object of a line: the fields that are set (an empty object for
-    properties with none set); bytes in base64, user properties as ``[key, value]`` pairs."""
-    record: dict[str, Any] = {}
-    if properties.payload_format_indicator is not None:
-        record["payload_format_indicator"] = properties.payload_format_indicator
-    if properties.message_expiry_interval is not None:
-        record["message_expiry_interval"] = properties.message_expiry_interval
-    if properties.content_type is not None:
-        record["content_type"] = properties.content_type
-    if properties.response_topic is not None:
-        record["response_topic"] = properties.response_topic
-    if properties.correlation_data is not None:
-        record["correlation_data"] = base64.b64encode(properties.correlation_data).decode("ascii")
-    if properties.user_properties:
-        record["user_properties"] = [[key, value] for key, value in properties.user_properties]
-    return record
 
 
 def properties_from_json(record: Any) -> PublishProperties:

@@ -1,4 +1,4 @@
-"""Connection helpers for the session layer: the TLS context, and translating what paho,
+"""Connecting: TLS settings and errors. Helpers for the session layer: the TLS context, and translating what paho,
 ``ssl`` and ``socket`` raise into the project's exceptions with one clear sentence each."""
 
 from __future__ import annotations
