@@ -237,7 +237,7 @@ class Replayer:
                 self.stats.restamped += 1
                 payload = stamped
         return Message(topic, payload, message.qos if o.qos is None else o.qos,
-                       message.retain if o.retain is None else o.retain, message.time_ns)
+                       message.retain if o.retain is None else o.retain, message.time_ns, message.properties)
 
     # -- running ---------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -13,6 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tesaiot_cli.message import Message, PublishProperties
 from tesaiot_cli.mqtt import Session
+from tesaiot_cli.recording import open_reader
+from tests.conftest import run_cli
 from tests.support.broker import Mosquitto
 from tests.test_reliability import Proc
 from tests.test_session import settings_for
@@ -119,3 +122,55 @@ def test_retain_as_published_keeps_a_live_retained_flag(broker: Mosquitto) -> No
     finally:
         v5_publish(broker.tcp_port, topic, b"", retain=True, properties=None)
     assert got[0].retain is True
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_properties_survive_record_and_replay(broker: Mosquitto, tmp_path: Path, suffix: str) -> None:
+    """MQTT 5 end to end: published with properties -> `record` keeps them in the recording
+    -> `replay` sends them again -> a subscriber gets them; a message without properties
+    stays without."""
+    topic = f"device/props-e2e{suffix.replace('.', '-')}/telemetry"
+    path = tmp_path / f"props{suffix}"
+    recorder = Proc("record", str(path), "-b", broker.tcp_url, "-t", topic, "--count", "2", "--duration", "30",
+                    "--mqtt-version", "5")
+    try:
+        recorder.wait_for_stderr("recording ")
+        v5_publish(broker.tcp_port, topic, b'{"n": 1}')
+        v5_publish(broker.tcp_port, topic, b'{"n": 2}', properties=None)
+        assert recorder.wait(30) == 0, recorder.stderr
+    finally:
+        recorder.stop()
+    with open_reader(path) as reader:
+        recorded = list(reader)
+    assert [m.payload for m in recorded] == [b'{"n": 1}', b'{"n": 2}']
+    first = recorded[0].properties
+    assert first is not None and first._replace(message_expiry_interval=None) == PROPS._replace(
+        message_expiry_interval=None)
+    assert first.message_expiry_interval is not None and 3590 <= first.message_expiry_interval <= 3600
+    assert recorded[1].properties is None
+
+    replayed = f"{topic}/again"
+    received: list[paho.MQTTMessage] = []
+    done = threading.Event()
+    subscribed = threading.Event()
+    sub = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    sub.on_message = lambda c, u, m: (received.append(m), len(received) == 2 and done.set())
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.connect("127.0.0.1", broker.tcp_port)
+    sub.loop_start()
+    try:
+        sub.subscribe(replayed, 1)
+        assert subscribed.wait(10)
+        result = run_cli("replay", str(path), "-b", broker.tcp_url, "--speed", "max", "--mqtt-version", "5",
+                         "--remap", f"{topic}={replayed}", "--quiet")
+        assert result.returncode == 0, result.stderr
+        assert done.wait(10)
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+    again = received[0].properties
+    assert again is not None
+    assert again.ContentType == "application/json" and again.CorrelationData == b"\x00\x01corr"
+    assert again.ResponseTopic == "device/reply/telemetry" and again.PayloadFormatIndicator == 1
+    assert again.UserProperty == [("site", "lab"), ("site", "roof")]
+    assert not hasattr(received[1].properties, "ContentType")
