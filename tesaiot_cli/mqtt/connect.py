@@ -8,6 +8,7 @@ import ssl
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tesaiot_cli.config import ConnectionSettings
@@ -78,6 +79,33 @@ def _check_client_pem(cert_file: str, key_file: str | None) -> None:
             raise ConfigError(f"--cert-file {cert_file} holds no private key: give the client's key with --key-file")
     elif b"PRIVATE KEY-----" not in read(key_file):
         raise ConfigError(f"--key-file {key_file} holds no PEM private key ('-----BEGIN ... PRIVATE KEY-----')")
+
+
+def new_client(s: ConnectionSettings, *, tls: ssl.SSLContext | None = None, **options: Any) -> paho.Client:
+    """A paho client for ``s``: protocol, client id, transport (websocket path), clean
+    session at 3.1.1, credentials (a TESAIoT token as user name and password) and TLS
+    (``tls``, else a context made from ``s``). ``options`` go to ``paho.Client`` as they are
+    (``userdata``, ``manual_ack``, ...). Raises :class:`ConfigError` for unusable TLS files."""
+    kwargs: dict[str, Any] = {
+        "callback_api_version": CallbackAPIVersion.VERSION2,
+        "client_id": s.client_id,
+        "protocol": paho.MQTTv5 if s.mqtt_version == 5 else paho.MQTTv311,
+        "transport": s.url.transport,
+        **options,
+    }
+    if s.mqtt_version != 5:
+        kwargs["clean_session"] = s.clean_session
+    client = paho.Client(**kwargs)
+    if s.url.transport == "websockets":
+        client.ws_set_options(path=s.url.path or "/mqtt")
+    if s.token is not None:
+        client.username_pw_set(s.token.reveal(), s.token.reveal())
+    elif s.username is not None:
+        client.username_pw_set(s.username, s.password.reveal() if s.password else None)
+    if s.url.tls:
+        client.tls_set_context(tls if tls is not None else ssl_context(s))
+    client.connect_timeout = s.connect_timeout
+    return client
 
 
 def no_answer_error(where: str, s: ConnectionSettings) -> ConnectError:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 
 from tesaiot_cli.config import ConnectionSettings
 from tesaiot_cli.errors import AuthError, ConfigError, ConnectError, Interrupted
@@ -50,6 +50,7 @@ from tesaiot_cli.mqtt.connect import (
     PASSWORD_HINT,
     SESSION_TAKEN_OVER,
     TOKEN_HINT,
+    new_client,
     reason_value,
     ssl_context,
     translate_connect_error,
@@ -289,30 +290,12 @@ class DeviceFleet:
 
     def _build_client(self, link: _Link) -> paho.Client:
         s = link.settings
-        kwargs: dict[str, Any] = {
-            "callback_api_version": CallbackAPIVersion.VERSION2,
-            "client_id": s.client_id,
-            "protocol": paho.MQTTv5 if s.mqtt_version == 5 else paho.MQTTv311,
-            "transport": s.url.transport,
-            "userdata": link,
-        }
-        if s.mqtt_version != 5:
-            kwargs["clean_session"] = s.clean_session
-        client = paho.Client(**kwargs)
-        if s.url.transport == "websockets":
-            client.ws_set_options(path=s.url.path or "/mqtt")
-        if s.token is not None:
-            client.username_pw_set(s.token.reveal(), s.token.reveal())
-        elif s.username is not None:
-            client.username_pw_set(s.username, s.password.reveal() if s.password else None)
-        if s.url.tls:
-            if not self._shared_tls:
-                client.tls_set_context(ssl_context(s))  # the device's own certificate
-            else:
-                if self._tls is None:
-                    self._tls = ssl_context(s)
-                client.tls_set_context(self._tls)
-        client.connect_timeout = s.connect_timeout
+        tls = None  # the device's own certificate: a context of its own
+        if s.url.tls and self._shared_tls:
+            if self._tls is None:
+                self._tls = ssl_context(s)
+            tls = self._tls
+        client = new_client(s, tls=tls, userdata=link)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

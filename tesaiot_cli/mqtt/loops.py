@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -27,8 +27,8 @@ from tesaiot_cli.message import Message, PublishProperties
 from tesaiot_cli.mqtt import codec, paho_compat
 from tesaiot_cli.mqtt.connect import (
     SESSION_TAKEN_OVER,
+    new_client,
     reason_value,
-    ssl_context,
     translate_connect_error,
 )
 from tesaiot_cli.mqtt.flow import SessionStats
@@ -128,28 +128,8 @@ class Connection:
 
     def build(self, *, force_public: bool) -> paho.Client:
         s = self.settings
-        protocol = paho.MQTTv5 if self.mqtt5 else paho.MQTTv311
-        kwargs: dict[str, Any] = {
-            "callback_api_version": CallbackAPIVersion.VERSION2,
-            "client_id": s.client_id,
-            "protocol": protocol,
-            "transport": s.url.transport,
-            "reconnect_on_failure": True,
-            # We acknowledge a message once the callback kept it (never what is not kept).
-            "manual_ack": True,
-        }
-        if not self.mqtt5:
-            kwargs["clean_session"] = s.clean_session
-        client = paho.Client(**kwargs)
-        if s.url.transport == "websockets":
-            client.ws_set_options(path=s.url.path or "/mqtt")
-        if s.token is not None:
-            client.username_pw_set(s.token.reveal(), s.token.reveal())
-        elif s.username is not None:
-            client.username_pw_set(s.username, s.password.reveal() if s.password else None)
-        if s.url.tls:
-            client.tls_set_context(ssl_context(s))
-        client.connect_timeout = s.connect_timeout
+        # manual_ack: we acknowledge a message once the callback kept it (never what is not kept).
+        client = new_client(s, reconnect_on_failure=True, manual_ack=True)
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         # Set to the in-flight limit once CONNACK has said what it is (Session.connect).
         client.max_inflight_messages_set(0)
