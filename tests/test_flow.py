@@ -75,12 +75,15 @@ def test_max_inflight_one_still_delivers_everything(default_broker: Mosquitto) -
 def test_acl_refusal_at_mqtt5_is_counted_exactly(default_broker: Mosquitto, qos: str) -> None:
     """The reader user may not publish: at MQTT 5 mosquitto says so in every PUBACK/PUBREC
     (0x87): all 300 are counted failed, none acknowledged, exit 7."""
-    if qos == "2" and os.environ.get("TESAIOT_PAHO_PATH") == "public":
-        pytest.skip("paho's public API drops a PUBREC's reason code: a known limit of the fallback path "
-                    "(its notice says so)")
     result = run_cli("simulate", "-b", default_broker.auth_url, "--username", READER, "--password",
                      READER_PASSWORD, "--interval", "0", "--count", "300", "--qos", qos, "--mqtt-version", "5",
                      timeout=60)
+    if qos == "2" and os.environ.get("TESAIOT_PAHO_PATH") == "public":
+        # paho's public API drops a PUBREC's reason code: the fallback path cannot count these
+        # refusals, so it says so before the first QoS 2 publish instead of passing in silence.
+        assert "warning: on paho's public path a broker's refusal of a QoS 2 message" in result.stderr, \
+            result.stderr
+        return
     assert result.returncode == 7, result.stderr
     assert "failed 300" in result.stderr or "300 failed" in result.stderr or "refused 300" in result.stderr, \
         result.stderr

@@ -101,6 +101,7 @@ class Session:
         self._backlog: collections.deque[Message] = collections.deque()  # QoS 1/2 kept while disconnected
         self._closed_net: Connection | None = None
         self._hold_fast = False  # set at connect: see publish()
+        self._qos2_public_said = False
         self._no_properties: bytes | None = None
 
     # -- context manager -------------------------------------------------------------
@@ -308,6 +309,14 @@ class Session:
                 self._pump(0.0)  # writes the batch, reads what arrived, keeps the connection alive
             return True
         self.check()
+        if message.qos == 2 and not self._qos2_public_said and self.settings.mqtt_version == 5 \
+                and net.fast is None and self._on_event is not None:
+            # paho's public API drops a PUBREC's reason code: a refusal of a QoS 2 message
+            # (an ACL, a quota) would count as acknowledged. Said once, never silent.
+            self._qos2_public_said = True
+            self._on_event("warning", "on paho's public path a broker's refusal of a QoS 2 message (MQTT 5 PUBREC "
+                                      "reason >= 0x80) cannot be seen: such messages count as acknowledged; use "
+                                      "QoS 1 to have refusals counted")
         client = net.client
         if client is None:
             raise RuntimeError("session is not connected")
