@@ -320,6 +320,7 @@ class Session:
         client = net.client
         if client is None:
             raise RuntimeError("session is not connected")
+        self._topic_name(message.topic)  # one topic-name check on every path (cached): paho's lets NUL through
         fast = net.fast
         if hold and not self._threaded and fast is not None and message.properties is None:
             if message.qos == 0:
