@@ -17,7 +17,7 @@ from tesaiot_cli.config import Secret, resolve_connection
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.sim.credentials import device_settings
 from tesaiot_cli.sim.dps368 import NORMAL, Packet
-from tesaiot_cli.sim.schedule import BATCH_S, Scheduler, run
+from tesaiot_cli.sim.schedule import BATCH_S, LATE_IDLE_EVERY, Scheduler, run
 from tests.conftest import clean_env, cli_command, run_cli, start_cli
 from tests.support.broker import PASSWORD, USER, Mosquitto
 from tests.support.clients import Collector
@@ -392,3 +392,20 @@ def test_connects_ramp_at_the_connect_rate(broker: Mosquitto) -> None:
     # 150 connects at 50/s (a burst of 5, then one per 20 ms) take about 2.9 s: in the log
     # (whole seconds) they span at least 2 s, where without a ramp they would take a few ms.
     assert max(stamps) - min(stamps) >= 2
+
+
+def test_a_schedule_running_late_still_calls_on_idle() -> None:
+    """A slow link or broker makes every publish late, so no wait comes: the caller's status
+    line is fed through on_idle anyway (it froze under back-pressure before)."""
+    fake = FakeClock()
+    idle_at: list[int] = []
+
+    def publish(message: object) -> bool:
+        fake.now += 0.05  # each publish takes longer than the 10 ms slot: always behind
+        return True
+
+    scheduler = Scheduler(interval_s=0.01, devices=1, clock=fake.clock, sleep=fake.sleep)
+    stats = run([FakeDevice(0)], ["d/0"], scheduler, publish, count=640, wall_ns=lambda: 10**18,  # type: ignore[arg-type]
+                on_idle=lambda s: idle_at.append(s.packets))
+    assert stats.packets == 640 and stats.lateness.percentile(0.5) > 1.0  # type: ignore[operator]
+    assert len(idle_at) >= 640 // LATE_IDLE_EVERY - 1 and idle_at == sorted(idle_at)

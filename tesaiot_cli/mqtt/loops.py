@@ -456,7 +456,8 @@ class Connection:
                 if self.subscriptions and not getattr(flags, "session_present", False):
                     self.stats.sessions_lost += 1
                     self.emit("warning", "the broker kept no session for this client: messages published while "
-                                         "it was disconnected are lost (--session NAME makes the broker keep them)")
+                                         "it was disconnected may have been lost (--session NAME makes the broker "
+                                         "keep them)")
             self.ever_connected = True
             self.connected.set()
             if self.subscriptions:

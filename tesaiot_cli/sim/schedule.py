@@ -31,6 +31,7 @@ MAX_NAP_S = 0.25
 BATCH_S = 0.005
 # Flat out, the idle callback (status line) runs every this many packets.
 FLAT_OUT_IDLE_EVERY = 1024
+LATE_IDLE_EVERY = 64  # behind schedule: on_idle every this many packets (no wait comes to call it)
 
 Publish = Callable[[Message], bool]
 PacketCallback = Callable[[Packet, "Message | None", bool], None]
@@ -169,6 +170,11 @@ def run(
                     stats.stopped_by = "signal"
                     break
                 now = woke = clock()
+            elif on_idle is not None and not packets % LATE_IDLE_EVERY:
+                # Running late (a slow link or broker): no wait comes, so the caller's status
+                # line would freeze exactly when it matters.
+                sync()
+                on_idle(stats)
             last_lateness = now - due
             record_lateness(last_lateness)
             if last_lateness > max_lateness:
