@@ -621,6 +621,24 @@ def parse_summaries(row: Row, sim: Proc | None, rec: Proc) -> None:
             row.rec["summary_count"] = to_int(m[1])
 
 
+# record's one line when the broker breaks the protocol (tesaiot_cli/mqtt), as ``said`` folds it.
+CLOSED_BY_CLIENT = re.compile(r"^tesaiot: closed the connection to \S+: (?P<why>.*?)(?: \(x(?P<times>\d+)\))?$")
+INTERNAL_ERROR = re.compile(r"^tesaiot: internal error: ")
+
+
+def hostile_verdict(said_lines: Sequence[str]) -> str:
+    """What record did about the crafted packet, for the table: how often it closed the
+    connection and why (its own line), or that it failed with an internal error, or that
+    it said nothing of it (the packet was taken as a message)."""
+    for line in said_lines:
+        if m := CLOSED_BY_CLIENT.match(line):
+            return f"record closed the connection x{m['times'] or 1}: {m['why']}"
+    for line in said_lines:
+        if INTERNAL_ERROR.match(line):
+            return line.removeprefix("tesaiot: ")
+    return "record did not close the connection"
+
+
 def run_hostile_row(opts: Options, net: Net, row: Row, hostile_case: str) -> None:
     """``record`` against the hostile broker script serving ``hostile_case``."""
     directory = opts.workdir / f"{row.label.replace(' ', '-')}-{hostile_case}"
@@ -642,6 +660,7 @@ def run_hostile_row(opts: Options, net: Net, row: Row, hostile_case: str) -> Non
         rec_code = rec.stop()
         row.rec = tool_summary(rec, rec_code, opts.workdir)
         parse_summaries(row, None, rec)
+        row.note = "; ".join(filter(None, [row.note, hostile_verdict(row.rec.get("said", []))]))
         hostile_code = hostile.stop(first=signal.SIGTERM, grace=5)
         row.hostile = {"case": hostile_case, "exit": hostile_code,
                        "said": said(hostile.stderr_lines() + hostile.out.read_text(errors="replace").splitlines())[-3:]}

@@ -123,3 +123,18 @@ def test_live_status_lines_are_kept_apart_first_and_last(faults: ModuleType) -> 
     assert len(kept) == 9 and kept[2] == "... 4 more ..."
     assert "sent 1 " in kept[0] and "sent 12 " in kept[-1]
     assert faults.status_lines(lines[:4]) == lines[1:4]
+
+
+def test_the_hostile_rows_name_the_line_record_closed_the_connection_with(faults: ModuleType) -> None:
+    said = ["tesaiot: closed the connection to mqtt://127.0.0.1:1883: the broker sent a QoS 1 PUBLISH with "
+            "packet id 0 (x3)", "tesaiot: reconnecting with backoff (1 s doubling to 30 s) (x3)",
+            "tesaiot: recorded 3 messages in 5.02 s"]
+    assert faults.hostile_verdict(faults.said(said)) == (
+        "record closed the connection x3: the broker sent a QoS 1 PUBLISH with packet id 0")
+    once = ["tesaiot: closed the connection to mqtt://127.0.0.1:1883: the broker sent a PUBLISH with QoS 3 "
+            "(malformed packet)"]
+    assert faults.hostile_verdict(once) == (
+        "record closed the connection x1: the broker sent a PUBLISH with QoS 3 (malformed packet)")
+    crash = ["tesaiot: internal error: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff"]
+    assert faults.hostile_verdict(crash).startswith("internal error: UnicodeDecodeError")
+    assert faults.hostile_verdict(["tesaiot: recorded 3 messages"]) == "record did not close the connection"
