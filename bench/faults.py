@@ -714,9 +714,7 @@ def table_rows(rows: list[Row]) -> list[str]:
             latency = f"{ms(d.latency_ms.get('p50'))} / {ms(d.latency_ms.get('p99'))}"
         else:
             lost = not_recorded = latency = "n/a"
-        notes = ", ".join(row.broker_notes) or "-"
-        if row.note:
-            notes += f"; {row.note}"
+        notes = "; ".join(filter(None, [", ".join(row.broker_notes), row.note])) or "-"
         out.append(f"| {case} | {row.qos} | {session} | {sim_cell} | {rec_cell} | {lost} | {not_recorded} "
                    f"| {latency} | {notes} | {score_cells(row.score)} |")
     return out
