@@ -97,7 +97,7 @@ class Net:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise HarnessError(f"{process.args[-4:]} exited with {process.returncode} before listening")
+                raise HarnessError(f"{process.args!r} exited with {process.returncode} before listening")
             if self.listening(port):
                 return
             time.sleep(0.1)
@@ -424,6 +424,16 @@ def score_cells(data: dict[str, Any] | None) -> str:
         return "n/a"
     if "error" in data:
         return f"error: {data['error']}"
+    delivery = data.get("delivery")
+    if isinstance(delivery, dict) and isinstance(delivery.get("lost"), int) and isinstance(delivery.get("sent"), int):
+        # score's own shape (tesaiot_cli/analysis/score.py DeliveryScore.as_dict): lost of sent,
+        # duplicates, latency in ms; set out like the harness's columns so the two can be compared.
+        latency_ms = delivery.get("latency_ms")
+        latency: dict[str, Any] = latency_ms if isinstance(latency_ms, dict) else {}
+        dup = f", {delivery['duplicated']} dup" if delivery.get("duplicated") else ""
+        exit_text = f", exit {data['exit']}" if data.get("exit") not in (None, 0) else ""
+        return (f"lost {delivery['lost']} ({pct(delivery['lost'], delivery['sent'])}){dup}, "
+                f"{ms(latency.get('p50'))} / {ms(latency.get('p99'))}{exit_text}")
     found: list[str] = []
 
     def walk(prefix: str, value: Any) -> None:
@@ -482,7 +492,19 @@ def tool_summary(proc: Proc, code: int, workdir: Path) -> dict[str, Any]:
     lines = [line.replace(f"{workdir}/", "") for line in proc.stderr_lines()]
     return {"exit": code, "timed_out": proc.timed_out,
             "maxrss_mib": round(proc.maxrss_kib / 1024, 1) if proc.maxrss_kib else None,
-            "said": said(lines, skip=("tesaiot: simulating ", "tesaiot: topic ", "tesaiot: recording "))}
+            "said": said(lines, skip=("tesaiot: simulating ", "tesaiot: topic ", "tesaiot: recording ")),
+            "status": status_lines(lines)}
+
+
+def status_lines(lines: list[str], *, most: int = 8) -> list[str]:
+    """The live status lines a tool printed (every 5 s when stderr is not a terminal), shown
+    apart from what it said: whether acknowledged and queued counts moved under a fault is
+    part of the reading. At most ``most``: the first few and the last ones."""
+    found = [line.rstrip() for line in lines if STATUS_LINE.match(line)]
+    if len(found) <= most:
+        return found
+    head = most // 3
+    return [*found[:head], f"... {len(found) - most} more ...", *found[len(found) - (most - head):]]
 
 
 def record_argv(opts: Options, net: Net, path: Path, qos: int, client: str, session: bool,
@@ -599,6 +621,24 @@ def parse_summaries(row: Row, sim: Proc | None, rec: Proc) -> None:
             row.rec["summary_count"] = to_int(m[1])
 
 
+# record's one line when the broker breaks the protocol (tesaiot_cli/mqtt), as ``said`` folds it.
+CLOSED_BY_CLIENT = re.compile(r"^tesaiot: closed the connection to \S+: (?P<why>.*?)(?: \(x(?P<times>\d+)\))?$")
+INTERNAL_ERROR = re.compile(r"^tesaiot: internal error: ")
+
+
+def hostile_verdict(said_lines: Sequence[str]) -> str:
+    """What record did about the crafted packet, for the table: how often it closed the
+    connection and why (its own line), or that it failed with an internal error, or that
+    it said nothing of it (the packet was taken as a message)."""
+    for line in said_lines:
+        if m := CLOSED_BY_CLIENT.match(line):
+            return f"record closed the connection x{m['times'] or 1}: {m['why']}"
+    for line in said_lines:
+        if INTERNAL_ERROR.match(line):
+            return line.removeprefix("tesaiot: ")
+    return "record did not close the connection"
+
+
 def run_hostile_row(opts: Options, net: Net, row: Row, hostile_case: str) -> None:
     """``record`` against the hostile broker script serving ``hostile_case``."""
     directory = opts.workdir / f"{row.label.replace(' ', '-')}-{hostile_case}"
@@ -620,6 +660,7 @@ def run_hostile_row(opts: Options, net: Net, row: Row, hostile_case: str) -> Non
         rec_code = rec.stop()
         row.rec = tool_summary(rec, rec_code, opts.workdir)
         parse_summaries(row, None, rec)
+        row.note = "; ".join(filter(None, [row.note, hostile_verdict(row.rec.get("said", []))]))
         hostile_code = hostile.stop(first=signal.SIGTERM, grace=5)
         row.hostile = {"case": hostile_case, "exit": hostile_code,
                        "said": said(hostile.stderr_lines() + hostile.out.read_text(errors="replace").splitlines())[-3:]}
@@ -673,17 +714,15 @@ def table_rows(rows: list[Row]) -> list[str]:
             latency = f"{ms(d.latency_ms.get('p50'))} / {ms(d.latency_ms.get('p99'))}"
         else:
             lost = not_recorded = latency = "n/a"
-        notes = ", ".join(row.broker_notes) or "-"
-        if row.note:
-            notes += f"; {row.note}"
+        notes = "; ".join(filter(None, [", ".join(row.broker_notes), row.note])) or "-"
         out.append(f"| {case} | {row.qos} | {session} | {sim_cell} | {rec_cell} | {lost} | {not_recorded} "
                    f"| {latency} | {notes} | {score_cells(row.score)} |")
     return out
 
 
 def messages_section(rows: list[Row]) -> list[str]:
-    out = ["<details><summary>What each tool printed on stderr (live status lines and banners left out; "
-           "<code>(xN)</code>: repeated)</summary>", ""]
+    out = ["<details><summary>What each tool printed on stderr (banners left out; simulate's live status lines "
+           "gathered in one item; <code>(xN)</code>: repeated)</summary>", ""]
     for row in rows:
         if row.skipped:
             continue
@@ -692,6 +731,9 @@ def messages_section(rows: list[Row]) -> list[str]:
         for tool, data in (("simulate", row.sim), ("record", row.rec), ("hostile broker", row.hostile)):
             for line in data.get("said", []) if data else []:
                 out.append(f"  - {tool}: `{line.replace('`', chr(39))}`")
+        if row.sim.get("status"):
+            out.append("  - simulate's live status: " + "; ".join(
+                f"`{' '.join(line.split()[1:])}`" for line in row.sim["status"]))
         if row.rec.get("maxrss_mib"):
             out.append(f"  - record peak memory: {row.rec['maxrss_mib']} MiB")
     return [*out, "", "</details>"]

@@ -8,6 +8,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,43 @@ def test_the_table_goes_between_the_markers_and_nowhere_else(faults: ModuleType,
     with pytest.raises(faults.HarnessError):
         faults.write_docs(tmp_path / "plain.md", "table\n")
     assert (tmp_path / "plain.md").read_text() == "no markers\n"
+
+
+def test_score_delivery_json_is_shown_like_the_harness_columns(faults: ModuleType) -> None:
+    # The shape of `tesaiot score TRUTH --received REC --json` (analysis/score.py DeliveryScore.as_dict).
+    report: dict[str, Any] = {"truth": "t.parquet", "alerts": None, "received": "r.parquet", "detection": None,
+              "delivery": {"sent": 10000, "received": 9893, "lost": 107, "duplicated": 1, "unexpected": 0,
+                           "out_of_order": 0, "delivered": 0.9893,
+                           "latency_ms": {"p50": 0.4, "p99": 6800.0, "max": 7100.0}},
+              "thresholds": {"given": {}, "unmet": []}, "exit": 0}
+    assert faults.score_cells(report) == "lost 107 (1.1%), 1 dup, 0 ms / 6.8 s"
+    report["delivery"]["latency_ms"] = {"p50": None, "p99": None, "max": None}  # nothing arrived
+    assert faults.score_cells({**report, "exit": 8}) == "lost 107 (1.1%), 1 dup, n/a / n/a, exit 8"
+    assert faults.score_cells(None) == "n/a"  # a tesaiot without score
+    assert faults.score_cells({"error": "exit 2: bad file"}) == "error: exit 2: bad file"
+
+
+def test_live_status_lines_are_kept_apart_first_and_last(faults: ModuleType) -> None:
+    lines = ["tesaiot: simulating 50 DPS368 devices ..."]
+    lines += [f"tesaiot:    {5.0 * i:.1f} s      100.0 msg/s  sent {i}  acked {i}  queued 0/10,000"
+              for i in range(1, 13)]
+    lines.append("tesaiot: stopped (duration) after 60.0 s: 12 packets published")
+    kept = faults.status_lines(lines)
+    assert len(kept) == 9 and kept[2] == "... 4 more ..."
+    assert "sent 1 " in kept[0] and "sent 12 " in kept[-1]
+    assert faults.status_lines(lines[:4]) == lines[1:4]
+
+
+def test_the_hostile_rows_name_the_line_record_closed_the_connection_with(faults: ModuleType) -> None:
+    said = ["tesaiot: closed the connection to mqtt://127.0.0.1:1883: the broker sent a QoS 1 PUBLISH with "
+            "packet id 0 (x3)", "tesaiot: reconnecting with backoff (1 s doubling to 30 s) (x3)",
+            "tesaiot: recorded 3 messages in 5.02 s"]
+    assert faults.hostile_verdict(faults.said(said)) == (
+        "record closed the connection x3: the broker sent a QoS 1 PUBLISH with packet id 0")
+    once = ["tesaiot: closed the connection to mqtt://127.0.0.1:1883: the broker sent a PUBLISH with QoS 3 "
+            "(malformed packet)"]
+    assert faults.hostile_verdict(once) == (
+        "record closed the connection x1: the broker sent a PUBLISH with QoS 3 (malformed packet)")
+    crash = ["tesaiot: internal error: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff"]
+    assert faults.hostile_verdict(crash).startswith("internal error: UnicodeDecodeError")
+    assert faults.hostile_verdict(["tesaiot: recorded 3 messages"]) == "record did not close the connection"
