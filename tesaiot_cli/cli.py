@@ -115,7 +115,10 @@ _KIND = {"number": "a number", "float": "a number", "integer": "an integer", "in
          "boolean": "true or false"}
 _WORDING: tuple[tuple[re.Pattern[str], Any], ...] = (
     (re.compile(r"^Input should be a valid (number|integer|boolean)\b.*$"), lambda m: f"it must be {_KIND[m[1]]}"),
-    (re.compile(r"^'?.*?'? is not a valid (float|integer|int|boolean)$"), lambda m: f"it must be {_KIND[m[1]]}"),
+    # click names its range types "integer range" / "float range" (the click inside the newest
+    # typer says "integer"): seen with typer 0.21.1 on click 8.5.1
+    (re.compile(r"^'?.*?'? is not a valid (float|integer|int|boolean)(?: range)?$"),
+     lambda m: f"it must be {_KIND[m[1]]}"),
     (re.compile(r"^Input should be (.*)$"), lambda m: f"it must be {m[1]}"),
     (re.compile(r"^.* is not in the range (.*)$"), lambda m: f"it must be in the range {m[1]}"),
 )
