@@ -17,6 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tesaiot_cli.config import ConnectionSettings, resolve_connection
 from tesaiot_cli.errors import AuthError, ConfigError, ConnectError
 from tesaiot_cli.message import Message, validate_topic_name
+from tesaiot_cli.mqtt.flow import SessionStats
+from tesaiot_cli.mqtt.loops import Connection
 from tesaiot_cli.mqtt.session import HOLD_QUEUED, Session
 from tesaiot_cli.mqtt.transport import BufferedSocket as _BufferedSocket
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
@@ -421,6 +423,42 @@ def test_subscribe_waits_while_a_persistent_session_backlog_arrives(broker: Mosq
         session.subscribe([topic], qos=1)
         time.sleep(1.0)
     assert again == []
+
+
+def test_the_network_thread_hands_the_io_lock_to_a_waiting_caller() -> None:
+    """A lock is not fair: a network thread that takes it again the moment it lets go (as
+    it does while a backlog flows) kept a caller waiting 1.3 s for it on paho's public path,
+    and subscribe() then timed out. The network thread stands back for a waiting caller:
+    each of 50 takes by the caller waits for at most one turn of the network thread."""
+    connection = Connection(settings_for("mqtt://127.0.0.1:1"), SessionStats(), on_event=None,
+                            interrupt=threading.Event(), threaded=True, on_message=None,
+                            on_publish_done=lambda mid, rc, why: None)
+    turns = 0
+    stop = threading.Event()
+
+    def network() -> None:  # the shape of _network_main's loop while data flows
+        nonlocal turns
+        while not stop.is_set():
+            connection._stand_back()
+            with connection.io:
+                turns += 1
+                deadline = time.perf_counter() + 0.0005
+                while time.perf_counter() < deadline:  # a turn's work, holding the lock
+                    pass
+
+    thread = threading.Thread(target=network, daemon=True)
+    thread.start()
+    try:
+        waited: list[int] = []
+        for _ in range(50):
+            before = turns
+            with connection.caller_io():
+                waited.append(turns - before)
+            time.sleep(0.001)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert max(waited) <= 1, waited
 
 
 def test_buffered_socket_keeps_order_when_the_socket_is_full() -> None:

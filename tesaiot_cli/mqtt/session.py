@@ -236,15 +236,16 @@ class Session:
         if on_message is not None:
             net.on_message = on_message
         net.subscriptions = [(f, qos) for f in filters]
-        deadline = time.monotonic() + self.settings.connect_timeout
         # Lock order, as on the network thread: io, then suback_ready. Holding io while
         # subscribing keeps the SUBACK from being handled before its mid is noted.
-        with net.io:
+        with net.caller_io():
             rc, mid = client.subscribe(net.subscription_list())
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
                 raise ConnectError(f"cannot subscribe: {paho.error_string(rc)}")
             with net.suback_ready:
                 net.awaited_mids.add(mid)
+        # The wait starts when the SUBSCRIBE is on its way, not before the lock was had.
+        deadline = time.monotonic() + self.settings.connect_timeout
         seen = self.stats.received
         while True:
             if self._interrupt.is_set():
@@ -369,13 +370,17 @@ class Session:
         if client is None:
             raise RuntimeError("session is not connected")
         properties = paho_compat.to_paho_properties(message.properties) if net.mqtt5 else None
+        io = net.io
+        if not io.acquire(blocking=False):  # the hot path: no context manager when the lock is free
+            net.wait_for_io()
         try:
-            with net.io:
-                info = client.publish(message.topic, message.payload, message.qos, message.retain,
-                                      properties=properties)
+            info = client.publish(message.topic, message.payload, message.qos, message.retain,
+                                  properties=properties)
         except ValueError as exc:
             self.stats.published -= 1
             raise ConfigError(f"cannot publish to {message.topic!r}: {exc}") from None
+        finally:
+            io.release()
         if not self._threaded:
             self._since_pump += 1
             if self._since_pump >= PUMP_EVERY:
@@ -435,7 +440,7 @@ class Session:
             return
         info = paho.MQTTMessageInfo(paho_compat.HELD_MID)
         self._held_batches.add(info, count)
-        with net.io:
+        with net.caller_io():
             fast.queue_publishes(batch, info)
         while fast.unwritten_packets() > HOLD_QUEUED and client.socket() is not None:
             if self._interrupt.is_set():
