@@ -29,9 +29,20 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.json as pa_json  # type: ignore[import-untyped]
 
+from tesaiot_cli.analysis.arrays import binary_scalar, bool_scalar, int64s, strings
+
 TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
-_PARSE = pa_json.ParseOptions(newlines_in_values=True)
-_READ = pa_json.ReadOptions(use_threads=True, block_size=8 << 20)
+# A batch whose payloads hold no line break is one object per line: the reader then cuts it
+# into blocks at line ends and parses the blocks on its threads (2.1x faster here on 2
+# cores, 32,768 DPS368 payloads: 13 ms against 28 ms). A payload with a line break (pretty-
+# printed JSON) needs the reader's value-aware cutting, which parses its batch in one block.
+_PARSE_LINES = pa_json.ParseOptions(newlines_in_values=False)
+_PARSE_VALUES = pa_json.ParseOptions(newlines_in_values=True)
+_READ_LINES = pa_json.ReadOptions(use_threads=True, block_size=256 << 10)
+_READ_VALUES = pa_json.ReadOptions(use_threads=True, block_size=8 << 20)
+_EMPTY = binary_scalar(b"")
+_NEWLINE = binary_scalar(b"\n")
+_FALSE = bool_scalar(False)
 
 
 @dataclass
@@ -54,11 +65,11 @@ def parse_payloads(payloads: pa.Array) -> ParsedPayloads:
     """Parse a binary array of payloads. Never raises for bad payloads: they are listed."""
     n = len(payloads)
     if n == 0:
-        return ParsedPayloads([], pa.array([], pa.int64()))
+        return ParsedPayloads([], int64s([]))
     # Only payloads that start with '{' can be objects; the rest is not looked at.
-    candidate = pc.fill_null(pc.starts_with(payloads, "{"), False)
+    candidate = pc.fill_null(pc.starts_with(payloads, "{"), _FALSE)
     if not pc.all(candidate).as_py():  # leading white space: rare, so the regex only runs then
-        candidate = pc.or_(candidate, pc.fill_null(pc.match_substring_regex(payloads, r"^\s+\{"), False))
+        candidate = pc.or_(candidate, pc.fill_null(pc.match_substring_regex(payloads, r"^\s+\{"), _FALSE))
     rows = pc.indices_nonzero(candidate)
     not_json = pc.indices_nonzero(pc.invert(candidate))
     segments: list[Segment] = []
@@ -70,18 +81,30 @@ def parse_payloads(payloads: pa.Array) -> ParsedPayloads:
     return ParsedPayloads(segments, bad_rows.take(pc.sort_indices(bad_rows)))
 
 
+def _data(array: pa.Array) -> pa.Buffer:
+    """The bytes of a binary array's values, end to end (a slice of its data buffer)."""
+    offsets = pa.Array.from_buffers(pa.int32(), len(array) + 1, [None, array.buffers()[1]], offset=array.offset)
+    start, end = offsets[0].as_py(), offsets[len(array)].as_py()
+    return array.buffers()[2].slice(start, end - start)
+
+
 def _joined(payloads: pa.Array) -> pa.Buffer:
     """The payloads, each followed by a newline, as one buffer (built by Arrow, no copies in Python)."""
-    lines = pc.binary_join_element_wise(payloads, pa.scalar(b"", pa.binary()), b"\n")
-    offsets = pa.Array.from_buffers(pa.int32(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset)
-    start, end = offsets[0].as_py(), offsets[len(lines)].as_py()
-    return lines.buffers()[2].slice(start, end - start)
+    return _data(pc.binary_join_element_wise(payloads, _EMPTY, _NEWLINE))
+
+
+def _has_line_break(payloads: pa.Array) -> bool:
+    """Whether a payload holds a CR or LF (the reader's strict line cutting splits at both)."""
+    data: bytes = _data(payloads).to_pybytes()  # a copy, but find() is memchr: ~1 ms for 3 MiB
+    return data.find(b"\n") >= 0 or data.find(b"\r") >= 0
 
 
 def _read(payloads: pa.Array) -> pa.Table | None:
+    lines = not _has_line_break(payloads)
     try:
-        # newlines_in_values: a pretty-printed payload spans lines; it costs no more here.
-        table = pa_json.read_json(pa.BufferReader(_joined(payloads)), read_options=_READ, parse_options=_PARSE)
+        table = pa_json.read_json(pa.BufferReader(_joined(payloads)),
+                                  read_options=_READ_LINES if lines else _READ_VALUES,
+                                  parse_options=_PARSE_LINES if lines else _PARSE_VALUES)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     return table if table.num_rows == len(payloads) else None  # '{}{}' in one payload: not one object
@@ -199,8 +222,7 @@ def conform_column(column: Any, kind: pa.DataType, target: pa.DataType, mixed: b
             return pc.cast(column, pa.string())
         if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind):
             return pc.cast(column, pa.string())
-        return pa.array([None if v is None else orjson.dumps(v).decode() for v in column.to_pylist()],
-                        pa.string())
+        return strings([None if v is None else orjson.dumps(v).decode() for v in column.to_pylist()])
     return pc.cast(column, target)
 
 
@@ -229,7 +251,7 @@ def batch_fields(parsed: ParsedPayloads, rows: int) -> tuple[pa.Table, FieldType
         positions.append(parsed.not_json)
         for name in names:
             columns[name].append(pa.nulls(len(parsed.not_json), types.types[name]))
-    order = pc.sort_indices(pa.concat_arrays(positions)) if positions else pa.array([], pa.int64())
+    order = pc.sort_indices(pa.concat_arrays(positions)) if positions else int64s([])
     arrays = [pa.concat_arrays(columns[name]).take(order) for name in names]
     return pa.Table.from_arrays(arrays, names=names) if names else pa.table({}), types
 

@@ -36,14 +36,14 @@ def export(
     as typed columns named by their path (data.pressure). Payloads that are not a JSON object
     are counted and kept as bytes in a payload column. .mcap: one channel per topic for
     Foxglove. OUT appears only when complete."""
-    from tesaiot_cli.analysis.export import export_format
+    from tesaiot_cli.analysis.export import EXPORT_DECAY_MS, export_format
     from tesaiot_cli.recording.base import is_dataset_path, open_reader, strip_partial
     from tesaiot_cli.selection import Selection, parse_time_bound
 
     with cli_errors():
         from tesaiot_cli.recording.schema import use_lean_memory_pool
 
-        use_lean_memory_pool(dict(os.environ))  # freed batches go back to the system: bounded RSS
+        use_lean_memory_pool(dict(os.environ), decay_ms=EXPORT_DECAY_MS)  # bounded RSS, few page faults
         file = strip_partial(file)
         kind = export_format(output)
         if output.is_dir():
