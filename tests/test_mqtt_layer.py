@@ -103,6 +103,54 @@ def test_a_message_not_kept_is_not_acknowledged() -> None:
     assert acks == b""
 
 
+def test_pubacks_for_our_messages_are_taken_from_the_buffer() -> None:
+    """The fast path reads the PUBACKs of the QoS 1 messages it wrote from the buffer (paho
+    2.2 would decode each into a ReasonCode and a Properties object): those it claims are
+    taken, in order, between PUBLISH packets; the first it does not claim stops the scan
+    there, for paho to read."""
+    ours = {7, 8}
+    taken: list[tuple[int, int]] = []
+
+    def acknowledged(mid: int, reason: int) -> bool:
+        if mid in ours:
+            taken.append((mid, reason))
+            return True
+        return False
+
+    publish = codec.encode_publish("device/a/telemetry", b"1", qos=1, packet_id=3)
+    stream = codec.encode_ack(codec.PUBACK, 7) + publish + codec.encode_ack(codec.PUBACK, 8)
+    stop = len(stream)
+    stream += codec.encode_ack(codec.PUBACK, 9) + codec.encode_ack(codec.PUBACK, 7)
+    parts: list[tuple[str, bytes, int, bool, PublishProperties | None]] = []
+    acks = bytearray()
+    assert codec.take_publishes(stream, 0, mqtt5=False, topics={}, deliver=collect(parts), acks=acks,
+                                acknowledged=acknowledged) == stop
+    assert taken == [(7, 0), (8, 0)] and [p[1] for p in parts] == [b"1"] and acks == codec.encode_ack(codec.PUBACK, 3)
+    # Without the callback a PUBACK stops the scan at once (paho reads it).
+    assert codec.take_publishes(stream, 0, mqtt5=False, topics={}, deliver=collect([]), acks=bytearray()) == 0
+
+
+@pytest.mark.parametrize(("packet", "mqtt5", "expected"), [
+    (b"\x40\x02\x00\x07", True, (7, 0)),
+    (b"\x40\x03\x00\x07\x97", True, (7, 0x97)),  # MQTT 5: refused (quota exceeded)
+    (b"\x40\x04\x00\x07\x10\x00", True, (7, 0x10)),  # with an empty property list
+    (b"\x40\x09\x00\x07\x87\x05\x1f\x00\x02no", True, (7, 0x87)),  # with a reason string
+    (b"\x40\x09\x00\x07\x87\x04\x1f\x00\x02no", True, None),  # property length does not fill it
+    (b"\x40\x03\x00\x07\x00", False, None),  # MQTT 3.1.1 allows exactly 2 bytes: paho judges it
+    (b"\x40\x01\x07", True, None),  # too short for a packet id
+    (b"\x42\x02\x00\x07", True, None),  # reserved flags set
+    (b"\x40\x02\x00", False, None),  # not complete yet
+])
+def test_puback_shapes(packet: bytes, mqtt5: bool, expected: tuple[int, int] | None) -> None:
+    """What the scan takes as a PUBACK; anything else it leaves for paho, which reads it
+    and reports what is malformed."""
+    taken: list[tuple[int, int]] = []
+    end = codec.take_publishes(packet, 0, mqtt5=mqtt5, topics={}, deliver=collect([]), acks=bytearray(),
+                               acknowledged=lambda mid, reason: taken.append((mid, reason)) is None)
+    assert (taken[0] if taken else None) == expected
+    assert end == (len(packet) if expected else 0)
+
+
 VIOLATIONS = {
     "wildcard-topic": (b"\x30\x0a\x00\x08device/+p", "wildcard"),
     "packet-id-zero": (b"\x32\x07\x00\x03a/b\x00\x00", "packet id 0"),

@@ -174,6 +174,36 @@ def test_reconnect_resubscribes_after_broker_restart(own_broker: Mosquitto) -> N
     assert session.stats.reconnects == 1
 
 
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_held_qos1_messages_in_flight_at_a_broker_restart_are_sent_again(own_broker: Mosquitto,
+                                                                          version: str) -> None:
+    """The fast path keeps the QoS 1 packets it writes until their PUBACK: those in flight
+    when the broker goes away are sent again (DUP) after the reconnect, and every one of the
+    messages is acknowledged in the end; none is counted twice or lost from the count."""
+    total, restarted = 30_000, threading.Event()
+
+    def restart() -> None:
+        time.sleep(0.4)
+        own_broker.restart(down_seconds=1.0)
+        restarted.set()
+
+    events: list[tuple[str, str]] = []
+    settings = settings_for(own_broker.tcp_url, mqtt_version=version)
+    with Session(settings, window=500, threaded=False, on_event=lambda k, t: events.append((k, t))) as session:
+        thread = threading.Thread(target=restart, daemon=True)
+        thread.start()
+        for i in range(total):
+            assert session.publish(Message("device/restart/telemetry", b"%d" % i, qos=1), hold=True)
+            if i % 1000 == 999:
+                session.wait(0.01)  # paced a little, so the restart comes in the middle
+        thread.join(30)
+        assert restarted.is_set()
+        assert session.flush(30), session.stats
+    stats = session.stats
+    assert (stats.published, stats.completed, stats.failed, stats.dropped) == (total, total, 0, 0), stats
+    assert stats.reconnects == 1 and "reconnected" in [kind for kind, _ in events]
+
+
 @pytest.mark.parametrize("threaded", [True, False], ids=["threaded", "driven"])
 def test_flow_control_never_rejects(broker: Mosquitto, threaded: bool) -> None:
     """20k QoS 1 publishes in a tight loop: every one acknowledged, none rejected."""

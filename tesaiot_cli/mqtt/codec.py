@@ -39,6 +39,8 @@ USER_PROPERTY = 0x26
 
 # deliver(topic, payload, qos, retain, properties) -> whether the message was kept (and may be acknowledged)
 Deliver = Callable[[str, bytes, int, bool, "PublishProperties | None"], bool]
+# acknowledged(packet id, reason code) -> whether that PUBACK was for one of ours (else it is left for paho)
+Acknowledged = Callable[[int, int], bool]
 
 
 def encode_remaining_length(length: int) -> bytes:
@@ -282,20 +284,27 @@ def parse_ack(packet: bytes) -> tuple[int, int, int]:
 
 
 def take_publishes(data: bytes, pos: int, *, mqtt5: bool, topics: dict[bytes, str], deliver: Deliver,
-                   acks: bytearray) -> int:
+                   acks: bytearray, acknowledged: Acknowledged | None = None) -> int:
     """Parse the complete QoS 0 and QoS 1 PUBLISH packets at ``data[pos:]``; hand each to
     ``deliver``; append a PUBACK for each QoS 1 one ``deliver`` kept (one it did not keep is
-    left unacknowledged: the broker keeps it for a persistent session).
+    left unacknowledged: the broker keeps it for a persistent session). With
+    ``acknowledged``, a well-formed PUBACK is handed to it too (packet id, reason code: 0
+    when the packet has none) and taken when it says the packet id was one of its own.
 
-    Stops at anything else (another packet type, QoS 2, a packet not complete yet) and
-    returns the position reached. ``topics`` caches decoded topic names (bounded).
-    Raises :class:`ProtocolError` for what a broker must not send (see the module doc);
-    what was delivered before it keeps its acknowledgement.
+    Stops at anything else (another packet type, QoS 2, a PUBACK not taken, a packet not
+    complete yet) and returns the position reached. ``topics`` caches decoded topic names
+    (bounded). Raises :class:`ProtocolError` for what a broker must not send (see the
+    module doc); what was delivered before it keeps its acknowledgement.
     """
     end = len(data)
     while pos < end:
         first = data[pos]
         if first & 0xF0 != PUBLISH:
+            if first == PUBACK and acknowledged is not None:
+                taken = _take_puback(data, pos, end, mqtt5, acknowledged)
+                if taken:
+                    pos = taken
+                    continue
             decode_remaining_length(data, pos + 1)  # raises for a length past four bytes; paho reads the rest
             break
         qos = (first >> 1) & 0x03
@@ -347,3 +356,21 @@ def take_publishes(data: bytes, pos: int, *, mqtt5: bool, topics: dict[bytes, st
         if deliver(topic, data[payload_start:body_end], qos, bool(first & 0x01), properties) and qos:
             acks += b"\x40\x02" + data[name_end:name_end + 2]
     return pos
+
+
+def _take_puback(data: bytes, pos: int, end: int, mqtt5: bool, acknowledged: Acknowledged) -> int:
+    """The end of the PUBACK at ``data[pos]`` when ``acknowledged`` took it, else 0 (not
+    complete, not the shape its protocol version allows, or not one of ours: paho reads it,
+    and judges it)."""
+    if pos + 2 > end:
+        return 0
+    length = data[pos + 1]
+    if length & 0x80 or length < 2 or (length != 2 and not mqtt5) or pos + 2 + length > end:
+        return 0  # MQTT 3.1.1: exactly 2; MQTT 5: id, reason, properties (always < 128 bytes here)
+    body = pos + 2
+    reason = data[body + 2] if length > 2 else 0
+    if length > 3 and data[body + 3] != length - 4:
+        return 0  # the property length does not fill the packet: paho reports it
+    if acknowledged((data[body] << 8) | data[body + 1], reason):
+        return body + length
+    return 0

@@ -182,6 +182,7 @@ class Connection:
         if why_not is None and not force_public:
             self.fast = FastPath(client)
             self.fast.set_message_handler(self._handle_paho_message)
+            self.fast.watch_puback(self._puback, mqtt5=self.mqtt5)
             if self.mqtt5:
                 self.fast.watch_pubrec(self.refused_pubrec.__setitem__)
         else:
@@ -365,7 +366,7 @@ class Connection:
                             rc = client.loop_read()  # paho meets the end and handles the lost connection
                         break
                 if fast.at_packet_boundary():
-                    if buffered.take_publishes(mqtt5=self.mqtt5, deliver=self._deliver):
+                    if buffered.take_publishes(mqtt5=self.mqtt5, deliver=self._deliver, acknowledged=self._puback):
                         fast.note_bytes_received()
                         continue
                 rc = client.loop_read()  # one packet (or the rest of one); its acknowledgement goes into the cork
@@ -498,6 +499,8 @@ class Connection:
                     self.emit("warning", "the broker kept no session for this client: messages published while "
                                          "it was disconnected may have been lost (--session NAME makes the broker "
                                          "keep them)")
+            if self.ever_connected and self.fast is not None:
+                self.fast.resend_qos1()  # ours; paho sends its own store again itself
             self.ever_connected = True
             self.connected.set()
             if self.subscriptions:
@@ -552,6 +555,17 @@ class Connection:
         if refused:
             self.emit("warning", f"the broker refused the subscription to {', '.join(refused)}")
 
+    def _puback(self, mid: int, code: int) -> bool:
+        """A PUBACK read from the buffer (fast path): completed here when it is for a QoS 1
+        message the fast path wrote (else paho reads it), counted as :meth:`_handle_publish`
+        counts paho's."""
+        fast = self.fast
+        if fast is None or not fast.complete_qos1(mid):
+            return False
+        if self.mqtt5:  # only MQTT 5 counts completions by callback (its reason codes can refuse)
+            self._on_publish_done(mid, code, puback_reason_name(code))
+        return True
+
     def _handle_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         if mid == paho_compat.HELD_MID:
             return  # a batch of held QoS 0 packets: counted when the batches are reaped
@@ -564,5 +578,15 @@ class Connection:
 
 
 PERSISTENT_SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+def puback_reason_name(code: int) -> str:
+    """The MQTT 5 name of a PUBACK reason code (paho's table), or its number when it has none."""
+    if code < 0x80:
+        return "Success"
+    try:
+        return str(ReasonCode(PacketTypes.PUBACK, identifier=code).getName())  # type: ignore[no-untyped-call,unused-ignore]
+    except (KeyError, ValueError, TypeError):  # not a PUBACK reason code: paho has no name for it
+        return f"reason code 0x{code:02x}"
 
 

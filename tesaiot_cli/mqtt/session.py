@@ -332,12 +332,9 @@ class Session:
                     self.stats.published += 1
                     self.stats.dropped += 1
                     return False
-                registered = fast.register_qos1(self._topic_name(message.topic)[2:], message.payload,
-                                                message.retain)
-                if registered is not None:
-                    mid, info = registered
-                    self._inflight.add(info, 1)
-                    self._append_publish(message, mid)
+                mid = fast.claim_qos1_mid()
+                if mid is not None:
+                    self._append_publish(message, mid, fast)
                     return True
         if self._held_count:
             self._release()
@@ -400,14 +397,18 @@ class Session:
         while backlog and self.connected and self._inflight.has_room(backlog[0].qos):
             self._send(backlog.popleft())
 
-    def _append_publish(self, message: Message, mid: int) -> None:
-        """One PUBLISH packet (QoS 0 with ``mid`` 0, QoS 1 with its mid) onto the held batch;
-        the batch is written once it holds ``HOLD_BYTES``."""
+    def _append_publish(self, message: Message, mid: int, fast: paho_compat.FastPath | None = None) -> None:
+        """One PUBLISH packet (QoS 0 with ``mid`` 0, QoS 1 with its mid, kept by ``fast``
+        until its PUBACK) onto the held batch; the batch is written once it holds ``HOLD_BYTES``."""
+        held = self._held
+        start = len(held)
         try:
-            codec.append_publish(self._held, self._topic_name(message.topic), message.payload, 1 if mid else 0,
+            codec.append_publish(held, self._topic_name(message.topic), message.payload, 1 if mid else 0,
                                  message.retain, mid, b"\x00" if self.settings.mqtt_version == 5 else None)
         except ConfigError as exc:
             raise ConfigError(f"cannot publish to {message.topic!r}: {exc}") from None
+        if mid and fast is not None:
+            self._inflight.add(fast.track_qos1(mid, bytes(held[start:])), 1)
         self._held_count += 1
         if not mid:
             self._held_qos0 += 1

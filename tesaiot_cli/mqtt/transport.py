@@ -97,14 +97,16 @@ class BufferedSocket:
         self._pos = 0
         return False
 
-    def take_publishes(self, *, mqtt5: bool, deliver: codec.Deliver) -> bool:
-        """Parse the complete QoS 0/1 PUBLISH packets at the head of the buffer (see
-        :func:`codec.take_publishes`); their PUBACKs go into the write buffer. Returns
-        whether any was taken. Call only at a packet boundary and while corked.
-        Raises :class:`ProtocolError` for a packet the broker must not send."""
+    def take_publishes(self, *, mqtt5: bool, deliver: codec.Deliver,
+                       acknowledged: codec.Acknowledged | None = None) -> bool:
+        """Parse the complete QoS 0/1 PUBLISH packets at the head of the buffer, and the
+        PUBACKs ``acknowledged`` takes (see :func:`codec.take_publishes`); the PUBLISH
+        packets' PUBACKs go into the write buffer. Returns whether any packet was taken.
+        Call only at a packet boundary and while corked. Raises :class:`ProtocolError` for
+        a packet the broker must not send."""
         start = self._pos
         self._pos = codec.take_publishes(self._data, start, mqtt5=mqtt5, topics=self._topics, deliver=deliver,
-                                         acks=self._out)
+                                         acks=self._out, acknowledged=acknowledged)
         return self._pos != start
 
     def buffered(self) -> int:
