@@ -193,7 +193,8 @@ def test_held_qos1_messages_in_flight_at_a_broker_restart_are_sent_again(own_bro
         thread = threading.Thread(target=restart, daemon=True)
         thread.start()
         for i in range(total):
-            assert session.publish(Message("device/restart/telemetry", b"%d" % i, qos=1), hold=True)
+            # Bounded: with a message never acknowledged the window would stay full for ever.
+            assert session.publish(Message("device/restart/telemetry", b"%d" % i, qos=1), hold=True, timeout=20), i
             if i % 1000 == 999:
                 session.wait(0.01)  # paced a little, so the restart comes in the middle
         thread.join(30)
