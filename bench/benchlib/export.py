@@ -115,7 +115,7 @@ def run_section(ctx: Context, *, count: int, runs: int) -> dict[str, Any]:
 
 
 def report(section: dict[str, Any]) -> list[dict[str, Any]]:
-    say(f"## 7. Analysis: {section['count']:,} DPS368 messages ({section['file_bytes'] / 2**20:.1f} MiB Parquet)")
+    say(f"## 8. Export: {section['count']:,} DPS368 messages ({section['file_bytes'] / 2**20:.1f} MiB Parquet)")
     goals: list[dict[str, Any]] = []
     for key, title in (("export", "export to Parquet vs DuckDB"), ("info", "info with value statistics")):
         result = section[key]

@@ -143,7 +143,7 @@ class Measured:
     cpu_after_start_s: float | None = None  # CPU time from the start marker to the exit (wait4)
 
 
-_SENT = re.compile(r"sent (\d+)")
+_SENT = re.compile(r"sent ([\d,]+)")  # the status line: "sent 19,802"
 
 
 def _measure(argv: list[str], *, timeout: float, workdir: Path, started_marker: str = "simulating ") -> Measured:
@@ -180,7 +180,7 @@ def _measure(argv: list[str], *, timeout: float, workdir: Path, started_marker: 
                 match = _SENT.search(line)
                 cpu = _cpu_s(process.pid)
                 if match and result.startup is not None and cpu is not None and "stopped" not in line:
-                    samples.append((time.monotonic(), cpu, int(match.group(1))))
+                    samples.append((time.monotonic(), cpu, int(match.group(1).replace(",", ""))))
                     result.rss = _rss_mib(process.pid)
             seen = len(lines)
             time.sleep(0.02)
@@ -195,8 +195,10 @@ def _measure(argv: list[str], *, timeout: float, workdir: Path, started_marker: 
 
 
 def _number(pattern: str, text: str) -> float | None:
+    """The first group of ``pattern`` in ``text`` as a number; thousands separators
+    (``1,200,000``, as the summaries print counts) are taken out."""
     match = re.search(pattern, text)
-    return float(match.group(1)) if match else None
+    return float(match.group(1).replace(",", "")) if match else None
 
 
 def one_connection(broker_url: str, tree: Path | None, tool: str, devices: int, *, duration: float, qos: int,
@@ -208,7 +210,7 @@ def one_connection(broker_url: str, tree: Path | None, tool: str, devices: int, 
     code, err = m.code, m.err
     trial = Trial(tool, devices, exit_code=code, cpu_cores=m.cpu, rss_mib=m.rss, startup_s=m.startup,
                   us_per_message=m.us_per_message)
-    trial.published = int(_number(r"(\d+) packets published", err) or 0)
+    trial.published = int(_number(r"([\d,]+) packets published", err) or 0)
     if trial.published and m.cpu_after_start_s is not None:
         # Everything after start-up (the schedule, the drain, the close) over the packets sent.
         trial.us_per_message = m.cpu_after_start_s / trial.published * 1e6
@@ -234,11 +236,11 @@ def per_device(broker_url: str, devices: int, *, hold: float, connect_rate: floa
     code, err = m.code, m.err
     trial = Trial("tesaiot per-device", devices, exit_code=code, cpu_cores=m.cpu, rss_mib=m.rss, startup_s=m.startup,
                   us_per_message=m.us_per_message)
-    trial.connected = int(_number(r"devices: (\d+) of \d+ connected", err) or 0)
-    trial.lost = int(_number(r"(\d+) connections lost", err) or 0)
+    trial.connected = int(_number(r"devices: ([\d,]+) of [\d,]+ connected", err) or 0)
+    trial.lost = int(_number(r"([\d,]+) connections lost", err) or 0)
     trial.connect_p50_ms = _number(r"connect time .*? p50 ([\d.]+) ms", err)
     trial.connect_p99_ms = _number(r"connect time .*? p99 ([\d.]+) ms", err)
-    trial.published = int(_number(r"(\d+) packets published", err) or 0)
+    trial.published = int(_number(r"([\d,]+) packets published", err) or 0)
     trial.ok = code == 0 and trial.connected == devices and trial.lost == 0
     if not trial.ok:
         trial.note = (err.strip().splitlines() or ["no output"])[-1][:160]
@@ -356,7 +358,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def report(section: dict[str, Any]) -> list[dict[str, Any]]:
     """Print the tables; return the goals."""
-    say("## 7. simulate fleets")
+    say("## 9. Simulate fleets")
     say(f"one connection: --interval 1, {section['duration_s']:g} s per rung; holds = every packet published and "
         f"send lateness p99 <= {LATENESS_LIMIT_S * 1000:g} ms; CPU in steady state. "
         f"Today's build = {section['baseline_ref']}. Broker fd limit {section['broker_fd_limit']}.")
