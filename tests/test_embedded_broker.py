@@ -113,3 +113,22 @@ def test_ws_without_a_port_is_the_embedded_brokers_port() -> None:
 
     assert parse_broker_url("ws://127.0.0.1").port == 8083  # `tesaiot broker`'s default --ws-port
     assert parse_broker_url("wss://mqtt.tesaiot.com").port == 8085
+
+
+def test_flat_out_qos1_is_acknowledged_on_amqtt(embedded: tuple[int, int]) -> None:
+    """simulate --interval 0 at QoS 1 writes held packets whose PUBACKs the session reads from
+    its buffer (its own QoS 1 store, not paho's): on amqtt too, each one is acknowledged and
+    arrives."""
+    from tests.support.clients import Collector
+
+    port, _ = embedded
+    with Collector(port, "device/emb-q1/#") as collector:
+        result = run_cli("simulate", "-b", f"mqtt://127.0.0.1:{port}", "--device-id", "emb-q1", "--count", "3000",
+                         "--interval", "0", "--qos", "1", "--anomaly-every", "0")
+        assert result.returncode == 0, result.stderr
+        assert "3,000 packets published" in result.stderr and "3,000 acknowledged by the broker" in result.stderr
+        assert "0 failed, 0 dropped" in result.stderr
+        deadline = time.monotonic() + 20
+        while len(collector.messages) < 3000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len({bytes(m.payload) for m in collector.messages}) == 3000
