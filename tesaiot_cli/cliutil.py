@@ -70,6 +70,16 @@ def warn(text: str) -> None:
     err(f"warning: {text}")
 
 
+def exit_if_protocol_broken(count: int, broker: str, *, what: str) -> None:
+    """End a receiving run in which the broker broke the MQTT protocol ``count`` times (each
+    closed the connection, said when it happened): one line with the count, exit
+    ``EXIT_CONNECT``. ``what`` is what did not happen to the broken packets ("recorded")."""
+    if count:
+        err(f"the broker at {broker} broke the MQTT protocol {plural(count, 'time')}: each time the connection was "
+            f"closed (the lines above say why) and what that packet carried was not {what}")
+        raise typer.Exit(EXIT_CONNECT)
+
+
 @contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn the core's exceptions into one stderr line and a documented exit code."""

@@ -7,11 +7,13 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
@@ -26,6 +28,7 @@ from tesaiot_cli.message import Message, PublishProperties
 from tesaiot_cli.mqtt import NetworkFailure, Session, codec, paho_compat
 from tesaiot_cli.mqtt.loops import Connection
 from tesaiot_cli.mqtt.transport import BufferedSocket
+from tesaiot_cli.recording.base import open_reader
 from tests.conftest import ROOT, clean_env, run_cli
 from tests.support.broker import Mosquitto, free_ports, wait_for_port
 from tests.support.clients import publish
@@ -324,7 +327,12 @@ def test_a_protocol_violation_closes_the_connection_with_one_line(hostile: tuple
     port, case = hostile
     result = run_cli("listen", "-b", f"mqtt://127.0.0.1:{port}", "-t", "device/#", "--json", "--count", "2",
                      "--timeout", "20", "--mqtt-version", version, timeout=40)
-    assert result.returncode == 0, result.stderr
+    # The good messages are shown, and the run still ends non-zero with the count: what the
+    # broken packets carried was never shown.
+    assert result.returncode == 3, result.stderr
+    assert re.search(r"tesaiot: the broker at mqtt://127\.0\.0\.1:\d+ broke the MQTT protocol \d+ times?: each time "
+                     r"the connection was closed \(the lines above say why\) and what that packet carried was not "
+                     r"shown", result.stderr), result.stderr
     shown = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(m["topic"], m["payload"]) for m in shown] == [("device/h/telemetry", {"ok": 1})] * 2
     closed = [line for line in result.stderr.splitlines() if "closed the connection" in line
@@ -334,6 +342,22 @@ def test_a_protocol_violation_closes_the_connection_with_one_line(hostile: tuple
                                                                    "bad-utf8-topic"):
         assert PHRASES[case] in closed[0], result.stderr
     assert "reconnected" in result.stderr
+
+
+@pytest.mark.parametrize("hostile", ["wildcard-topic"], indirect=True)
+def test_record_from_a_broker_that_breaks_the_protocol_keeps_the_good_and_exits_3(hostile: tuple[int, str],
+                                                                                    tmp_path: Path) -> None:
+    """A broker that breaks the protocol on every connection: record keeps each good message,
+    says each violation, and ends with the count and exit 3 (it used to end with exit 0)."""
+    port, _ = hostile
+    path = tmp_path / "rec.jsonl"
+    result = run_cli("record", str(path), "-b", f"mqtt://127.0.0.1:{port}", "-t", "device/#", "--count", "2",
+                     timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert "broke the MQTT protocol" in result.stderr and "was not recorded" in result.stderr
+    assert "wildcard" in result.stderr and "Traceback" not in result.stderr
+    with open_reader(path) as reader:
+        assert [m.topic for m in reader] == ["device/h/telemetry"] * 2
 
 
 def test_hostile_broker_serves_clients_one_after_another_and_exits_on_sigterm() -> None:

@@ -17,6 +17,7 @@ from tesaiot_cli.cliutil import (
     cli_errors,
     env_topics,
     err,
+    exit_if_protocol_broken,
     load_environment,
     plural,
     print_event,
@@ -144,6 +145,7 @@ def listen(
                                                                    else "end"))
             err(f"stopped ({why}): {plural(shown, 'message')} shown, {session.stats.received:,} received in "
                 f"{elapsed:.1f} s")
+        exit_if_protocol_broken(session.stats.protocol_errors, settings.url.display(), what="shown")
         if timed_out and count is not None:  # a bounded capture without --count did what was asked
             raise typer.Exit(EXIT_TIMEOUT)
 

@@ -24,6 +24,7 @@ from tesaiot_cli.cliutil import (
     cli_errors,
     env_topics,
     err,
+    exit_if_protocol_broken,
     freeze_startup_objects,
     load_environment,
     plural,
@@ -185,6 +186,7 @@ def _record(file: Path, format_name: str, settings: ConnectionSettings, filters:
         err(f"the connection was lost and restored {run.reconnects} time(s): QoS {qos} is 'at least "
             f"once', so a few messages may be recorded twice; 'tesaiot info --duplicates {file}' counts them, "
             "'tesaiot convert --dedupe' removes them")
+    exit_if_protocol_broken(run.protocol_errors, settings.url.display(), what="recorded")
 
 
 class _Progress:
@@ -365,6 +367,7 @@ def _record_workers(file: Path, workers: int, settings: ConnectionSettings, filt
     if pool.reconnects and qos > 0 and summary.messages:
         err(f"workers reconnected {pool.reconnects} time(s): QoS {qos} is 'at least once', so a few messages may "
             f"be recorded twice; 'tesaiot info --duplicates {file}' counts them")
+    exit_if_protocol_broken(pool.protocol_errors, settings.url.display(), what="recorded")
 
 
 def _quiet_resource_tracker() -> None:

@@ -34,6 +34,8 @@ class SessionStats:
     received; ``not_kept``: of those, the ones the message callback did not keep (left
     unacknowledged at QoS 1, for the broker to deliver again); ``discarded``: QoS 2 ones
     it did not keep (QoS 2 hands a message over before the callback sees it).
+    ``protocol_errors``: packets from the broker that broke the protocol (each closed the
+    connection; the message in it, if any, was not delivered to the callback).
     """
 
     received: int = 0
@@ -46,6 +48,7 @@ class SessionStats:
     not_kept: int = 0
     discarded: int = 0
     sessions_lost: int = 0
+    protocol_errors: int = 0
     failed_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property

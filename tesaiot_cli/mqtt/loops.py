@@ -273,6 +273,7 @@ class Connection:
                 except paho_compat.MALFORMED as exc:
                     self._close_for(client, str(paho_compat.malformed(exc)))
                     return
+            self._note_protocol_error(rc)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not self.closing and client.socket() is None:
                 # paho closed the socket and called on_disconnect: reconnect after the delay.
                 self._next_reconnect = time.monotonic() + self._reconnect_delay
@@ -337,6 +338,7 @@ class Connection:
                         self._close_for(client, str(paho_compat.malformed(exc)))
                         continue
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._note_protocol_error(rc)
                     if not self.closing and client.socket() is None:
                         self._next_reconnect = time.monotonic() + self._reconnect_delay
                     continue
@@ -393,10 +395,17 @@ class Connection:
         writing = client.want_write() or (buffered is not None and buffered.has_output())
         select.select([sock], [sock] if writing else [], [], timeout)
 
+    def _note_protocol_error(self, rc: int) -> None:
+        """paho found the broker breaking the protocol itself (a packet it could not take):
+        it closed the connection and says why in on_disconnect; counted like ours."""
+        if rc == MQTTErrorCode.MQTT_ERR_PROTOCOL:
+            self.stats.protocol_errors += 1
+
     def _close_for(self, client: paho.Client, why: str) -> None:
         """A protocol error from the broker: close the connection (MQTT 3.1.1 4.8, MQTT 5
         4.13), say so in one line, reconnect after the usual backoff. Call with ``io`` held."""
         self._protocol_error = why
+        self.stats.protocol_errors += 1
         reason = (ReasonCode(PacketTypes.DISCONNECT, "Protocol error")  # type: ignore[no-untyped-call,unused-ignore]
                   if self.mqtt5 else None)
         client.disconnect(reasoncode=reason)

@@ -98,13 +98,15 @@ class Inbox:
 class RecorderRun:
     """How a recorder ended: what it wrote, why it stopped (``count``, ``duration``,
     ``signal`` or what ``on_tick`` returned), how long it recorded (s), reconnections, and
-    QoS 2 messages that arrived past ``--count`` (handed over before they could be refused)."""
+    QoS 2 messages that arrived past ``--count`` (handed over before they could be refused),
+    and packets from the broker that broke the protocol (each closed the connection)."""
 
     summary: WriteSummary
     stopped_by: str
     elapsed_s: float
     reconnects: int
     discarded: int = 0
+    protocol_errors: int = 0
 
 
 def _never() -> bool:
@@ -184,7 +186,8 @@ def run_recorder(
         if kept is None:
             raise
         raise RecordingError(f"{exc}; {kept()}") from None
-    return RecorderRun(summary, why, elapsed, session.stats.reconnects, session.stats.discarded)
+    return RecorderRun(summary, why, elapsed, session.stats.reconnects, session.stats.discarded,
+                       session.stats.protocol_errors)
 
 
 def _wait(session: Session, writer: RecordingWriter, *, done: threading.Event, stop: Callable[[], bool],

@@ -119,8 +119,9 @@ def worker_main(index: int, plan: WorkerPlan, channel: Any, counters: Any, remai
     local_stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
     try:
-        summary, reconnects = _work(index, plan, channel, counters, remaining, stop, local_stop, parent_pid)
-        channel.put(("done", index, summary, reconnects))
+        summary, reconnects, protocol_errors = _work(index, plan, channel, counters, remaining, stop, local_stop,
+                                                     parent_pid)
+        channel.put(("done", index, summary, reconnects, protocol_errors))
     except TesaiotError as exc:
         channel.put(("error", index, type(exc).__name__, str(exc)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, never a traceback
@@ -147,7 +148,7 @@ class SharedLimit:
 
 
 def _work(index: int, plan: WorkerPlan, channel: Any, counters: Any, remaining: Any, stop: Any,
-          local_stop: threading.Event, parent_pid: int) -> tuple[WriteSummary, int]:
+          local_stop: threading.Event, parent_pid: int) -> tuple[WriteSummary, int, int]:
     from tesaiot_cli.recording.dataset.partition import parse_partition
     from tesaiot_cli.recording.dataset.writer import DatasetWriter
     from tesaiot_cli.recording.model import RecordingWriter
@@ -177,7 +178,7 @@ def _work(index: int, plan: WorkerPlan, channel: Any, counters: Any, remaining: 
         on_subscribed=lambda _writer: channel.put(("ready", index)), on_tick=tick)
     counters[2 * index - 2] = run.summary.messages
     counters[2 * index - 1] = run.summary.file_bytes
-    return run.summary, run.reconnects
+    return run.summary, run.reconnects, run.protocol_errors
 
 
 class WorkerPool:
@@ -196,6 +197,7 @@ class WorkerPool:
         self.ready: set[int] = set()
         self.summaries: dict[int, WriteSummary] = {}
         self.reconnects = 0
+        self.protocol_errors = 0
         self.error: TesaiotError | None = None
 
     def start(self, *, interrupt: threading.Event, timeout: float) -> None:
@@ -238,6 +240,7 @@ class WorkerPool:
             elif kind == "done":
                 self.summaries[index] = item[2]
                 self.reconnects += item[3]
+                self.protocol_errors += item[4]
             elif kind == "error" and self.error is None:
                 self.error = _error_from(item[2], f"worker {index}: {item[3]}")
         for index, process in enumerate(self._processes, start=1):
