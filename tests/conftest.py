@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,22 @@ def start_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
         cli_command(*args), env=env if env is not None else clean_env(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, cwd=cwd,
     )
+
+def wait_for_stderr(process: subprocess.Popen[str], text: str, timeout: float = 30) -> str:
+    """Read ``process``'s stderr line by line until a line holds ``text``; what was read.
+    Fails the test, with what was read, when the stream ends or ``timeout`` passes first."""
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} not seen: {seen!r}")
+
 
 
 @pytest.fixture(scope="session")

@@ -12,22 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, clean_env, run_cli, start_cli
+from tests.conftest import ROOT, clean_env, run_cli, start_cli, wait_for_stderr
 from tests.support.broker import free_ports, wait_for_port
-
-
-def wait_for_text(process: subprocess.Popen[str], text: str, timeout: float = 30) -> None:
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout
-    seen = ""
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        seen += line
-        if text in line:
-            return
-    raise AssertionError(f"{text!r} not seen: {seen!r}")
 
 
 @pytest.fixture
@@ -45,7 +31,7 @@ def embedded_url() -> Iterator[str]:
 def test_simulate_record_replay_loop(embedded_url: str, tmp_path: Path) -> None:
     recording, truth = tmp_path / "rec.parquet", tmp_path / "truth.parquet"
     recorder = start_cli("record", str(recording), "-b", embedded_url, "-t", "device/#", "--count", "30")
-    wait_for_text(recorder, "recording")
+    wait_for_stderr(recorder, "recording")
     sim = run_cli("simulate", "-b", embedded_url, "--count", "30", "--interval", "0.02", "--anomaly-every", "10",
                   "--seed", "7", "--quiet", "--record", str(truth))
     assert sim.returncode == 0, sim.stderr
@@ -64,7 +50,7 @@ def test_simulate_record_replay_loop(embedded_url: str, tmp_path: Path) -> None:
     assert json.loads(info.stdout)["messages"] == 30
 
     listener = start_cli("listen", "-b", embedded_url, "--json", "--count", "30")
-    wait_for_text(listener, "listening on")
+    wait_for_stderr(listener, "listening on")
     started = time.monotonic()
     replay = run_cli("replay", str(recording), "-b", embedded_url, "--speed", "5x")
     assert replay.returncode == 0, replay.stderr

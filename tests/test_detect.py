@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,7 +12,7 @@ from tesaiot_cli.analysis.detect import Detector, detect_messages
 from tesaiot_cli.analysis.score import score_detection
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import open_reader
-from tests.conftest import run_cli, start_cli
+from tests.conftest import run_cli, start_cli, wait_for_stderr
 from tests.support.broker import PASSWORD, READER, READER_PASSWORD, USER, Mosquitto
 from tests.support.clients import Collector, publish
 from tests.support.truth import write_truth
@@ -117,20 +115,6 @@ def test_cli_bad_input(tmp_path: Path, args: list[str], code: int, text: str) ->
 
 
 # -- live --------------------------------------------------------------------------------
-
-
-def wait_for_stderr(process: subprocess.Popen[str], text: str, timeout: float = 30) -> str:
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout
-    seen = ""
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        seen += line
-        if text in line:
-            return seen
-    raise AssertionError(f"{text!r} not seen: {seen!r}")
 
 
 def truth_messages(path: Path) -> list[tuple[str, bytes]]:

@@ -40,6 +40,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def size_or_zero(path: Path) -> int:
+    """The size of ``path`` in bytes; 0 while it does not exist (yet), or cannot be read."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def temp_path(target: Path) -> Path:
     """A hidden temporary name next to ``target`` (``.NAME.RANDOM.tmp``): written first,
     then renamed by :func:`commit_temp`. Hidden, so dataset readers and globs skip it."""

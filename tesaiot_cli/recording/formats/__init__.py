@@ -2,12 +2,14 @@
 
 Each format's modules are imported only when one of its files is opened (they import
 pyarrow or orjson), so choosing a format by name or suffix stays cheap. Adding a format
-means one class here and one entry in :data:`REGISTRY`; the CLI needs no change.
+means its modules and one entry in :data:`REGISTRY`; the CLI needs no change.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any, cast
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.model import (
@@ -19,72 +21,45 @@ from tesaiot_cli.recording.model import (
 )
 
 
-class ParquetFormat:
-    """Parquet recordings (crash-safe ``.partial`` directory while recording)."""
+class LazyFormat:
+    """A file format whose modules (in this package) are imported when one of its files is
+    opened: ``writer`` has ``open_writer``, ``existing_outputs`` and ``remove_outputs``,
+    ``reader`` has ``open_reader``, ``recoverer`` has ``recover``."""
 
-    name: str = "parquet"
-    suffixes: tuple[str, ...] = (".parquet", ".pq")
+    def __init__(self, name: str, suffixes: tuple[str, ...], *, writer: str, reader: str, recoverer: str) -> None:
+        self.name = name
+        self.suffixes = suffixes
+        self._writer, self._reader, self._recoverer = writer, reader, recoverer
 
-    def open_writer(self, path: Path, *, metadata: RecordingMetadata, crash_safe: bool) -> RecordingWriter:
-        from tesaiot_cli.recording.formats.parquet_write import open_writer
-
-        return open_writer(path, metadata=metadata, crash_safe=crash_safe)
-
-    def open_reader(self, path: Path) -> RecordingReader:
-        from tesaiot_cli.recording.formats.parquet_read import open_reader
-
-        return open_reader(path)
-
-    def existing_outputs(self, path: Path) -> list[Path]:
-        from tesaiot_cli.recording.formats.parquet_write import existing_outputs
-
-        return existing_outputs(path)
-
-    def remove_outputs(self, path: Path) -> None:
-        from tesaiot_cli.recording.formats.parquet_write import remove_outputs
-
-        remove_outputs(path)
-
-    def recover(self, path: Path, *, output: Path | None) -> RecoverResult:
-        from tesaiot_cli.recording.formats.parquet_recover import recover
-
-        return recover(path, output=output)
-
-
-class JsonlFormat:
-    """JSONL recordings: a metadata line, then one JSON object per message."""
-
-    name: str = "jsonl"
-    suffixes: tuple[str, ...] = (".jsonl", ".ndjson")
+    @staticmethod
+    def _module(name: str) -> Any:
+        return importlib.import_module(f"{__name__}.{name}")
 
     def open_writer(self, path: Path, *, metadata: RecordingMetadata, crash_safe: bool) -> RecordingWriter:
-        from tesaiot_cli.recording.formats.jsonl import open_writer
-
-        return open_writer(path, metadata=metadata, crash_safe=crash_safe)
+        return cast(RecordingWriter,
+                    self._module(self._writer).open_writer(path, metadata=metadata, crash_safe=crash_safe))
 
     def open_reader(self, path: Path) -> RecordingReader:
-        from tesaiot_cli.recording.formats.jsonl import open_reader
-
-        return open_reader(path)
+        return cast(RecordingReader, self._module(self._reader).open_reader(path))
 
     def existing_outputs(self, path: Path) -> list[Path]:
-        from tesaiot_cli.recording.formats.jsonl import existing_outputs
-
-        return existing_outputs(path)
+        return cast("list[Path]", self._module(self._writer).existing_outputs(path))
 
     def remove_outputs(self, path: Path) -> None:
-        from tesaiot_cli.recording.formats.jsonl import remove_outputs
-
-        remove_outputs(path)
+        self._module(self._writer).remove_outputs(path)
 
     def recover(self, path: Path, *, output: Path | None) -> RecoverResult:
-        from tesaiot_cli.recording.formats.jsonl import recover
-
-        return recover(path, output=output)
+        return cast(RecoverResult, self._module(self._recoverer).recover(path, output=output))
 
 
 # name -> format; the first suffix of each is the canonical one.
-REGISTRY: dict[str, RecordingFormat] = {fmt.name: fmt for fmt in (ParquetFormat(), JsonlFormat())}
+REGISTRY: dict[str, RecordingFormat] = {fmt.name: fmt for fmt in (
+    # Parquet recordings (a crash-safe ``.partial`` directory while recording).
+    LazyFormat("parquet", (".parquet", ".pq"), writer="parquet_write", reader="parquet_read",
+               recoverer="parquet_recover"),
+    # JSONL recordings: a metadata line, then one JSON object per message.
+    LazyFormat("jsonl", (".jsonl", ".ndjson"), writer="jsonl", reader="jsonl", recoverer="jsonl"),
+)}
 
 # name -> file suffixes (lower case), as the CLI and older callers know them.
 FORMATS: dict[str, tuple[str, ...]] = {name: fmt.suffixes for name, fmt in REGISTRY.items()}

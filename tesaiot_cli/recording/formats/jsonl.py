@@ -46,6 +46,7 @@ from tesaiot_cli.recording.files import (
     fsync_dir,
     os_error_text,
     remove_regular_file,
+    size_or_zero,
     temp_path,
 )
 from tesaiot_cli.recording.meta import JSONL_HEADER_KEY, finished_metadata, metadata_from_dict, metadata_to_dict
@@ -255,10 +256,7 @@ class JsonlWriter(BufferedWriter):
                 pass
 
     def disk_bytes(self) -> int:
-        try:
-            return self._target.stat().st_size
-        except OSError:
-            return 0
+        return size_or_zero(self._target)
 
 
 def rewrite_header(fd: int, metadata: RecordingMetadata, size: int) -> bool:

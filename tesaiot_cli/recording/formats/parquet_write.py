@@ -39,6 +39,7 @@ from tesaiot_cli.recording.files import (
     os_error_text,
     partial_dir,
     remove_regular_file,
+    size_or_zero,
     temp_path,
     write_file_atomic,
 )
@@ -118,10 +119,7 @@ class PartWriter:
                 pass
 
     def size(self) -> int:
-        try:
-            return self.path.stat().st_size
-        except OSError:
-            return 0
+        return size_or_zero(self.path)
 
 
 class ParquetWriter(BufferedWriter):
