@@ -173,6 +173,12 @@ def test_mcap_round_trip(tmp_path: Path) -> None:
                 for schema, channel, message in reader.iter_messages(log_time_order=False)]
         summary = reader.get_summary()
     assert summary is not None
+    # The labels (the ground truth of a labelled recording) go to one channel of their own.
+    labels = [(json.loads(r[2]), r[3]) for r in read if r[0] == "tesaiot/labels"]
+    assert labels == [({"topic": m.topic, "device_id": "a", "label": label}, m.time_ns)
+                      for m, label in MIXED if label is not None]
+    assert "2 labels on channel tesaiot/labels" in result.stderr
+    read = [r for r in read if r[0] != "tesaiot/labels"]
     assert len(read) == len(MIXED)
     assert [r[2] for r in read] == [m.payload for m, _ in MIXED]
     assert [r[3] for r in read] == [m.time_ns for m, _ in MIXED]
@@ -185,6 +191,19 @@ def test_mcap_round_trip(tmp_path: Path) -> None:
     assert schemas["device/b/telemetry/BMP280"]["properties"]["data"]["properties"]["pressure"] == {"type": "integer"}
     assert schemas["device/b/telemetry/BMP280"]["properties"]["tags"] == {"type": "array",
                                                                           "items": {"type": "integer"}}
+
+
+def test_mcap_of_a_recording_without_labels_has_no_labels_channel(tmp_path: Path) -> None:
+    from mcap.reader import make_reader
+
+    source = write(tmp_path / "plain.parquet", [(m, None) for m, _ in MIXED], labelled=False)
+    out = tmp_path / "out.mcap"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 0, result.stderr
+    with open(out, "rb") as handle:
+        summary = make_reader(handle).get_summary()
+    assert summary is not None and "tesaiot/labels" not in {c.topic for c in summary.channels.values()}
+    assert "labels" not in result.stderr
 
 
 def test_mcap_without_the_package_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

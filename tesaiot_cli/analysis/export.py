@@ -67,6 +67,7 @@ class ExportReport:
     file_bytes: int = 0
     channels: int = 0
     publish_times: int = 0
+    labels: int = 0  # MCAP: messages on the labels channel
 
 
 _NO_TEXT = string_scalar("")

@@ -6,6 +6,9 @@ as JSON Schema). Each message keeps its exact payload bytes; its log time is the
 time and its publish time the payload's ``timestamp`` (ISO 8601 with a zone offset) when
 it has one, else the receive time. Payloads that are not a JSON object go, unchanged, to
 a second channel of the same topic with message encoding ``application/octet-stream``.
+A labelled recording (the simulator's ground truth) also gets the channel
+``tesaiot/labels``: for each message with a label, at the same log time, ``{"topic",
+"device_id", "label"}`` — so Foxglove can show the injected anomalies beside the values.
 Two passes over the recording (schemas, then messages); the file is written to a
 temporary name and renamed when complete.
 """
@@ -24,10 +27,14 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 from tesaiot_cli.analysis.export import ExportReport, publish_file, selected_tables, temporary_name
 from tesaiot_cli.analysis.flatten import TIMESTAMP_TYPE, batch_fields, parse_payloads
 from tesaiot_cli.errors import ConfigError, RecordingError
+from tesaiot_cli.message import parse_topic
 from tesaiot_cli.selection import Selection
 
 INSTALL_HINT = "pip install 'tesaiot-cli[mcap]'"
 RAW_ENCODING = "application/octet-stream"
+LABELS_TOPIC = "tesaiot/labels"
+_LABEL_SCHEMA = {"title": LABELS_TOPIC, "type": "object", "properties": {
+    "topic": {"type": "string"}, "device_id": {"type": ["string", "null"]}, "label": {"type": "string"}}}
 
 
 def require_mcap() -> None:
@@ -120,6 +127,8 @@ def export_mcap(tables: Callable[[], Iterator[pa.Table]], output: Path, *, selec
             writer = Writer(stream)
             writer.start(profile="", library="tesaiot")
             channels: dict[tuple[str, bool], int] = {}
+            labels_channel: int | None = None
+            devices: dict[str, str | None] = {}
             sequence = 0
             for table in selected_tables(tables(), selection, counts):
                 parsed = parse_payloads(table.column("payload").combine_chunks())
@@ -128,6 +137,7 @@ def export_mcap(tables: Callable[[], Iterator[pa.Table]], output: Path, *, selec
                 topics = table.column("topic").cast(pa.string()).to_pylist()
                 payloads = table.column("payload").to_pylist()
                 times = table.column("time").cast(pa.int64()).to_pylist()
+                labels = table.column("label").cast(pa.string()).to_pylist()
                 for row, (topic, payload, time_ns) in enumerate(zip(topics, payloads, times, strict=True)):
                     raw = row in raw_rows
                     channel = channels.get((topic, raw))
@@ -141,10 +151,22 @@ def export_mcap(tables: Callable[[], Iterator[pa.Table]], output: Path, *, selec
                                        publish_time=stamp if stamp is not None and stamp >= 0 and not raw else time_ns,
                                        sequence=sequence & 0xFFFFFFFF)
                     report.publish_times += stamp is not None and not raw
+                    label = labels[row]
+                    if label is not None:
+                        if labels_channel is None:
+                            labels_channel = _labels_channel(writer, topics=set(schemas))
+                        if topic not in devices:
+                            devices[topic] = parse_topic(topic).device_id
+                        sequence += 1
+                        writer.add_message(labels_channel, log_time=time_ns, publish_time=time_ns,
+                                           data=orjson.dumps({"topic": topic, "device_id": devices[topic],
+                                                              "label": label}),
+                                           sequence=sequence & 0xFFFFFFFF)
+                        report.labels += 1
                 report.messages += table.num_rows
                 report.not_json += len(raw_rows)
             writer.finish()  # type: ignore[no-untyped-call]
-            report.channels = len(channels)
+            report.channels = len(channels) + (labels_channel is not None)
         report.skipped = counts["skipped"]
         publish_file(target, output)
         report.file_bytes = output.stat().st_size
@@ -153,6 +175,14 @@ def export_mcap(tables: Callable[[], Iterator[pa.Table]], output: Path, *, selec
         raise RecordingError(f"cannot write {output}: {exc.strerror or exc}") from None
     finally:
         target.unlink(missing_ok=True)
+
+
+def _labels_channel(writer: Any, *, topics: set[str]) -> int:
+    if LABELS_TOPIC in topics:
+        raise ConfigError(f"the recording has a topic named {LABELS_TOPIC!r}, the channel the labels go to: "
+                          "leave it out with --topic, or export to .parquet or .csv")
+    schema_id = writer.register_schema(name=LABELS_TOPIC, encoding="jsonschema", data=orjson.dumps(_LABEL_SCHEMA))
+    return int(writer.register_channel(topic=LABELS_TOPIC, message_encoding="json", schema_id=schema_id))
 
 
 def _channel(writer: Any, topic: str, raw: bool, schema: pa.Schema | None) -> int:

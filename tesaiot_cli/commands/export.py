@@ -90,6 +90,8 @@ def export(
         from tesaiot_cli.textfmt import human_bytes
 
         what = f"{report.channels} channels" if kind == "mcap" else f"{len(report.columns)} columns"
+        if report.labels:
+            what += f", {report.labels:,} labels on channel tesaiot/labels"
         skipped = f", {report.skipped:,} left out by the selection" if report.skipped else ""
         err(f"exported {report.messages:,} messages: {file} -> {output} ({kind}, {what}, "
             f"{human_bytes(report.file_bytes)}){skipped}")
