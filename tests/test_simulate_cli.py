@@ -379,6 +379,31 @@ def test_slow_broker_drops_are_blamed_on_the_pace_not_the_queue(own_broker: Mosq
     assert "publish less (--interval, --devices)" in err and "unreachable" not in err
 
 
+def test_the_closing_drain_says_how_it_goes(own_broker: Mosquitto) -> None:
+    """The broker stops answering before the last packets are acknowledged: the drain says
+    what it waits for, then how many are still unacknowledged every few seconds, and ends
+    when the broker answers again."""
+    import signal as signals
+
+    assert own_broker.process is not None
+    process = start_cli("simulate", "-b", own_broker.tcp_url, "--device-id", uid(), "--interval", "0.05",
+                        "--count", "30", "--anomaly-every", "0")
+    try:
+        time.sleep(1.0)
+        own_broker.process.send_signal(signals.SIGSTOP)
+        time.sleep(6.5)  # the run ends at ~1.5 s; the drain waits, and says so at ~5.5 s
+        own_broker.process.send_signal(signals.SIGCONT)
+        _, err = process.communicate(timeout=40)
+    finally:
+        own_broker.process.send_signal(signals.SIGCONT)
+        process.kill()
+    assert process.returncode == 0, err
+    waiting = re.search(r"waiting up to 10 s for (\d+) unacknowledged packets \(Ctrl\+C to stop waiting\)", err)
+    assert waiting and int(waiting[1]) > 0, err
+    assert re.search(r"still waiting: \d+ unacknowledged packets, \d+ s left", err), err
+    assert "30 packets published" in err and "30 acknowledged by the broker" in err
+
+
 @pytest.mark.parametrize(("qos", "version"), [(0, "3.1.1"), (1, "3.1.1"), (1, "5"), (2, "5")])
 def test_live_status_on_a_tty_shows_acknowledged_and_queued_moving(broker: Mosquitto, qos: int,
                                                                    version: str) -> None:

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 FLAT_OUT_PUBLISH_TIMEOUT_S = 10.0
 SCHEDULED_PUBLISH_TIMEOUT_S = (0.005, 1.0)
 DRAIN_TIMEOUT_S = 10.0
+DRAIN_TICK_S = 4.0  # how often the closing drain says how many are still unacknowledged
 STATUS_TTY_PERIOD_S = 1.0
 STATUS_PLAIN_PERIOD_S = 5.0
 
@@ -512,9 +513,16 @@ def _drain(flush: Callable[[float], bool], in_flight: Callable[[], int], stop: S
         if flush(0.5):
             return "all"
         if not quiet:
-            err(f"waiting up to {DRAIN_TIMEOUT_S:g} s for {in_flight()} unacknowledged packets "
+            err(f"waiting up to {DRAIN_TIMEOUT_S:g} s for {in_flight():,} unacknowledged packets "
                 "(Ctrl+C to stop waiting)")
-        return "all" if flush(DRAIN_TIMEOUT_S) else "timeout"
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            if flush(min(DRAIN_TICK_S, left)):
+                return "all"
+            left = deadline - time.monotonic()
+            if not quiet and left >= 1:  # the drain says how it goes, as the live status did
+                err(f"still waiting: {in_flight():,} unacknowledged packets, {left:.0f} s left")
+        return "timeout"
     except Interrupted:
         return "interrupted"
 
