@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("recording", ("tesaiot_cli.recording",)),
     ("mqtt", ("tesaiot_cli.session", "tesaiot_cli.connection", "tesaiot_cli.mqtt")),
     ("base", ("tesaiot_cli.config", "tesaiot_cli.message", "tesaiot_cli.errors", "tesaiot_cli.textfmt",
-              "tesaiot_cli.selection", "tesaiot_cli.pacing", "tesaiot_cli.limits")),
+              "tesaiot_cli.selection", "tesaiot_cli.pacing", "tesaiot_cli.limits", "tesaiot_cli.lean")),
     ("root", ("tesaiot_cli",)),
 ]
 
