@@ -356,25 +356,34 @@ def test_qos0_outage_hint_says_qos0_is_not_queued(own_broker: Mosquitto) -> None
     assert "--queue (now" not in err
 
 
+def simulate_with_broker_paused(broker: Mosquitto, options: list[str], *, pause_at: float,
+                                pause_for: float) -> tuple[int, str]:
+    """Run simulate (one device, no anomalies) and stop the broker (SIGSTOP: the connection
+    stays up, nothing is read or acknowledged) from ``pause_at`` s for ``pause_for`` s.
+    Returns the exit code and stderr."""
+    import signal as signals
+
+    assert broker.process is not None
+    process = start_cli("simulate", "-b", broker.tcp_url, "--device-id", uid(), "--anomaly-every", "0", *options)
+    try:
+        time.sleep(pause_at)
+        broker.process.send_signal(signals.SIGSTOP)
+        time.sleep(pause_for)
+        broker.process.send_signal(signals.SIGCONT)
+        _, err = process.communicate(timeout=40)
+    finally:
+        broker.process.send_signal(signals.SIGCONT)
+        process.kill()
+    return process.returncode, err
+
+
 def test_slow_broker_drops_are_blamed_on_the_pace_not_the_queue(own_broker: Mosquitto) -> None:
     """A broker that stops reading (SIGSTOP: the connection stays up, nothing is
     acknowledged) is a link slower than the schedule: the drops happen while connected,
     and the hint says to publish less, not to raise --queue."""
-    import signal as signals
-
-    assert own_broker.process is not None
-    process = start_cli("simulate", "-b", own_broker.tcp_url, "--device-id", uid(), "--interval", "0.02",
-                        "--count", "150", "--anomaly-every", "0", "--queue", "5")
-    try:
-        time.sleep(1.5)
-        own_broker.process.send_signal(signals.SIGSTOP)
-        time.sleep(1.5)
-        own_broker.process.send_signal(signals.SIGCONT)
-        _, err = process.communicate(timeout=40)
-    finally:
-        own_broker.process.send_signal(signals.SIGCONT)
-        process.kill()
-    assert process.returncode == 7, err
+    code, err = simulate_with_broker_paused(own_broker, ["--interval", "0.02", "--count", "150", "--queue", "5"],
+                                            pause_at=1.5, pause_for=1.5)
+    assert code == 7, err
     assert "dropped while connected: the broker or the link took packets more slowly than the schedule" in err
     assert "publish less (--interval, --devices)" in err and "unreachable" not in err
 
@@ -383,21 +392,10 @@ def test_the_closing_drain_says_how_it_goes(own_broker: Mosquitto) -> None:
     """The broker stops answering before the last packets are acknowledged: the drain says
     what it waits for, then how many are still unacknowledged every few seconds, and ends
     when the broker answers again."""
-    import signal as signals
-
-    assert own_broker.process is not None
-    process = start_cli("simulate", "-b", own_broker.tcp_url, "--device-id", uid(), "--interval", "0.05",
-                        "--count", "30", "--anomaly-every", "0")
-    try:
-        time.sleep(1.0)
-        own_broker.process.send_signal(signals.SIGSTOP)
-        time.sleep(6.5)  # the run ends at ~1.5 s; the drain waits, and says so at ~5.5 s
-        own_broker.process.send_signal(signals.SIGCONT)
-        _, err = process.communicate(timeout=40)
-    finally:
-        own_broker.process.send_signal(signals.SIGCONT)
-        process.kill()
-    assert process.returncode == 0, err
+    # The run ends at ~1.5 s; the drain waits, and says so at ~5.5 s.
+    code, err = simulate_with_broker_paused(own_broker, ["--interval", "0.05", "--count", "30"],
+                                            pause_at=1.0, pause_for=6.5)
+    assert code == 0, err
     waiting = re.search(r"waiting up to 10 s for (\d+) unacknowledged packets \(Ctrl\+C to stop waiting\)", err)
     assert waiting and int(waiting[1]) > 0, err
     assert re.search(r"still waiting: \d+ unacknowledged packets, \d+ s left", err), err
