@@ -279,22 +279,9 @@ class Connection:
         if client.socket() is not None:
             timeout = min(max(timeout, 0.0), MAX_PUMP_S)  # paho checks keepalive only between waits
             with self.io:
-                try:
-                    if self.fast is not None:
-                        self._wait_for_socket(client, timeout)
-                        rc, _ = self._fast_turn(client, self.fast)
-                    else:
-                        rc = self._public_turn(client, timeout)
-                except ProtocolError as exc:
-                    self._close_for(client, str(exc))
-                    return
-                except paho_compat.MALFORMED as exc:
-                    self._close_for(client, str(paho_compat.malformed(exc)))
-                    return
-            self._note_protocol_error(rc)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not self.closing and client.socket() is None:
-                # paho closed the socket and called on_disconnect: reconnect after the delay.
-                self._next_reconnect = time.monotonic() + self._reconnect_delay
+                turn = self._turn(client, timeout, wait_first=True)
+            if turn is not None:
+                self._after_turn(client, turn[0])
             return
         now = time.monotonic()
         if now < self._next_reconnect:
@@ -312,6 +299,34 @@ class Connection:
                 why = translate_connect_error(exc, f"{self.settings.url.host}:{self.settings.url.port}",
                                               self.settings)
                 self.emit("reconnecting", f"reconnect failed ({why}); next attempt in {self._reconnect_delay:g} s")
+
+    def _turn(self, client: paho.Client, timeout: float, *, wait_first: bool) -> tuple[int, bool] | None:
+        """One turn of the loop, with ``io`` held: on the fast path (after waiting up to
+        ``timeout`` for the socket when ``wait_first``) or paho's public one (which always
+        waits up to ``timeout``). Returns paho's result code and whether messages were
+        received, or None when the broker broke the protocol and the connection was closed."""
+        try:
+            if self.fast is not None:
+                if wait_first:
+                    self._wait_for_socket(client, timeout)
+                return self._fast_turn(client, self.fast)
+            return self._public_turn(client, timeout), False
+        except ProtocolError as exc:
+            self._close_for(client, str(exc))
+        except paho_compat.MALFORMED as exc:
+            self._close_for(client, str(paho_compat.malformed(exc)))
+        return None
+
+    def _after_turn(self, client: paho.Client, rc: int) -> None:
+        """paho's result of a turn: a protocol error paho found itself (a packet it could not
+        take; it closed the connection and says why in on_disconnect) is counted like ours;
+        when the socket is closed, the reconnect is due after the delay."""
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return
+        if rc == MQTTErrorCode.MQTT_ERR_PROTOCOL:
+            self.stats.protocol_errors += 1
+        if not self.closing and client.socket() is None:
+            self._next_reconnect = time.monotonic() + self._reconnect_delay
 
     def _public_turn(self, client: paho.Client, timeout: float) -> int:
         """paho's public loop, one turn: wait for the socket, read, write, keepalive."""
@@ -348,21 +363,12 @@ class Connection:
                     continue
                 self._stand_back()
                 with self.io:
-                    try:
-                        if self.fast is not None:
-                            rc, progressed = self._fast_turn(client, self.fast)
-                        else:
-                            rc, progressed = self._public_turn(client, NETWORK_TICK_S), False
-                    except ProtocolError as exc:
-                        self._close_for(client, str(exc))
-                        continue
-                    except paho_compat.MALFORMED as exc:
-                        self._close_for(client, str(paho_compat.malformed(exc)))
-                        continue
+                    turn = self._turn(client, NETWORK_TICK_S, wait_first=False)
+                if turn is None:
+                    continue  # a protocol error closed the connection
+                rc, progressed = turn
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    self._note_protocol_error(rc)
-                    if not self.closing and client.socket() is None:
-                        self._next_reconnect = time.monotonic() + self._reconnect_delay
+                    self._after_turn(client, rc)
                     continue
                 if progressed:
                     continue  # more is probably waiting: read on without a select
@@ -416,12 +422,6 @@ class Connection:
         buffered = sock if isinstance(sock, BufferedSocket) else None
         writing = client.want_write() or (buffered is not None and buffered.has_output())
         select.select([sock], [sock] if writing else [], [], timeout)
-
-    def _note_protocol_error(self, rc: int) -> None:
-        """paho found the broker breaking the protocol itself (a packet it could not take):
-        it closed the connection and says why in on_disconnect; counted like ours."""
-        if rc == MQTTErrorCode.MQTT_ERR_PROTOCOL:
-            self.stats.protocol_errors += 1
 
     def _close_for(self, client: paho.Client, why: str) -> None:
         """A protocol error from the broker: close the connection (MQTT 3.1.1 4.8, MQTT 5
