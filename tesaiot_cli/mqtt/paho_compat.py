@@ -42,8 +42,7 @@ from tesaiot_cli.mqtt.transport import BufferedSocket
 TESTED_VERSIONS = ("2.0.", "2.1.", "2.2.")
 HELD_MID = 0  # paho never gives out message id 0: it marks a batch of held packets
 _CLIENT_NAMES = ("_sock", "_in_packet", "_handle_on_message", "_handle_pubrec", "_handle_pubackcomp",
-                 "_packet_queue", "_out_packet",
-                 "_mid_generate", "_out_messages")
+                 "_packet_queue", "_out_packet", "_mid_generate", "_out_messages")
 _KEEPALIVE_NAMES = ("_last_bytes_received", "_last_msg_in")  # 2.1+, 2.0
 
 try:  # paho 2.2 raises this from its packet decoders; 2.0 and 2.1 raise struct.error
@@ -203,9 +202,6 @@ class FastPath:
             return False
         entry[0]._published = True
         return True
-
-    def qos1_in_flight(self) -> int:
-        return len(self._qos1)
 
     def resend_qos1(self) -> int:
         """After a reconnect: queue every QoS 1 message still waiting for its PUBACK again,
