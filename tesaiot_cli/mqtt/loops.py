@@ -343,13 +343,7 @@ class Connection:
             if not (pending is not None and pending()) and not select.select([sock], [], [], 0)[0]:
                 break
             rc = client.loop_read()
-        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
-            rc = client.loop_write()
-        now = time.monotonic()
-        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and now >= self._next_misc:
-            self._next_misc = now + MISC_EVERY_S
-            rc = client.loop_misc()
-        return int(rc)
+        return self._write_and_keepalive(client, rc)
 
     def _network_main(self) -> None:
         """The network thread (threaded=True). Any unexpected error stops it and goes to the
@@ -404,13 +398,18 @@ class Connection:
                     break
         finally:
             buffered.uncork()  # the batch's acknowledgements in one send
+        return self._write_and_keepalive(client, rc), self.stats.received != before
+
+    def _write_and_keepalive(self, client: paho.Client, rc: int) -> int:
+        """The end of a turn after a successful read (``rc``): write what paho has queued, and
+        run paho's keepalive check at most every ``MISC_EVERY_S``. Returns paho's result code."""
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
             rc = client.loop_write()
         now = time.monotonic()
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and now >= self._next_misc:
             self._next_misc = now + MISC_EVERY_S
             rc = client.loop_misc()
-        return int(rc), self.stats.received != before
+        return int(rc)
 
     def _wait_for_socket(self, client: paho.Client, timeout: float) -> None:
         sock = client.socket()
