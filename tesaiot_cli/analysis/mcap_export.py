@@ -108,7 +108,7 @@ def _iso_ns(text: str | None) -> int | None:
         return None
     if moment.tzinfo is None:
         return None
-    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return (delta // dt.timedelta(microseconds=1)) * 1000
 
 
