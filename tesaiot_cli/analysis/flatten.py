@@ -143,10 +143,18 @@ def _untimed(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
+def _has_timestamp(kind: pa.DataType) -> bool:
+    if pa.types.is_timestamp(kind):
+        return True
+    if pa.types.is_struct(kind):
+        return any(_has_timestamp(kind.field(i).type) for i in range(kind.num_fields))
+    return pa.types.is_list(kind) and _has_timestamp(kind.value_type)
+
+
 def _without_timestamps(schema: pa.Schema) -> pa.Schema | None:
     """The schema with every timestamp the reader inferred (from a time string without
     fractions) as a string again; None when it inferred none (the usual case)."""
-    if not any("timestamp" in str(f.type) for f in schema):
+    if not any(_has_timestamp(f.type) for f in schema):
         return None
     return pa.schema([pa.field(f.name, _untimed(f.type)) for f in schema])
 
