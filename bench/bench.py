@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,7 @@ def main(argv: list[str]) -> int:
     if args.fleet_hold:
         plan["fleet_hold"] = min(max(args.fleet_hold, 5.0), 300.0)
     started = time.monotonic()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     results: dict[str, Any] = {
         "date": now.isoformat(timespec="seconds"), "mode": "quick" if args.quick else "full",
         "sections_run": args.sections, "plan": plan, "versions": versions(), "machine": machine(),

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -831,7 +831,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, raise_stop)
     # Ctrl+C must reach the cleanup even when started with SIGINT ignored (a shell's `&`).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tesaiot-faults-"))
     fault_at = args.fault_at if args.fault_at is not None else args.duration / 4
     opts = Options(tesaiot=args.tesaiot, devices=args.devices, interval=args.interval, duration=args.duration,

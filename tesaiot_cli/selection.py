@@ -17,7 +17,7 @@ from typing import NamedTuple
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import parse_topic, topic_matches, validate_topic_filter
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class TimeBound(NamedTuple):
@@ -52,7 +52,7 @@ def parse_time_bound(text: str, *, name: str) -> TimeBound:
             "or an ISO 8601 time (2026-11-22T08:24:56+00:00)"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return TimeBound(text, at_ns=(moment - _EPOCH) // dt.timedelta(microseconds=1) * 1000)
 
 

@@ -85,6 +85,7 @@ def export(
             warn(f"{report.not_json:,} of {report.messages:,} payloads are not a JSON object: {where}")
         for name, kinds in report.mixed.items():
             warn(f"field {name} changes type ({', '.join(kinds)}): written as text")
+        _warn_exactness(report)
         if report.messages == 0:
             warn(f"no message in {file} matched the selection: {output} holds no rows")
         from tesaiot_cli.textfmt import human_bytes
@@ -95,3 +96,21 @@ def export(
         skipped = f", {report.skipped:,} left out by the selection" if report.skipped else ""
         err(f"exported {report.messages:,} messages: {file} -> {output} ({kind}, {what}, "
             f"{human_bytes(report.file_bytes)}){skipped}")
+
+
+def _warn_exactness(report: Any) -> None:
+    """Say where the rules of docs/recording-format.md changed a field's name or type."""
+    from tesaiot_cli.textfmt import plural
+
+    if report.renamed:
+        import orjson
+
+        shared = ", ".join(f"the path {orjson.dumps(list(path)).decode()} as {name}" for path, name in report.renamed)
+        warn(f"{plural(len(report.renamed), 'payload field')} would share a column name with another: "
+             f"written as {shared}")
+    for name, count in report.inexact.items():
+        warn(f"field {name}: {plural(count, 'integer')} that float64 cannot hold exactly: the field is written "
+             f"as text, every number's digits exact")
+    for name, count in report.untimed.items():
+        warn(f"field {name}: {plural(count, 'time')} without a zone offset: kept as text, as written "
+             f"(a timestamp column needs times with an offset: Z, +07:00)")

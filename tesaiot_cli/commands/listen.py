@@ -40,6 +40,7 @@ Examples:
   tesaiot listen --device 'infineon-*' --sensor DPS368 --timeout 30
   tesaiot listen --payload-only -t 'device/my-dev/telemetry'      # payloads only, as mosquitto_sub
   tesaiot listen -F '{time} {topic} qos={qos} retain={retain} {payload}' --binary base64
+  tesaiot listen -F '%I %t %p'                       # mosquitto_sub -F's own codes
   tesaiot listen -R                                  # skip the retained (stale) values sent on subscribe
   tesaiot listen --retained-only -t 'config/#'       # the retained values, then exit
   tesaiot listen --color always | less -R
@@ -57,7 +58,7 @@ def listen(
     device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
     sensor: Annotated[Optional[list[str]], typer.Option("--sensor", metavar="GLOB", help="Only these sensor types (glob patterns), repeatable: the topic's sensor segment, else the JSON payload's sensor_type, else default.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No banner or final stats on stderr.")] = False,
-    template: Annotated[Optional[str], typer.Option("--template", "-F", metavar="TEMPLATE", help="One line per message from TEMPLATE, as mosquitto_sub -F: fields {topic} {payload} {payload_hex} {payload_base64} {bytes} {qos} {retain} {time} {time_ns} {device_id} {sensor_type}; \\t and \\n for tab and newline.", show_default=False)] = None,  # noqa: E501
+    template: Annotated[Optional[str], typer.Option("--template", "-F", metavar="TEMPLATE", help="One line per message from TEMPLATE: mosquitto_sub -F's own format (%t %p %q %r %l %x %X %I %U %j %%, @ strftime codes, \\n \\t \\\\ escapes), or fields {topic} {payload} {payload_hex} {payload_base64} {bytes} {qos} {retain} {time} {time_ns} {device_id} {sensor_type}. See docs/usage.md.", show_default=False)] = None,  # noqa: E501
     payload_only: Annotated[bool, typer.Option("--payload-only", "-P", help="Only the payload, one per line (--template '{payload}'), as mosquitto_sub prints by default.")] = False,  # noqa: E501
     binary: Annotated[str, typer.Option("--binary", metavar="hex|base64", help="How {payload} shows a payload that is not text, with --template or --payload-only.")] = "hex",  # noqa: E501
     skip_retained: Annotated[bool, typer.Option("--skip-retained", "-R", help="Skip retained messages: the stale last values the broker sends on subscribing (mosquitto_sub -R).")] = False,  # noqa: E501
@@ -123,7 +124,7 @@ def listen(
                 if (skip_retained and message.retain) or not _wanted(message, device, sensor):
                     continue
                 if render_line is not None:
-                    out.write(render_line(message) + "\n")
+                    out.buffer.write(render_line(message) + b"\n")  # bytes: %p is the payload as it is
                 elif json_out:
                     from tesaiot_cli.render import json_line
 

@@ -42,7 +42,7 @@ FOREIGN_FORMATS = ("mosquitto-json", "mqtt-recorder-csv", "mqtt-recorder-csv-b64
 SNIFF_BYTES = 64 * 1024
 _TST = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z)?([+-]\d\d:?\d\d)?$")
 _SECONDS = re.compile(r"^(\d+)(?:\.(\d+))?$")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def parse_tst(text: str) -> int | None:
@@ -51,7 +51,7 @@ def parse_tst(text: str) -> int | None:
     if match is None:
         return None
     whole, fraction, zulu, offset = match.groups()
-    zone = dt.timezone.utc
+    zone = dt.UTC
     if offset and not zulu:
         sign = 1 if offset[0] == "+" else -1
         digits = offset[1:].replace(":", "")

@@ -165,7 +165,7 @@ def prepare_dataset(root: Path, *, partition: str | None, tool_version: str,
     try:
         staging_dir(root).mkdir(parents=True, exist_ok=True)
         if info is None:
-            now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             description = {"format": DATASET_FORMAT, "format_version": DATASET_VERSION,
                            "partitioning": spec.text(), "partition_columns": spec.keys(),
                            "tool_version": tool_version, "created": now}
