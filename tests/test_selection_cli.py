@@ -96,3 +96,21 @@ def test_plot_of_no_matching_device_exits_9(rec: Path, tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [f"tesaiot: error: nothing to plot: no message in {rec} matches "
                                           "--device 'nobody'"]
     assert not out.exists()
+
+
+def test_info_summary_from_the_footer_equals_a_scan(rec: Path, tmp_path: Path) -> None:
+    import orjson
+
+    from tesaiot_cli.recording import open_reader
+    from tesaiot_cli.selection import Selection, parse_time_bound
+
+    scan = orjson.loads(run_cli("info", str(rec), "--json", "--no-values").stdout)
+    result = run_cli("info", str(rec), "--json", "--summary")
+    assert result.returncode == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    for key in ("messages", "start_ns", "end_ns", "duration_s", "rate_per_s", "sealed", "format"):
+        assert summary[key] == scan[key], key
+    assert summary["summary"] is True and summary["topics"] == [] and summary["payload_bytes"] is None
+    with open_reader(rec) as reader:  # and a selection's plan equals the messages read
+        chosen = Selection(("t/1",), start=parse_time_bound("2", name="--start"))
+        assert reader.plan(chosen).messages == len(list(reader.iter_messages(chosen))) == 8
