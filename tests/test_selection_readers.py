@@ -274,3 +274,16 @@ def test_an_unsealed_parquet_leftover_is_filtered_too(tmp_path_factory: pytest.T
     with open_reader(path) as reader:
         assert not reader.sealed
         assert list(reader.iter_messages(fresh(selection))) == plain_filter(messages, selection)
+
+
+def test_a_fast_writer_still_writes_row_groups_of_at_most_row_group_rows(tmp_path: Path) -> None:
+    """A writer that gathers many rows before a flush (convert, simulate --record) used to
+    write them as one row group: nothing to skip. Groups are cut at ``row_group_rows``."""
+    path = tmp_path / "r.parquet"
+    writer = ParquetWriter(path, RecordingMetadata(source="convert"), crash_safe=False, row_group_rows=100).open()
+    for message in spread(1000):
+        writer.write(message)
+    writer.close()
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_rows == 1000 and meta.num_row_groups >= 10
+    assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= 100
