@@ -433,7 +433,7 @@ class _Progress:
 
     def text(self, stats: ReplayStats, elapsed: float) -> str:
         plan, loops = self._plan, self._options.loops
-        total = plan.messages if plan.messages is not None and not plan.selective and loops == 1 else None
+        total = plan.messages if loops == 1 else None  # a selection's own count (exact when known)
         parts = [f"sent {stats.sent:,}" + (f" of {total:,}" if total is not None else "")]
         done = self._done(stats)
         if done is not None:
