@@ -266,14 +266,21 @@ def test_dataset_files_outside_the_selection_are_not_opened(tmp_path: Path) -> N
 def test_an_unsealed_parquet_leftover_is_filtered_too(tmp_path_factory: pytest.TempPathFactory,
                                                       messages: list[Message], selection: Selection) -> None:
     path = tmp_path_factory.mktemp("rec") / "r.parquet"
-    writer = ParquetWriter(path, RecordingMetadata(source="record"), crash_safe=True).open()
-    for message in messages:
+    # closed parts of 10 rows (row groups of 5, skipped by their statistics) and a journal
+    writer = ParquetWriter(path, RecordingMetadata(source="record"), crash_safe=True, row_group_rows=5,
+                           part_rows=10).open()
+    for index, message in enumerate(messages):
         writer.write(message)
+        if index % 5 == 4:
+            writer.flush()
     writer.flush()
     writer.discard()  # left for 'tesaiot recover', as a crash leaves it
     with open_reader(path) as reader:
         assert not reader.sealed
-        assert list(reader.iter_messages(fresh(selection))) == plain_filter(messages, selection)
+        chosen = fresh(selection)
+        expected = plain_filter(messages, selection)
+        assert list(reader.iter_messages(chosen)) == expected
+        assert chosen.excluded == len(messages) - len(expected)
 
 
 def test_a_fast_writer_still_writes_row_groups_of_at_most_row_group_rows(tmp_path: Path) -> None:

@@ -140,6 +140,58 @@ class _Stats(NamedTuple):
 _TIME_FACTORS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
+class FooterIndex:
+    """What a Parquet file's footer says of each row group: its time range in ns (when the
+    time column is int64 ns or a timestamp), its topic range (UTF-8) and whether it may hold
+    a retained message."""
+
+    def __init__(self, source: pq.ParquetFile) -> None:
+        self._meta = source.metadata
+        columns = self._meta.schema
+        leaves = [columns.column(i).path for i in range(len(columns))]
+        self._time, self._topic, self._retain = (leaves.index(n) if n in leaves else None
+                                                 for n in ("time", "topic", "retain"))
+        fields = source.schema_arrow
+        time_type = fields.field("time").type if "time" in fields.names else None
+        self._factor = None
+        if time_type is not None and pa.types.is_timestamp(time_type):
+            self._factor = _TIME_FACTORS.get(time_type.unit)
+        elif time_type is not None and pa.types.is_integer(time_type):
+            self._factor = 1
+
+    def stats(self, index: int) -> _Stats:
+        group = self._meta.row_group(index)
+        times = topics = None
+        retained = True
+        if self._factor is not None and self._time is not None:
+            chunk = group.column(self._time).statistics
+            if chunk is not None and chunk.has_min_max and chunk.physical_type == "INT64":
+                times = (int(chunk.min_raw) * self._factor, int(chunk.max_raw) * self._factor)
+        if self._topic is not None:
+            chunk = group.column(self._topic).statistics
+            if chunk is not None and chunk.has_min_max and chunk.physical_type == "BYTE_ARRAY":
+                try:
+                    topics = (bytes(chunk.min_raw).decode("utf-8"), bytes(chunk.max_raw).decode("utf-8"))
+                except UnicodeDecodeError:
+                    topics = None
+        if self._retain is None:
+            retained = False  # read as retain false
+        else:
+            chunk = group.column(self._retain).statistics
+            if chunk is not None and chunk.has_min_max and chunk.physical_type == "BOOLEAN":
+                retained = bool(chunk.max_raw)
+        return _Stats(int(group.num_rows), times, topics, retained)
+
+
+def excluded_by_stats(stats: _Stats, selection: Selection) -> bool:
+    """Whether a row group's statistics prove that ``selection`` selects none of its rows."""
+    if stats.rows == 0:
+        return True
+    if stats.times is not None and selection.excludes_times(*stats.times, retained=stats.retained):
+        return True
+    return stats.topics is not None and selection.filters_topics and not selection.may_want_topics(*stats.topics)
+
+
 class ParquetReader(TableReader):
     """A sealed Parquet recording (or any Parquet file with time, topic and payload)."""
 
@@ -151,7 +203,7 @@ class ParquetReader(TableReader):
         self.warnings: list[str] = []
         self._handle = handle
         self._file = source
-        self._leaves: list[str] | None = None
+        self._index: FooterIndex | None = None
         self.row_groups_read: list[int] = []  # the row groups the last iter_tables decoded
 
     @classmethod
@@ -201,54 +253,14 @@ class ParquetReader(TableReader):
         """Messages in the file (from the footer: no scan)."""
         return int(self._file.metadata.num_rows)
 
-    def _leaf(self, name: str) -> int | None:
-        """The footer's column index of top-level column ``name`` (None: not there)."""
-        if self._leaves is None:
-            columns = self._file.metadata.schema
-            self._leaves = [columns.column(i).path for i in range(len(columns))]
-        return self._leaves.index(name) if name in self._leaves else None
-
     def stats(self, index: int) -> _Stats:
-        """Row group ``index``'s footer statistics: its time range in ns (when the time
-        column is int64 ns or a timestamp), its topic range (UTF-8) and whether it may hold a
-        retained message."""
-        group = self._file.metadata.row_group(index)
-        times = topics = None
-        retained = True
-        fields = self._file.schema_arrow
-        time_leaf, topic_leaf, retain_leaf = self._leaf("time"), self._leaf("topic"), self._leaf("retain")
-        time_type = fields.field("time").type if "time" in fields.names else None
-        factor = None
-        if time_type is not None and pa.types.is_timestamp(time_type):
-            factor = _TIME_FACTORS.get(time_type.unit)
-        elif time_type is not None and pa.types.is_integer(time_type):
-            factor = 1
-        if factor is not None and time_leaf is not None:
-            chunk = group.column(time_leaf).statistics
-            if chunk is not None and chunk.has_min_max and chunk.physical_type == "INT64":
-                times = (int(chunk.min_raw) * factor, int(chunk.max_raw) * factor)
-        if topic_leaf is not None:
-            chunk = group.column(topic_leaf).statistics
-            if chunk is not None and chunk.has_min_max and chunk.physical_type == "BYTE_ARRAY":
-                try:
-                    topics = (bytes(chunk.min_raw).decode("utf-8"), bytes(chunk.max_raw).decode("utf-8"))
-                except UnicodeDecodeError:
-                    topics = None
-        if retain_leaf is None:
-            retained = False  # read as retain false
-        else:
-            chunk = group.column(retain_leaf).statistics
-            if chunk is not None and chunk.has_min_max and chunk.physical_type == "BOOLEAN":
-                retained = bool(chunk.max_raw)
-        return _Stats(int(group.num_rows), times, topics, retained)
+        """Row group ``index``'s footer statistics (see :class:`FooterIndex`)."""
+        if self._index is None:
+            self._index = FooterIndex(self._file)
+        return self._index.stats(index)
 
     def excluded_by_stats(self, stats: _Stats, selection: Selection) -> bool:
-        """Whether the statistics prove that ``selection`` selects no row of the group."""
-        if stats.rows == 0:
-            return True
-        if stats.times is not None and selection.excludes_times(*stats.times, retained=stats.retained):
-            return True
-        return stats.topics is not None and selection.filters_topics and not selection.may_want_topics(*stats.topics)
+        return excluded_by_stats(stats, selection)
 
     def iter_tables(self, selection: Selection | None = None, *, skip: set[int] | None = None) -> Iterator[pa.Table]:
         """Recording-schema tables, one row group (or up to 64k rows) at a time: only the
@@ -423,13 +435,22 @@ class UnsealedParquetReader(TableReader):
                                             recording_id=metadata.recording_id)
         return reader
 
-    def _tables(self, problems: list[str]) -> Iterator[pa.Table]:
+    def _tables(self, problems: list[str], selection: Selection | None = None) -> Iterator[pa.Table]:
+        """Closed parts' row groups (those ``selection`` may take rows from: the others are
+        counted in it, unread), then the journals' batches."""
+        active = selection is not None and selection.active
         for part in self.parts:
             try:
                 with open(part, "rb") as handle:
                     source = pq.ParquetFile(handle, page_checksum_verification=True)
-                    for index in range(source.num_row_groups):
-                        yield schema.conform(source.read_row_group(index), where=str(part))
+                    index = FooterIndex(source) if active else None
+                    for group in range(source.num_row_groups):
+                        if index is not None and selection is not None:
+                            stats = index.stats(group)
+                            if excluded_by_stats(stats, selection):
+                                selection.excluded += stats.rows
+                                continue
+                        yield schema.conform(source.read_row_group(group), where=str(part))
             except (RecordingError, GeneratorExit):
                 raise
             except Exception as exc:  # noqa: BLE001 - translated
@@ -446,7 +467,7 @@ class UnsealedParquetReader(TableReader):
         then the open part's journal."""
         if selection is not None:
             selection.bind(self.metadata.start_ns)
-        for table in self._tables([]):
+        for table in self._tables([], selection):
             table = select_rows(table, selection)
             if table.num_rows:
                 yield table
