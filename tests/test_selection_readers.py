@@ -294,3 +294,29 @@ def test_a_fast_writer_still_writes_row_groups_of_at_most_row_group_rows(tmp_pat
     meta = pq.ParquetFile(path).metadata
     assert meta.num_rows == 1000 and meta.num_row_groups >= 10
     assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= 100
+
+
+def test_a_literal_device_reads_only_its_bucket(tmp_path: Path) -> None:
+    from tesaiot_cli.message import parse_topic
+    from tesaiot_cli.recording.dataset.layout import prepare_dataset
+    from tesaiot_cli.recording.dataset.partition import bucket_of
+
+    root = tmp_path / "data"
+    prepare_dataset(root, partition="date,bucket:4", tool_version="test")
+    devices = ["a", "b", "c", "d", "e", "f"]
+    messages = [Message(f"device/{devices[i % 6]}/telemetry", b"{}", 0, False, T0 + i * MS) for i in range(120)]
+    buckets: dict[int, list[Message]] = {}
+    for message in messages:
+        buckets.setdefault(bucket_of(parse_topic(message.topic).device_id, 4), []).append(message)
+    wanted = bucket_of("a", 4)
+    for bucket, rows in buckets.items():
+        directory = root / "date=2026-12-01" / f"bucket={bucket}"
+        directory.mkdir(parents=True)
+        parquet(directory / "part-x.parquet", rows, rows_per_group=1000)
+        if bucket != wanted:
+            damage_row_group(directory / "part-x.parquet", 0)  # never decoded, or the read fails
+    with open_reader(root) as reader:
+        chosen = Selection((), ("a",))
+        got = list(reader.iter_messages(chosen))
+    assert got == [m for m in messages if m.topic == "device/a/telemetry"]
+    assert chosen.excluded == 100
