@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import analysis, export, fleet, publish, record, replay, scaling, startup, storage  # noqa: E402
+from benchlib import analysis, export, fleet, publish, record, replay, scaling, selection, startup, storage  # noqa: E402, E501
 from benchlib.common import (  # noqa: E402
     BENCH_DIR,
     MAX_INFLIGHT_MESSAGES,
@@ -37,7 +37,8 @@ from benchlib.common import (  # noqa: E402
     say,
 )
 
-SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis", "export", "fleet")
+SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis", "export", "fleet",
+            "selection")
 
 FULL: dict[str, Any] = {
     "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
@@ -51,6 +52,7 @@ FULL: dict[str, Any] = {
     "scaling_budget_s": 110,
     "analysis_devices": 100, "analysis_count": 10_500, "analysis_runs": 3,
     "export_count": 1_000_000, "export_runs": 3,
+    "selection_count": 1_000_000, "selection_runs": 3,
     "fleet_ladder": [10000, 20000, 30000, 50000, 75000, 100000], "fleet_baseline_ladder": [5000, 10000],
     "fleet_duration": 12.0, "fleet_qos": [1, 0],
     "fleet_per_device_ladder": [300, 1000, 2000, 5000, 10000], "fleet_hold": 60.0, "fleet_connect_rate": 1000.0,
@@ -67,6 +69,7 @@ QUICK: dict[str, Any] = {
     "scaling_ladder": [5000, 10000], "scaling_duration": 1.0, "scaling_budget_s": 60,
     "analysis_devices": 10, "analysis_count": 5_000, "analysis_runs": 1,
     "export_count": 50_000, "export_runs": 2,
+    "selection_count": 50_000, "selection_runs": 1,
     "fleet_ladder": [2000, 10000], "fleet_baseline_ladder": [2000, 10000], "fleet_duration": 11.0, "fleet_qos": [1],
     "fleet_per_device_ladder": [300, 1000], "fleet_hold": 11.0, "fleet_connect_rate": 1000.0, "fleet_budget_s": 240,
 }
@@ -227,6 +230,9 @@ def main(argv: list[str]) -> int:
                  connect_rate=plan["fleet_connect_rate"], baseline_ref=args.fleet_baseline,
                  budget_s=plan["fleet_budget_s"], all_rungs=args.fleet_all_rungs),
              lambda section: results["goals"].extend(fleet.report(section))),
+            ("selection", "section 11: readers that take the selection (replay --start, info --summary)",
+             lambda: selection.run_section(ctx, count=plan["selection_count"], runs=plan["selection_runs"]),
+             lambda section: results["goals"].extend(selection.report(section))),
         ]
         try:
             for name, title, measure, show in steps:

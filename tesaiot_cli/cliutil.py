@@ -26,6 +26,7 @@ from tesaiot_cli.errors import (
     AuthError,
     ConfigError,
     ConnectError,
+    EmptySelection,
     Interrupted,
     RecordingError,
     TesaiotError,
@@ -41,6 +42,7 @@ EXIT_RECORDING = 5  # recording missing, unreadable, corrupt, disk full
 EXIT_TIMEOUT = 6  # listen/record --timeout ran out before --count messages
 EXIT_UNDELIVERED = 7  # some published messages were not delivered
 EXIT_THRESHOLD = 8  # score --fail-under: a threshold was not met
+EXIT_EMPTY_SELECTION = 9  # no message matches --topic/--device/--start/--end
 EXIT_INTERNAL = 70  # a bug: please report it
 
 EXIT_CODES: list[tuple[type[TesaiotError], int]] = [
@@ -48,6 +50,7 @@ EXIT_CODES: list[tuple[type[TesaiotError], int]] = [
     (ConnectError, EXIT_CONNECT),
     (RecordingError, EXIT_RECORDING),
     (ConfigError, EXIT_CONFIG),
+    (EmptySelection, EXIT_EMPTY_SELECTION),
     (TesaiotError, EXIT_CONFIG),
 ]
 

@@ -329,7 +329,9 @@ def test_line_cut_parsing_keeps_every_row_in_place(tmp_path: Path) -> None:
     assert table.column("device_id").to_pylist() == [f"d{i % 7}" if i != 20_000 else "d0" for i in range(50_000)]
 
 
-@pytest.mark.parametrize("extra", [[], ["--topic", "device/+/telemetry", "--start", "1.5", "--end", "6"]])
+# MIXED's messages are 1 ns apart: this window (T0+1 ns .. T0+6 ns) selects three of them.
+@pytest.mark.parametrize("extra", [[], ["--topic", "device/+/telemetry", "--start", "0.000000001",
+                                         "--end", "0.000000006"]])
 def test_export_does_not_look_for_pandas(tmp_path: Path, extra: list[str]) -> None:
     """pyarrow imports pandas, when installed, the first time it converts Python values
     (0.18 s, 34 MiB): the export builds its few such arrays from buffers instead. An import

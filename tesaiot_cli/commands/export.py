@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from tesaiot_cli.cliutil import cli_errors, err, warn
-from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.errors import ConfigError, EmptySelection
+
+if TYPE_CHECKING:
+    from tesaiot_cli.recording import RecordingReader
+    from tesaiot_cli.selection import Selection
 
 EPILOG = """\b
 Examples:
@@ -62,19 +68,22 @@ def export(
             from tesaiot_cli.analysis.mcap_export import require_mcap
 
             require_mcap()
-        reader: Any
+        reader: RecordingReader
         with open_reader(file, format=None if is_dataset_path(file) else fmt) as reader:
+            # The reader applies the selection (skipping row groups and files it excludes).
+            tables = functools.partial(_selected, reader, selection, file)
             if kind == "mcap":
                 from tesaiot_cli.analysis.mcap_export import export_mcap
 
-                report = export_mcap(reader.iter_tables, output, selection=selection)
+                report = export_mcap(tables, output, selection=Selection())
             else:
                 from tesaiot_cli.analysis.export import export_table
 
-                report = export_table(reader.iter_tables, output, selection=selection,
+                report = export_table(tables, output, selection=Selection(),
                                       labelled=bool(reader.metadata.labelled))
-            warnings = list(getattr(reader, "warnings", []))
-            sealed = getattr(reader, "sealed", True)
+            report.skipped += selection.excluded
+            warnings = list(reader.warnings)
+            sealed = reader.sealed
         for text in warnings:
             warn(text)
         if not sealed and not is_dataset_path(file):
@@ -86,8 +95,8 @@ def export(
         for name, kinds in report.mixed.items():
             warn(f"field {name} changes type ({', '.join(kinds)}): written as text")
         _warn_exactness(report)
-        if report.messages == 0:
-            warn(f"no message in {file} matched the selection: {output} holds no rows")
+        if report.messages == 0:  # an empty selection stopped above (exit 9)
+            warn(f"{file} holds no message: {output} holds no rows")
         from tesaiot_cli.textfmt import human_bytes
 
         what = f"{report.channels} channels" if kind == "mcap" else f"{len(report.columns)} columns"
@@ -114,3 +123,17 @@ def _warn_exactness(report: Any) -> None:
     for name, count in report.untimed.items():
         warn(f"field {name}: {plural(count, 'time')} without a zone offset: kept as text, as written "
              f"(a timestamp column needs times with an offset: Z, +07:00)")
+
+
+def _selected(reader: RecordingReader, selection: Selection, file: Path) -> Iterator[Any]:
+    """One pass over the tables ``selection`` selects (a fresh count of what it leaves
+    out). An active selection that selects nothing raises :class:`EmptySelection` (exit 9)
+    before OUT is written: an export of nothing is a mistake."""
+    selection.excluded = 0
+    rows = 0
+    for table in reader.iter_tables(selection):
+        rows += table.num_rows
+        yield table
+    if rows == 0 and selection.active:
+        raise EmptySelection(f"nothing to export: no message in {file} matches {selection.describe()}; "
+                             "nothing was written")

@@ -35,7 +35,8 @@ def plot(
     the alerts of a detector: matched, false alarms (x) and missed anomalies (hollow).
 
     Needs matplotlib: pip install 'tesaiot-cli[plot]'. Exit codes: 0 written, 1 bad
-    option or matplotlib missing, 5 a recording is missing or unreadable.
+    option or matplotlib missing, 5 a recording is missing or unreadable, 9 no message
+    matches --device.
     """
     from tesaiot_cli.commands.score import parse_duration_s
 
@@ -53,8 +54,24 @@ def plot(
         if output.exists() and not force:
             raise ConfigError(f"{output} already exists: choose another file name, or --force to overwrite")
         tolerance_s = parse_duration_s(tolerance, option="--tolerance")
+        if device:
+            _check_selection(recording, tuple(device))
         _plot(recording, output, alerts=alerts, devices=device or [], max_devices=max_devices,
               tolerance_s=tolerance_s, title=title or recording.name)
+
+
+def _check_selection(recording: Path, devices: tuple[str, ...]) -> None:
+    """Exit 9 (:class:`EmptySelection`) when no message of ``recording`` is from a device
+    ``devices`` matches, known from the reader's index (Parquet statistics, dataset
+    partitions) or a bounded scan (a small JSONL file)."""
+    from tesaiot_cli.errors import EmptySelection
+    from tesaiot_cli.recording import open_reader
+    from tesaiot_cli.selection import Selection
+
+    selection = Selection((), devices)
+    with open_reader(recording) as reader:
+        if reader.plan(selection).messages == 0:
+            raise EmptySelection(f"nothing to plot: no message in {recording} matches {selection.describe()}")
 
 
 def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[str], max_devices: int,

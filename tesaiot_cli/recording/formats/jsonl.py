@@ -50,11 +50,14 @@ from tesaiot_cli.recording.files import (
     temp_path,
 )
 from tesaiot_cli.recording.meta import JSONL_HEADER_KEY, finished_metadata, metadata_from_dict, metadata_to_dict
-from tesaiot_cli.recording.model import RecordingMetadata, RecoverResult, TimeSpan
+from tesaiot_cli.recording.model import RecordingMetadata, RecoverResult, SelectionPlan, TimeSpan
+from tesaiot_cli.selection import Selection
 
 HEADER_ROOM = 1024  # bytes reserved for the metadata line
 TAIL_SCAN_LIMIT = 64 * 1024 * 1024  # how far back to look for the last complete line
 BATCH_ROWS = 32_768
+COUNT_LIMIT = 256 << 20  # plan() counts the lines of a file up to this size
+SCAN_LIMIT = 32 << 20  # and counts a selection by reading a file up to this size
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT32_MAX = 2**32 - 1
 
@@ -366,9 +369,14 @@ class JsonlReader:
             return metadata_from_dict(data[JSONL_HEADER_KEY], where=str(self.path))
         return None
 
-    def iter_labelled(self) -> Iterator[tuple[Message, str | None]]:
-        """(message, label or None) in file order. Raises :class:`RecordingError` on a
+    def iter_labelled(self, selection: Selection | None = None) -> Iterator[tuple[Message, str | None]]:
+        """(message, label or None) in file order: those ``selection`` selects (every line
+        is read: JSONL has no index, and a recording in receive order may be out of time
+        order, so reading does not stop at ``--end``). Raises :class:`RecordingError` on a
         damaged line (strict mode)."""
+        active = selection is not None and selection.active
+        if selection is not None:
+            selection.bind(self.metadata.start_ns)
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
@@ -383,7 +391,7 @@ class JsonlReader:
                 if not raw.strip():
                     continue
                 try:
-                    yield decode_line(raw)
+                    row = decode_line(raw)
                 except ValueError as exc:
                     if not raw.endswith(b"\n"):
                         self.torn_bytes = len(raw)
@@ -396,23 +404,54 @@ class JsonlReader:
                             "copies the readable lines to a new file"
                         ) from None
                     self.skipped += 1
+                    continue
+                if active:
+                    assert selection is not None
+                    message = row[0]
+                    if not selection.selects(message.topic, message.time_ns, message.retain):
+                        selection.excluded += 1
+                        continue
+                yield row
 
     def __iter__(self) -> Iterator[Message]:
-        for message, _label in self.iter_labelled():
+        return self.iter_messages()
+
+    def iter_messages(self, selection: Selection | None = None) -> Iterator[Message]:
+        for message, _label in self.iter_labelled(selection):
             yield message
 
-    def iter_tables(self) -> Iterator[Any]:
-        """Recording-schema Arrow tables of up to 32k messages (for ``info``; imports pyarrow)."""
+    def iter_tables(self, selection: Selection | None = None) -> Iterator[Any]:
+        """Recording-schema Arrow tables of up to 32k selected messages (imports pyarrow)."""
         from tesaiot_cli.recording import schema
 
         rows: list[tuple[Message, str | None]] = []
-        for row in self.iter_labelled():
+        for row in self.iter_labelled(selection):
             rows.append(row)
             if len(rows) >= BATCH_ROWS:
                 yield _table(rows, schema)
                 rows = []
         if rows:
             yield _table(rows, schema)
+
+    def plan(self, selection: Selection | None = None) -> SelectionPlan:
+        """JSONL has no index. Without a selection: the count of lines (no parsing) of a file
+        of at most ``COUNT_LIMIT`` bytes; with one, the selection counted by reading a file
+        of at most ``SCAN_LIMIT`` bytes (a second read, bounded); else not known."""
+        meta = self.metadata
+        size = self.path.stat().st_size
+        if selection is None or not selection.active:
+            return SelectionPlan(self.count() if size <= COUNT_LIMIT else None, meta.start_ns, meta.end_ns)
+        selection.bind(meta.start_ns)
+        if size > SCAN_LIMIT:
+            return SelectionPlan(None, *selection.cut(meta.start_ns, meta.end_ns))
+        excluded, warnings = selection.excluded, list(self.warnings)
+        messages, span = 0, TimeSpan()
+        for message, _label in self.iter_labelled(selection):
+            if selection.where(message.time_ns) == 0:  # not a retained one kept from before
+                messages += 1
+                span.include(message.time_ns, message.time_ns)
+        selection.excluded, self.warnings = excluded, warnings  # the replay reads it again
+        return SelectionPlan(messages, span.start_ns, span.end_ns)
 
     def count(self) -> int:
         """Complete, non-empty lines after the metadata line (no parsing: fast)."""

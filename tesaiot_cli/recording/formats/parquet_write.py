@@ -99,7 +99,9 @@ class PartWriter:
             return
         table = pa.concat_tables(self._pending)
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-        self._open().write_table(table, row_group_size=max(1, table.num_rows))
+        # At most row_group_rows per group, however much a fast writer gathered: readers skip
+        # row groups by their statistics (a selection), so a group is the unit not decoded.
+        self._open().write_table(table, row_group_size=max(1, min(table.num_rows, self._row_group_rows)))
 
     def close(self, metadata_json: bytes) -> None:
         self.write_pending()
