@@ -34,10 +34,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 RECORDING_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("facade", ("tesaiot_cli.recording", "tesaiot_cli.recording.api", "tesaiot_cli.recording.base")),
     ("analysis", ("tesaiot_cli.recording.stats", "tesaiot_cli.recording.dedupe")),
+    ("remote", ("tesaiot_cli.recording.remote",)),
     ("dataset", ("tesaiot_cli.recording.dataset",)),
     ("formats", ("tesaiot_cli.recording.formats", "tesaiot_cli.recording.foreign")),
     ("buffered", ("tesaiot_cli.recording.buffered", "tesaiot_cli.recording.schema")),
-    ("files", ("tesaiot_cli.recording.files",)),
+    ("files", ("tesaiot_cli.recording.files", "tesaiot_cli.recording.storage")),
     ("model", ("tesaiot_cli.recording.model", "tesaiot_cli.recording.meta")),
 ]
 

@@ -29,6 +29,7 @@ from tesaiot_cli.cliutil import (
 )
 from tesaiot_cli.errors import ConfigError, Interrupted
 from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_name
+from tesaiot_cli.recording.storage import location
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
 INBOX_LIMIT = 100_000  # readings waiting for the detector; more are counted as not analysed
@@ -47,7 +48,7 @@ Examples:
 
 @with_connection_options
 def detect(
-    recording: Annotated[Optional[Path], typer.Argument(metavar="[RECORDING]", help="Offline: detect on this recording (file or dataset directory) and write the alerts to --to. Without it: live, on the broker.", show_default=False)] = None,  # noqa: E501
+    recording: Annotated[Optional[Path], typer.Argument(parser=location, metavar="[RECORDING]", help="Offline: detect on this recording (file or dataset directory) and write the alerts to --to. Without it: live, on the broker.", show_default=False)] = None,  # noqa: E501
     to: Annotated[Optional[Path], typer.Option("--to", metavar="ALERTS", help="Offline: write the alerts to this recording (.parquet or .jsonl); each alert's time is that of the reading that raised it.", show_default=False)] = None,  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite the --to file.")] = False,
     topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Live: telemetry topic filter, repeatable. Default device/+/telemetry/#.", show_default=False)] = None,  # noqa: E501

@@ -12,6 +12,7 @@ import typer
 
 from tesaiot_cli.cliutil import cli_errors, err, warn
 from tesaiot_cli.errors import ConfigError, EmptySelection
+from tesaiot_cli.recording.storage import location
 
 if TYPE_CHECKING:
     from tesaiot_cli.recording import RecordingReader
@@ -28,7 +29,7 @@ Examples:
 
 
 def export(
-    file: Annotated[Path, typer.Argument(metavar="RECORDING", help="A recording: .parquet or .jsonl, a crash leftover (FILE.partial/), or a dataset directory.", show_default=False)],  # noqa: E501
+    file: Annotated[Path, typer.Argument(parser=location, metavar="RECORDING", help="A recording: .parquet or .jsonl, a crash leftover (FILE.partial/), or a dataset directory.", show_default=False)],  # noqa: E501
     output: Annotated[Path, typer.Argument(metavar="OUT", help="The file to write; its suffix chooses the format: .parquet, .csv or .mcap.", show_default=False)],  # noqa: E501
     topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Only messages matching this MQTT filter (+ and # wildcards), repeatable.", show_default=False)] = None,  # noqa: E501
     device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501

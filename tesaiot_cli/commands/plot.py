@@ -9,6 +9,7 @@ import typer
 
 from tesaiot_cli.cliutil import cli_errors, err
 from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.recording.storage import location
 
 INSTALL_HINT = "pip install 'tesaiot-cli[plot]'"
 
@@ -21,7 +22,7 @@ Examples:
 
 
 def plot(
-    recording: Annotated[Path, typer.Argument(metavar="RECORDING", help="A recording (file or dataset directory); with labels (simulate --record) the ground-truth anomalies are marked.", show_default=False)],  # noqa: E501
+    recording: Annotated[Path, typer.Argument(parser=location, metavar="RECORDING", help="A recording (file or dataset directory); with labels (simulate --record) the ground-truth anomalies are marked.", show_default=False)],  # noqa: E501
     output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The image to write: .png or .svg.", show_default=False)],  # noqa: E501
     alerts: Annotated[Optional[Path], typer.Option("--alerts", metavar="ALERTS", help="A recording of a detector's alerts: marked, matched alerts apart from false alarms, missed anomalies hollow or hatched.", show_default=False)] = None,  # noqa: E501
     device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501

@@ -37,6 +37,7 @@ from tesaiot_cli.cliutil import (
 from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import validate_topic_filter
+from tesaiot_cli.recording.storage import is_remote, location
 from tesaiot_cli.textfmt import human_bytes, human_duration
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ Examples:
 
 @with_connection_options
 def record(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="Output file: .parquet or .jsonl (or use --format); or a directory (a name without suffix) for a partitioned Parquet dataset.", show_default=False)],  # noqa: E501
+    file: Annotated[Path, typer.Argument(parser=location, metavar="FILE", help="Output file: .parquet or .jsonl (or use --format); or a directory (a name without suffix) for a partitioned Parquet dataset.", show_default=False)],  # noqa: E501
     topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Topic filter, repeatable. Env: MQTT_SUBSCRIBE_TOPIC or MQTT_TOPIC. Default '#' (everything), or device/+/telemetry/# with an API token (the only topics a token may read).", show_default=False)] = None,  # noqa: E501
     qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", min=0, max=2, help="Subscription QoS: 1 (default) with --session loses nothing across reconnects; 0 is the fastest.")] = 1,  # noqa: E501
     count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Stop after N messages.", show_default=False)] = None,  # noqa: E501
@@ -100,7 +101,7 @@ def record(
         if dataset is not None and new_directory and workers == 1 and partition is None:
             dataset["no_suffix"] = True  # said in the banner, once connected
         format_name = "parquet" if dataset is not None else format_for(file, fmt)
-        if not file.parent.is_dir():
+        if not is_remote(file) and not file.parent.is_dir():
             raise ConfigError(f"cannot record to {str(file)!r}: the directory {str(file.parent)!r} does not exist")
         in_the_way = [] if force or dataset is not None else existing_outputs(file, format=format_name)
         if in_the_way and in_the_way[-1].name.endswith(PARTIAL_SUFFIX):
@@ -304,6 +305,9 @@ def _dataset_options(file: Path, *, fmt: str | None, force: bool, workers: int, 
     if force:
         raise ConfigError(f"--force is for single files: recording into the dataset {file} adds files to it "
                           "(delete the directory first to start afresh)")
+    if is_remote(file):
+        raise ConfigError(f"{file}: recording a dataset to object storage is not supported yet: record one file "
+                          "per recorder (s3://BUCKET/PREFIX/NAME.parquet)")
     from tesaiot_cli.recording.dataset.layout import leftovers, prepare_dataset
 
     prepare_dataset(file, partition=partition, tool_version=__version__, create=False)  # ConfigError early

@@ -1,0 +1,151 @@
+"""Recordings on object storage (issue 24): `s3://` through pyarrow.fs, against a real S3 API
+(moto's server on loopback, tests/support/s3.py) and a real mosquitto."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tesaiot_cli.cliutil import EXIT_AUTH, EXIT_RECORDING
+from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.recording import storage
+from tests.conftest import clean_env, run_cli, start_cli
+from tests.support.broker import Mosquitto
+from tests.support.clients import publish
+from tests.support.s3 import Moto, start_moto
+from tests.test_record_cli import Recorder
+
+
+def _topic() -> str:
+    return f"s3test/{uuid.uuid4().hex[:8]}"
+
+
+def _record(moto: Moto, broker: Mosquitto, url: str, top: str, *args: str, **extra: str) -> Recorder:
+    recorder = Recorder(start_cli("record", url, "-b", broker.tcp_url, "-t", f"{top}/#", *args,
+                                  env=clean_env(**moto.env(**extra))))
+    recorder.wait_started()
+    return recorder
+
+
+def _messages(top: str, count: int, start: int = 0) -> list[tuple[str, bytes]]:
+    return [(f"{top}/d{i % 3}/telemetry", json.dumps({"n": i}).encode()) for i in range(start, start + count)]
+
+
+def _wait_for(predicate: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_location_parses_both_spellings_and_prints_the_url() -> None:
+    for text in ("s3://bucket/dir/run1.parquet", "s3:/bucket/dir/run1.parquet", Path("s3://bucket/dir/run1.parquet")):
+        where = storage.remote(Path(str(text)) if isinstance(text, Path) else Path(text))
+        assert where is not None and (where.bucket, where.key) == ("bucket", "dir/run1.parquet")
+        assert str(where) == "s3://bucket/dir/run1.parquet"
+    assert storage.remote(Path("local/run1.parquet")) is None
+    with pytest.raises(ConfigError, match="only s3://"):
+        storage.remote(storage.location("gs://bucket/x.parquet"))
+
+
+def test_endpoint_and_retry_budget_come_from_the_environment() -> None:
+    options = storage.resolve_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_DEFAULT_REGION": "eu-west-1",
+                                       "TESAIOT_S3_RETRY_S": "2.5"})
+    assert (options.endpoint, options.region, options.retry_s) == ("http://127.0.0.1:9000", "eu-west-1", 2.5)
+    assert storage.resolve_options({"AWS_ENDPOINT_URL": "http://a:1", "AWS_ENDPOINT_URL_S3": "http://b:2"}).endpoint \
+        == "http://b:2"
+    with pytest.raises(ConfigError, match="TESAIOT_S3_RETRY_S"):
+        storage.resolve_options({"TESAIOT_S3_RETRY_S": "soon"})
+
+
+def test_record_seals_one_object_then_info_replay_export_read_it(moto: Moto, broker: Mosquitto,
+                                                                 tmp_path: Path) -> None:
+    bucket, top = moto.new_bucket(), _topic()
+    url = f"s3://{bucket}/runs/run1.parquet"
+    recorder = _record(moto, broker, url, top, "--count", "300")
+    publish(broker.tcp_port, _messages(top, 300))
+    assert recorder.wait() == 0, recorder.stderr
+    assert moto.keys(bucket) == ["runs/run1.parquet"]  # sealed; no .partial parts left
+    env = clean_env(**moto.env())
+    info = run_cli("info", url, env=env)
+    assert info.returncode == 0, info.stderr
+    assert "300" in info.stdout and url in info.stdout and "sealed" in info.stdout
+    replay = run_cli("replay", url, "--to", "-", "--speed", "max", env=env)
+    assert replay.returncode == 0, replay.stderr
+    assert len(replay.stdout.splitlines()) == 300
+    out = tmp_path / "out.csv"
+    export = run_cli("export", url, str(out), env=env)
+    assert export.returncode == 0, export.stderr
+    assert len(out.read_text().splitlines()) == 301
+
+
+def test_nothing_is_under_the_final_name_until_sealed_and_kill_9_is_recovered(moto: Moto, broker: Mosquitto) -> None:
+    bucket, top = moto.new_bucket(), _topic()
+    url = f"s3://{bucket}/run2.parquet"
+    recorder = _record(moto, broker, url, top)
+    try:
+        publish(broker.tcp_port, _messages(top, 200))
+        _wait_for(lambda: any("/part-" in key for key in moto.keys(bucket)), timeout=30)  # a segment uploaded
+        keys = moto.keys(bucket)
+        assert "run2.parquet" not in keys and "run2.parquet.partial/metadata.json" in keys
+    finally:
+        recorder.process.send_signal(signal.SIGKILL)
+        recorder.wait()
+    env = clean_env(**moto.env())
+    info = run_cli("info", url, env=env)
+    assert info.returncode == 0, info.stderr
+    assert "NOT SEALED" in info.stdout and "200" in info.stdout
+    recover = run_cli("recover", url, env=env)
+    assert recover.returncode == 0, recover.stderr
+    assert moto.keys(bucket) == ["run2.parquet"]
+    replay = run_cli("replay", url, "--to", "-", "--speed", "max", env=env)
+    assert len(replay.stdout.splitlines()) == 200
+
+
+def test_a_refused_credential_is_one_line_and_exit_4(broker: Mosquitto) -> None:
+    strict = start_moto(strict=True)
+    try:
+        env = clean_env(**strict.env())
+        for args in (["info", "s3://bucket/x.parquet"], ["record", "s3://bucket/x.parquet", "-b", broker.tcp_url,
+                                                         "-t", f"{_topic()}/#", "--count", "1"]):
+            result = run_cli(*args, env=env)
+            assert result.returncode == EXIT_AUTH, result.stderr
+            assert result.stderr.count("\n") == 1 and "refused the credentials" in result.stderr
+            assert "testing-secret" not in result.stderr
+    finally:
+        strict.stop()
+
+
+def test_a_missing_bucket_is_one_line_and_exit_5(moto: Moto, broker: Mosquitto) -> None:
+    env = clean_env(**moto.env())
+    for args in (["info", "s3://no-such-bucket-here/x.parquet"],
+                 ["record", "s3://no-such-bucket-here/x.parquet", "-b", broker.tcp_url, "-t", f"{_topic()}/#"]):
+        result = run_cli(*args, env=env)
+        assert result.returncode == EXIT_RECORDING, result.stderr
+        assert result.stderr.count("\n") == 1 and "bucket 'no-such-bucket-here' does not exist" in result.stderr
+
+
+def test_a_network_fault_mid_upload_is_counted_and_fails_the_recording(broker: Mosquitto) -> None:
+    own = start_moto()
+    bucket, top = own.new_bucket(), _topic()
+    url = f"s3://{bucket}/run3.parquet"
+    try:
+        recorder = _record(own, broker, url, top, TESAIOT_S3_RETRY_S="2")
+        publish(broker.tcp_port, _messages(top, 100))
+        _wait_for(lambda: any("/part-" in key for key in own.keys(bucket)), timeout=30)
+        own.stop()  # the storage goes away mid-recording
+        publish(broker.tcp_port, _messages(top, 50, start=100))
+        time.sleep(1)
+        code = recorder.stop()
+    finally:
+        own.stop()
+    assert code == EXIT_RECORDING, recorder.stderr
+    assert "50 of 150 messages not stored on object storage" in recorder.stderr, recorder.stderr
+    assert "tesaiot recover" in recorder.stderr
