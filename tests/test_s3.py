@@ -149,3 +149,42 @@ def test_a_network_fault_mid_upload_is_counted_and_fails_the_recording(broker: M
     assert code == EXIT_RECORDING, recorder.stderr
     assert "50 of 150 messages not stored on object storage" in recorder.stderr, recorder.stderr
     assert "tesaiot recover" in recorder.stderr
+
+
+def test_a_dataset_from_two_workers_on_a_prefix_reads_as_one(moto: Moto, broker: Mosquitto, tmp_path: Path) -> None:
+    # Recorded locally by two workers, then put on the prefix as `aws s3 sync` would (recording a
+    # dataset straight to s3:// is not built yet); `tesaiot info` and pyarrow.dataset read it as one.
+    import pyarrow.dataset as ds  # type: ignore[import-untyped]
+
+    bucket, top = moto.new_bucket(), _topic()
+    local = tmp_path / "fleet"
+    recorder = Recorder(start_cli("record", str(local), "--workers", "2", "--count", "240", "-b", broker.tcp_url,
+                                  "-t", f"{top}/#", env=clean_env()))
+    recorder.wait_started()
+    publish(broker.tcp_port, _messages(top, 240))
+    assert recorder.wait(timeout=60) == 0, recorder.stderr
+    files = sorted(local.glob("date=*/part-*.parquet"))
+    assert {path.name.split("-")[2] for path in files} == {"w1", "w2"}
+    s3 = moto.filesystem()
+    for path in [*files, local / "_tesaiot" / "dataset.json"]:
+        with open(path, "rb") as source, s3.open_output_stream(  # type: ignore[attr-defined]
+                f"{bucket}/fleet/{path.relative_to(local)}") as sink:
+            sink.write(source.read())
+    info = run_cli("info", f"s3://{bucket}/fleet/", env=clean_env(**moto.env()))
+    assert info.returncode == 0, info.stderr
+    assert "240" in info.stdout and f"s3://{bucket}/fleet" in info.stdout
+    table = ds.dataset(f"{bucket}/fleet", filesystem=s3, format="parquet", partitioning="hive",
+                       exclude_invalid_files=True, ignore_prefixes=["_", "."]).to_table()
+    assert table.num_rows == 240 and "date" in table.column_names
+
+
+def test_jsonl_on_object_storage_is_written_at_close_and_read(moto: Moto, broker: Mosquitto) -> None:
+    bucket, top = moto.new_bucket(), _topic()
+    url = f"s3://{bucket}/run4.jsonl"
+    recorder = _record(moto, broker, url, top, "--count", "30")
+    publish(broker.tcp_port, _messages(top, 30))
+    assert recorder.wait() == 0, recorder.stderr
+    assert moto.keys(bucket) == ["run4.jsonl"]
+    replay = run_cli("replay", url, "--to", "-", "--speed", "max", env=clean_env(**moto.env()))
+    assert replay.returncode == 0, replay.stderr
+    assert len(replay.stdout.splitlines()) == 30

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.recording.model import PARTIAL_SUFFIX
+from tesaiot_cli.recording.storage import is_remote
 
 
 def os_error_text(exc: OSError) -> str:
@@ -118,5 +119,8 @@ def strip_partial(path: Path) -> Path:
 
 def is_dataset_path(path: Path) -> bool:
     """Whether ``path`` names a dataset: a directory (not a ``.partial`` crash leftover)
-    of Parquet files, as ``record --workers`` / ``--share`` or a directory name write."""
+    of Parquet files, as ``record --workers`` / ``--share`` or a directory name write.
+    On object storage, ``s3://bucket/prefix`` (a key without a suffix) names one."""
+    if is_remote(path):
+        return not path.suffix
     return path.is_dir() and path.suffix != PARTIAL_SUFFIX
