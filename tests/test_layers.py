@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 RECORDING_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("facade", ("tesaiot_cli.recording", "tesaiot_cli.recording.api", "tesaiot_cli.recording.base")),
     ("analysis", ("tesaiot_cli.recording.stats", "tesaiot_cli.recording.dedupe")),
-    ("remote", ("tesaiot_cli.recording.remote",)),
+    ("remote", ("tesaiot_cli.recording.remote", "tesaiot_cli.recording.remote_dataset")),
     ("dataset", ("tesaiot_cli.recording.dataset",)),
     ("formats", ("tesaiot_cli.recording.formats", "tesaiot_cli.recording.foreign")),
     ("buffered", ("tesaiot_cli.recording.buffered", "tesaiot_cli.recording.schema")),

@@ -76,7 +76,7 @@ def test_record_seals_one_object_then_info_replay_export_read_it(moto: Moto, bro
     env = clean_env(**moto.env())
     info = run_cli("info", url, env=env)
     assert info.returncode == 0, info.stderr
-    assert "300" in info.stdout and url in info.stdout and "sealed" in info.stdout
+    assert "300" in info.stdout and url in info.stdout and "sealed" in info.stdout and " 0 B," not in info.stdout
     replay = run_cli("replay", url, "--to", "-", "--speed", "max", env=env)
     assert replay.returncode == 0, replay.stderr
     assert len(replay.stdout.splitlines()) == 300
@@ -188,3 +188,33 @@ def test_jsonl_on_object_storage_is_written_at_close_and_read(moto: Moto, broker
     replay = run_cli("replay", url, "--to", "-", "--speed", "max", env=clean_env(**moto.env()))
     assert replay.returncode == 0, replay.stderr
     assert len(replay.stdout.splitlines()) == 30
+
+
+def test_recorders_on_two_machines_with_one_share_group_make_one_dataset_on_a_prefix(
+        moto: Moto, broker: Mosquitto) -> None:
+    import pyarrow.dataset as ds
+
+    bucket, top = moto.new_bucket(), _topic()
+    url = f"s3://{bucket}/fleet"
+    group = f"g{uuid.uuid4().hex[:6]}"
+    first = _record(moto, broker, url, top, "--workers", "2", "--share", group)  # "machine 1": two workers
+    second = _record(moto, broker, url, top, "--share", group)  # "machine 2"
+    time.sleep(1)  # both subscribed (the banner is printed once connected)
+    publish(broker.tcp_port, _messages(top, 300))
+    time.sleep(2)
+    assert first.stop() == 0, first.stderr
+    assert second.stop() == 0, second.stderr
+    keys = moto.keys(bucket)
+    parts = [key for key in keys if key.endswith(".parquet")]
+    assert "fleet/_tesaiot/dataset.json" in keys and not any("staging" in key for key in keys)
+    assert all(key.startswith("fleet/date=") and "/part-" in key for key in parts)
+    recorders = {key.rsplit("/", 1)[1].split("-w")[0] for key in parts}
+    assert len(recorders) == 2  # one id per recorder process (host_pid_random): names never collide
+    assert len({key.rsplit("/", 1)[1] for key in parts}) == len(parts)
+    info = run_cli("info", url, env=clean_env(**moto.env()))
+    assert info.returncode == 0, info.stderr
+    assert "300" in info.stdout
+    table = ds.dataset(f"{bucket}/fleet", filesystem=moto.filesystem(), format="parquet", partitioning="hive",
+                       ignore_prefixes=["_", "."]).to_table()
+    assert table.num_rows == 300 and "date" in table.column_names
+    assert sorted(json.loads(p)["n"] for p in table.column("payload").to_pylist()) == list(range(300))

@@ -12,7 +12,7 @@ import typer
 from tesaiot_cli.cliutil import check_recording_path, cli_errors, warn
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
-from tesaiot_cli.recording.storage import location
+from tesaiot_cli.recording.storage import location, remote
 from tesaiot_cli.textfmt import human_bytes, human_duration, iso_time
 
 if TYPE_CHECKING:
@@ -124,6 +124,11 @@ def _teed(tables: Iterator[Any], also: Callable[[Any], None]) -> Iterator[Any]:
 def _disk_bytes(file: Path) -> int:
     from tesaiot_cli.recording import PARTIAL_SUFFIX
 
+    where = remote(file)
+    if where is not None:
+        from tesaiot_cli.recording.remote import stored_bytes
+
+        return stored_bytes(where)
     if file.is_file():
         return file.stat().st_size
     if file.is_dir():  # a dataset: every file in it, staging included

@@ -373,6 +373,16 @@ def _open_dataset(prefix: S3Path) -> RecordingReader:
         raise
 
 
+def stored_bytes(where: S3Path) -> int:
+    """Bytes on object storage: the object, else its unsealed parts, or a dataset prefix's objects."""
+    if is_dataset_key(where):
+        return sum(size for _, size in storage.list_objects(where))
+    size = storage.object_size(where)
+    if size is not None:
+        return size
+    return sum(size for _, size in storage.list_objects(partial_prefix(where)))
+
+
 # -- recovering ----------------------------------------------------------------------------
 
 
