@@ -218,3 +218,25 @@ def test_recorders_on_two_machines_with_one_share_group_make_one_dataset_on_a_pr
                        ignore_prefixes=["_", "."]).to_table()
     assert table.num_rows == 300 and "date" in table.column_names
     assert sorted(json.loads(p)["n"] for p in table.column("payload").to_pylist()) == list(range(300))
+
+
+def test_detect_score_plot_and_convert_take_s3_paths(moto: Moto, tmp_path: Path) -> None:
+    bucket = moto.new_bucket()
+    sample = Path(__file__).resolve().parent.parent / "recordings" / "dps368-sample.parquet"
+    with open(sample, "rb") as source, moto.filesystem().open_output_stream(  # type: ignore[attr-defined]
+            f"{bucket}/truth.parquet") as sink:
+        sink.write(source.read())
+    env = clean_env(**moto.env())
+    truth, alerts = f"s3://{bucket}/truth.parquet", f"s3://{bucket}/alerts.parquet"
+    detect = run_cli("detect", truth, "--to", alerts, env=env)
+    assert detect.returncode == 0, detect.stderr
+    score = run_cli("score", truth, "--alerts", alerts, "--json", env=env)
+    assert score.returncode == 0, score.stderr
+    assert json.loads(score.stdout)["detection"]["events"] > 0
+    out = tmp_path / "plot.png"
+    plot = run_cli("plot", truth, "-o", str(out), env=env)
+    assert plot.returncode == 0, plot.stderr
+    assert out.stat().st_size > 10_000
+    convert = run_cli("convert", truth, f"s3://{bucket}/truth.jsonl", env=env)
+    assert convert.returncode == 0, convert.stderr
+    assert {"truth.parquet", "alerts.parquet", "truth.jsonl"} == set(moto.keys(bucket))
