@@ -191,6 +191,8 @@ def run_section(ctx: Context, *, ladder: list[int], duration: float, retries: in
             raise SystemExit(f"bench: unknown --tools {', '.join(sorted(unknown))}: "
                              f"choose from {', '.join(t.key for t in tools)}")
         tools = [t for t in tools if t.key in tool_keys]
+    else:
+        tools = [t for t in tools if not t.opt_in]
     section: dict[str, Any] = {"grace_s": GRACE_S, "duration_s": duration, "ladder": ladder, "retries": retries,
                                "budget_s": budget_s, "tools": {}, "trials": []}
     section["pacer_check"] = pacer_check(ctx, rate=ladder[-1], seconds=min(duration, 2.0))

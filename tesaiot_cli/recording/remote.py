@@ -5,8 +5,10 @@ Object storage has no rename and no append, so the crash-safe layout of a local 
 
 - the writer records into a local spool directory exactly as to a local disk (journal,
   parts: bounded memory), and closes a part every :data:`SEGMENT_S` seconds (when it holds
-  messages); a background thread uploads each closed part as
-  ``<key>.partial/part-NNNNNN.parquet`` (and ``metadata.json`` first), through a bounded queue;
+  messages); a background thread closes each part and uploads it as
+  ``<key>.partial/part-NNNNNN.parquet`` (``metadata.json`` first), one at a time: while an
+  upload is slow the recording goes on into the open part (on the local disk; memory stays
+  bounded), and the next part closes when the upload is done;
 - sealing writes the whole recording to ``<key>`` in one upload (an object appears only
   when its upload completes), and only then deletes ``<key>.partial/``: nothing is ever under
   the final name until the recording is sealed;
@@ -25,7 +27,6 @@ prefix are copied to a temporary directory first, removed when the reader closes
 
 from __future__ import annotations
 
-import queue
 import shutil
 import tempfile
 import threading
@@ -54,7 +55,6 @@ from tesaiot_cli.recording.storage import S3Path
 from tesaiot_cli.selection import Selection
 
 SEGMENT_S = 5.0  # a part is closed and uploaded this often while messages arrive
-QUEUE_PARTS = 16  # closed parts waiting for upload before the flusher waits
 POLL_S = 0.1
 
 
@@ -93,7 +93,6 @@ class RemoteWriter(SealsOnExit):
         self._segment_s = segment_s
         self._dir: Path | None = None
         self._local: RecordingWriter | None = None
-        self._queue: queue.Queue[tuple[Path, int] | None] = queue.Queue(maxsize=QUEUE_PARTS)
         self._uploader: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: RecordingError | None = None
