@@ -240,3 +240,23 @@ def test_detect_score_plot_and_convert_take_s3_paths(moto: Moto, tmp_path: Path)
     convert = run_cli("convert", truth, f"s3://{bucket}/truth.jsonl", env=env)
     assert convert.returncode == 0, convert.stderr
     assert {"truth.parquet", "alerts.parquet", "truth.jsonl"} == set(moto.keys(bucket))
+
+
+def test_a_persistent_upload_failure_stops_the_recorder_with_the_count(broker: Mosquitto) -> None:
+    own = start_moto()
+    bucket, top = own.new_bucket(), _topic()
+    try:
+        recorder = _record(own, broker, f"s3://{bucket}/run5.parquet", top, TESAIOT_S3_RETRY_S="1")
+        publish(broker.tcp_port, _messages(top, 100))
+        _wait_for(lambda: any("/part-" in key for key in own.keys(bucket)), timeout=30)
+        own.stop()
+        publish(broker.tcp_port, _messages(top, 40, start=100))  # the next segment cannot be uploaded
+        code = recorder.wait(timeout=60)  # stops by itself: no signal
+    finally:
+        own.stop()
+        if recorder.process.poll() is None:
+            recorder.process.kill()
+    assert code == EXIT_RECORDING, recorder.stderr
+    assert "40 of 140 messages not stored on object storage" in recorder.stderr, recorder.stderr
+    assert "100 are in" in recorder.stderr and "nothing was recorded" not in recorder.stderr
+    assert recorder.stderr.count("error:") == 1

@@ -255,6 +255,8 @@ def _rate_text(summary: WriteSummary) -> str:
 def _what_is_kept(file: Path, format_name: str) -> str:
     from tesaiot_cli.recording import PARTIAL_SUFFIX
 
+    if is_remote(file):
+        return ""  # the object-storage writer's error says what was stored and where the rest is
     if file.is_dir():
         return (f"what was recorded before is in {file}; 'tesaiot recover {file}' seals what is left in its "
                 "staging area")

@@ -182,12 +182,13 @@ class RemoteWriter(SealsOnExit):
         return self._require().disk_bytes()
 
     def unsynced_s(self) -> float:
-        """Seconds since everything accepted was last on object storage (while messages
-        arrive: up to about ``segment_s``)."""
+        """Seconds since everything accepted was last durable: on the local spool, or, when an
+        upload lags, how far it is behind the ``segment_s`` every segment waits anyway."""
         local = self._require()
-        if not self._segments:
+        if not self._segments or local.messages <= self.stored_rows:
             return local.unsynced_s()
-        return time.monotonic() - self._stored_at if local.messages > self.stored_rows else 0.0
+        # A segment in the making is normal (up to segment_s): only a lagging upload counts.
+        return max(local.unsynced_s(), time.monotonic() - self._stored_at - self._segment_s)
 
     def _stop_uploader(self) -> None:
         self._stop.set()
