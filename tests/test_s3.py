@@ -260,3 +260,20 @@ def test_a_persistent_upload_failure_stops_the_recorder_with_the_count(broker: M
     assert "40 of 140 messages not stored on object storage" in recorder.stderr, recorder.stderr
     assert "100 are in" in recorder.stderr and "nothing was recorded" not in recorder.stderr
     assert recorder.stderr.count("error:") == 1
+
+
+def test_simulate_records_to_s3_and_an_existing_object_needs_force(moto: Moto, broker: Mosquitto) -> None:
+    bucket = moto.new_bucket()
+    url = f"s3://{bucket}/sim.parquet"
+    env = clean_env(**moto.env())
+    args = ("simulate", "-b", broker.tcp_url, "--devices", "2", "--count", "5", "--interval", "0", "--label",
+            "--quiet", "--record", url)
+    first = run_cli(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    assert moto.keys(bucket) == ["sim.parquet"]
+    again = run_cli(*args, env=env)
+    assert again.returncode != 0 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
+    forced = run_cli(*args, "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    info = run_cli("info", url, "--json", env=env)
+    assert json.loads(info.stdout)["messages"] == 10
