@@ -277,3 +277,22 @@ def test_simulate_records_to_s3_and_an_existing_object_needs_force(moto: Moto, b
     assert forced.returncode == 0, forced.stderr
     info = run_cli("info", url, "--json", env=env)
     assert json.loads(info.stdout)["messages"] == 10
+
+
+def test_a_dataset_recorder_that_cannot_upload_stops_with_the_count(broker: Mosquitto) -> None:
+    own = start_moto()
+    bucket, top = own.new_bucket(), _topic()
+    try:
+        recorder = _record(own, broker, f"s3://{bucket}/ds", top, "--roll", "1", TESAIOT_S3_RETRY_S="1")
+        publish(broker.tcp_port, _messages(top, 100))
+        _wait_for(lambda: any("/part-" in key for key in own.keys(bucket)), timeout=30)
+        own.stop()
+        publish(broker.tcp_port, _messages(top, 40, start=100))
+        code = recorder.wait(timeout=60)
+    finally:
+        own.stop()
+        if recorder.process.poll() is None:
+            recorder.process.kill()
+    assert code == EXIT_RECORDING, recorder.stderr
+    assert "40 of 140 messages not stored on object storage" in recorder.stderr, recorder.stderr
+    assert "kept locally in" in recorder.stderr and recorder.stderr.count("error:") == 1
