@@ -26,6 +26,7 @@ def _topic() -> str:
 
 
 def _record(moto: Moto, broker: Mosquitto, url: str, top: str, *args: str, **extra: str) -> Recorder:
+    extra.setdefault("TESAIOT_S3_SEGMENT_S", "1")  # a segment a second (default 5): shorter tests
     recorder = Recorder(start_cli("record", url, "-b", broker.tcp_url, "-t", f"{top}/#", *args,
                                   env=clean_env(**moto.env(**extra))))
     recorder.wait_started()
@@ -63,6 +64,11 @@ def test_endpoint_and_retry_budget_come_from_the_environment() -> None:
         == "http://b:2"
     with pytest.raises(ConfigError, match="TESAIOT_S3_RETRY_S"):
         storage.resolve_options({"TESAIOT_S3_RETRY_S": "soon"})
+    assert storage.resolve_options({}).segment_s == 5.0
+    assert storage.resolve_options({"TESAIOT_S3_SEGMENT_S": "0.5"}).segment_s == 0.5
+    for bad in ("0", "-1", "inf", "nan"):
+        with pytest.raises(ConfigError, match="TESAIOT_S3_SEGMENT_S"):
+            storage.resolve_options({"TESAIOT_S3_SEGMENT_S": bad})
 
 
 def test_record_seals_one_object_then_info_replay_export_read_it(moto: Moto, broker: Mosquitto,

@@ -4,8 +4,8 @@ Object storage has no rename and no append, so the crash-safe layout of a local 
 (``out.parquet.partial/`` sealed by a rename) becomes:
 
 - the writer records into a local spool directory exactly as to a local disk (journal,
-  parts: bounded memory), and closes a part every :data:`SEGMENT_S` seconds (when it holds
-  messages); a background thread closes each part and uploads it as
+  parts: bounded memory), and closes a part every ``TESAIOT_S3_SEGMENT_S`` seconds (5 by
+  default; when it holds messages); a background thread closes each part and uploads it as
   ``<key>.partial/part-NNNNNN.parquet`` (``metadata.json`` first), one at a time: while an
   upload is slow the recording goes on into the open part (on the local disk; memory stays
   bounded), and the next part closes when the upload is done;
@@ -15,7 +15,7 @@ Object storage has no rename and no append, so the crash-safe layout of a local 
 - after a SIGKILL the uploaded parts stay: ``tesaiot recover s3://.../key`` (from any
   machine) downloads them, seals them and uploads the result; ``info`` and ``replay`` read
   them as an unsealed recording. What a SIGKILL loses at most is the open segment: about
-  ``SEGMENT_S`` + the flush interval + one upload (docs/reliability.md);
+  the segment + the flush interval + one upload (docs/reliability.md);
 - an upload that keeps failing (network errors are retried for ``TESAIOT_S3_RETRY_S``)
   fails the recording: ``close`` raises a :class:`RecordingError` with the count of messages
   not stored on object storage, and where the local copy is kept.
@@ -54,7 +54,6 @@ from tesaiot_cli.recording.model import (
 from tesaiot_cli.recording.storage import S3Path
 from tesaiot_cli.selection import Selection
 
-SEGMENT_S = 5.0  # a part is closed and uploaded this often while messages arrive
 POLL_S = 0.1
 
 
@@ -83,14 +82,14 @@ class RemoteWriter(SealsOnExit):
     anything was not stored."""
 
     def __init__(self, target: S3Path, metadata: RecordingMetadata, *, format: str | None = None,
-                 crash_safe: bool = True, segment_s: float = SEGMENT_S) -> None:
+                 crash_safe: bool = True, segment_s: float | None = None) -> None:
         self.path: Path = target
         self.target = target
         self._format = format_for(target, format)
         self._segments = crash_safe and self._format == "parquet"
         self._crash_safe = crash_safe
         self._metadata = metadata
-        self._segment_s = segment_s
+        self._segment_s = storage.options().segment_s if segment_s is None else segment_s
         self._dir: Path | None = None
         self._local: RecordingWriter | None = None
         self._uploader: threading.Thread | None = None

@@ -35,6 +35,7 @@ from tesaiot_cli.errors import AuthError, ConfigError, RecordingError
 SCHEME = "s3://"
 OTHER_SCHEMES = ("gs:/", "gcs:/", "abfs:/", "abfss:/", "az:/", "hdfs:/")
 DEFAULT_RETRY_S = 30.0
+DEFAULT_SEGMENT_S = 5.0  # a recording's open part is closed and uploaded this often
 # Phrases of the AWS SDK's errors (as pyarrow words them), lower case.
 _AUTH_WORDS = ("access_denied", "accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch",
                "invalidclienttokenid", "expiredtoken", "invalidtoken", "forbidden", "http response code: 403",
@@ -123,6 +124,7 @@ class StorageOptions:
     endpoint: str | None = None
     region: str | None = None
     retry_s: float = DEFAULT_RETRY_S
+    segment_s: float = DEFAULT_SEGMENT_S
 
 
 _options = StorageOptions()
@@ -132,20 +134,27 @@ _filesystem: Any = None
 def resolve_options(env: Mapping[str, str]) -> StorageOptions:
     """The settings from an environment mapping: ``AWS_ENDPOINT_URL_S3`` (else
     ``AWS_ENDPOINT_URL``), ``AWS_REGION`` (else ``AWS_DEFAULT_REGION``), ``AWS_PROFILE``,
-    ``TESAIOT_S3_RETRY_S`` (seconds a network error is retried; default 30).
+    ``TESAIOT_S3_RETRY_S`` (seconds a network error is retried; default 30),
+    ``TESAIOT_S3_SEGMENT_S`` (how often a recording's open part is uploaded; default 5).
     Raises :class:`ConfigError`."""
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
     if endpoint is not None and "://" not in endpoint:
         raise ConfigError(f"AWS_ENDPOINT_URL {endpoint!r}: give a URL, e.g. http://127.0.0.1:9000")
-    retry_text = env.get("TESAIOT_S3_RETRY_S", "")
-    try:
-        retry_s = float(retry_text) if retry_text else DEFAULT_RETRY_S
-    except ValueError:
-        raise ConfigError(f"TESAIOT_S3_RETRY_S {retry_text!r}: give a number of seconds") from None
-    if not retry_s >= 0:
-        raise ConfigError(f"TESAIOT_S3_RETRY_S {retry_text!r}: give a number of seconds, 0 or more")
+    retry_s = _seconds(env, "TESAIOT_S3_RETRY_S", DEFAULT_RETRY_S, zero=True)
+    segment_s = _seconds(env, "TESAIOT_S3_SEGMENT_S", DEFAULT_SEGMENT_S, zero=False)
     return StorageOptions(endpoint=endpoint, region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-                          retry_s=retry_s)
+                          retry_s=retry_s, segment_s=segment_s)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool) -> float:
+    text = env.get(name, "")
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        raise ConfigError(f"{name} {text!r}: give a number of seconds") from None
+    if not (value >= 0 if zero else value > 0) or value == float("inf"):
+        raise ConfigError(f"{name} {text!r}: give a number of seconds, {'0 or more' if zero else 'more than 0'}")
+    return value
 
 
 _environment: dict[str, str] | None = None
