@@ -302,3 +302,12 @@ def test_a_dataset_recorder_that_cannot_upload_stops_with_the_count(broker: Mosq
     assert code == EXIT_RECORDING, recorder.stderr
     assert "40 of 140 messages not stored on object storage" in recorder.stderr, recorder.stderr
     assert "kept locally in" in recorder.stderr and recorder.stderr.count("error:") == 1
+
+
+def test_export_and_plot_outputs_on_s3_are_refused_in_one_line(moto: Moto) -> None:
+    env = clean_env(**moto.env())
+    for args in (["export", "recordings/dps368-sample.parquet", "s3://bucket/out.csv"],
+                 ["plot", "recordings/dps368-sample.parquet", "-o", "s3://bucket/out.png"]):
+        result = run_cli(*args, env=env, cwd=Path(__file__).resolve().parent.parent)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert "s3://bucket/out." in result.stderr and "local" in result.stderr
