@@ -50,7 +50,7 @@ def test_a_fleet_at_80_columns_shows_values_rates_anomalies_and_alerts() -> None
     model, _ = fleet()
     lines = text_of(draw(model, ViewState(), HEADER, width=80, height=24)[0].text, 80)
     assert lines[0].startswith("tesaiot watch  mqtt://127.0.0.1:1883  connected")
-    assert "3 devices  61 msgs" in lines[1] and "1 anomalies  1 alerts  0 dropped  0 not parsed" in lines[1]
+    assert "3 devices  61 msgs" in lines[1] and "1 anomaly  1 alert  0 dropped  0 not parsed" in lines[1]
     titles = lines[3].split()
     assert titles[:4] == ["DEVICE", "RATE", "PRESSURE", "TEMP"] and "ANOMALY" in titles and "ALERT" in titles
     row = next(line for line in lines if "nsor-02" in line)  # the middle of a long name is cut

@@ -17,6 +17,7 @@ from typing import NamedTuple
 from rich.text import Text
 
 from tesaiot_cli.render import escape_control, human_block
+from tesaiot_cli.textfmt import plural
 from tesaiot_cli.watch.model import SPARK_WINDOW, FleetModel, Row
 from tesaiot_cli.watch.state import ViewState
 
@@ -158,7 +159,7 @@ def draw(model: FleetModel, state: ViewState, header: Header, *, width: int, hei
     """The whole screen. ``frozen``: table lines to show instead of fresh ones (paused).
     Returns the screen and the table lines drawn (to freeze them)."""
     if width < MIN_WIDTH or height < MIN_HEIGHT:
-        return Screen(fit_line(Text(f"tesaiot watch: the terminal is too small ({width}x{height})"), width),
+        return Screen(fit_line(Text(f"too small ({width}x{height}): tesaiot watch needs {MIN_WIDTH}x{MIN_HEIGHT}"), width),
                       1, []), []
     lines = header_lines(model, header, state, width)
     page = max(1, height - len(lines) - 2)  # the column titles and the footer
@@ -196,9 +197,9 @@ def header_lines(model: FleetModel, header: Header, state: ViewState, width: int
         first.append("  ")
     first.append(header.topics, style="dim")
     stale = model.stale_rows()
-    second = Text(f"{len(model.rows):,} devices" + (f" ({stale:,} stale)" if stale else "")
-                  + f"  {totals.messages:,} msgs  {rate_text(model.rate())}  {totals.anomalies:,} anomalies"
-                  f"  {totals.alerts:,} alerts  ")
+    second = Text(plural(len(model.rows), "device") + (f" ({stale:,} stale)" if stale else "")
+                  + f"  {totals.messages:,} msgs  {rate_text(model.rate())}  "
+                  f"{plural(totals.anomalies, 'anomaly', 'anomalies')}  {plural(totals.alerts, 'alert')}  ")
     lost = totals.dropped + totals.untracked
     second.append(f"{lost:,} dropped", style="bold red" if lost else "")
     second.append(f"  {totals.not_parsed:,} not parsed", style="yellow" if totals.not_parsed else "")
