@@ -32,8 +32,8 @@ def fleet(devices: int = 3, messages: int = 20) -> tuple[FleetModel, FakeClock]:
             model.ingest(telemetry(f"infineon-sensor-{d + 1:02d}", pressure=1000.0 + i + d, temperature=20.0 + d,
                                    anomaly=anomaly))
         clock.now += 1.0
-    model.ingest_alert(Message("device/infineon-sensor-02/alerts",
-                               b'{"timestamp": "t", "device_id": "infineon-sensor-02", "kind": "spike", "score": 0.93}'))
+    alert = b'{"timestamp": "t", "device_id": "infineon-sensor-02", "kind": "spike", "score": 0.93}'
+    model.ingest_alert(Message("device/infineon-sensor-02/alerts", alert))
     return model, clock
 
 

@@ -159,8 +159,8 @@ def draw(model: FleetModel, state: ViewState, header: Header, *, width: int, hei
     """The whole screen. ``frozen``: table lines to show instead of fresh ones (paused).
     Returns the screen and the table lines drawn (to freeze them)."""
     if width < MIN_WIDTH or height < MIN_HEIGHT:
-        return Screen(fit_line(Text(f"too small ({width}x{height}): tesaiot watch needs {MIN_WIDTH}x{MIN_HEIGHT}"), width),
-                      1, []), []
+        small = Text(f"too small ({width}x{height}): tesaiot watch needs {MIN_WIDTH}x{MIN_HEIGHT}")
+        return Screen(fit_line(small, width), 1, []), []
     lines = header_lines(model, header, state, width)
     page = max(1, height - len(lines) - 2)  # the column titles and the footer
     if state.detail is not None:
