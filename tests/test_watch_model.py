@@ -248,11 +248,15 @@ def test_the_selection_stays_on_its_row_and_on_screen() -> None:
     state.handle("down", fields=[], rows=["a", "b", "c"], page=2)
     state.place(["c", "b", "a"], page=2)  # the order changed: still on b
     assert state.selected == 1 and state.selected_key == "b"
-    state.selected, state.selected_key = 9, None
+    state.selected, state.selected_key = 9, "x"
     state.place(["a", "b", "c", "d", "e"], page=2)
-    assert (state.selected, state.top) == (4, 3)
+    assert (state.selected, state.top, state.selected_key) == (4, 3, "e")
     state.place([], page=2)
     assert (state.selected, state.top, state.selected_key) == (0, 0, None)
+    fresh = ViewState()  # nothing chosen yet: the top row stays selected while rows arrive
+    fresh.place(["m"], page=2)
+    fresh.place(["a", "m"], page=2)
+    assert (fresh.selected, fresh.selected_key) == (0, None)
 
 
 def test_next_field_cycles() -> None:

@@ -54,7 +54,7 @@ def test_a_fleet_at_80_columns_shows_values_rates_anomalies_and_alerts() -> None
     titles = lines[3].split()
     assert titles[:4] == ["DEVICE", "RATE", "PRESSURE", "TEMP"] and "ANOMALY" in titles and "ALERT" in titles
     row = next(line for line in lines if "nsor-02" in line)  # the middle of a long name is cut
-    assert "infineon…nsor-02  1.0/s     1020     21" in row
+    assert "infineon…nsor-02  1.0/s  1020.00  21.00" in row
     assert "1× spike   1× spike 0…" in row  # the anomaly label, then the alert (its score cut)
     assert lines[4].startswith(">")  # the selection
     assert lines[-1].startswith("rows 1-3 of 3  sort: name  field: pressure  q quit")
@@ -147,6 +147,6 @@ def test_the_detail_view_shows_recent_messages_in_full() -> None:
 
 def test_small_helpers() -> None:
     assert [age_text(s) for s in (None, 0.42, 12.4, 185, 7500)] == ["-", "0.4s", "12s", "3m05", "2h05"]
-    assert [value_text(v) for v in (None, 3.0, 1013.254, 123456.7)] == ["-", "3", "1013.25", "1.235e+05"]
+    assert [value_text(v) for v in (None, 3, 3.0, 1013.254, 123456.7)] == ["-", "3", "3.00", "1013.25", "1.235e+05"]
     assert middle_cut("infineon-sensor-01", 14) == "infineo…sor-01" and middle_cut("short", 14) == "short"
     assert sparkline([]) == "" and sparkline([2.0, 2.0]) == "▄▄" and sparkline([0.0, 1.0]) == "▁█"

@@ -100,13 +100,14 @@ def read_payload(payload: bytes) -> Payload:
     """The device id, numeric fields and label of a payload. DPS368 ``data.pressure`` and
     ``data.temperature`` come first, by name; then the first numeric fields in payload order
     (one level of nesting, as ``parent.child``; a ``data.`` prefix dropped), at most
-    ``MAX_FIELDS``. A bare JSON number is the field ``value``."""
+    ``MAX_FIELDS``. A bare JSON number is the field ``value``. Numbers stay as the JSON had
+    them (an integer is shown as one)."""
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return Payload(False, None, [], None)
     if not isinstance(data, dict):
-        return Payload(True, None, [("value", float(data))] if _number(data) else [], None)
+        return Payload(True, None, [("value", data)] if _number(data) else [], None)
     device = data.get("device_id")
     label: str | None = None
     if "anomaly" in data:
@@ -115,7 +116,7 @@ def read_payload(payload: bytes) -> Payload:
     values: list[tuple[str, float]] = []
     inner = data.get("data")
     if isinstance(inner, dict):
-        values = [(name, float(inner[name])) for name in KNOWN_FIELDS if _number(inner.get(name))]
+        values = [(name, inner[name]) for name in KNOWN_FIELDS if _number(inner.get(name))]
     seen = {name for name, _ in values}
     for key, value in data.items():
         if len(values) >= MAX_FIELDS:
@@ -128,7 +129,7 @@ def read_payload(payload: bytes) -> Payload:
             name = leaf if child is None or key == "data" else f"{key}.{child}"
             if name not in seen:
                 seen.add(name)
-                values.append((name, float(item)))
+                values.append((name, item))
                 if len(values) >= MAX_FIELDS:
                     break
     return Payload(True, device if isinstance(device, str) and device else None, values, label)
@@ -304,7 +305,7 @@ class FleetModel:
             if ring is None:
                 ring = row.series[name] = Ring()
                 self._field(name)
-            ring.add(value)
+            ring.add(float(value))
         label = label if label is not None else payload.label
         if label is not None:
             row.last_label = label

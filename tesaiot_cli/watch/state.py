@@ -124,7 +124,8 @@ class ViewState:
         if self.selected_key is not None and self.selected_key in keys:
             self.selected = keys.index(self.selected_key)
         self.selected = max(0, min(self.selected, len(keys) - 1))
-        self.selected_key = keys[self.selected] if keys else None
+        if self.selected_key is not None:  # a row chosen with the keys: followed when it moves
+            self.selected_key = keys[self.selected] if keys else None
         page = max(page, 1)
         if self.selected < self.top:
             self.top = self.selected

@@ -26,7 +26,7 @@ HEADER_LINES = 3
 MIN_WIDTH, MIN_HEIGHT = 20, 6
 FRESH_ALERT_S = 10.0  # an alert this recent is drawn bold
 KEYS_HELP = "q quit  / filter  s sort  f field  p pause  Enter details  ↑↓ PgUp PgDn scroll"
-GROW_ORDER = ("device", "alert", "anomaly", "trend")
+GROW_ORDER = (("device", 99), ("trend", 16), ("alert", 99), ("anomaly", 99), ("trend", 99))
 _TITLES = {"pressure": "PRESSURE", "temperature": "TEMP"}
 
 
@@ -68,8 +68,8 @@ def age_text(seconds: float | None) -> str:
 def value_text(value: float | None) -> str:
     if value is None:
         return "-"
-    if value == int(value) and abs(value) < 1e9:
-        return f"{int(value)}"
+    if isinstance(value, int):
+        return f"{value}"
     return f"{value:.2f}" if abs(value) < 1e5 else f"{value:.4g}"
 
 
@@ -137,10 +137,10 @@ def layout(width: int, value_fields: list[str], *, labels: bool, alerts: bool, l
         columns.remove(worst)
     room = width - used(columns)
     widths = {column.name: column.width for column in columns}
-    for name in GROW_ORDER:  # what is left goes to the names first, the sparkline last
+    for name, most in GROW_ORDER:  # what is left goes to the names first, the sparkline's full width last
         column = next((c for c in columns if c.name == name), None)
         if column is not None and room > 0:
-            extra = max(0, min(room, column.flex - column.width))
+            extra = max(0, min(room, min(most, column.flex) - widths[name]))
             widths[name] += extra
             room -= extra
     return [column._replace(width=widths[column.name]) for column in columns]
