@@ -249,6 +249,10 @@ class FleetModel:
         self.focused: str | None = None
         self._total_buckets = Row("", by_device=False)  # the fleet's own rate
         self._topic_rows: dict[str, tuple[str, bool]] = {}
+        self._stale_at: float | None = None
+        self._by_name: list[Row] = []
+        self._stale_rows = 0
+        self._stale_count = 0
 
     # -- messages ----------------------------------------------------------------------
 
@@ -371,8 +375,20 @@ class FleetModel:
         return self._total_buckets.rate(self.clock())
 
     def stale_rows(self) -> int:
+        """How many rows are stale (counted again at most once a second: 10,000 rows cost
+        a few ms, and the header is drawn several times a second)."""
         now = self.clock()
-        return sum(1 for row in self.rows.values() if row.stale(now, self.stale_after))
+        if self._stale_at is not None and 0 <= now - self._stale_at < 1.0 and len(self.rows) == self._stale_rows:
+            return self._stale_count
+        stale_after = self.stale_after
+        count = 0
+        for row in self.rows.values():
+            last = row.last_s
+            if last is None or now - last <= (stale_after if stale_after is not None else STALE_MIN_S):
+                continue  # the usual case: seen within the shortest threshold
+            count += row.stale(now, stale_after)
+        self._stale_at, self._stale_rows, self._stale_count = now, len(self.rows), count
+        return count
 
     def focus(self, key: str | None) -> None:
         """Keep more recent messages for the row ``key`` (its detail view is open)."""
@@ -400,7 +416,11 @@ class FleetModel:
             return sorted(rows, key=lambda r: (-(r.anomalies + r.alerts), r.sort_name))
         if sort != "name":
             raise ValueError(f"unknown sort {sort!r}")
-        return sorted(rows, key=lambda r: r.sort_name)
+        if text:
+            return sorted(rows, key=lambda r: r.sort_name)
+        if len(self._by_name) != len(self.rows):  # sorted again only when rows came
+            self._by_name = sorted(self.rows.values(), key=lambda r: r.sort_name)
+        return list(self._by_name)
 
 
 def matches(row: Row, text: str) -> bool:

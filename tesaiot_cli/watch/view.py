@@ -26,6 +26,7 @@ HEADER_LINES = 3
 MIN_WIDTH, MIN_HEIGHT = 20, 6
 FRESH_ALERT_S = 10.0  # an alert this recent is drawn bold
 KEYS_HELP = "q quit  / filter  s sort  f field  p pause  Enter details  ↑↓ PgUp PgDn scroll"
+_NARROW = frozenset(SPARKS + "…×")  # one cell wide, as the view uses them
 GROW_ORDER = (("device", 99), ("trend", 16), ("alert", 99), ("anomaly", 99), ("trend", 99))
 _TITLES = {"pressure": "PRESSURE", "temperature": "TEMP"}
 
@@ -94,6 +95,16 @@ def middle_cut(text: str, width: int) -> str:
         return text
     tail = (width - 1) // 2
     return text[:width - 1 - tail] + "…" + text[len(text) - tail:]
+
+
+def plain_cell(text: str, width: int, *, right: bool = False) -> str | None:
+    """``text`` cut (with an ellipsis) or padded to ``width``, when every character is one
+    cell wide (ASCII and the few symbols the view draws itself); None when it cannot tell."""
+    if not (text.isascii() or all(char in _NARROW or char.isascii() for char in text)):
+        return None
+    if len(text) > width:
+        return text[:max(width - 1, 0)] + "…" if width else ""
+    return text.rjust(width) if right else text.ljust(width)
 
 
 def cell(text: str, width: int, *, right: bool = False, style: str = "") -> Text:
@@ -181,7 +192,8 @@ def draw(model: FleetModel, state: ViewState, header: Header, *, width: int, hei
     out = lines + body
     out += [Text("")] * max(0, height - 1 - len(out))
     out = out[:height - 1] + [fit_line(footer, width)]
-    return Screen(Text("\n").join(fit_line(line, width) for line in out), page, keys), table
+    whole = Text("\n", no_wrap=True, overflow="crop").join(fit_line(line, width) for line in out)
+    return Screen(whole, page, keys), table
 
 
 def header_lines(model: FleetModel, header: Header, state: ViewState, width: int) -> list[Text]:
@@ -256,10 +268,14 @@ def table_lines(model: FleetModel, state: ViewState, rows: list[Row], width: int
     for index, row in enumerate(shown, start=state.top):
         selected = index == state.selected
         stale = row.stale(now, model.stale_after)
-        line = Text(">" if selected else " ")
+        pieces: list[tuple[str, str] | Text] = [(">" if selected else " ", "")]
         for column in columns:
             text, style = _cell_text(row, column, field, now, stale)
-            line += Text(" ") + cell(text, column.width, right=column.right, style=style)
+            plain = plain_cell(text, column.width, right=column.right)
+            pieces.append((" ", ""))
+            pieces.append((plain, style) if plain is not None else cell(text, column.width, right=column.right,
+                                                                      style=style))
+        line = Text.assemble(*pieces, no_wrap=True)
         if stale:
             line.stylize("dim")
         if selected:
