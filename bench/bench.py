@@ -229,7 +229,7 @@ def main(argv: list[str]) -> int:
                  connect_rate=plan["fleet_connect_rate"], baseline_ref=args.fleet_baseline,
                  budget_s=plan["fleet_budget_s"], all_rungs=args.fleet_all_rungs),
              lambda section: results["goals"].extend(fleet.report(section))),
-            ("watch", "section 10: watch at fleet scale, beside listen --json",
+            ("watch", "section 11: watch at fleet scale, beside listen --json",
              lambda: watch.run_section(broker, devices=plan["watch_devices"], warmup_s=plan["watch_warmup_s"],
                                        window_s=plan["watch_window_s"]),
              watch.report),
