@@ -136,36 +136,45 @@ def watch(
         alerts = [] if no_alerts else [alert_filter(text) for text in alert_topic or [DEFAULT_ALERT_TOPIC]]
         painted = {"always": True, "never": False}.get(color)
         color_on = use_color(sys.stdout, env) if painted is None else painted
+        # Everything that may prompt (a password) or fail is settled before the terminal is
+        # put in cbreak mode and the screen taken.
+        if replay is not None:
+            from tesaiot_cli.replay import parse_speed
+
+            if any(value for value in conn.as_mapping().values()):
+                warn("connection options are ignored with --replay")
+            factor = parse_speed(speed or "1x")
+            filters = [validate_topic_filter(text) for text in topic or ()]
+            check_recording_path(replay)
+            where = str(replay)
+        else:
+            settings = resolve_settings(conn, command="watch", env=env)
+            filters = [validate_topic_filter(text) for text in topic or env_topics(env) or [DEFAULT_TOPIC]]
+            check_token_topics(settings, [*filters, *alerts])
+            where = settings.url.display()
         with StopSignals() as stop, KeyPresses() as keys:
             def screen() -> _FullScreen:
                 return _FullScreen(color_on, keys)
 
             if replay is not None:
-                from tesaiot_cli.replay import parse_speed
-
-                if any(value for value in conn.as_mapping().values()):
-                    warn("connection options are ignored with --replay")
-                factor = parse_speed(speed or "1x")
-                filters = [validate_topic_filter(text) for text in topic or ()]
-                check_recording_path(replay)
                 result = watch_replay(replay, recording_format=recording_format, speed=factor, filters=filters,
                                       alert_filters=alerts, terminal=screen, stop=stop.event, stale_after=stale)
-                where = str(replay)
             else:
-                settings = resolve_settings(conn, command="watch", env=env)
-                filters = [validate_topic_filter(text) for text in topic or env_topics(env) or [DEFAULT_TOPIC]]
-                check_token_topics(settings, [*filters, *alerts])
                 result = watch_live(settings, filters, alerts, qos=qos, terminal=screen, stop=stop.event,
                                     stale_after=stale)
-                where = settings.url.display()
-        _report(result, stopped_by=stop.signal_name or result.stopped_by)
-        exit_if_protocol_broken(result.protocol_errors, where, what="shown")
-        if result.dropped or result.untracked:
-            raise typer.Exit(EXIT_UNDELIVERED)
+        finish(result, where=where, stopped_by=stop.signal_name or result.stopped_by)
+
+
+def finish(result: WatchResult, *, where: str, stopped_by: str) -> None:
+    """After the screen is gone: what happened to the connection, then the counts; exit 3
+    when the broker broke the protocol, 7 when messages were dropped or not shown."""
+    _report(result, stopped_by=stopped_by)
+    exit_if_protocol_broken(result.protocol_errors, where, what="shown")
+    if result.dropped or result.untracked:
+        raise typer.Exit(EXIT_UNDELIVERED)
 
 
 def _report(result: WatchResult, *, stopped_by: str) -> None:
-    """After the screen is gone: what happened to the connection, then the counts."""
     for kind, text in result.events:
         if kind in ("disconnected", "reconnected", "warning"):
             err(text if kind != "warning" else f"warning: {text}")
