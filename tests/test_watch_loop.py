@@ -126,3 +126,16 @@ def test_what_was_dropped_is_reported_with_exit_7(capsys: pytest.CaptureFixture[
     with pytest.raises(typer.Exit) as exit_info:
         finish(result, where="mqtt://x", stopped_by="q")
     assert exit_info.value.exit_code == 3
+
+
+def test_no_default_alert_topic_for_a_token_on_the_cloud() -> None:
+    from tesaiot_cli.commands.watch import default_alert_topics
+    from tesaiot_cli.config import check_token_topics, resolve_connection
+    from tests.support.broker import TOKEN
+
+    cloud = resolve_connection({"token": TOKEN}, {}, client_prefix="x")
+    assert default_alert_topics(cloud, no_alerts=False) == []  # the telemetry-only rule would refuse it
+    check_token_topics(cloud, ["device/+/telemetry/#", *default_alert_topics(cloud, no_alerts=False)])
+    local = resolve_connection({"broker": "mqtt://127.0.0.1:1883"}, {}, client_prefix="x")
+    assert default_alert_topics(local, no_alerts=False) == ["device/+/alerts"]
+    assert default_alert_topics(local, no_alerts=True) == []

@@ -34,6 +34,8 @@ from tesaiot_cli.message import validate_topic_filter
 if TYPE_CHECKING:
     from rich.text import Text
 
+    from tesaiot_cli.config import ConnectionSettings
+
     from tesaiot_cli.services.watch import WatchResult
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
@@ -99,6 +101,14 @@ class _FullScreen:
             self._live.__exit__(None, None, None)
 
 
+def default_alert_topics(settings: ConnectionSettings, *, no_alerts: bool) -> list[str]:
+    """``device/+/alerts``, except with ``--no-alerts`` and with an API token on the TESAIoT
+    cloud, where a token may read only telemetry (the broker would refuse the rest)."""
+    if no_alerts or (settings.token is not None and settings.is_cloud):
+        return []
+    return [DEFAULT_ALERT_TOPIC]
+
+
 def alert_filter(text: str) -> str:
     """An ``--alert-topic``: an MQTT filter, or detect's template (``{device_id}`` is ``+``)."""
     return validate_topic_filter(text.replace("{device_id}", "+"))
@@ -107,7 +117,7 @@ def alert_filter(text: str) -> str:
 @with_connection_options
 def watch(
     topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Telemetry topic filter, repeatable. Env: MQTT_SUBSCRIBE_TOPIC or MQTT_TOPIC. Default device/+/telemetry/# (with --replay: every topic).", show_default=False)] = None,  # noqa: E501
-    alert_topic: Annotated[Optional[list[str]], typer.Option("--alert-topic", metavar="FILTER", help="Topics that carry a detector's alerts (the alert contract: device_id, kind, score), repeatable; detect's form 'lab/{device_id}/anomaly' works too. Default device/+/alerts.", show_default=False)] = None,  # noqa: E501
+    alert_topic: Annotated[Optional[list[str]], typer.Option("--alert-topic", metavar="FILTER", help="Topics that carry a detector's alerts (the alert contract: device_id, kind, score), repeatable; detect's form 'lab/{device_id}/anomaly' works too. Default device/+/alerts (none with an API token on the TESAIoT cloud: a token may read only telemetry).", show_default=False)] = None,  # noqa: E501
     no_alerts: Annotated[bool, typer.Option("--no-alerts", help="Watch no alert topic.")] = False,
     qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", min=0, max=2, help="Subscription QoS.")] = 1,
     replay: Annotated[Optional[Path], typer.Option("--replay", metavar="FILE", help="Watch a recording (Parquet, JSONL or a dataset) at its own timing instead of a broker; its labels show as anomalies.", show_default=False)] = None,  # noqa: E501
@@ -133,7 +143,7 @@ def watch(
         if replay is None and (speed is not None or recording_format is not None):
             raise ConfigError(f"{'--speed' if speed is not None else '--format'} needs --replay FILE")
         env = load_environment(conn.env_file)
-        alerts = [] if no_alerts else [alert_filter(text) for text in alert_topic or [DEFAULT_ALERT_TOPIC]]
+        alerts = [] if no_alerts else [alert_filter(text) for text in alert_topic or ()]
         painted = {"always": True, "never": False}.get(color)
         color_on = use_color(sys.stdout, env) if painted is None else painted
         # Everything that may prompt (a password) or fail is settled before the terminal is
@@ -145,11 +155,13 @@ def watch(
                 warn("connection options are ignored with --replay")
             factor = parse_speed(speed or "1x")
             filters = [validate_topic_filter(text) for text in topic or ()]
+            alerts = alerts or ([] if no_alerts else [DEFAULT_ALERT_TOPIC])
             check_recording_path(replay)
             where = str(replay)
         else:
             settings = resolve_settings(conn, command="watch", env=env)
             filters = [validate_topic_filter(text) for text in topic or env_topics(env) or [DEFAULT_TOPIC]]
+            alerts = alerts or default_alert_topics(settings, no_alerts=no_alerts)
             check_token_topics(settings, [*filters, *alerts])
             where = settings.url.display()
         with StopSignals() as stop, KeyPresses() as keys:
