@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from tesaiot_cli.config import ConnectionSettings
-
     from tesaiot_cli.services.watch import WatchResult
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
