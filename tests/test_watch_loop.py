@@ -28,6 +28,8 @@ class ScriptedTerminal:
     """A terminal of 120x30 that types ``script[i]`` once screen ``i`` was drawn (if the
     condition holds) and remembers every screen as text."""
 
+    interactive = True
+
     def __init__(self, script: list[tuple[Callable[[str], bool], str]]) -> None:
         self.script = list(script)
         self.screens: list[str] = []

@@ -162,6 +162,15 @@ def test_ctrl_c_and_sigterm_leave_cleanly(broker: Mosquitto, tmp_path: Path) -> 
     assert "stopped (SIGTERM)" in (tmp_path / "watch.err").read_text()
 
 
+def test_without_a_keyboard_ctrl_c_is_the_way_out(broker: Mosquitto, tmp_path: Path) -> None:
+    term = Tmux(cli_command("watch", "-b", broker.tcp_url, "-t", "watch-test/stdin/#"), env=clean_env(),
+                cwd=tmp_path, stderr=tmp_path / "watch.err", stdin=Path("/dev/null"))
+    with term:
+        term.wait("Ctrl+C quits (stdin is not a terminal: no keys)")
+        term.keys("C-c")
+        term.wait("EXIT=0")
+
+
 def test_no_color_and_color_always(broker: Mosquitto, tmp_path: Path) -> None:
     with watch_in_tmux(tmp_path, "-b", broker.tcp_url, "-t", "watch-test/color/#", NO_COLOR="1") as term:
         screen = term.wait("(no messages yet)", escapes=True)

@@ -150,3 +150,10 @@ def test_small_helpers() -> None:
     assert [value_text(v) for v in (None, 3, 3.0, 1013.254, 123456.7)] == ["-", "3", "3.00", "1013.25", "1.235e+05"]
     assert middle_cut("infineon-sensor-01", 14) == "infineo…sor-01" and middle_cut("short", 14) == "short"
     assert sparkline([]) == "" and sparkline([2.0, 2.0]) == "▄▄" and sparkline([0.0, 1.0]) == "▁█"
+
+
+def test_without_keys_the_footer_says_how_to_leave() -> None:
+    model, _ = fleet()
+    header = Header("mqtt://127.0.0.1:1883", "topics: #", keys=False)
+    lines = text_of(draw(model, ViewState(), header, width=120, height=20)[0].text, 120)
+    assert lines[-1].endswith("Ctrl+C quits (stdin is not a terminal: no keys)")

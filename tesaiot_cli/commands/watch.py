@@ -81,6 +81,10 @@ class _FullScreen:
         self._live.__enter__()
         return self
 
+    @property
+    def interactive(self) -> bool:
+        return self._keys.active
+
     def size(self) -> tuple[int, int]:
         try:
             size = os.get_terminal_size(sys.stdout.fileno())

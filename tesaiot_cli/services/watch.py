@@ -48,6 +48,11 @@ FREEZE_S = 5.0
 class Terminal(Protocol):
     """Where the view is drawn and keys come from (the command's full-screen terminal)."""
 
+    @property
+    def interactive(self) -> bool:
+        """Keys can be read (stdin is a terminal too)."""
+        ...
+
     def size(self) -> tuple[int, int]:
         """(columns, lines) now."""
         ...
@@ -158,6 +163,7 @@ class _Loop:
 
     def run(self, terminal: Terminal) -> str:
         model, state, inbox = self.model, self.state, self.inbox
+        self.header.keys = terminal.interactive
         frozen: list[Text] | None = None
         keys: list[str] = []
         page = 1

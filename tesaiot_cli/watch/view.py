@@ -42,6 +42,7 @@ class Header:
     progress: Callable[[], str] | None = None
     live: bool = True
     alerts: bool = True  # alert topics are watched: the ALERT column is shown
+    keys: bool = True  # keys can be read (False: stdin is not a terminal, Ctrl+C is the way out)
 
 
 class Column(NamedTuple):
@@ -188,7 +189,7 @@ def draw(model: FleetModel, state: ViewState, header: Header, *, width: int, hei
         else:
             table = table_lines(model, state, rows, width, page, alerts=header.alerts)
         body = table
-        footer = footer_line(state, len(rows), page, width, shown_field(model, state))
+        footer = footer_line(state, len(rows), page, width, shown_field(model, state), keys=header.keys)
     out = lines + body
     out += [Text("")] * max(0, height - 1 - len(out))
     out = out[:height - 1] + [fit_line(footer, width)]
@@ -308,7 +309,8 @@ def _cell_text(row: Row, column: Column, field: str | None, now: float, stale: b
     raise ValueError(name)
 
 
-def footer_line(state: ViewState, rows: int, page: int, width: int, field: str | None = None) -> Text:
+def footer_line(state: ViewState, rows: int, page: int, width: int, field: str | None = None, *,
+                keys: bool = True) -> Text:
     if state.editing:
         return Text.assemble(("filter (Enter keeps, Esc clears): ", "bold"), state.filter, ("█", "blink"))
     first = state.top + 1 if rows else 0
@@ -316,7 +318,7 @@ def footer_line(state: ViewState, rows: int, page: int, width: int, field: str |
     text = Text(f"rows {first:,}-{last:,} of {rows:,}  sort: {state.sort}  field: {field or '-'}", style="bold")
     if state.filter:
         text.append(f"  filter: {state.filter}", style="bold yellow")
-    text.append("  " + KEYS_HELP, style="dim")
+    text.append("  " + (KEYS_HELP if keys else "Ctrl+C quits (stdin is not a terminal: no keys)"), style="dim")
     return text
 
 

@@ -41,10 +41,11 @@ class Tmux:
     """One tmux window of ``width`` x ``height`` running ``argv`` (then ``EXIT=<code>``)."""
 
     def __init__(self, argv: list[str], *, env: dict[str, str], cwd: Path, width: int = 120, height: int = 30,
-                 stderr: Path | None = None) -> None:
+                 stderr: Path | None = None, stdin: Path | None = None) -> None:
         self.tmux = find_tmux()
         self.socket = f"watch-test-{secrets.token_hex(6)}"
         redirect = f" 2>{shlex.quote(str(stderr))}" if stderr is not None else ""
+        redirect += f" <{shlex.quote(str(stdin))}" if stdin is not None else ""
         # After the command: its exit code on the screen, and the window kept open to read it.
         # The shell catches Ctrl+C (its children get the default again) so that it lives to say so.
         script = f"trap : INT; {shlex.join(argv)}{redirect}; echo EXIT=$?; sleep 120"
