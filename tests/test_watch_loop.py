@@ -78,6 +78,17 @@ def test_ten_thousand_messages_are_a_few_redraws_and_alerts_are_told_apart() -> 
     assert (result.messages, result.alerts, result.rows, result.dropped) == (10_001, 1, 50, 0)
 
 
+def test_what_waits_when_the_view_closes_is_counted() -> None:
+    model = FleetModel(FakeClock())
+    inbox = Inbox()
+    terminal = ScriptedTerminal([(lambda s: True, "q")])
+    stopped_by, loop = run_loop(model, inbox, terminal)
+    for i in range(7):
+        inbox.offer(telemetry(f"d{i}"))  # came after the last screen
+    loop.take_rest()
+    assert loop.result(stopped_by).messages == 7 and len(inbox) == 0
+
+
 def test_keys_act_at_once_and_a_paused_table_stands_still() -> None:
     clock = FakeClock()
     model = FleetModel(clock)

@@ -162,7 +162,7 @@ class _Loop:
         self.started = time.monotonic()
 
     def run(self, terminal: Terminal) -> str:
-        model, state, inbox = self.model, self.state, self.inbox
+        model, state = self.model, self.state
         self.header.keys = terminal.interactive
         frozen: list[Text] | None = None
         keys: list[str] = []
@@ -176,15 +176,7 @@ class _Loop:
                 return "q"
             self.check()
             self._take_events()
-            taken = inbox.take(DRAIN_MAX)
-            model.totals.dropped = inbox.dropped
-            for message, label in taken:
-                if self.before is not None:
-                    self.before(message)
-                if self.is_alert(message.topic):
-                    model.ingest_alert(message)
-                else:
-                    model.ingest(message, label)
+            taken = self.take(DRAIN_MAX)
             typed = terminal.keys()
             dirty = False
             if typed:
@@ -211,6 +203,25 @@ class _Loop:
                     next_freeze = time.monotonic() + FREEZE_S
             if len(taken) < DRAIN_MAX:
                 self.stop.wait(max(0.0, min(IDLE_S, next_draw - time.perf_counter())))
+
+    def take(self, most: int) -> list[tuple[Message, str | None]]:
+        """Up to ``most`` waiting messages into the model; what was taken."""
+        model = self.model
+        taken = self.inbox.take(most)
+        model.totals.dropped = self.inbox.dropped
+        for message, label in taken:
+            if self.before is not None:
+                self.before(message)
+            if self.is_alert(message.topic):
+                model.ingest_alert(message)
+            else:
+                model.ingest(message, label)
+        return taken
+
+    def take_rest(self) -> None:
+        """What still waits when the view closes is counted too (not drawn)."""
+        while self.take(DRAIN_MAX):
+            pass
 
     def _take_events(self) -> None:
         if self.events is None:
@@ -259,6 +270,7 @@ def watch_live(settings: ConnectionSettings, filters: Sequence[str], alert_filte
         with terminal() as screen:
             stopped_by = loop.run(screen)
     loop._take_events()
+    loop.take_rest()  # the session is closed: nothing more comes
     return loop.result(stopped_by, protocol_errors=session.stats.protocol_errors)
 
 
@@ -367,6 +379,7 @@ def watch_replay(path: Path, *, recording_format: str | None, speed: float | Non
         finally:
             stop.set()  # the reading thread ends at its next message or wait
             thread.join(timeout=5)
+        loop.take_rest()
     return loop.result(stopped_by, replay_finished=done.is_set() and not failure)
 
 
