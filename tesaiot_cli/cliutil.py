@@ -102,6 +102,27 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """For a command that writes one file and then ends (convert, export, detect RECORDING,
+    plot, recover): inside, SIGTERM raises ``SystemExit(143)`` in the main thread instead
+    of killing the process where it stands, so the clean-up on the way out runs (the
+    temporary and spill files of the unfinished output are removed) and the exit status
+    is what the signal's default gives, 128 + 15."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def unwind(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _silence_broken_stdout() -> None:
     # The reader went away (`| head`): point stdout at /dev/null so the final flush is quiet.
     try:
