@@ -108,19 +108,23 @@ def sigterm_unwinds() -> Iterator[None]:
     plot, recover): inside, SIGTERM raises ``SystemExit(143)`` in the main thread instead
     of killing the process where it stands, so the clean-up on the way out runs (the
     temporary and spill files of the unfinished output are removed) and the exit status
-    is what the signal's default gives, 128 + 15."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    is what the signal's default gives, 128 + 15. After SIGTERM or Ctrl+C, a temporary
+    file the interrupt caught before its writer could discard it is removed too."""
+    from tesaiot_cli.recording.files import remove_unfinished
 
     def unwind(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, unwind)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, unwind) if main else None
     try:
         yield
+    except (SystemExit, KeyboardInterrupt):
+        remove_unfinished()
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _silence_broken_stdout() -> None:

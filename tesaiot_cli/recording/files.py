@@ -129,17 +129,38 @@ def size_or_zero(path: Path) -> int:
         return 0
 
 
+# The temporary names handed out in this process and not yet renamed into place: what
+# remove_unfinished() deletes after an interrupt.
+_UNFINISHED: set[Path] = set()
+
+
 def temp_path(target: Path) -> Path:
     """A hidden temporary name next to ``target`` (``.NAME.RANDOM.tmp``): written first,
     then renamed by :func:`commit_temp`. Hidden, so dataset readers and globs skip it."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    _UNFINISHED.add(tmp)
+    return tmp
 
 
 def commit_temp(tmp: Path, target: Path) -> None:
     """Rename the complete, fsynced ``tmp`` to ``target`` and make the rename durable.
     Raises OSError."""
     os.replace(tmp, target)
+    _UNFINISHED.discard(tmp)
     fsync_dir(target.parent)
+
+
+def remove_unfinished() -> None:
+    """Delete the temporary files of :func:`temp_path` that were neither renamed into place
+    nor removed: what Ctrl+C or SIGTERM can leave when it lands between a writer's making
+    its file and the code that would discard it. For a one-shot command that stops
+    (``cliutil.sigterm_unwinds``). Best effort: a file that cannot be removed stays."""
+    for tmp in list(_UNFINISHED):
+        _UNFINISHED.discard(tmp)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def write_file_atomic(path: Path, data: bytes) -> None:

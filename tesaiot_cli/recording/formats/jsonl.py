@@ -203,6 +203,9 @@ class JsonlWriter(BufferedWriter):
             # A file without its complete metadata line is not a recording: leave nothing (disk full).
             self._abort(created=created)
             raise RecordingError(f"cannot create {self.path}: {os_error_text(exc)}") from None
+        except BaseException:  # Ctrl+C or SIGTERM while opening: no header-only file left
+            self._abort(created=created)
+            raise
         self._start()
         return self
 
