@@ -105,6 +105,31 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """For a command that writes one file and then ends (convert, export, detect RECORDING,
+    plot, recover): inside, SIGTERM raises ``SystemExit(143)`` in the main thread instead
+    of killing the process where it stands, so the clean-up on the way out runs (the
+    temporary and spill files of the unfinished output are removed) and the exit status
+    is what the signal's default gives, 128 + 15. After SIGTERM or Ctrl+C, a temporary
+    file the interrupt caught before its writer could discard it is removed too."""
+    from tesaiot_cli.recording.files import remove_unfinished
+
+    def unwind(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, unwind) if main else None
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        remove_unfinished()
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _silence_broken_stdout() -> None:
     # The reader went away (`| head`): point stdout at /dev/null so the final flush is quiet.
     try:

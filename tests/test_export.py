@@ -232,7 +232,7 @@ def test_mcap_without_the_package_names_the_install_command(tmp_path: Path, monk
     (["{sample}", "out.parquet", "--start", "yesterday"], 1, "invalid --start"),
     (["{foreign}", "out.parquet"], 5, "not a tesaiot recording"),
     (["{damaged}", "out.parquet"], 5, "damaged"),
-    (["{sample}", "nodir/out.parquet"], 1, "does not exist"),
+    (["{sample}", "nodir/out.parquet"], 5, "does not exist"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, args: list[str], code: int, text: str) -> None:
     damaged = write(tmp_path / "damaged.jsonl", [(Message("a/b", b"{}", 0, False, T0 + i), None) for i in range(5)])

@@ -41,6 +41,7 @@ from tesaiot_cli.analysis.flatten import (
 )
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import DEFAULT_SENSOR, parse_topic, topic_sensor
+from tesaiot_cli.recording.files import os_error_text
 from tesaiot_cli.selection import Selection
 
 META_COLUMNS = ("time", "topic", "device_id", "sensor_type", "qos", "retain", "label")
@@ -327,7 +328,7 @@ def export_table(tables: Callable[[], Iterator[pa.Table]], output: Path, *, sele
         report.file_bytes = output.stat().st_size
         return report
     except OSError as exc:
-        raise RecordingError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise RecordingError(f"cannot write {output}: {os_error_text(exc)}") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise RecordingError(f"cannot export to {output}: {str(exc).splitlines()[0][:200]}") from None
     finally:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import EXIT_RECORDING, check_recording_path, cli_errors, err, plural, warn
+from tesaiot_cli.cliutil import EXIT_RECORDING, check_recording_path, cli_errors, err, plural, sigterm_unwinds, warn
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
 from tesaiot_cli.textfmt import human_bytes
@@ -49,9 +49,10 @@ def convert(
         strip_partial,
     )
     from tesaiot_cli.recording.dedupe import DuplicateFinder
+    from tesaiot_cli.recording.files import check_output_path
     from tesaiot_cli.recording.foreign import FOREIGN_FORMATS, ForeignReader
 
-    with cli_errors():
+    with cli_errors(), sigterm_unwinds():  # SIGTERM: the unfinished output is removed
         finder = DuplicateFinder(window) if dedupe else None
         source = strip_partial(source)
         check_recording_path(source)
@@ -60,6 +61,7 @@ def convert(
         if from_fmt is not None and not foreign and from_fmt.lower() not in FORMATS:
             raise ConfigError(f"unknown recording format {from_fmt!r} for --from: use "
                               f"{', '.join([*FORMATS, *FOREIGN_FORMATS])}")
+        check_output_path(target)
         if source.resolve() == target.resolve():
             raise ConfigError("IN and OUT are the same file")
         in_the_way = [p for p in existing_outputs(target, format=out_format) if p.is_file()]

@@ -24,6 +24,7 @@ from tesaiot_cli.cliutil import (
     err,
     print_event,
     resolve_settings,
+    sigterm_unwinds,
     warn,
     with_connection_options,
 )
@@ -73,7 +74,8 @@ def detect(
             for name, value in (("--count", count), ("--duration", duration), ("--topic", topic)):
                 if value is not None:
                     raise ConfigError(f"{name} is for live detection, not with a RECORDING")
-            _offline(recording, to, force=force, alert_topic=alert_topic, quiet=quiet)
+            with sigterm_unwinds():  # the unfinished ALERTS is removed
+                _offline(recording, to, force=force, alert_topic=alert_topic, quiet=quiet)
             return
         if to is not None:
             raise ConfigError("--to is for offline detection: give the RECORDING to read (live alerts are "
@@ -101,12 +103,11 @@ def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet:
         format_for,
         open_reader,
         open_writer,
-        remove_outputs,
     )
+    from tesaiot_cli.recording.files import check_output_path, remove_tree
 
     format_for(to)
-    if not to.parent.is_dir():
-        raise ConfigError(f"cannot write {str(to)!r}: the directory {str(to.parent)!r} does not exist")
+    check_output_path(to)
     if to.resolve() == recording.resolve():
         raise ConfigError("--to must not be the RECORDING itself")
     in_the_way = existing_outputs(to)
@@ -118,9 +119,11 @@ def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet:
         metadata = RecordingMetadata(tool_version=__version__, source="detect",
                                      extra={"detector": "tesaiot reference", "input": str(recording),
                                             "alert_topic": alert_topic})
-        if force and in_the_way:
-            remove_outputs(to)
-        # Not crash-safe: the file appears only when complete (nothing half-written on an error).
+        if force:  # only an unsealed ALERTS.partial/ goes now; ALERTS is replaced once the new one is whole
+            for leftover in in_the_way:
+                if leftover != to:
+                    remove_tree(leftover)
+        # Not crash-safe: the file appears only when complete; a reading error discards it.
         with open_writer(to, metadata=metadata, crash_safe=False) as writer:
             for _message, alert in detect_messages(iter(reader), detector):
                 writer.write(alert_message(alert, topic=alert_topic))

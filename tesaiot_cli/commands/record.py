@@ -86,6 +86,7 @@ def record(
     readable ('tesaiot recover FILE' seals it). Stop with Ctrl+C, SIGTERM, --count or
     --duration; a summary goes to stderr."""
     from tesaiot_cli.recording import PARTIAL_SUFFIX, RecordingMetadata, existing_outputs, format_for
+    from tesaiot_cli.recording.files import check_output_path
 
     with cli_errors():
         if count is not None and count < 1:
@@ -100,8 +101,8 @@ def record(
         if dataset is not None and new_directory and workers == 1 and partition is None:
             dataset["no_suffix"] = True  # said in the banner, once connected
         format_name = "parquet" if dataset is not None else format_for(file, fmt)
-        if not file.parent.is_dir():
-            raise ConfigError(f"cannot record to {str(file)!r}: the directory {str(file.parent)!r} does not exist")
+        if dataset is None:  # a dataset's path was checked by _dataset_options
+            check_output_path(file)
         in_the_way = [] if force or dataset is not None else existing_outputs(file, format=format_name)
         if in_the_way and in_the_way[-1].name.endswith(PARTIAL_SUFFIX):
             raise ConfigError(f"{in_the_way[-1]} holds an unsealed recording (left by a crash?): "

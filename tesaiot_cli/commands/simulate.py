@@ -151,11 +151,10 @@ def simulate(
 
 def _check_record_path(path: Path, *, force: bool) -> None:
     from tesaiot_cli.recording import existing_outputs, format_for
+    from tesaiot_cli.recording.files import check_output_path
 
     format_for(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise ConfigError(f"cannot record to {str(path)!r}: the directory {str(parent)!r} does not exist")
+    check_output_path(path)
     in_the_way = existing_outputs(path)
     if in_the_way and not force:
         raise ConfigError(f"{in_the_way[0]} already exists: choose another file name, or --force to overwrite")

@@ -41,6 +41,7 @@ from tesaiot_cli.message import (
 )
 from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
 from tesaiot_cli.recording.files import (
+    check_output_path,
     check_regular_file,
     commit_temp,
     fsync_dir,
@@ -183,10 +184,7 @@ class JsonlWriter(BufferedWriter):
 
     def open(self) -> JsonlWriter:
         """Create the file, write the metadata line, start the flusher. Raises :class:`RecordingError`."""
-        if not self.path.parent.is_dir():
-            raise RecordingError(f"cannot write {self.path}: the directory {self.path.parent} does not exist")
-        if self.path.is_dir():
-            raise RecordingError(f"cannot write {self.path}: it is a directory")
+        check_output_path(self.path)
         created = False
         try:
             header = self._header_line(start_ns=None, end_ns=None, labels=list(self.metadata.labels))
@@ -208,6 +206,9 @@ class JsonlWriter(BufferedWriter):
             # A file without its complete metadata line is not a recording: leave nothing (disk full).
             self._abort(created=created)
             raise RecordingError(f"cannot create {self.path}: {os_error_text(exc)}") from None
+        except BaseException:  # Ctrl+C or SIGTERM while opening: no header-only file left
+            self._abort(created=created)
+            raise
         self._start()
         return self
 
