@@ -196,3 +196,20 @@ def test_recover_command(tmp_path: Path) -> None:
     assert result.returncode == 0 and "removed the incomplete last line (16 bytes)" in result.stderr
     result = run_cli("recover", str(tmp_path / "none.parquet"))
     assert result.returncode == EXIT_RECORDING and "not found" in one_clear_line(result.stderr)
+
+
+def test_a_jsonl_recording_whose_labels_outgrow_the_metadata_line_is_still_sealed(tmp_path: Path) -> None:
+    # The metadata line keeps room for the time span and the labels; more labels than that
+    # room used to leave the file unsealed, without its labels, and convert called it a crash.
+    path = tmp_path / "many.jsonl"
+    rows = [(Message("a/b", b"x", 0, False, T0 + i), f"label-{i:03d}-" + "y" * 20) for i in range(80)]
+    make(path, rows)
+    with open_reader(path) as reader:
+        assert reader.sealed
+        assert list(reader.metadata.labels) == sorted(label for _message, label in rows)
+        assert (reader.metadata.start_ns, reader.metadata.end_ns) == (T0, T0 + 79)
+        assert list(reader.iter_labelled()) == rows
+    out = tmp_path / "many.parquet"
+    result = run_cli("convert", str(path), str(out))
+    assert result.returncode == 0 and "not sealed" not in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.jsonl", "many.parquet"]  # no temporary left

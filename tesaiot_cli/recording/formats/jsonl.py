@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,12 +234,30 @@ class JsonlWriter(BufferedWriter):
         labels = sorted(set(self.metadata.labels) | set(self.label_counts))
         final = finished_metadata(self.metadata, start_ns=self.start_ns, end_ns=self.end_ns, labels=labels,
                                   recording_id=self.recording_id)
-        rewrite_header(handle.fileno(), final, self._header_size)
+        if not rewrite_header(handle.fileno(), final, self._header_size):
+            self._rebuild(final)  # the labels outgrew the room left in the metadata line
         handle.close()
         self._handle = None
         if not self.crash_safe:
             commit_temp(self._target, self.path)
         return self.path.stat().st_size
+
+    def _rebuild(self, final: RecordingMetadata) -> None:
+        """Copy the message lines under a metadata line that fits, into a new file renamed
+        over the old one (never left unsealed: the metadata holds every label). Raises OSError."""
+        bigger = temp_path(self._target)
+        try:
+            with open(self._target, "rb") as source, open(bigger, "wb") as copy:
+                copy.write(orjson.dumps({JSONL_HEADER_KEY: metadata_to_dict(final)},
+                                        option=orjson.OPT_APPEND_NEWLINE))
+                source.seek(self._header_size)
+                shutil.copyfileobj(source, copy, 1 << 20)
+                copy.flush()
+                os.fsync(copy.fileno())
+            commit_temp(bigger, self._target)
+        except BaseException:
+            bigger.unlink(missing_ok=True)
+            raise
 
     def _abort(self, *, created: bool = False) -> None:
         """Close after a failure; delete the output if it is temporary, or ``created`` by this
