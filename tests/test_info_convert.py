@@ -213,3 +213,19 @@ def test_a_jsonl_recording_whose_labels_outgrow_the_metadata_line_is_still_seale
     result = run_cli("convert", str(path), str(out))
     assert result.returncode == 0 and "not sealed" not in result.stderr, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.jsonl", "many.parquet"]  # no temporary left
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    ('{"time":6,"topic":"a","qos":0,"retain":false,"payload":"x","label":5}', "'label' is not a string"),
+    ('{"time":6,"topic":"a","qos":0,"retain":false,"payload":"x","colour":"red"}', "unknown fields ['colour']"),
+])
+def test_convert_refuses_a_jsonl_line_it_would_alter(tmp_path: Path, line: str, why: str) -> None:
+    # these used to be converted with exit 0, the label or the field dropped
+    path = tmp_path / "hand.jsonl"
+    make(path, labelled_rows()[:1])
+    path.write_bytes(path.read_bytes() + line.encode() + b"\n" + path.read_bytes().splitlines(keepends=True)[1])
+    out = tmp_path / "out.parquet"
+    result = run_cli("convert", str(path), str(out))
+    assert result.returncode == EXIT_RECORDING and not out.exists()
+    text = one_clear_line(result.stderr)
+    assert "line 3 is damaged" in text and why in text, text

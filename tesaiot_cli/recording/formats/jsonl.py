@@ -54,6 +54,8 @@ from tesaiot_cli.recording.meta import JSONL_HEADER_KEY, finished_metadata, meta
 from tesaiot_cli.recording.model import RecordingMetadata, RecoverResult, TimeSpan
 
 HEADER_ROOM = 1024  # bytes reserved for the metadata line
+LINE_FIELDS = frozenset({"time", "topic", "device_id", "sensor_type", "qos", "retain", "label", "properties",
+                         "encoding", "payload"})  # what a message line may hold
 TAIL_SCAN_LIMIT = 64 * 1024 * 1024  # how far back to look for the last complete line
 BATCH_ROWS = 32_768
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -307,6 +309,13 @@ def decode_line(raw: bytes) -> tuple[Message, str | None]:
         raise ValueError("'topic' or 'payload' is missing or not a string")
     if qos not in (0, 1, 2) or isinstance(qos, bool) or not isinstance(retain, bool):
         raise ValueError("'qos' or 'retain' has an invalid value")
+    # What no writer writes is refused, never dropped or coerced: it would not survive a convert.
+    # (Any topic is kept, as the Parquet format keeps it: replay is where a topic must be publishable.)
+    if not record.keys() <= LINE_FIELDS:
+        raise ValueError(f"unknown fields {sorted(set(record) - LINE_FIELDS)}")
+    label = record.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ValueError("'label' is not a string")
     encoding = record.get("encoding")
     if encoding == "base64":
         try:
@@ -317,10 +326,9 @@ def decode_line(raw: bytes) -> tuple[Message, str | None]:
         data = payload.encode("utf-8")
     else:
         raise ValueError(f"unknown payload encoding {encoding!r}")
-    label = record.get("label")
     raw_properties = record.get("properties")
     properties = None if raw_properties is None else properties_from_json(raw_properties)
-    return Message(topic, data, qos, retain, time, properties), label if isinstance(label, str) else None
+    return Message(topic, data, qos, retain, time, properties), label
 
 
 class JsonlReader:
