@@ -229,3 +229,21 @@ def test_convert_refuses_a_jsonl_line_it_would_alter(tmp_path: Path, line: str, 
     assert result.returncode == EXIT_RECORDING and not out.exists()
     text = one_clear_line(result.stderr)
     assert "line 3 is damaged" in text and why in text, text
+
+
+@pytest.mark.parametrize(("columns", "why"), [
+    ({"time": [1, 2], "qos": [7, -1]}, "column qos has 2 values that are not 0, 1 or 2"),
+    ({"time": [1796644220.0, 1796644221.0]}, "column time holds floats"),
+])
+def test_convert_refuses_a_parquet_made_elsewhere_it_would_alter(tmp_path: Path, columns: dict[str, list[object]],
+                                                                 why: str) -> None:
+    # was: qos 7 converted to a JSONL that no reader takes back; float seconds read as ns (1e9 times off)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "pandas.parquet"
+    pq.write_table(pa.table({"topic": ["a", "b"], "payload": [b"x", b"y"], **columns}), path)
+    out = tmp_path / "out.jsonl"
+    result = run_cli("convert", str(path), str(out))
+    assert result.returncode == EXIT_RECORDING and not out.exists()
+    assert why in one_clear_line(result.stderr)
