@@ -47,6 +47,12 @@ def test_sniffing() -> None:
     assert sniff(Path(__file__)) is None
 
 
+def test_sniffing_a_capital_j_capture_that_starts_with_an_empty_line(tmp_path: Path) -> None:
+    source = tmp_path / "cap.jsonl"
+    source.write_bytes(b"\n\n" + (DATA / "mosquitto_sub-F-J.jsonl").read_bytes())
+    assert sniff(source) == "mosquitto-json"
+
+
 def test_mosquitto_capture_converts_and_reports_what_it_lost(tmp_path: Path) -> None:
     out = tmp_path / "cap.parquet"
     result = run_cli("convert", "--from", "mosquitto-json", str(MOSQUITTO), str(out))
