@@ -358,16 +358,19 @@ def _mosquitto(reader: ForeignReader) -> Iterator[Message]:
             try:
                 # Not orjson: mosquitto writes non-UTF-8 payload bytes as they are, and only
                 # the standard library reads those lines back byte for byte (surrogateescape).
-                fields = _top_level(raw.decode("utf-8", "surrogateescape"))
+                text = raw.decode("utf-8", "surrogateescape")
+                if not text.lstrip().startswith("{"):
+                    raise ValueError("not a JSON object")
+                fields: list[tuple[str, Any]] = _DECODER.decode(text)  # objects as lists of pairs
             except ValueError:
                 reader.unreadable(number, "not a JSON line" if raw.endswith(b"\n") else "an incomplete last line")
                 continue
-            keys = [key for key, _value, _text in fields]
+            keys = [key for key, _value in fields]
             if any(key not in keys for key in _NEEDED):
                 reader.wrong_shape(number, "no " + " or ".join(key for key in _NEEDED if key not in keys))
                 continue
             try:
-                message = _mosquitto_message(reader, number, fields)
+                message = _mosquitto_message(reader, number, fields, text)
             except Refused as why:
                 reader.refuse(number, str(why))
                 continue
@@ -375,17 +378,15 @@ def _mosquitto(reader: ForeignReader) -> Iterator[Message]:
                 yield message
 
 
-def _mosquitto_message(reader: ForeignReader, number: int, fields: list[tuple[str, Any, str]]) -> Message | None:
+def _mosquitto_message(reader: ForeignReader, number: int, fields: list[tuple[str, Any]], text: str
+                       ) -> Message | None:
     record: dict[str, Any] = {}
-    spelling = ""
-    for key, value, text in fields:
+    for key, value in fields:
         if key not in _FIELDS:
             raise Refused(f"unknown field {key!r}")
         if key in record:
             raise Refused(f"the field {key!r} twice")
         record[key] = value
-        if key == "payload":
-            spelling = text
     tst = record["tst"]
     time_ns = parse_tst(tst) if isinstance(tst, str) else \
         tst * 1_000_000_000 if _is_int(tst) and tst >= 0 else None  # 1.6: whole seconds
@@ -404,7 +405,7 @@ def _mosquitto_message(reader: ForeignReader, number: int, fields: list[tuple[st
     if length is not None and not (_is_int(length) and 0 <= length <= _MAX_PAYLOAD):
         raise Refused(f"payloadlen {_shown(length)} is not a payload length")
     properties = _properties(record["properties"]) if "properties" in record else None
-    payload = _payload(reader, number, record["payload"], spelling, length)
+    payload = _payload(reader, number, record["payload"], text, length)
     if payload is None:
         return None
     return Message(topic, payload, qos, bool(retain), time_ns, properties)
@@ -414,7 +415,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _payload(reader: ForeignReader, number: int, value: object, spelling: str, length: int | None) -> bytes | None:
+def _payload(reader: ForeignReader, number: int, value: object, line: str, length: int | None) -> bytes | None:
     """The payload's bytes, or None when the line does not hold them exactly (counted)."""
     if value is None:  # %j and %J print an empty payload as null; %J also the payload null
         if length in (None, 0):
@@ -433,6 +434,8 @@ def _payload(reader: ForeignReader, number: int, value: object, spelling: str, l
             return data
         if len(data) > length:
             raise Refused(f"the payload has {len(data)} bytes, more than its payloadlen {length}")
+    # The payload as -F %J printed it: its own text in the line (found only when needed).
+    spelling = next(own for key, _value, own in _top_level(line) if key == "payload")
     printed = spelling.encode("utf-8", "surrogateescape")
     if length is None:
         reader.left_out(number, "a JSON payload (-F %J) without payloadlen: its own bytes are not known")
