@@ -28,7 +28,7 @@ def convert(
     source: Annotated[Path, typer.Argument(metavar="IN", help="The recording to read (.parquet or .jsonl).", show_default=False)],  # noqa: E501
     target: Annotated[Path, typer.Argument(metavar="OUT", help="The file to write (.parquet or .jsonl).", show_default=False)],  # noqa: E501
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="FORMAT", help="Format of OUT: parquet or jsonl (default: from its suffix).", show_default=False)] = None,  # noqa: E501
-    from_fmt: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of IN: parquet, jsonl (default: from its suffix), or a capture of another tool: mosquitto-json (mosquitto_sub -F %j lines), mqtt-recorder-csv, mqtt-recorder-csv-b64 (recorded with --encode_b64).", show_default=False)] = None,  # noqa: E501
+    from_fmt: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of IN: parquet, jsonl (default: from its suffix), or a capture of another tool: mosquitto-json (mosquitto_sub -F %j or %J lines), mqtt-recorder-csv, mqtt-recorder-csv-b64 (recorded with --encode_b64).", show_default=False)] = None,  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT.")] = False,
     dedupe: Annotated[bool, typer.Option("--dedupe", help="Leave out duplicates: messages whose topic and payload repeat an earlier one within --dedupe-window (QoS 1 re-deliveries after a reconnect); the first copy is kept.")] = False,  # noqa: E501
     window: Annotated[float, typer.Option("--dedupe-window", metavar="SECONDS", help="How far back --dedupe looks.")] = DEFAULT_WINDOW_S,  # noqa: E501
@@ -37,7 +37,8 @@ def convert(
     QoS, retain flag, label and the metadata; or turn a capture of another tool (--from
     mosquitto-json, mqtt-recorder-csv) into a recording. OUT appears only when complete.
     Messages of a capture that cannot be taken over whole are left out, counted, and the
-    exit code is 5."""
+    exit code is 5; a capture with lines its tool never writes is refused (exit 5, nothing
+    written)."""
     from dataclasses import replace
 
     from tesaiot_cli.recording import (
