@@ -148,6 +148,10 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
         except queue.Full:
             not_analysed += 1
 
+    from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter
+
+    sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
+    live = LiveReport(sequence)
     detector = Detector()
     parser = ReadingParser()
     published = other = 0
@@ -173,6 +177,10 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
                 except queue.Empty:
                     session.check()
                     continue
+                finally:
+                    if not quiet and (line := live.due(time.monotonic())) is not None:
+                        err(line)
+                sequence.add(message.topic, message.payload)
                 reading = parser.parse(message)
                 if reading is None:
                     other += 1
@@ -201,6 +209,8 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
         warn(f"{not_analysed} readings were not analysed: the detector fell more than {INBOX_LIMIT} readings behind")
     if inbox.qsize():
         warn(f"{inbox.qsize()} readings received after the stop were not analysed")
-    return bool(lost or not_analysed)
+    if sequence.numbered and (sequence.missing or not quiet):
+        (warn if sequence.missing else err)(sequence.report().summary_line())
+    return bool(lost or not_analysed or sequence.missing)
 
 
