@@ -5,7 +5,9 @@ a full queue on a slow link): the publisher got its PUBACK, the subscriber never
 it. A stream can still show it when each payload carries a number that counts up per
 device: ``tesaiot simulate --sequence`` adds ``"seq"`` (1, 2, 3, ... per device and run)
 and ``"boot"`` (the run's start, ms since the Unix epoch: a restarted simulator has a
-new, larger one and counts from 1 again) after the payload's other keys.
+new, larger one and counts from 1 again) after the payload's other keys. A payload is
+numbered when its top level holds both, as non-negative integers: a ``"seq"`` alone is
+too common a key (a publisher's own counter, global or wrapping) to be taken for ours.
 
 :class:`SequenceCounter` takes messages in arrival order and counts, per device:
 
@@ -21,8 +23,8 @@ a device (the subscriber joined late) and after its last one (lost at the very e
 not counted. Memory is bounded per device: the last ``WINDOW`` numbers are remembered in
 a bit mask, so a number more than ``WINDOW`` behind the newest of its device cannot be
 placed: it counts as reordered (``too_late``) and its gap stays missing (loss is never
-under-reported). Numbers are plain JSON integers (no wrap-around); a top-level ``seq``
-that is not a non-negative integer, or a payload without one, is not counted.
+under-reported). Numbers are plain JSON integers (no wrap-around); a payload without
+both keys, or with a value that is not a non-negative integer, is not counted.
 
 Pure and fast: no MQTT, no clock, no print. ``add`` is the recorder's hot path.
 """
@@ -48,8 +50,8 @@ _TAIL_SEARCH = 64  # the simulator's tail is at most ~45 bytes
 SHOWN_DEVICES = 3  # in the one-line summary: the devices with the most missing
 
 
-def parse_sequence(payload: bytes) -> tuple[int, int | None] | None:
-    """``(seq, boot)`` from a payload's top-level ``"seq"`` (and ``"boot"``), or None.
+def parse_sequence(payload: bytes) -> tuple[int, int] | None:
+    """``(seq, boot)`` from a payload's top-level ``"seq"`` and ``"boot"``, or None.
 
     The payload ``simulate --sequence`` writes ends in ``, "seq": N, "boot": B}``: read
     from the end without parsing. Any other payload holding ``"seq"`` is parsed as JSON;
@@ -61,12 +63,12 @@ def parse_sequence(payload: bytes) -> tuple[int, int | None] | None:
     if start > 0 and payload.endswith(b"}"):
         tail = payload[start + len(_TAIL):-1]
         seq_text, found, boot_text = tail.partition(_BOOT)
-        if seq_text.isdigit() and (not found or boot_text.isdigit()):
-            return int(seq_text), int(boot_text) if found else None
+        if found and seq_text.isdigit() and boot_text.isdigit():
+            return int(seq_text), int(boot_text)
     return _parse_json(payload)
 
 
-def _parse_json(payload: bytes) -> tuple[int, int | None] | None:
+def _parse_json(payload: bytes) -> tuple[int, int] | None:
     try:
         document = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -77,7 +79,9 @@ def _parse_json(payload: bytes) -> tuple[int, int | None] | None:
     if type(seq) is not int or seq < 0:
         return None
     boot = document.get(BOOT_KEY)
-    return seq, boot if type(boot) is int else None
+    if type(boot) is not int or boot < 0:
+        return None
+    return seq, boot
 
 
 class _Stream:
@@ -85,7 +89,7 @@ class _Stream:
 
     __slots__ = ("device", "boot", "top", "holes", "missing", "repeated", "reordered", "restarts")
 
-    def __init__(self, device: str, seq: int, boot: int | None) -> None:
+    def __init__(self, device: str, seq: int, boot: int) -> None:
         self.device = device
         self.boot = boot
         self.top = seq
@@ -168,9 +172,9 @@ class SequenceCounter:
         start = payload.rfind(_TAIL, max(0, len(payload) - _TAIL_SEARCH))
         if start > 0 and payload[-1] == 125:  # ends with "}"
             seq_text, found, boot_text = payload[start + 9:-1].partition(_BOOT)
-            if seq_text.isdigit() and (not found or boot_text.isdigit()):
+            if found and seq_text.isdigit() and boot_text.isdigit():
                 seq = int(seq_text)
-                boot = int(boot_text) if found else None
+                boot = int(boot_text)
                 stream = self._by_topic.get(topic)
                 if stream is not None and seq == stream.top + 1 and boot == stream.boot and not stream.holes:
                     self.numbered += 1
@@ -182,7 +186,7 @@ class SequenceCounter:
         if parsed is not None:
             self.add_number(topic, parsed[0], parsed[1])
 
-    def add_number(self, topic: str, seq: int, boot: int | None = None) -> None:
+    def add_number(self, topic: str, seq: int, boot: int) -> None:
         """Count a message of ``topic`` numbered ``seq`` in run ``boot`` (already counted in
         ``messages`` when it came through :meth:`add`)."""
         self.numbered += 1
@@ -226,7 +230,7 @@ class SequenceCounter:
             stream.repeated += 1
             self.repeated += 1
 
-    def _stream(self, topic: str, seq: int, boot: int | None) -> _Stream | None:
+    def _stream(self, topic: str, seq: int, boot: int) -> _Stream | None:
         """The stream of a topic seen for the first time; None when this message started it."""
         device = parse_topic(topic).device_id if topic.split("/", 1)[0] in DEVICE_ROOTS else topic
         stream = self._by_device.get(device)
@@ -236,8 +240,8 @@ class SequenceCounter:
         stream = self._by_topic[topic] = self._by_device[device] = _Stream(device, seq, boot)
         return None
 
-    def _other_boot(self, stream: _Stream, seq: int, boot: int | None) -> None:
-        if _boot_key(boot) < _boot_key(stream.boot):  # from a run before the current one, arriving late
+    def _other_boot(self, stream: _Stream, seq: int, boot: int) -> None:
+        if boot < stream.boot:  # from a run before the current one, arriving late
             stream.reordered += 1
             self.reordered += 1
             return
@@ -297,8 +301,11 @@ class SequenceCounter:
                 "reordered": stream.reordered, "restarts": stream.restarts}
 
 
-def _boot_key(boot: int | None) -> int:
-    return -1 if boot is None else boot
+def whole_streams(filters: Iterable[str]) -> bool:
+    """Whether a subscriber with these filters sees each device's whole stream: a member of a
+    shared subscription (``$share/``, ``$queue/``) gets only part of it, so its numbers
+    would show gaps that are only the other members' messages (its counts are not kept)."""
+    return not any(topic_filter.startswith(("$share/", "$queue/")) for topic_filter in filters)
 
 
 class LiveReport:

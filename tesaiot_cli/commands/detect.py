@@ -148,10 +148,11 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
         except queue.Full:
             not_analysed += 1
 
-    from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter
+    from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter, whole_streams
 
     sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
     live = LiveReport(sequence)
+    counted = whole_streams(filters)  # a member of a shared subscription sees part of each stream
     detector = Detector()
     parser = ReadingParser()
     published = other = 0
@@ -180,7 +181,8 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
                 finally:
                     if not quiet and (line := live.due(time.monotonic())) is not None:
                         err(line)
-                sequence.add(message.topic, message.payload)
+                if counted:
+                    sequence.add(message.topic, message.payload)
                 reading = parser.parse(message)
                 if reading is None:
                     other += 1

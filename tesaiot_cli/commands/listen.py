@@ -100,10 +100,11 @@ def listen(
                        if template is not None else None)
         painted = {"always": True, "never": False}.get(color)
         color_on = not json_out and (use_color(sys.stdout, env) if painted is None else painted)
-        from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter
+        from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter, whole_streams
 
         sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
         live = LiveReport(sequence)
+        counted = whole_streams(filters)  # a member of a shared subscription sees part of each stream
         inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         shown = 0
         started = time.monotonic()
@@ -127,7 +128,8 @@ def listen(
                 finally:
                     if not quiet and (line := live.due(time.monotonic())) is not None:
                         err(line)
-                sequence.add(message.topic, message.payload)
+                if counted:
+                    sequence.add(message.topic, message.payload)
                 if retained_only and not message.retain:
                     break  # the retained values come first: the first live message ends them
                 if (skip_retained and message.retain) or not _wanted(message, device, sensor):

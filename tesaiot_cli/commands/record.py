@@ -141,7 +141,7 @@ def record(
 def _record(file: Path, format_name: str, settings: ConnectionSettings, filters: list[str], qos: int,
             count: int | None, duration: float | None, force: bool, metadata: RecordingMetadata,
             dataset: dict[str, Any] | None = None) -> None:
-    from tesaiot_cli.analysis.sequence import SequenceCounter
+    from tesaiot_cli.analysis.sequence import SequenceCounter, whole_streams
     from tesaiot_cli.recording import open_writer, remove_outputs
     from tesaiot_cli.services.recorder import CountLimit, run_recorder
 
@@ -172,6 +172,7 @@ def _record(file: Path, format_name: str, settings: ConnectionSettings, filters:
             f"({kind}); Ctrl+C stops")
 
     sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
+    counted = whole_streams(filters)  # not a member of a shared subscription (it sees part of each stream)
     with StopSignals() as stop:
         try:
             run = run_recorder(
@@ -179,9 +180,9 @@ def _record(file: Path, format_name: str, settings: ConnectionSettings, filters:
                 duration_s=duration, stop=stop.event.is_set, interrupt=stop.event, on_event=print_event,
                 before_subscribe=freeze_startup_objects, on_subscribed=announce,
                 on_tick=_Progress(time.monotonic(), shared=any(f.startswith("$share/") for f in filters),
-                                  sequence=sequence).tick,
+                                  sequence=sequence if counted else None).tick,
                 discard_output=lambda: discard_output(), kept=lambda: _what_is_kept(file, format_name),
-                count_message=sequence.add)
+                count_message=sequence.add if counted else None)
         finally:
             _clear_status()
     _print_summary(run.summary, run.elapsed_s, stop.signal_name or run.stopped_by)
