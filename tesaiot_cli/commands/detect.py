@@ -63,7 +63,8 @@ def detect(
     stuck, drift, dropout), live or on a recording; alerts follow the alert contract.
 
     Exit codes: 0 done, 1 bad option, 3 broker unreachable, 4 authentication refused,
-    5 recording error, 7 some alerts were not delivered or readings not analysed.
+    5 recording error, 7 some alerts were not delivered, readings not analysed, or readings
+    missing from their sequence numbers (simulate --sequence).
     """
     with cli_errors():
         validate_topic_name(alert_topic.replace("{device_id}", "x"))
