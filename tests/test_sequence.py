@@ -381,3 +381,18 @@ def test_score_received_reports_the_numbers(tmp_path: Path) -> None:
             "(d1 4), 1 repeated, 1 reordered") in result.stdout
     report = orjson.loads(run_cli("score", str(truth), "--received", str(received), "--json").stdout)
     assert report["sequence"]["missing"] == report["delivery"]["lost"] == 4
+
+
+def test_record_status_line_shows_the_counts(broker: Mosquitto, tmp_path: Path) -> None:
+    from tests.support.tty import TTYProcess
+
+    recorder = TTYProcess("record", str(tmp_path / "rec.jsonl"), "-b", broker.tcp_url, "-t", "device/rec-tty/#",
+                          "--duration", "4")
+    deadline = time.monotonic() + 20
+    while "recording mqtt" not in recorder.read_for(0.2) and time.monotonic() < deadline:
+        pass
+    publish(broker.tcp_port, _gappy("rec-tty"))
+    run = recorder.finish()
+    assert run.returncode == EXIT_UNDELIVERED, run.terminal
+    assert any(frame.startswith("recording: 9 messages") and frame.endswith("seq: 2 missing  1 repeated  1 reordered")
+               for frame in run.frames()), run.frames()
