@@ -45,6 +45,7 @@ BOOT_KEY = "boot"
 WINDOW = 1024  # numbers remembered behind the newest, per device (a 1024-bit mask: 128 bytes)
 _HOLES_MASK = ((1 << (WINDOW + 1)) - 1) ^ 1  # bits 1..WINDOW: bit k = number (newest - k) not seen
 _MARK = b'"seq"'
+_BOOT_MARK = b'"boot"'
 # The tail simulate --sequence writes, matched where the last "seq" is. In valid JSON it can
 # only be the top-level object's last two members: the final "}" closes the document.
 _TAIL = re.compile(rb'"seq": (\d+), "boot": (\d+)\}\Z')
@@ -64,6 +65,8 @@ def parse_sequence(payload: bytes) -> tuple[int, int] | None:
     tail = _TAIL.match(payload, mark)
     if tail is not None:
         return int(tail[1]), int(tail[2])
+    if payload.rfind(_BOOT_MARK) < 0:  # "seq" alone (someone else's counter): not parsed
+        return None
     return _parse_json(payload)
 
 
@@ -178,6 +181,8 @@ class SequenceCounter:
                 stream.top = seq
                 return
             self.add_number(topic, seq, boot)
+            return
+        if payload.rfind(_BOOT_MARK) < 0:  # "seq" alone (someone else's counter): not parsed
             return
         parsed = _parse_json(payload)
         if parsed is not None:
