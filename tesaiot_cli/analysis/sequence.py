@@ -42,7 +42,7 @@ from tesaiot_cli.message import DEVICE_ROOTS, Message, parse_topic
 
 SEQ_KEY = "seq"
 BOOT_KEY = "boot"
-WINDOW = 1024  # numbers remembered behind the newest, per device (a 1024-bit mask: 128 bytes)
+WINDOW = 1024  # numbers remembered behind the newest, per device (a 1024-bit mask: ~160 bytes)
 _HOLES_MASK = ((1 << (WINDOW + 1)) - 1) ^ 1  # bits 1..WINDOW: bit k = number (newest - k) not seen
 _MARK = b'"seq"'
 _BOOT_MARK = b'"boot"'
