@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tesaiot_cli.analysis.sequence import WINDOW, LiveReport, SequenceCounter, parse_sequence
+from tesaiot_cli.analysis.sequence import WINDOW, LiveReport, SequenceCounter, parse_sequence, whole_streams
 from tesaiot_cli.cliutil import EXIT_UNDELIVERED
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
@@ -396,3 +396,25 @@ def test_record_status_line_shows_the_counts(broker: Mosquitto, tmp_path: Path) 
     assert run.returncode == EXIT_UNDELIVERED, run.terminal
     assert any(frame.startswith("recording: 9 messages") and frame.endswith("seq: 2 missing  1 repeated  1 reordered")
                for frame in run.frames()), run.frames()
+
+
+def test_shared_subscription_filters_are_not_whole_streams() -> None:
+    assert whole_streams(["device/+/telemetry", "#"])
+    assert not whole_streams(["device/+/telemetry", "$share/g/#"])
+    assert not whole_streams(["$queue/device/#"])
+
+
+def test_a_restarted_simulator_is_a_restart_not_a_gap(broker: Mosquitto, tmp_path: Path) -> None:
+    """Two runs of one device into one recording: the second numbers from 1 again with a new
+    boot; record counts one restart, nothing missing or repeated, and exits 0."""
+    out = tmp_path / "rec.jsonl"
+    recorder = start_cli("record", str(out), "-b", broker.tcp_url, "-t", "device/restarted/#", "--count", "10")
+    wait_for_stderr(recorder, "recording mqtt")
+    for _run in range(2):
+        result = run_cli("simulate", "-b", broker.tcp_url, "--device-id", "restarted", "--count", "5", "--interval",
+                         "0.02", "--sequence", "--quiet")
+        assert result.returncode == 0, result.stderr
+    _out, err = _read_all(recorder)
+    assert recorder.returncode == 0, err
+    assert ("sequence numbers: 10 of 10 messages carried one, from 1 device: 0 missing, 0 repeated, 0 reordered, "
+            "1 publisher restart") in err
