@@ -120,6 +120,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "tesaiot-parquet, tesaiot-jsonl, tesaiot-parquet-public (paho public path), tesaiot-detect, "
                         "paho, mosquitto_sub, mqtt-recorder")
     parser.add_argument("--qos", help="record section: QoS levels to run, comma-separated (default: 0,1)")
+    parser.add_argument("--numbered-pair", action="store_true",
+                        help="record section: run each tool again right after itself at every rung (key "
+                             "TOOL+seq), fed payloads that carry tesaiot's sequence numbers (seq and boot)")
     parser.add_argument("--fleet-baseline", default=fleet.DEFAULT_BASELINE,
                         help="fleet section: the git ref of 'today's build' run beside this one "
                         f"(default {fleet.DEFAULT_BASELINE}, the commit before the fleet work)")
@@ -198,7 +201,8 @@ def main(argv: list[str]) -> int:
             ("record", "section 1: record",
              lambda: record.run_section(ctx, ladder=plan["ladder"], duration=plan["record_duration"],
                                         retries=plan["retries"], budget_s=plan["record_budget_s"],
-                                        qos_levels=args.qos, tool_keys=args.tools),
+                                        qos_levels=args.qos, tool_keys=args.tools,
+                                        numbered_pair=args.numbered_pair),
              lambda section: results["goals"].extend(record.report(section))),
             ("replay", "section 2: replay fidelity",
              lambda: replay.run_section(ctx, seconds=plan["replay_seconds"], seconds_5x=plan["replay_5x_seconds"]),

@@ -64,7 +64,8 @@ def detect(
     stuck, drift, dropout), live or on a recording; alerts follow the alert contract.
 
     Exit codes: 0 done, 1 bad option, 3 broker unreachable, 4 authentication refused,
-    5 recording error, 7 some alerts were not delivered or readings not analysed.
+    5 recording error, 7 some alerts were not delivered, readings not analysed, or readings
+    missing from their sequence numbers (simulate --sequence).
     """
     with cli_errors():
         validate_topic_name(alert_topic.replace("{device_id}", "x"))
@@ -151,6 +152,11 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
         except queue.Full:
             not_analysed += 1
 
+    from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter, whole_streams
+
+    sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
+    live = LiveReport(sequence)
+    counted = whole_streams(filters)  # a member of a shared subscription sees part of each stream
     detector = Detector()
     parser = ReadingParser()
     published = other = 0
@@ -176,6 +182,11 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
                 except queue.Empty:
                     session.check()
                     continue
+                finally:
+                    if not quiet and (line := live.due(time.monotonic())) is not None:
+                        err(line)
+                if counted:
+                    sequence.add(message.topic, message.payload)
                 reading = parser.parse(message)
                 if reading is None:
                     other += 1
@@ -204,6 +215,8 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
         warn(f"{not_analysed} readings were not analysed: the detector fell more than {INBOX_LIMIT} readings behind")
     if inbox.qsize():
         warn(f"{inbox.qsize()} readings received after the stop were not analysed")
-    return bool(lost or not_analysed)
+    if sequence.numbered and (sequence.missing or not quiet):
+        (warn if sequence.missing else err)(sequence.report().summary_line())
+    return bool(lost or not_analysed or sequence.missing)
 
 

@@ -15,6 +15,7 @@ from tesaiot_cli.errors import ConfigError
 
 if TYPE_CHECKING:
     from tesaiot_cli.analysis.score import DeliveryScore, DetectionScore
+    from tesaiot_cli.analysis.sequence import SequenceCounter
 
 EPILOG = """\b
 Examples:
@@ -68,8 +69,12 @@ def score(
             raise ConfigError("--fail-under precision, recall or f1 needs --alerts")
         if received is None and "delivered" in thresholds:
             raise ConfigError("--fail-under delivered needs --received")
+        from tesaiot_cli.analysis.sequence import SequenceCounter
+
+        sequence = SequenceCounter()  # the received side's own "seq" numbers: no truth needed
         detection = _detection(truth, alerts, tolerance_s) if alerts is not None else None
-        delivery = _delivery(truth, received) if received is not None else None
+        delivery = _delivery(truth, received, sequence) if received is not None else None
+        seq_report = sequence.report() if sequence.numbered else None
         unmet = scoring.unmet_thresholds(thresholds, detection, delivery)
         if json_out:
             import orjson
@@ -79,12 +84,15 @@ def score(
                 "received": None if received is None else str(received),
                 "detection": None if detection is None else detection.as_dict(),
                 "delivery": None if delivery is None else delivery.as_dict(),
+                "sequence": None if seq_report is None else seq_report.as_dict(),
                 "thresholds": {"given": thresholds, "unmet": unmet},
             }
             sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
         else:
             for line in table_lines(detection, delivery):
                 typer.echo(line)
+            if seq_report is not None:
+                typer.echo("  received " + seq_report.summary_line())
         if not json_out and detection is not None and not detection.dropouts_known:
             err("warning: the truth does not say which packets were left out (dropout): dropouts are not scored")
     if unmet:
@@ -111,12 +119,12 @@ def _detection(truth: Path, alerts: Path, tolerance_s: float) -> DetectionScore:
                                tolerance_s=tolerance_s)
 
 
-def _delivery(truth: Path, received: Path) -> DeliveryScore:
+def _delivery(truth: Path, received: Path, sequence: SequenceCounter) -> DeliveryScore:
     from tesaiot_cli.analysis.score import score_delivery
     from tesaiot_cli.recording import open_reader
 
     with open_reader(truth) as truth_reader, open_reader(received) as received_reader:
-        return score_delivery(iter(truth_reader), iter(received_reader))
+        return score_delivery(iter(truth_reader), sequence.counted(received_reader))
 
 
 def _ratio(value: float | None) -> str:
