@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tesaiot_cli.analysis.telemetry import iso_to_ns, load_object, payload_timestamp
-from tesaiot_cli.errors import RecordingError
+from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import Message, parse_topic
 from tesaiot_cli.recording.model import RecordingMetadata
 from tesaiot_cli.recording.truth import TruthWindows, Window, stamp_text
@@ -161,6 +161,14 @@ def score_series(series: Series, profile: Profile) -> SeriesScore:
     return result
 
 
+def normalised(raw: float, *, null: float, perfect: float) -> float | None:
+    """NAB's 0-100 score of a raw score: 0 = the null detector's raw, 100 = the perfect one's
+    (None when they are equal: nothing to find)."""
+    if perfect == null:
+        return None
+    return 100.0 * (raw - null) / (perfect - null)
+
+
 @dataclass
 class ProfileScore:
     """A whole corpus under one profile: ``score`` is the normalised 0-100 (None when there is
@@ -177,9 +185,7 @@ class ProfileScore:
 
     @property
     def score(self) -> float | None:
-        if self.perfect == self.null:
-            return None
-        return 100.0 * (self.raw - self.null) / (self.perfect - self.null)
+        return normalised(self.raw, null=self.null, perfect=self.perfect)
 
     def as_dict(self) -> dict[str, Any]:
         return {"score": self.score, "raw": self.raw, "tp": self.tp, "fp": self.fp, "fn": self.fn,
@@ -213,7 +219,11 @@ class NabScore:
         result.update({"windows": self.windows, "series": self.series, "rows": self.rows,
                        "probationary_rows": self.probationary_rows, "alerts": self.alerts,
                        "detections": self.detections, "unplaced_alerts": self.unplaced,
-                       "invalid_alerts": self.invalid})
+                       "invalid_alerts": self.invalid,
+                       "by_series": {name: {profile: {"raw": part.raw, "tp": part.tp, "fp": part.fp, "fn": part.fn,
+                                                      "rows": part.rows.as_dict()}
+                                            for profile, part in parts.items()}
+                                     for name, parts in self.per_series.items()}})
         return result
 
 
@@ -261,13 +271,13 @@ def score_recordings(truth: Iterable[tuple[Message, str | None]], metadata: Reco
     second level) whose ``timestamp`` it carries; several alerts with one timestamp mark the
     readings with that timestamp in order (NAB repeats a few). Alerts that name no reading
     are counted as unplaced, alerts that are not JSON objects as invalid.
-    Raises :class:`RecordingError` when the truth has no windows, a device of the truth has
-    none listed, or a window's ends are not readings of its device.
+    Raises :class:`ConfigError` when the truth has no windows, :class:`RecordingError` when a
+    device of the truth has none listed or a window's ends are not readings of its device.
     """
     windows = TruthWindows.of(metadata)
     if windows is None:
-        raise RecordingError("the truth has no anomaly windows: --nab scores a recording made by "
-                             "'tesaiot convert --from nab'")
+        raise ConfigError("the truth has no anomaly windows: --nab scores a recording made by "
+                          "'tesaiot convert --from nab'")
     pending: dict[tuple[str, str], int] = {}
     read = invalid = unplaced = 0
     for message in alerts:
