@@ -52,8 +52,8 @@ def score(
     nab: Annotated[bool, typer.Option("--nab", help="NAB's score instead of events: the Numenta Anomaly Benchmark's windows, profiles and normalisation, for a TRUTH from 'tesaiot convert --from nab'.")] = False,  # noqa: E501
 ) -> None:
     """Score a detector's alerts against the ground truth (precision, recall, F1, latency,
-    per anomaly kind; or NAB's score with --nab), and/or check what a broker delivered of
-    the messages sent.
+    per anomaly kind), and/or check what a broker delivered of the messages sent. With
+    --nab: the Numenta Anomaly Benchmark's score of the alerts (docs/nab.md).
 
     Exit codes: 0 scored (thresholds met), 1 bad option or a TRUTH without labels,
     5 a recording or alert file is missing, unreadable or has a bad line, 8 a --fail-under

@@ -49,12 +49,9 @@ _JSON_NUMBER = re.compile(r"^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$")
 def find_labels(data: Path) -> Path | None:
     """NAB's layout: ``labels/combined_windows.json`` beside the ``data`` directory that holds DATA."""
     start = data.resolve()
-    for folder in [start, *start.parents][:4]:
+    for folder in [start, *start.parents][:4]:  # DATA may be data/, data/<category>/ or one file
         candidate = folder / "labels" / LABELS_NAME
         if candidate.is_file():
-            return candidate
-        candidate = folder.parent / "labels" / LABELS_NAME
-        if folder.name == "data" and candidate.is_file():
             return candidate
     return None
 
