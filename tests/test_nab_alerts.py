@@ -126,3 +126,31 @@ def test_nab_needs_a_truth_with_windows(tmp_path: Path) -> None:
     empty.write_text("")
     result = run_cli("score", str(truth), "--alerts", str(empty), "--nab")
     assert result.returncode == 1 and "has no anomaly windows" in result.stderr
+
+
+def test_alerts_on_a_repeated_timestamp_mark_its_readings_in_order(truth: Path, tmp_path: Path) -> None:
+    # exchange-2_cpc_results has two rows at OUTSIDE: one alert marks the first, two mark both,
+    # a third is one more copy (neither a detection nor unplaced).
+    for copies in (1, 2, 3):
+        alerts = tmp_path / f"x{copies}.csv"
+        alerts.write_text(f"{OUTSIDE},{DEVICE}\n" * copies)
+        result = run_cli("score", str(truth), "--alerts", str(alerts), "--nab", "--json")
+        assert result.returncode == 0, result.stderr
+        nab = json.loads(result.stdout)["nab"]
+        assert (nab["alerts"], nab["detections"], nab["standard"]["fp"], nab["unplaced_alerts"]) == (
+            copies, min(copies, 2), min(copies, 2), 0)
+    copies = tmp_path / "copies.csv"
+    copies.write_text(f"{IN_WINDOW},{DEVICE}\n" * 3)
+    result = run_cli("score", str(truth), "--alerts", str(copies), "--nab", "--json")
+    nab = json.loads(result.stdout)["nab"]
+    assert (nab["detections"], nab["unplaced_alerts"], nab["standard"]["score"]) == (1, 0, pytest.approx(100.0))
+    assert "warning" not in result.stderr
+
+
+def test_fail_under_nab_is_at_most_100() -> None:
+    from tesaiot_cli.analysis.thresholds import parse_thresholds
+
+    assert parse_thresholds("nab=60,f1=0.5") == {"nab": 60.0, "f1": 0.5}
+    assert parse_thresholds("nab=-10") == {"nab": -10.0}
+    with pytest.raises(ValueError, match="a NAB score is at most 100"):
+        parse_thresholds("nab=101")

@@ -269,8 +269,9 @@ def score_recordings(truth: Iterable[tuple[Message, str | None]], metadata: Reco
 
     An alert is a detection at the reading of its device (``device_id``, else the topic's
     second level) whose ``timestamp`` it carries; several alerts with one timestamp mark the
-    readings with that timestamp in order (NAB repeats a few). Alerts that name no reading
-    are counted as unplaced, alerts that are not JSON objects as invalid.
+    readings with that timestamp in order (NAB repeats a few), more copies than readings are
+    one detection. Alerts that name no reading are counted as unplaced, alerts that are not
+    JSON objects as invalid.
     Raises :class:`ConfigError` when the truth has no windows, :class:`RecordingError` when a
     device of the truth has none listed or a window's ends are not readings of its device.
     """
@@ -296,6 +297,7 @@ def score_recordings(truth: Iterable[tuple[Message, str | None]], metadata: Reco
         pending[key] = pending.get(key, 0) + 1
     states: dict[str, _SeriesState] = {}
     topics: dict[str, _SeriesState] = {}
+    matched: set[tuple[str, str]] = set()
     for message, _label in truth:
         state = topics.get(message.topic)
         if state is None:
@@ -309,8 +311,9 @@ def score_recordings(truth: Iterable[tuple[Message, str | None]], metadata: Reco
         stamp = payload_timestamp(message.payload)
         if stamp is None:
             raise RecordingError(f"a reading of {state.device_id!r} has no timestamp: not a NAB truth")
-        state.add(stamp, pending)
-    unplaced += sum(pending.values())
+        state.add(stamp, pending, matched)
+    # Left over: alerts of no reading, and extra copies on readings already marked (not unplaced).
+    unplaced += sum(count for key, count in pending.items() if key not in matched)
     series = []
     for device_id, device_windows in windows.by_device.items():
         state = states.get(device_id)
@@ -338,7 +341,7 @@ class _SeriesState:
         self.ranges: list[tuple[int, int]] = []
         self.detections: list[int] = []
 
-    def add(self, stamp: str, pending: dict[tuple[str, str], int]) -> None:
+    def add(self, stamp: str, pending: dict[tuple[str, str], int], matched: set[tuple[str, str]]) -> None:
         row = self.rows
         self.rows += 1
         # As NAB reads a window: from the first row at its start to the next row at its end.
@@ -357,6 +360,7 @@ class _SeriesState:
                     del pending[key]
                 else:
                     pending[key] = count - 1
+                matched.add(key)
                 self.detections.append(row)
 
     def finish(self) -> Series:
