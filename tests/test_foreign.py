@@ -180,7 +180,7 @@ def test_an_empty_payload_stays_empty_and_the_zone_offset_applies(tmp_path: Path
     import datetime as dt
 
     for message in got:
-        moment = dt.datetime.fromtimestamp(message.time_ns / 1e9, dt.timezone.utc)
+        moment = dt.datetime.fromtimestamp(message.time_ns / 1e9, dt.UTC)
         assert (moment.date().isoformat(), moment.hour, moment.minute) == ("2026-12-07", 11, 49)
 
 
