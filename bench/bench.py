@@ -18,13 +18,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import analysis, export, fleet, publish, record, replay, scaling, startup, storage, watch  # noqa: E402
+from benchlib import (  # noqa: E402
+    analysis,
+    export,
+    fleet,
+    publish,
+    record,
+    replay,
+    scaling,
+    selection,
+    startup,
+    storage,
+    watch,
+)
 from benchlib.common import (  # noqa: E402
     BENCH_DIR,
     MAX_INFLIGHT_MESSAGES,
@@ -37,7 +49,8 @@ from benchlib.common import (  # noqa: E402
     say,
 )
 
-SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis", "export", "fleet", "watch")
+SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis", "export", "fleet",
+            "selection", "watch")
 
 FULL: dict[str, Any] = {
     "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
@@ -51,6 +64,7 @@ FULL: dict[str, Any] = {
     "scaling_budget_s": 110,
     "analysis_devices": 100, "analysis_count": 10_500, "analysis_runs": 3,
     "export_count": 1_000_000, "export_runs": 3,
+    "selection_count": 1_000_000, "selection_runs": 3,
     "fleet_ladder": [10000, 20000, 30000, 50000, 75000, 100000], "fleet_baseline_ladder": [5000, 10000],
     "fleet_duration": 12.0, "fleet_qos": [1, 0],
     "fleet_per_device_ladder": [300, 1000, 2000, 5000, 10000], "fleet_hold": 60.0, "fleet_connect_rate": 1000.0,
@@ -68,6 +82,7 @@ QUICK: dict[str, Any] = {
     "scaling_ladder": [5000, 10000], "scaling_duration": 1.0, "scaling_budget_s": 60,
     "analysis_devices": 10, "analysis_count": 5_000, "analysis_runs": 1,
     "export_count": 50_000, "export_runs": 2,
+    "selection_count": 50_000, "selection_runs": 1,
     "fleet_ladder": [2000, 10000], "fleet_baseline_ladder": [2000, 10000], "fleet_duration": 11.0, "fleet_qos": [1],
     "fleet_per_device_ladder": [300, 1000], "fleet_hold": 11.0, "fleet_connect_rate": 1000.0, "fleet_budget_s": 240,
     "watch_devices": 2_000, "watch_warmup_s": 6.0, "watch_window_s": 6.0,
@@ -119,6 +134,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "tesaiot-parquet, tesaiot-jsonl, tesaiot-parquet-public (paho public path), tesaiot-detect, "
                         "paho, mosquitto_sub, mqtt-recorder")
     parser.add_argument("--qos", help="record section: QoS levels to run, comma-separated (default: 0,1)")
+    parser.add_argument("--numbered-pair", action="store_true",
+                        help="record section: run each tool again right after itself at every rung (key "
+                             "TOOL+seq), fed payloads that carry tesaiot's sequence numbers (seq and boot)")
     parser.add_argument("--fleet-baseline", default=fleet.DEFAULT_BASELINE,
                         help="fleet section: the git ref of 'today's build' run beside this one "
                         f"(default {fleet.DEFAULT_BASELINE}, the commit before the fleet work)")
@@ -173,7 +191,7 @@ def main(argv: list[str]) -> int:
     if args.fleet_hold:
         plan["fleet_hold"] = min(max(args.fleet_hold, 5.0), 300.0)
     started = time.monotonic()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     results: dict[str, Any] = {
         "date": now.isoformat(timespec="seconds"), "mode": "quick" if args.quick else "full",
         "sections_run": args.sections, "plan": plan, "versions": versions(), "machine": machine(),
@@ -197,7 +215,8 @@ def main(argv: list[str]) -> int:
             ("record", "section 1: record",
              lambda: record.run_section(ctx, ladder=plan["ladder"], duration=plan["record_duration"],
                                         retries=plan["retries"], budget_s=plan["record_budget_s"],
-                                        qos_levels=args.qos, tool_keys=args.tools),
+                                        qos_levels=args.qos, tool_keys=args.tools,
+                                        numbered_pair=args.numbered_pair),
              lambda section: results["goals"].extend(record.report(section))),
             ("replay", "section 2: replay fidelity",
              lambda: replay.run_section(ctx, seconds=plan["replay_seconds"], seconds_5x=plan["replay_5x_seconds"]),
@@ -229,7 +248,10 @@ def main(argv: list[str]) -> int:
                  connect_rate=plan["fleet_connect_rate"], baseline_ref=args.fleet_baseline,
                  budget_s=plan["fleet_budget_s"], all_rungs=args.fleet_all_rungs),
              lambda section: results["goals"].extend(fleet.report(section))),
-            ("watch", "section 11: watch at fleet scale, beside listen --json",
+            ("selection", "section 11: readers that take the selection (replay --start, info --summary)",
+             lambda: selection.run_section(ctx, count=plan["selection_count"], runs=plan["selection_runs"]),
+             lambda section: results["goals"].extend(selection.report(section))),
+            ("watch", "section 12: watch at fleet scale, beside listen --json",
              lambda: watch.run_section(broker, devices=plan["watch_devices"], warmup_s=plan["watch_warmup_s"],
                                        window_s=plan["watch_window_s"]),
              watch.report),

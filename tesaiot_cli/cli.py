@@ -32,9 +32,10 @@ Examples:
   tesaiot replay recordings/dps368-sample.parquet --speed 5x
 
 Exit codes (every command): 0 done, 1 invalid value, 2 command-line syntax, 3 cannot
-connect, 4 authentication refused, 5 recording problem, 6 --timeout before --count,
-7 messages not delivered, 8 score below --fail-under, 70 internal error. 'tesaiot COMMAND
---help' for each command.
+connect, 4 authentication refused, 5 recording or file problem, 6 --timeout before --count,
+7 messages not delivered, 8 score below --fail-under, 9 the selection is empty (no message
+matches --topic/--device/--start/--end), 70 internal error. 'tesaiot COMMAND --help' for
+each command.
 """
 
 
@@ -73,8 +74,9 @@ COMMANDS: tuple[Cmd, ...] = (
 # Every command's help ends with this (README "Exit codes" is the full table).
 EXIT_CODES_HELP = """
 Exit codes: 0 done (also Ctrl+C/SIGTERM), 1 invalid value, 2 command-line syntax, 3 cannot
-connect, 4 authentication refused, 5 recording problem, 6 --timeout before --count,
-7 messages not delivered, 8 score below --fail-under, 70 internal error.
+connect, 4 authentication refused, 5 recording or file problem, 6 --timeout before --count,
+7 messages not delivered, 8 score below --fail-under, 9 the selection is empty: no message
+matches --topic/--device/--start/--end, 70 internal error.
 """
 
 EXIT_CONFIG = 1  # as cliutil.EXIT_CONFIG (not imported here: the help path stays small)

@@ -26,6 +26,7 @@ from tesaiot_cli.errors import (
     AuthError,
     ConfigError,
     ConnectError,
+    EmptySelection,
     Interrupted,
     RecordingError,
     TesaiotError,
@@ -41,6 +42,7 @@ EXIT_RECORDING = 5  # recording missing, unreadable, corrupt, disk full
 EXIT_TIMEOUT = 6  # listen/record --timeout ran out before --count messages
 EXIT_UNDELIVERED = 7  # some published messages were not delivered
 EXIT_THRESHOLD = 8  # score --fail-under: a threshold was not met
+EXIT_EMPTY_SELECTION = 9  # no message matches --topic/--device/--start/--end
 EXIT_INTERNAL = 70  # a bug: please report it
 
 EXIT_CODES: list[tuple[type[TesaiotError], int]] = [
@@ -48,6 +50,7 @@ EXIT_CODES: list[tuple[type[TesaiotError], int]] = [
     (ConnectError, EXIT_CONNECT),
     (RecordingError, EXIT_RECORDING),
     (ConfigError, EXIT_CONFIG),
+    (EmptySelection, EXIT_EMPTY_SELECTION),
     (TesaiotError, EXIT_CONFIG),
 ]
 
@@ -100,6 +103,31 @@ def cli_errors() -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback
         err(f"internal error: {type(exc).__name__}: {exc} (please report this)")
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """For a command that writes one file and then ends (convert, export, detect RECORDING,
+    plot, recover): inside, SIGTERM raises ``SystemExit(143)`` in the main thread instead
+    of killing the process where it stands, so the clean-up on the way out runs (the
+    temporary and spill files of the unfinished output are removed) and the exit status
+    is what the signal's default gives, 128 + 15. After SIGTERM or Ctrl+C, a temporary
+    file the interrupt caught before its writer could discard it is removed too."""
+    from tesaiot_cli.recording.files import remove_unfinished
+
+    def unwind(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, unwind) if main else None
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        remove_unfinished()
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _silence_broken_stdout() -> None:

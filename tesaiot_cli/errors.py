@@ -35,6 +35,11 @@ class RecordingError(TesaiotError):
     """A recording could not be written or read (missing, corrupt, wrong format, disk full)."""
 
 
+class EmptySelection(TesaiotError):
+    """No message of a recording matches the selection (``--topic``, ``--device``,
+    ``--start``, ``--end``): a command that takes one has nothing to do (exit 9)."""
+
+
 class Interrupted(TesaiotError):
     """A wait was cut short because the caller asked to stop (Ctrl+C, SIGTERM)."""
 

@@ -88,7 +88,7 @@ def human_block(message: Message, *, color: bool = False, compact: bool = False)
     return f"{head}  {data}" if compact else f"{head}\n{data}"
 
 
-# -- templates (listen --template, as mosquitto_sub -F) ------------------------------------
+# -- templates (listen --template: our {fields}, or mosquitto_sub -F's %-codes) ------------
 
 TEMPLATE_FIELDS = {
     "topic": "the topic",
@@ -104,21 +104,37 @@ TEMPLATE_FIELDS = {
     "sensor_type": "the sensor type: the topic's sensor part, else the JSON payload's sensor_type",
 }
 BINARY_FORMATS = ("hex", "base64")
+# A template is ours when it names a field ({topic}, {time:>30}); else it is mosquitto_sub's.
+_OUR_FIELD = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*[}:!]")
 
 
 def compile_template(template: str, *, binary: str = "hex", terminal: bool = False) -> Any:
-    """A function ``Message -> str`` for a template such as ``'{time} {topic} {payload}'``
-    (fields: :data:`TEMPLATE_FIELDS`; ``\\t`` and ``\\n`` are a tab and a newline).
+    """A function ``Message -> bytes`` (one line, without its newline) for a template.
+
+    Two syntaxes, told apart by the template itself: ours, ``'{time} {topic} {payload}'``
+    (fields: :data:`TEMPLATE_FIELDS`; ``\\t`` and ``\\n`` are a tab and a newline), when it
+    names a field; else mosquitto_sub's ``-F`` (:func:`compile_mosquitto_format`).
 
     ``binary``: how ``{payload}`` shows a payload that is not text (``hex`` or ``base64``).
-    ``terminal``: escape control characters (output to a terminal; pipes get the text as
-    it is). Raises :class:`ConfigError` for an unknown field or a malformed template.
+    ``terminal``: escape control characters (output to a terminal; pipes get the bytes as
+    they are). Raises :class:`ConfigError` for an unknown field or code, or a malformed template.
     """
+    if binary not in BINARY_FORMATS:
+        raise ConfigError(f"invalid --binary {binary!r}: use hex or base64")
+    if _OUR_FIELD.search(template) is None:
+        return compile_mosquitto_format(template, terminal=terminal)
+    mixed = _MOSQUITTO_CODE.search(template)
+    if mixed is not None:
+        raise ConfigError(f"invalid --template {template!r}: it mixes {{fields}} and mosquitto_sub's %-codes "
+                          f"({mixed.group()}): use one of them")
+    render = _compile_fields(template, binary=binary, terminal=terminal)
+    return lambda message: render(message).encode("utf-8", "surrogateescape")
+
+
+def _compile_fields(template: str, *, binary: str, terminal: bool) -> Any:
     import base64
     import string
 
-    if binary not in BINARY_FORMATS:
-        raise ConfigError(f"invalid --binary {binary!r}: use hex or base64")
     text = template.replace("\\t", "\t").replace("\\n", "\n")
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
@@ -159,4 +175,191 @@ def compile_template(template: str, *, binary: str = "hex", terminal: bool = Fal
             raise ConfigError(f"invalid --template {template!r}: {exc}") from None
 
     render(Message("device/d/telemetry", b"\x00", 0, False, 0))  # a bad format spec fails now, not mid-run
+    return render
+
+
+# -- mosquitto_sub -F ----------------------------------------------------------------------
+
+MOSQUITTO_CODES = {
+    "%": "a literal %",
+    "t": "the topic",
+    "p": "the payload's bytes, as they are",
+    "q": "the QoS",
+    "r": "the retained flag: 1 or 0",
+    "l": "the payload's length in bytes",
+    "x": "the payload as hex, lower case",
+    "X": "the payload as hex, upper case",
+    "I": "receive time, ISO 8601 in the local time zone: 2026-12-07T19:01:26+0700",
+    "U": "receive time, Unix seconds with nanoseconds: 1796644862.599643829",
+    "j": "the message as JSON: tst, topic, qos, retain, payloadlen, payload (text; null when empty)",
+}
+# mosquitto_sub's codes that listen cannot give, and why (asked for, they are one line, exit 1)
+MOSQUITTO_UNAVAILABLE = {
+    "m": "the packet identifier, which tesaiot's MQTT layer does not pass on",
+    "J": "the payload unquoted, which is JSON only when the payload is: use %j, or --json",
+    "A": "the MQTT 5 topic alias, which the session resolves and does not keep",
+    "S": "the MQTT 5 subscription identifier, which the session does not keep",
+    **{code: "an MQTT 5 property: use --json, which has the message's properties"
+       for code in ("C", "D", "E", "F", "P", "R")},
+}
+MOSQUITTO_ESCAPES = {"\\": b"\\", "0": b"\0", "a": b"\a", "e": b"\x1b", "n": b"\n", "r": b"\r", "t": b"\t",
+                     "v": b"\v"}
+_MOSQUITTO_CODE = re.compile(r"%[-0]*\d*(?:\.\d+)?[%tpqrlxXIUjmJASCDEFPR]")
+_SPEC = re.compile(r"%([-0]*)(\d*)(?:\.(\d+))?(.?)", re.DOTALL)
+# field width: the codes mosquitto_sub pads (and cuts, with a precision: %t %I)
+_WIDTH_CODES = frozenset("tIlpxX")
+_ZERO_CODES = frozenset("lxX")
+_CUT_CODES = frozenset("tI")
+
+
+class _Moment:
+    """A message's receive time in the local time zone, worked out once per line."""
+
+    def __init__(self, time_ns: int) -> None:
+        import time
+
+        self.seconds, self.nanoseconds = divmod(time_ns, 1_000_000_000)
+        self.local = time.localtime(self.seconds)
+
+    def strftime(self, spec: str) -> str:
+        import time
+
+        return time.strftime(spec, self.local)
+
+
+def _mosquitto_json(message: Message, moment: _Moment) -> bytes:
+    """mosquitto_sub's %j. Not its bugs: a payload with a NUL is written whole (mosquitto cuts
+    it there), one that is not UTF-8 text is "payload":null with its exact bytes in
+    "payload_base64" (mosquitto writes them raw, which is not JSON); no "mid" (see %m)."""
+    import base64
+
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.nanoseconds // 1000:06d}Z" + moment.strftime("%z")
+    record: dict[str, Any] = {"tst": stamp, "topic": message.topic, "qos": message.qos,
+                              "retain": int(message.retain), "payloadlen": len(message.payload)}
+    try:
+        record["payload"] = message.payload.decode("utf-8") if message.payload else None
+    except UnicodeDecodeError:
+        record["payload"] = None
+        record["payload_base64"] = base64.b64encode(message.payload).decode("ascii")
+    return orjson.dumps(record)
+
+
+def _code_value(code: str, message: Message, moment: _Moment) -> bytes:
+    if code == "t":
+        return message.topic.encode("utf-8")
+    if code == "p":
+        return message.payload
+    if code == "q":
+        return str(message.qos).encode()
+    if code == "r":
+        return b"1" if message.retain else b"0"
+    if code == "l":
+        return str(len(message.payload)).encode()
+    if code == "x":
+        return message.payload.hex().encode()
+    if code == "X":
+        return message.payload.hex().upper().encode()
+    if code == "I":
+        return moment.strftime("%Y-%m-%dT%H:%M:%S%z").encode()
+    if code == "U":
+        return f"{moment.seconds}.{moment.nanoseconds:09d}".encode()
+    return _mosquitto_json(message, moment)  # "j"
+
+
+def _padded(value: bytes, code: str, flags: str, width: int, precision: int | None) -> bytes:
+    """mosquitto_sub's field width (in bytes, as C's printf): right-aligned with blanks, or
+    zeros (``0``, for %l %x %X), or left-aligned (``-``); a precision cuts %t and %I; a width
+    on %p is exact (the payload cut or padded to it, as mosquitto_sub does)."""
+    if code not in _WIDTH_CODES:
+        return value
+    if precision is not None and code in _CUT_CODES:
+        value = value[:precision]
+    if code == "p" and width:
+        value = value[:width]
+    missing = width - len(value)
+    if missing <= 0:
+        return value
+    if "-" in flags:
+        return value + b" " * missing
+    return (b"0" if "0" in flags and code in _ZERO_CODES else b" ") * missing + value
+
+
+def _bad_format(template: str, why: str) -> ConfigError:
+    return ConfigError(f"invalid --template '{escape_control(template)}': {why}; mosquitto_sub's codes here: "
+                       f"{' '.join('%' + code for code in MOSQUITTO_CODES)}, @ for strftime, "
+                       f"escapes {' '.join(chr(92) + e for e in MOSQUITTO_ESCAPES)}")
+
+
+def compile_mosquitto_format(template: str, *, terminal: bool = False) -> Any:
+    """A function ``Message -> bytes`` for a mosquitto_sub ``-F`` format (see its man page):
+    ``%`` codes (:data:`MOSQUITTO_CODES`, with flags ``-``/``0``, a width and a precision),
+    ``@`` codes passed to strftime (the receive time, local time zone; ``@N`` nanoseconds,
+    ``@@`` a literal @) and ``\\`` escapes (:data:`MOSQUITTO_ESCAPES`). ``terminal``: escape
+    control characters in what a code gives (the template's own text, ``\\e`` too, stays).
+    Raises :class:`ConfigError` for an unknown or unavailable code, or a cut-off one."""
+    Part = bytes | tuple[str, str, str, int, int | None]
+    parts: list[Part] = []
+    literal = bytearray()
+    position = 0
+    while position < len(template):
+        char = template[position]
+        if char == "%":
+            match = _SPEC.match(template, position)
+            assert match is not None  # the pattern matches any text after a %
+            flags, width, precision, code = match.groups()
+            position = match.end()
+            if not code:
+                raise _bad_format(template, "it ends in the middle of a %-code")
+            if code in MOSQUITTO_UNAVAILABLE:
+                raise _bad_format(template, f"%{code} is not available: {MOSQUITTO_UNAVAILABLE[code]}")
+            if code not in MOSQUITTO_CODES:
+                raise _bad_format(template, f"unknown code %{code}")
+            if code == "%":
+                literal += b"%"
+                continue
+            parts.append(bytes(literal))
+            literal.clear()
+            parts.append(("%", code, flags, int(width or 0), None if precision is None else int(precision)))
+        elif char in "@\\":
+            if position + 1 >= len(template):
+                raise _bad_format(template, f"it ends in the middle of a {char}-code")
+            code = template[position + 1]
+            position += 2
+            if char == "\\":
+                if code not in MOSQUITTO_ESCAPES:
+                    raise _bad_format(template, f"unknown escape \\{code}")
+                literal += MOSQUITTO_ESCAPES[code]
+            elif code == "@":
+                literal += b"@"
+            else:
+                parts.append(bytes(literal))
+                literal.clear()
+                parts.append(("@", code, "", 0, None))
+        else:
+            literal += char.encode("utf-8", "surrogateescape")
+            position += 1
+    parts.append(bytes(literal))
+    steps = [part for part in parts if part != b""]
+
+    def render(message: Message) -> bytes:
+        moment = _Moment(message.time_ns)
+        out = bytearray()
+        for step in steps:
+            if isinstance(step, bytes):
+                out += step
+                continue
+            kind, code, flags, width, precision = step
+            if kind == "@":
+                value = (f"{moment.nanoseconds:09d}" if code == "N" else moment.strftime("%" + code)).encode()
+            else:
+                value = _padded(_code_value(code, message, moment), code, flags, width, precision)
+            if terminal:
+                value = escape_control(value.decode("utf-8", "backslashreplace")).encode("utf-8")
+            out += value
+        return bytes(out)
+
+    try:
+        render(Message("device/d/telemetry", b"\x00", 0, False, 0))  # a bad strftime code fails now
+    except ValueError as exc:
+        raise _bad_format(template, str(exc)) from None
     return render

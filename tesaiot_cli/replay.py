@@ -182,6 +182,9 @@ class Replayer:
     ``before_wait`` is called before each sleep (to flush a buffered output);
     ``on_progress`` about every ``PROGRESS_EVERY_S``. ``should_stop`` is polled between
     messages and sleep slices; ``sleep`` may return early (``Event.wait``).
+    ``selection``: the one the messages were read with (``options``' filters and window,
+    its window bound to the recording's start); by default one made from ``options``,
+    bound to the first message.
     """
 
     def __init__(
@@ -197,6 +200,7 @@ class Replayer:
         on_progress: Callable[[ReplayStats], object] | None = None,
         spin_s: float = SPIN_S,
         spin: Callable[[], object] = release_gil,
+        selection: Selection | None = None,
     ) -> None:
         self.options = options
         self.stats = ReplayStats()
@@ -210,7 +214,10 @@ class Replayer:
         self._spin_s = spin_s
         self._spin = spin
         self._next_progress = 0.0
-        self._selection = Selection(options.topic_filters, start=options.start, end=options.end)
+        # The CLI's readers have already cut the messages to ``selection`` (bound to the
+        # recording's start); a plain iterable is cut here, taken as in time order.
+        self._selection = selection if selection is not None else Selection(options.topic_filters, start=options.start,
+                                                                             end=options.end)
 
     # -- message rewriting ---------------------------------------------------------
 

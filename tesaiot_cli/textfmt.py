@@ -15,7 +15,7 @@ _STYLES = {"time": "\x1b[2m", "device": "\x1b[1;36m", "sensor": "\x1b[35m", "ano
 def iso_time(time_ns: int) -> str:
     """ISO 8601 UTC with microseconds, like the DPS368 payload: ``2026-11-22T08:24:56.055689+00:00``."""
     seconds, rest = divmod(time_ns, 1_000_000_000)
-    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).replace(microsecond=rest // 1000)
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.UTC).replace(microsecond=rest // 1000)
     return moment.isoformat(timespec="microseconds")
 
 

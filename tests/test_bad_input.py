@@ -292,7 +292,7 @@ def option_cases() -> Iterator[tuple[str, Case]]:
         (record, ["--duration", "-3"], 1, "invalid --duration"),
         (record, ["--session", " "], 1, "invalid --session"),
         (record, ["--format", "csv"], 1, "unknown recording format"),
-        (("record", "@nodir/x.parquet"), [], 1, "does not exist"),
+        (("record", "@nodir/x.parquet"), [], 5, "does not exist"),
         (("record", "@x.csv"), [], 1, "cannot tell the recording format"),
         (("record", "@good.parquet"), [], 1, "already exists"),
         (simulate, ["--count", "-1"], 1, "--count"),

@@ -27,7 +27,7 @@ from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
 from tests.conftest import run_cli
 
 # 2026-11-22 23:59:00 UTC: a minute before midnight, so recordings span two dates.
-BEFORE_MIDNIGHT_NS = int(dt.datetime(2026, 11, 22, 23, 59, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+BEFORE_MIDNIGHT_NS = int(dt.datetime(2026, 11, 22, 23, 59, tzinfo=dt.UTC).timestamp()) * 10**9
 META = RecordingMetadata(tool_version="test", topic_filters=("device/+/telemetry",), extra={"qos": 1})
 
 
@@ -97,7 +97,7 @@ def test_two_writers_make_one_time_ordered_dataset(tmp_path: Path) -> None:
     for part in root.glob("date=*/part-*.parquet"):  # each part is an ordinary recording of one date
         with open_reader(part) as reader:
             assert reader.metadata.source == "record" and reader.metadata.extra["qos"] == 1
-            day = dt.datetime.fromtimestamp(reader.metadata.start_ns / 1e9, dt.timezone.utc).date()
+            day = dt.datetime.fromtimestamp(reader.metadata.start_ns / 1e9, dt.UTC).date()
             assert part.parent.name == f"date={day}"
     table = ds.dataset(root, format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 1200 and set(table.column("date").to_pylist()) == {"2026-11-22", "2026-11-23"}

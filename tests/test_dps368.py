@@ -89,7 +89,7 @@ def test_label_field_is_appended_only_when_asked() -> None:
 @given(st.integers(min_value=0, max_value=4_102_444_800 * 10**9))
 def test_timestamp_matches_isoformat_with_microseconds(time_ns: int) -> None:
     formatter = TimestampFormatter()
-    expected = dt.datetime.fromtimestamp(time_ns // 10**9, tz=dt.timezone.utc).replace(
+    expected = dt.datetime.fromtimestamp(time_ns // 10**9, tz=dt.UTC).replace(
         microsecond=(time_ns % 10**9) // 1000).isoformat(timespec="microseconds")
     assert formatter(time_ns) == expected
     assert formatter(time_ns) == expected  # from the cache

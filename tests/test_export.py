@@ -232,7 +232,7 @@ def test_mcap_without_the_package_names_the_install_command(tmp_path: Path, monk
     (["{sample}", "out.parquet", "--start", "yesterday"], 1, "invalid --start"),
     (["{foreign}", "out.parquet"], 5, "not a tesaiot recording"),
     (["{damaged}", "out.parquet"], 5, "damaged"),
-    (["{sample}", "nodir/out.parquet"], 1, "does not exist"),
+    (["{sample}", "nodir/out.parquet"], 5, "does not exist"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, args: list[str], code: int, text: str) -> None:
     damaged = write(tmp_path / "damaged.jsonl", [(Message("a/b", b"{}", 0, False, T0 + i), None) for i in range(5)])
@@ -329,7 +329,9 @@ def test_line_cut_parsing_keeps_every_row_in_place(tmp_path: Path) -> None:
     assert table.column("device_id").to_pylist() == [f"d{i % 7}" if i != 20_000 else "d0" for i in range(50_000)]
 
 
-@pytest.mark.parametrize("extra", [[], ["--topic", "device/+/telemetry", "--start", "1.5", "--end", "6"]])
+# MIXED's messages are 1 ns apart: this window (T0+1 ns .. T0+6 ns) selects three of them.
+@pytest.mark.parametrize("extra", [[], ["--topic", "device/+/telemetry", "--start", "0.000000001",
+                                         "--end", "0.000000006"]])
 def test_export_does_not_look_for_pandas(tmp_path: Path, extra: list[str]) -> None:
     """pyarrow imports pandas, when installed, the first time it converts Python values
     (0.18 s, 34 MiB): the export builds its few such arrays from buffers instead. An import
@@ -411,3 +413,142 @@ def test_a_fresh_recording_of_the_simulator_has_its_sensor_type(broker: Mosquitt
         assert run_cli("export", str(path), str(out)).returncode == 0
         table = pq.read_table(out)
         assert set(table.column("sensor_type").to_pylist()) == {"DPS368"} and table.num_rows == 5
+
+
+# -- column names: unique, by one rule (issue 21) ------------------------------------------
+
+COLLIDING: list[tuple[Message, str | None]] = [
+    (Message("device/a/telemetry", b'{"data.pressure": 1.5, "data": {"pressure": 2.5}}', 0, False, T0), None),
+    (Message("device/a/telemetry", b'{"data": {"pressure": 3.5}, "data.pressure": 4.5}', 0, False, T0 + 1), None),
+    (Message("device/a/telemetry", b'{"device_id": "a", "payload.device_id": "b", "payload": 7}', 0, False,
+             T0 + 2), None),
+    (Message("raw/bin", b"\xff", 0, False, T0 + 3), None),
+]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_column_names_are_unique_by_one_rule(tmp_path: Path, suffix: str) -> None:
+    """A key with a dot in it, or a key named like a renamed field, would give two columns
+    one name: the deeper path (then the prefixed field) keeps it, the other gets ~2 — the
+    same whichever order the keys come in — and stderr names them. pandas, pyarrow and
+    duckdb read the result."""
+    import duckdb
+    import pandas as pd
+
+    source = write(tmp_path / "colliding.parquet", COLLIDING, labelled=False)
+    out = tmp_path / f"out{suffix}"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 0, result.stderr
+    assert ('2 payload fields would share a column name with another: written as the path ["data.pressure"] as '
+            'data.pressure~2, the path ["payload.device_id"] as payload.device_id~2') in result.stderr
+    table = pq.read_table(out) if suffix == ".parquet" else pa_csv.read_csv(out)
+    names = table.column_names
+    assert len(names) == len(set(names))
+    assert names == ["time", "topic", "device_id", "sensor_type", "qos", "retain", "data.pressure~2",
+                     "data.pressure", "payload.device_id", "payload.device_id~2", "payload.payload", "payload"]
+    assert table.column("data.pressure").to_pylist() == [2.5, 3.5, None, None]  # data -> pressure
+    assert table.column("data.pressure~2").to_pylist() == [1.5, 4.5, None, None]  # the key "data.pressure"
+    assert table.column("payload.device_id").to_pylist()[2] == "a"
+    assert table.column("payload.device_id~2").to_pylist()[2] == "b"
+    assert table.column("payload.payload").to_pylist()[2] == 7
+    frame = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    assert list(frame.columns) == names
+    assert frame["data.pressure~2"].tolist()[:2] == [1.5, 4.5]
+    scan = "read_parquet" if suffix == ".parquet" else "read_csv"
+    rows = duckdb.sql(f'SELECT "data.pressure", "data.pressure~2", "payload.device_id~2" FROM {scan}(\'{out}\')'
+                      ).fetchall()
+    assert rows[:3] == [(2.5, 1.5, None), (3.5, 4.5, None), (None, None, "b")]
+
+
+def test_column_names_collide_in_mcap_too_without_an_error(tmp_path: Path) -> None:
+    from mcap.reader import make_reader
+
+    source = write(tmp_path / "colliding.parquet", COLLIDING, labelled=False)
+    out = tmp_path / "out.mcap"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 0, result.stderr
+    with open(out, "rb") as handle:
+        reader = make_reader(handle)
+        data = [message.data for _, _, message in reader.iter_messages(log_time_order=False)]
+        summary = reader.get_summary()
+    assert data == [m.payload for m, _ in COLLIDING]
+    assert summary is not None
+    schema = {s.name: json.loads(s.data) for s in summary.schemas.values()}["device/a/telemetry"]
+    assert schema["properties"]["data.pressure"] == {"type": "number"}
+    assert schema["properties"]["data"]["properties"]["pressure"] == {"type": "number"}
+
+
+def test_info_reads_colliding_names(tmp_path: Path) -> None:
+    source = write(tmp_path / "colliding.parquet", COLLIDING[:2], labelled=False)
+    result = run_cli("info", str(source), "--json")
+    assert result.returncode == 0, result.stderr
+    fields = json.loads(result.stdout)["values"]["fields"]
+    assert fields["data.pressure"]["max"] == 3.5 and fields["data.pressure~2"]["max"] == 4.5
+
+
+# -- one type rule for times, exact numbers (issue 21) ------------------------------------
+
+
+def test_times_are_utc_nanoseconds_whatever_their_form(tmp_path: Path) -> None:
+    """With or without fractions, Z or an offset (+07:00, +0700): timestamp[ns, UTC], the
+    offset applied. Without an offset the zone is unknown: text as written, counted."""
+    import duckdb
+    import pandas as pd
+
+    rows = [
+        b'{"t": "2026-12-07T10:00:00Z", "u": "2026-12-07T10:00:00.5Z", "w": "2026-12-07T17:00:00+07:00", '
+        b'"x": "2026-12-07T17:00:00.25+0700", "v": "2026-12-07T10:00:00", "d": {"t": "2026-12-07T10:00:01Z"}}',
+        b'{"t": "2026-12-07T10:00:02.123456789Z", "u": "2026-12-07T10:00:03Z", "w": "2026-12-07T03:00:00-07:00", '
+        b'"x": "2026-12-07T10:00:00Z", "v": "2026-12-07 10:00:00.5", "d": {"t": "2026-12-07T10:00:04.5Z"}}',
+    ]
+    source = write(tmp_path / "times.parquet",
+                   [(Message("device/a/telemetry", p, 0, False, T0 + i), None) for i, p in enumerate(rows)],
+                   labelled=False)
+    out = tmp_path / "out.parquet"
+    result = run_cli("export", str(source), str(out))
+    assert result.returncode == 0, result.stderr
+    assert "field v: 2 times without a zone offset: kept as text, as written" in result.stderr
+    table = pq.read_table(out)
+    utc = pa.timestamp("ns", tz="UTC")
+    for name in ("time", "t", "u", "w", "x", "d.t"):
+        assert table.schema.field(name).type == utc, name
+    assert table.schema.field("v").type == pa.string()
+    assert table.column("v").to_pylist() == ["2026-12-07T10:00:00", "2026-12-07 10:00:00.5"]
+    ns = table.column("t").cast(pa.int64()).to_pylist()
+    assert ns == [1_796_637_600_000_000_000, 1_796_637_602_123_456_789]
+    assert table.column("w").cast(pa.int64()).to_pylist() == [1_796_637_600_000_000_000] * 2
+    assert table.column("x").cast(pa.int64()).to_pylist() == [1_796_637_600_250_000_000, 1_796_637_600_000_000_000]
+    frame = pd.read_parquet(out)
+    assert str(frame["t"].dtype) == str(frame["time"].dtype) == "datetime64[ns, UTC]"
+    kinds = {row[1] for row in duckdb.sql(f"DESCRIBE SELECT time, t, u, w FROM '{out}'").fetchall()}
+    assert len(kinds) == 1 and ("TZ" in next(iter(kinds)) or "TIME ZONE" in next(iter(kinds))), kinds
+
+
+def test_integers_float64_cannot_hold_are_kept_exactly_as_text(tmp_path: Path) -> None:
+    """A 23-digit integer, or one beyond 2**53 next to fractions (in one batch or across
+    batches): the field becomes text with every number's exact digits, counted on stderr.
+    An int64 field beyond 2**53 without fractions stays int64, exact."""
+    rows = [b'{"big": 12345678901234567890123, "n": 9007199254740993, "id": 9007199254740993, "f": 1.5}',
+            b'{"big": 1, "n": 1.5, "id": 2, "f": 2}']
+    rows += [b'{"late": 9007199254740995, "id": 3}'] * 16_384 + [b'{"late": 0.5}']  # a later batch: float
+    source = write(tmp_path / "numbers.parquet",
+                   [(Message("device/a/telemetry", p, 0, False, T0 + i), None) for i, p in enumerate(rows)],
+                   labelled=False)
+    for suffix in (".parquet", ".csv"):
+        out = tmp_path / f"out{suffix}"
+        result = run_cli("export", str(source), str(out))
+        assert result.returncode == 0, result.stderr
+        assert "field big: 1 integer that float64 cannot hold exactly: the field is written as text" in result.stderr
+        assert "field n: 1 integer that float64 cannot hold exactly" in result.stderr
+        assert "field late: 16,384 integers that float64 cannot hold exactly" in result.stderr
+        assert "field id" not in result.stderr and "field f" not in result.stderr
+        table = pq.read_table(out) if suffix == ".parquet" else pa_csv.read_csv(
+            out, convert_options=pa_csv.ConvertOptions(column_types={"big": pa.string(), "n": pa.string(),
+                                                                     "late": pa.string()}))
+        assert table.column("big").to_pylist()[:2] == ["12345678901234567890123", "1"]
+        assert table.column("n").to_pylist()[:2] == ["9007199254740993", "1.5"]
+        assert table.column("late").to_pylist()[2] == "9007199254740995"
+        assert table.column("late").to_pylist()[-1] == "0.5"
+        assert table.schema.field("id").type == pa.int64()
+        assert table.column("id").to_pylist()[:3] == [9007199254740993, 2, 3]
+        assert table.column("f").to_pylist()[:2] == [1.5, 2.0]

@@ -35,10 +35,11 @@ RECORDING_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("facade", ("tesaiot_cli.recording", "tesaiot_cli.recording.api", "tesaiot_cli.recording.base")),
     ("analysis", ("tesaiot_cli.recording.stats", "tesaiot_cli.recording.dedupe")),
     ("dataset", ("tesaiot_cli.recording.dataset",)),
-    ("formats", ("tesaiot_cli.recording.formats", "tesaiot_cli.recording.foreign")),
+    ("formats", ("tesaiot_cli.recording.formats", "tesaiot_cli.recording.foreign", "tesaiot_cli.recording.nab",
+                 "tesaiot_cli.recording.alertfile")),
     ("buffered", ("tesaiot_cli.recording.buffered", "tesaiot_cli.recording.schema")),
     ("files", ("tesaiot_cli.recording.files",)),
-    ("model", ("tesaiot_cli.recording.model", "tesaiot_cli.recording.meta")),
+    ("model", ("tesaiot_cli.recording.model", "tesaiot_cli.recording.meta", "tesaiot_cli.recording.truth")),
 ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_env, run_cli, start_cli
+from tests.conftest import clean_env, cli_command, run_cli, start_cli
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
 from tests.support.clients import publish
 
@@ -215,6 +215,12 @@ def test_reconnects_after_broker_restart(own_broker: Mosquitto) -> None:
         (["--template", "{topic}", "--json"], 1, "exclude each other"),
         (["--payload-only", "--template", "{topic}"], 1, "give one of them"),
         (["--binary", "octal", "-P"], 1, "invalid --binary"),
+        (["-F", "%t %z"], 1, "unknown code %z"),
+        (["-F", "%t %"], 1, "ends in the middle of a %-code"),
+        (["-F", "%t\\q"], 1, "unknown escape \\q"),
+        (["-F", "%m"], 1, "%m is not available: the packet identifier"),
+        (["-F", "%C"], 1, "%C is not available: an MQTT 5 property: use --json"),
+        (["-F", "{topic} %t"], 1, "mixes {fields} and mosquitto_sub's %-codes (%t)"),
         (["--color", "sometimes"], 1, "invalid --color"),
         (["-R", "--retained-only"], 1, "exclude each other"),
     ],
@@ -223,6 +229,7 @@ def test_bad_input_one_line_and_exit_code(args: list[str], code: int, text: str)
     result = run_cli("listen", *args, timeout=30)
     assert result.returncode == code, result.stderr
     assert text in result.stderr
+    assert code == 2 or result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
 
 
@@ -309,3 +316,90 @@ def test_client_certificate_problems_are_named(broker: Mosquitto, tmp_path: Path
     assert together.returncode == 0, together.stderr
     wrong_key = run_cli(*common, "--cert-file", str(pki.client_cert), "--key-file", str(pki.ca_cert))
     assert wrong_key.returncode == 1 and "holds no PEM private key" in wrong_key.stderr
+
+
+# mosquitto_sub -F's own codes, compared with mosquitto_sub on the same messages: every code
+# listen takes, field widths and precisions, escapes, text with quotes, control characters
+# and UTF-8, a JSON payload, an empty one, retained and live messages.
+MOSQUITTO_FORMAT = "%t|%p|%q|%r|%l|%x|%X|%10t|%-10t|%5.3t|%05l|%-5l|%3p|%-3p|%.2t|%%|\\\\|\\t|\\e[0m|%j"
+TIME_FORMAT = "%I|%U|@Y-@m-@dT@H|@N|@@"
+
+
+def _capture(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _lines_so_far(process: subprocess.Popen[bytes], want: int, got: list[bytes], timeout: float = 15) -> None:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        got.append(line)
+    assert len(got) >= want, got
+
+
+def test_mosquitto_sub_format_codes_as_mosquitto_sub_prints_them(broker: Mosquitto) -> None:
+    import re
+
+    base = f"mosq-{time.monotonic_ns()}"
+    retained = [(f"{base}/a", b"hello world"), (f"{base}/b", 'a"b\\c\nd\te\x01f/\u00e9\u20ac\U0001F600'.encode()),
+                (f"{base}/\u00e9 b", b'{"v": 1}')]
+    live = [(f"{base}/c", b""), (f"{base}/d", b"live")]
+    publish(broker.tcp_port, retained, qos=1, retain=True)
+    env = clean_env(TZ="Asia/Bangkok")  # %I, %j and @ codes are in the local time zone, as mosquitto_sub's
+    count = str(len(retained) + len(live))
+    # (template, lines the retained messages take: one payload holds a line break)
+    plan = [(MOSQUITTO_FORMAT, len(retained) + 1), (TIME_FORMAT, len(retained))]
+    processes: list[tuple[subprocess.Popen[bytes], int]] = []
+    try:
+        for template, lines in plan:
+            processes.append((_capture(["mosquitto_sub", "-p", str(broker.tcp_port), "-t", f"{base}/#", "-q", "0",
+                                        "-C", count, "-F", template], env), lines))
+            processes.append((_capture(cli_command("listen", "-b", broker.tcp_url, "-t", f"{base}/#", "-q", "0",
+                                                   "-n", count, "--quiet", "-F", template), env), lines))
+        early: list[list[bytes]] = []
+        for process, lines in processes:  # all four have subscribed once they show the retained messages
+            early.append([])
+            _lines_so_far(process, lines, early[-1])
+        publish(broker.tcp_port, live, qos=1)
+        outputs = []
+        for (process, _), start in zip(processes, early, strict=True):
+            out, err = process.communicate(timeout=20)
+            assert process.returncode == 0, err
+            outputs.append(b"".join(start) + out)
+    finally:
+        for process, _ in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    codes_theirs, codes_ours, times_theirs, times_ours = outputs
+    stamp = re.compile(rb'"tst":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\+0700"')
+    assert len(stamp.findall(codes_ours)) == len(stamp.findall(codes_theirs)) == 5
+    assert stamp.sub(b"TST", codes_ours) == stamp.sub(b"TST", codes_theirs)
+    assert codes_ours.count(b"\n") == 6 and b'"payloadlen":0,"payload":null}' in codes_ours
+    shape = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0700\|\d{10}\.\d{9}\|\d{4}-\d\d-\d\dT\d\d\|\d{9}\|@")
+    for output in (times_theirs, times_ours):
+        lines = output.splitlines()
+        assert len(lines) == 5 and all(shape.fullmatch(line) for line in lines), output
+    for line in times_ours.splitlines():  # the local time (+07:00) and the Unix time of one line agree
+        iso, unix = line.split(b"|")[:2]
+        assert iso == time.strftime("%Y-%m-%dT%H:%M:%S+0700", time.gmtime(int(unix.split(b".")[0]) + 7 * 3600)).encode()
+
+
+def test_mosquitto_format_on_binary_payloads() -> None:
+    """%p is the payload's bytes as they are; %j writes a payload that is not UTF-8 text as
+    null with its bytes in payload_base64 (mosquitto_sub writes them raw: not JSON)."""
+    from tesaiot_cli.message import Message
+    from tesaiot_cli.render import compile_template
+
+    message = Message("t/b", b"\xff\x00ab", 1, True, 1_796_637_600_123_456_789)
+    assert compile_template("%p|%x|%X|%l|%r|%q|%U")(message) == b"\xff\x00ab|ff006162|FF006162|4|1|1|" \
+        b"1796637600.123456789"
+    record = json.loads(compile_template("%j")(message))
+    assert record["payload"] is None and base64.b64decode(record["payload_base64"]) == b"\xff\x00ab"
+    assert record["payloadlen"] == 4 and "mid" not in record
+    assert compile_template("%p", terminal=True)(message) == b"\\xff\\x00ab"
+    # our own {field} templates are as before
+    assert compile_template("{topic}\\t{bytes} 100%")(message) == b"t/b\t4 100%"

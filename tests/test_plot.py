@@ -132,8 +132,8 @@ def test_cli_writes_the_image(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, code, text", [
     (["-o", "{dir}/x.jpg"], 1, "use .png or .svg"),
     (["-o", "{dir}/exists.png"], 1, "already exists"),
-    (["-o", "{dir}/nodir/x.png"], 1, "does not exist"),
-    (["-o", "{dir}/x.png", "--device", "nobody"], 1, "no device to plot"),
+    (["-o", "{dir}/nodir/x.png"], 5, "does not exist"),
+    (["-o", "{dir}/x.png", "--device", "nobody"], 9, "nothing to plot: no message"),  # an empty selection
     (["-o", "{dir}/x.png", "--max-devices", "0"], 1, "--max-devices"),
 ])
 def test_cli_bad_input(tmp_path: Path, args: list[str], code: int, text: str) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tesaiot_cli.analysis.score import dropout_plan, parse_thresholds, score_delivery, score_detection
+from tesaiot_cli.analysis.score import dropout_plan, score_delivery, score_detection
+from tesaiot_cli.analysis.thresholds import parse_thresholds
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata, open_writer
 from tesaiot_cli.sim.dps368 import TimestampFormatter

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import random
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 SEQ = re.compile(rb'"seq": (\d+)')
@@ -18,7 +18,7 @@ BASE_TIME_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z: recordings start h
 
 
 def payload(seq: int, time_ns: int, *, device: str, rng: random.Random) -> bytes:
-    stamp = datetime.fromtimestamp(time_ns / 1e9, tz=timezone.utc).isoformat(timespec="microseconds")
+    stamp = datetime.fromtimestamp(time_ns / 1e9, tz=UTC).isoformat(timespec="microseconds")
     pressure = rng.randint(95000, 105000) / 100
     temperature = rng.randint(2000, 3500) / 100
     return (f'{{"timestamp": "{stamp}", "device_id": "{device}", "sensor_type": "DPS368", '

@@ -1,4 +1,4 @@
-"""Section 11: ``tesaiot watch`` at fleet scale, beside ``tesaiot listen --json > /dev/null``.
+"""Section 12: ``tesaiot watch`` at fleet scale, beside ``tesaiot listen --json > /dev/null``.
 
 One simulated fleet (``simulate --devices N --interval 1``, one connection, QoS 0) feeds both
 subscribers at once on the bench's own loopback mosquitto. ``watch`` runs on a pseudo-terminal
@@ -107,7 +107,7 @@ def run_section(broker: Broker, *, devices: int, warmup_s: float, window_s: floa
 
 
 def report(section: dict[str, Any]) -> None:
-    say(f"## 11. watch: {section.get('devices', 0):,} devices at 1 Hz beside listen --json > /dev/null "
+    say(f"## 12. watch: {section.get('devices', 0):,} devices at 1 Hz beside listen --json > /dev/null "
         f"({section.get('window_s')} s window, terminal {section.get('terminal')})")
     table = Table(["process", "CPU %", "note"])
     redraws = (f"redraws {section.get('redraws')}, median {section.get('median')} ms, "

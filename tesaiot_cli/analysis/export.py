@@ -29,9 +29,19 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from tesaiot_cli.analysis.arrays import booleans, int64_scalar, string_scalar, strings
-from tesaiot_cli.analysis.flatten import FieldTypes, batch_fields, conform_fields, parse_payloads
+from tesaiot_cli.analysis.flatten import (
+    COLLISION_MARK,
+    FieldTypes,
+    batch_fields,
+    column_names,
+    conform_fields,
+    key_path,
+    parse_payloads,
+    path_key,
+)
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import DEFAULT_SENSOR, parse_topic, topic_sensor
+from tesaiot_cli.recording.files import os_error_text
 from tesaiot_cli.selection import Selection
 
 META_COLUMNS = ("time", "topic", "device_id", "sensor_type", "qos", "retain", "label")
@@ -55,7 +65,11 @@ def export_format(path: Path) -> str:
 @dataclass
 class ExportReport:
     """What an export wrote. ``not_json``: payloads that are not a JSON object (kept as
-    bytes in ``payload``); ``mixed``: fields whose type changed, written as strings."""
+    bytes in ``payload``); ``mixed``: fields whose type changed, written as strings;
+    ``renamed``: payload fields (their path) that share their dotted name with another and
+    got a ``~N`` suffix (:func:`~tesaiot_cli.analysis.flatten.column_names`);
+    ``inexact``: fields written as text because float64 cannot hold some of their integers
+    exactly (how many); ``untimed``: text fields of times without a zone offset (how many)."""
 
     output: Path
     format: str
@@ -64,6 +78,9 @@ class ExportReport:
     not_json: int = 0
     columns: list[str] = field(default_factory=list)
     mixed: dict[str, list[str]] = field(default_factory=dict)
+    renamed: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
+    inexact: dict[str, int] = field(default_factory=dict)
+    untimed: dict[str, int] = field(default_factory=dict)
     file_bytes: int = 0
     channels: int = 0
     publish_times: int = 0
@@ -166,8 +183,8 @@ def meta_columns(table: pa.Table, fields: pa.Table) -> dict[str, pa.Array]:
     devices = strings([parse_topic(t).device_id for t in names]).take(position)
     from_topic = strings([topic_sensor(t) for t in names]).take(position)
     sensor = pc.fill_null(from_topic, string_scalar(DEFAULT_SENSOR))
-    if "sensor_type" in fields.column_names:
-        payload_sensor = fields.column("sensor_type").combine_chunks()
+    if _SENSOR_KEY in fields.column_names:
+        payload_sensor = fields.column(_SENSOR_KEY).combine_chunks()
         if pa.types.is_string(payload_sensor.type):
             text = pc.fill_null(payload_sensor, _NO_TEXT)
             usable = pc.and_(pc.is_valid(payload_sensor), pc.not_equal(text, _NO_TEXT))
@@ -183,9 +200,17 @@ def meta_columns(table: pa.Table, fields: pa.Table) -> dict[str, pa.Array]:
     }
 
 
-def field_column_name(name: str) -> str:
-    """A payload field's column name: its path, prefixed when it is a metadata column's name."""
-    return RENAMED_PREFIX + name if name in META_COLUMNS or name == RAW_COLUMN else name
+_SENSOR_KEY = path_key(("sensor_type",))
+
+
+def field_column_names(keys: list[str]) -> dict[str, str]:
+    """The payload fields' column names, by key (:func:`~tesaiot_cli.analysis.flatten.path_key`):
+    the dotted path, prefixed with ``payload.`` when it is a metadata column's name; unique
+    (:func:`~tesaiot_cli.analysis.flatten.column_names` settles a name two paths share)."""
+    paths = [key_path(key) for key in keys]
+    names = column_names(paths, taken=(*META_COLUMNS, RAW_COLUMN), prefix=RENAMED_PREFIX,
+                         prefixed=(*META_COLUMNS, RAW_COLUMN))
+    return {key: names[path] for key, path in zip(keys, paths, strict=True)}
 
 
 # -- the spill (pass 1) --------------------------------------------------------------------
@@ -280,7 +305,12 @@ def export_table(tables: Callable[[], Iterator[pa.Table]], output: Path, *, sele
                         target.unlink(missing_ok=True)
             spill.finish()
             report.skipped = counts["skipped"]
-            report.mixed = {n: sorted(kinds) for n, kinds in types.mixed.items()}
+            names = field_column_names(list(types.types))
+            report.mixed = {names[n]: sorted(kinds) for n, kinds in types.mixed.items()}
+            report.inexact = {names[n]: count for n, count in types.inexact.items()}
+            report.untimed = {names[n]: count for n, count in types.untimed_text().items()}
+            report.renamed = [(key_path(n), name) for n, name in names.items() if COLLISION_MARK in name
+                              and name != ".".join(key_path(n))]
             schema = _schema(types, state)
             report.columns = schema.names
             if early is not None:
@@ -298,7 +328,7 @@ def export_table(tables: Callable[[], Iterator[pa.Table]], output: Path, *, sele
         report.file_bytes = output.stat().st_size
         return report
     except OSError as exc:
-        raise RecordingError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise RecordingError(f"cannot write {output}: {os_error_text(exc)}") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise RecordingError(f"cannot export to {output}: {str(exc).splitlines()[0][:200]}") from None
     finally:
@@ -346,7 +376,8 @@ def _parsed_batch(table: pa.Table, types: FieldTypes, state: dict[str, bool], re
 def _schema(types: FieldTypes, state: dict[str, bool]) -> pa.Schema:
     meta = [c for c in META_COLUMNS if c != "label" or state["saw_label"]]
     return pa.schema([_meta_field(name) for name in meta]
-                     + [pa.field(field_column_name(n), types.final_type(n)) for n in types.types]
+                     + [pa.field(name, types.final_type(key))
+                        for key, name in field_column_names(list(types.types)).items()]
                      + ([pa.field(RAW_COLUMN, pa.binary())] if state["has_raw"] else []))
 
 

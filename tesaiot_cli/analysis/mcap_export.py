@@ -25,14 +25,16 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from tesaiot_cli.analysis.export import ExportReport, publish_file, selected_tables, temporary_name
-from tesaiot_cli.analysis.flatten import TIMESTAMP_TYPE, batch_fields, parse_payloads
+from tesaiot_cli.analysis.flatten import TIMESTAMP_TYPE, batch_fields, parse_payloads, path_key
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import parse_topic
+from tesaiot_cli.recording.files import os_error_text
 from tesaiot_cli.selection import Selection
 
 INSTALL_HINT = "pip install 'tesaiot-cli[mcap]'"
 RAW_ENCODING = "application/octet-stream"
 LABELS_TOPIC = "tesaiot/labels"
+_TIMESTAMP_KEY = path_key(("timestamp",))
 _LABEL_SCHEMA = {"title": LABELS_TOPIC, "type": "object", "properties": {
     "topic": {"type": "string"}, "device_id": {"type": ["string", "null"]}, "label": {"type": "string"}}}
 
@@ -88,9 +90,9 @@ def _publish_times(table: pa.Table) -> list[int | None]:
     """Per row: the payload's top-level ``timestamp`` in ns when it is an ISO 8601 time with
     a zone offset, else None."""
     fields, _types = batch_fields(parse_payloads(table.column("payload").combine_chunks()), table.num_rows)
-    if "timestamp" not in fields.column_names:
+    if _TIMESTAMP_KEY not in fields.column_names:
         return [None] * table.num_rows
-    column = fields.column("timestamp").combine_chunks()
+    column = fields.column(_TIMESTAMP_KEY).combine_chunks()
     if not pa.types.is_string(column.type):
         return [None] * table.num_rows
     try:
@@ -108,7 +110,7 @@ def _iso_ns(text: str | None) -> int | None:
         return None
     if moment.tzinfo is None:
         return None
-    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return (delta // dt.timedelta(microseconds=1)) * 1000
 
 
@@ -172,7 +174,7 @@ def export_mcap(tables: Callable[[], Iterator[pa.Table]], output: Path, *, selec
         report.file_bytes = output.stat().st_size
         return report
     except OSError as exc:
-        raise RecordingError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise RecordingError(f"cannot write {output}: {os_error_text(exc)}") from None
     finally:
         target.unlink(missing_ok=True)
 

@@ -233,7 +233,8 @@ def _time_unit(span_s: float) -> tuple[str, float]:
 
 def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
     """Draw ``data`` and save it to ``output`` (.png or .svg); returns the figure (closed
-    for drawing, kept for inspection). Raises :class:`ConfigError` for another suffix."""
+    for drawing, kept for inspection). Raises :class:`ConfigError` for another suffix, OSError when
+    ``output`` cannot be written."""
     suffix = output.suffix.lower()
     if suffix not in (".png", ".svg"):
         raise ConfigError(f"cannot tell the image format of {str(output)!r}: use .png or .svg")
@@ -342,9 +343,7 @@ def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
     figure.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 7), fontsize=8, frameon=False,
                   title=heading, title_fontproperties={"size": 10, "weight": "bold"})
     try:
-        figure.savefig(output, dpi=110)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from None
+        figure.savefig(output, dpi=110)  # an OSError goes to the caller, who knows the user's name for output
     finally:
         plt.close(figure)
     return figure

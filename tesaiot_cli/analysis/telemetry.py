@@ -7,7 +7,7 @@ A reading is the DPS368 payload (``{"timestamp": ..., "device_id": ..., "data":
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -64,9 +64,8 @@ def iso_to_ns(text: str) -> int | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        from datetime import timezone
 
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     seconds = int(parsed.timestamp())
     return seconds * 1_000_000_000 + parsed.microsecond * 1000
 

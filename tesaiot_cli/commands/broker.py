@@ -24,7 +24,7 @@ def broker(
     port: Annotated[int, typer.Option("--port", "-p", metavar="PORT", help="MQTT (TCP) port.")] = 1883,
     ws_port: Annotated[int, typer.Option("--ws-port", metavar="PORT", help="MQTT over WebSocket port.")] = 8083,
     ws: Annotated[bool, typer.Option("--ws/--no-ws", help="Also listen for MQTT over WebSocket.")] = True,
-    duration: Annotated[Optional[float], typer.Option("--duration", metavar="SECONDS", help="Stop after SECONDS (default: until Ctrl+C).", show_default=False)] = None,  # noqa: E501
+    duration: Annotated[Optional[float], typer.Option("--duration", "-d", metavar="SECONDS", help="Stop after SECONDS (default: until Ctrl+C).", show_default=False)] = None,  # noqa: E501
 ) -> None:
     """Run an embedded MQTT broker (amqtt) on localhost until Ctrl+C: for development and demos."""
     from tesaiot_cli.broker import EmbeddedBroker

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, err, warn
-from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds, warn
+from tesaiot_cli.errors import ConfigError, EmptySelection
+
+if TYPE_CHECKING:
+    from tesaiot_cli.recording import RecordingReader
+    from tesaiot_cli.selection import Selection
 
 EPILOG = """\b
 Examples:
@@ -38,20 +44,18 @@ def export(
     Foxglove. OUT appears only when complete."""
     from tesaiot_cli.analysis.export import EXPORT_DECAY_MS, export_format
     from tesaiot_cli.recording.base import is_dataset_path, open_reader, strip_partial
+    from tesaiot_cli.recording.files import check_output_path
     from tesaiot_cli.selection import Selection, parse_time_bound
 
-    with cli_errors():
+    with cli_errors(), sigterm_unwinds():  # SIGTERM: the unfinished output is removed
         from tesaiot_cli.recording.schema import use_lean_memory_pool
 
         use_lean_memory_pool(dict(os.environ), decay_ms=EXPORT_DECAY_MS)  # bounded RSS, few page faults
         file = strip_partial(file)
         kind = export_format(output)
-        if output.is_dir():
-            raise ConfigError(f"{output} is a directory: give a file name ending in .parquet, .csv or .mcap")
+        check_output_path(output)
         if output.exists() and not force:
             raise ConfigError(f"{output} already exists: choose another name, or --force to overwrite")
-        if not output.parent.is_dir():
-            raise ConfigError(f"cannot write {output}: the directory {output.parent} does not exist")
         if output.resolve() == file.resolve():
             raise ConfigError("RECORDING and OUT are the same file")
         selection = Selection(
@@ -62,19 +66,22 @@ def export(
             from tesaiot_cli.analysis.mcap_export import require_mcap
 
             require_mcap()
-        reader: Any
+        reader: RecordingReader
         with open_reader(file, format=None if is_dataset_path(file) else fmt) as reader:
+            # The reader applies the selection (skipping row groups and files it excludes).
+            tables = functools.partial(_selected, reader, selection, file)
             if kind == "mcap":
                 from tesaiot_cli.analysis.mcap_export import export_mcap
 
-                report = export_mcap(reader.iter_tables, output, selection=selection)
+                report = export_mcap(tables, output, selection=Selection())
             else:
                 from tesaiot_cli.analysis.export import export_table
 
-                report = export_table(reader.iter_tables, output, selection=selection,
+                report = export_table(tables, output, selection=Selection(),
                                       labelled=bool(reader.metadata.labelled))
-            warnings = list(getattr(reader, "warnings", []))
-            sealed = getattr(reader, "sealed", True)
+            report.skipped += selection.excluded
+            warnings = list(reader.warnings)
+            sealed = reader.sealed
         for text in warnings:
             warn(text)
         if not sealed and not is_dataset_path(file):
@@ -85,8 +92,9 @@ def export(
             warn(f"{report.not_json:,} of {report.messages:,} payloads are not a JSON object: {where}")
         for name, kinds in report.mixed.items():
             warn(f"field {name} changes type ({', '.join(kinds)}): written as text")
-        if report.messages == 0:
-            warn(f"no message in {file} matched the selection: {output} holds no rows")
+        _warn_exactness(report)
+        if report.messages == 0:  # an empty selection stopped above (exit 9)
+            warn(f"{file} holds no message: {output} holds no rows")
         from tesaiot_cli.textfmt import human_bytes
 
         what = f"{report.channels} channels" if kind == "mcap" else f"{len(report.columns)} columns"
@@ -95,3 +103,35 @@ def export(
         skipped = f", {report.skipped:,} left out by the selection" if report.skipped else ""
         err(f"exported {report.messages:,} messages: {file} -> {output} ({kind}, {what}, "
             f"{human_bytes(report.file_bytes)}){skipped}")
+
+
+def _warn_exactness(report: Any) -> None:
+    """Say where the rules of docs/recording-format.md changed a field's name or type."""
+    from tesaiot_cli.textfmt import plural
+
+    if report.renamed:
+        import orjson
+
+        shared = ", ".join(f"the path {orjson.dumps(list(path)).decode()} as {name}" for path, name in report.renamed)
+        warn(f"{plural(len(report.renamed), 'payload field')} would share a column name with another: "
+             f"written as {shared}")
+    for name, count in report.inexact.items():
+        warn(f"field {name}: {plural(count, 'integer')} that float64 cannot hold exactly: the field is written "
+             f"as text, every number's digits exact")
+    for name, count in report.untimed.items():
+        warn(f"field {name}: {plural(count, 'time')} without a zone offset: kept as text, as written "
+             f"(a timestamp column needs times with an offset: Z, +07:00)")
+
+
+def _selected(reader: RecordingReader, selection: Selection, file: Path) -> Iterator[Any]:
+    """One pass over the tables ``selection`` selects (a fresh count of what it leaves
+    out). An active selection that selects nothing raises :class:`EmptySelection` (exit 9)
+    before OUT is written: an export of nothing is a mistake."""
+    selection.excluded = 0
+    rows = 0
+    for table in reader.iter_tables(selection):
+        rows += table.num_rows
+        yield table
+    if rows == 0 and selection.active:
+        raise EmptySelection(f"nothing to export: no message in {file} matches {selection.describe()}; "
+                             "nothing was written")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from tesaiot_cli.cliutil import check_recording_path, cli_errors, warn
+from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
 from tesaiot_cli.textfmt import human_bytes, human_duration, iso_time
 
@@ -26,6 +27,7 @@ Examples:
   tesaiot info data/                # a dataset (record --workers/--share): all files, merged by time
   tesaiot info out.parquet --json | jq '.values.fields["data.pressure"]'   # min, mean, max, nulls
   tesaiot info big.parquet --no-values   # faster: counts and rates only
+  tesaiot info big.parquet --summary     # at once: messages and time span from the footer
 """
 
 TOP_TOPICS = 20
@@ -43,6 +45,7 @@ def info(
     duplicates: Annotated[bool, typer.Option("--duplicates", help="Also count duplicates: messages whose topic and payload repeat an earlier one within --dedupe-window (QoS 1 re-deliveries after a reconnect). Slower: every message is compared.")] = False,  # noqa: E501
     window: Annotated[float, typer.Option("--dedupe-window", metavar="SECONDS", help="How far back --duplicates looks.")] = DEFAULT_WINDOW_S,  # noqa: E501
     no_values: Annotated[bool, typer.Option("--no-values", help="Skip the statistics of the payloads' numeric JSON fields (faster: payloads are not parsed).")] = False,  # noqa: E501
+    summary: Annotated[bool, typer.Option("--summary", help="Only the messages, time span and rate, from the footer (Parquet, a dataset's footers) or the metadata line and a line count (JSONL): a sealed Parquet file answers at once, whatever its size. No per-topic table, payload sizes, labels or values.")] = False,  # noqa: E501
 ) -> None:
     """Show what a recording holds: messages, time span, per-topic counts, rates and the
     longest silence, payload sizes, anomaly counts when the messages are labelled, and the
@@ -54,14 +57,22 @@ def info(
     with cli_errors():
         file = strip_partial(file)
         check_recording_path(file)
+        if summary:
+            if duplicates:
+                raise ConfigError("--summary reads no message: it cannot count --duplicates")
+            _summary(file, fmt=fmt, json_out=json_out)
+            return
         finder = DuplicateFinder(window) if duplicates else None
         values = None
         if not no_values:
             from tesaiot_cli.analysis.values import ValueStats
 
             values = ValueStats()
+        from tesaiot_cli.analysis.sequence import SequenceCounter
+
+        sequence = SequenceCounter()
         with open_reader(file, format=fmt) as reader:
-            tables = reader.iter_tables()
+            tables = _teed(reader.iter_tables(), sequence.add_table)
             if values is not None:
                 tables = _teed(tables, values.add)
             stats = compute_stats(finder.scan_tables(tables) if finder is not None else tables)
@@ -70,6 +81,7 @@ def info(
             report = build_report(file, reader.metadata, stats, sealed=sealed, warnings=warnings, fmt=fmt)
         report["duplicates"] = finder.report() if finder is not None else None
         report["values"] = values.report() if values is not None else None
+        report["sequence"] = sequence.report().as_dict() if sequence.numbered else None
         if json_out:
             import orjson
 
@@ -82,6 +94,28 @@ def info(
             where = f" in {file.name}.partial/" if report["format"] == "parquet" else ""
             warn(f"{file} is not sealed: a recording still running, or left by a crash{where}; "
                  f"'tesaiot recover {file}' seals it")
+
+
+def _summary(file: Path, *, fmt: str | None, json_out: bool) -> None:
+    """``info --summary``: counts and span from the reader's plan (the footer), no scan."""
+    from tesaiot_cli.recording import open_reader
+    from tesaiot_cli.recording.stats import RecordingStats
+
+    with open_reader(file, format=fmt) as reader:
+        plan = reader.plan()
+        stats = RecordingStats(messages=plan.messages or 0, start_ns=plan.start_ns, end_ns=plan.end_ns)
+        report = build_report(file, reader.metadata, stats, sealed=reader.sealed, warnings=list(reader.warnings),
+                              fmt=fmt)
+    report.update(payload_bytes=None, labels=None, anomalies=None, unlabelled=None, duplicates=None, values=None,
+                  summary=True)
+    if json_out:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        typer.echo(render_report(report))
+    for text in report["warnings"]:
+        warn(text)
 
 
 def _teed(tables: Iterator[Any], also: Callable[[Any], None]) -> Iterator[Any]:
@@ -174,7 +208,7 @@ def render_report(report: dict[str, Any]) -> str:
         lines.append(f"dataset     {dataset.get('files', 0):,} files, partitioned by {dataset.get('partitioning')}, "
                      f"{len(dataset.get('workers') or [])} recorder(s), merged by receive time")
     size = report["payload_bytes"]
-    if report["messages"]:
+    if report["messages"] and size is not None:  # None: --summary
         lines.append(f"payload     min {size['min']:,} B, mean {size['mean']:,.1f} B, max {size['max']:,} B, "
                      f"total {human_bytes(size['total'])}")
     if report["labels"]:
@@ -185,6 +219,11 @@ def render_report(report: dict[str, Any]) -> str:
     if dups is not None:
         lines.append(f"duplicates  {dups['count']:,} (same topic and payload within {dups['window_s']:g} s)"
                      + ("; 'tesaiot convert --dedupe' removes them" if dups["count"] else ""))
+    seq = report.get("sequence")
+    if seq:
+        from tesaiot_cli.analysis.sequence import SequenceReport
+
+        lines.append("sequence    " + SequenceReport.from_dict(seq).summary_line().removeprefix("sequence numbers: "))
     lines += _render_values(report.get("values"))
     topics = report["topics"]
     if topics:

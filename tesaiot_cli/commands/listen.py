@@ -12,6 +12,7 @@ import typer
 
 from tesaiot_cli.cliutil import (
     EXIT_TIMEOUT,
+    EXIT_UNDELIVERED,
     ConnectionFlags,
     StopSignals,
     cli_errors,
@@ -23,6 +24,7 @@ from tesaiot_cli.cliutil import (
     print_event,
     resolve_settings,
     use_color,
+    warn,
     with_connection_options,
 )
 from tesaiot_cli.config import check_token_topics
@@ -40,6 +42,7 @@ Examples:
   tesaiot listen --device 'infineon-*' --sensor DPS368 --timeout 30
   tesaiot listen --payload-only -t 'device/my-dev/telemetry'      # payloads only, as mosquitto_sub
   tesaiot listen -F '{time} {topic} qos={qos} retain={retain} {payload}' --binary base64
+  tesaiot listen -F '%I %t %p'                       # mosquitto_sub -F's own codes
   tesaiot listen -R                                  # skip the retained (stale) values sent on subscribe
   tesaiot listen --retained-only -t 'config/#'       # the retained values, then exit
   tesaiot listen --color always | less -R
@@ -57,7 +60,7 @@ def listen(
     device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
     sensor: Annotated[Optional[list[str]], typer.Option("--sensor", metavar="GLOB", help="Only these sensor types (glob patterns), repeatable: the topic's sensor segment, else the JSON payload's sensor_type, else default.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No banner or final stats on stderr.")] = False,
-    template: Annotated[Optional[str], typer.Option("--template", "-F", metavar="TEMPLATE", help="One line per message from TEMPLATE, as mosquitto_sub -F: fields {topic} {payload} {payload_hex} {payload_base64} {bytes} {qos} {retain} {time} {time_ns} {device_id} {sensor_type}; \\t and \\n for tab and newline.", show_default=False)] = None,  # noqa: E501
+    template: Annotated[Optional[str], typer.Option("--template", "-F", metavar="TEMPLATE", help="One line per message from TEMPLATE: mosquitto_sub -F's own format (%t %p %q %r %l %x %X %I %U %j %%, @ strftime codes, \\n \\t \\\\ escapes), or fields {topic} {payload} {payload_hex} {payload_base64} {bytes} {qos} {retain} {time} {time_ns} {device_id} {sensor_type}. See docs/usage.md.", show_default=False)] = None,  # noqa: E501
     payload_only: Annotated[bool, typer.Option("--payload-only", "-P", help="Only the payload, one per line (--template '{payload}'), as mosquitto_sub prints by default.")] = False,  # noqa: E501
     binary: Annotated[str, typer.Option("--binary", metavar="hex|base64", help="How {payload} shows a payload that is not text, with --template or --payload-only.")] = "hex",  # noqa: E501
     skip_retained: Annotated[bool, typer.Option("--skip-retained", "-R", help="Skip retained messages: the stale last values the broker sends on subscribing (mosquitto_sub -R).")] = False,  # noqa: E501
@@ -98,6 +101,11 @@ def listen(
                        if template is not None else None)
         painted = {"always": True, "never": False}.get(color)
         color_on = not json_out and (use_color(sys.stdout, env) if painted is None else painted)
+        from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter, whole_streams
+
+        sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
+        live = LiveReport(sequence)
+        counted = whole_streams(filters)  # a member of a shared subscription sees part of each stream
         inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         shown = 0
         started = time.monotonic()
@@ -118,12 +126,17 @@ def listen(
                         timed_out = True
                         break
                     continue
+                finally:
+                    if not quiet and (line := live.due(time.monotonic())) is not None:
+                        err(line)
+                if counted:
+                    sequence.add(message.topic, message.payload)
                 if retained_only and not message.retain:
                     break  # the retained values come first: the first live message ends them
                 if (skip_retained and message.retain) or not _wanted(message, device, sensor):
                     continue
                 if render_line is not None:
-                    out.write(render_line(message) + "\n")
+                    out.buffer.write(render_line(message) + b"\n")  # bytes: %p is the payload as it is
                 elif json_out:
                     from tesaiot_cli.render import json_line
 
@@ -145,7 +158,11 @@ def listen(
                                                                    else "end"))
             err(f"stopped ({why}): {plural(shown, 'message')} shown, {session.stats.received:,} received in "
                 f"{elapsed:.1f} s")
+        if sequence.numbered and (sequence.missing or not quiet):
+            (warn if sequence.missing else err)(sequence.report().summary_line())
         exit_if_protocol_broken(session.stats.protocol_errors, settings.url.display(), what="shown")
+        if sequence.missing:
+            raise typer.Exit(EXIT_UNDELIVERED)
         if timed_out and count is not None:  # a bounded capture without --count did what was asked
             raise typer.Exit(EXIT_TIMEOUT)
 

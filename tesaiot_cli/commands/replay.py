@@ -30,12 +30,13 @@ from tesaiot_cli.cliutil import (
     warn,
     with_connection_options,
 )
-from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.errors import ConfigError, EmptySelection
 from tesaiot_cli.message import Message
 
 if TYPE_CHECKING:
     from tesaiot_cli.recording import RecordingReader
     from tesaiot_cli.replay import Replayer, ReplayOptions, ReplayStats
+    from tesaiot_cli.selection import Selection
 
 Passes = Callable[[], Iterable[Message]]
 
@@ -131,7 +132,7 @@ def replay(
         parse_remap,
         parse_speed,
     )
-    from tesaiot_cli.selection import parse_time_bound
+    from tesaiot_cli.selection import Selection, parse_time_bound
 
     with cli_errors():
         if to is not None and to != "-":
@@ -150,12 +151,16 @@ def replay(
             loops=parse_loops(loop),
         )
         check_recording_path(file)
+        selection = Selection(options.topic_filters, start=options.start, end=options.end,
+                              keep_retained=options.restore_retained)
         with open_reader(file, format=recording_format) as first_reader:
             metadata = first_reader.metadata
             if not first_reader.sealed:
                 warn(f"{file} is not sealed (left by a crash?): replaying what is readable; "
                      f"'tesaiot recover {file}' seals it")
-            plan = _plan(first_reader, file, options)
+            plan = _plan(first_reader, selection)
+            if plan.messages == 0 and selection.active:
+                raise _nothing_to_replay(file, selection, first_reader)
             pending: list[RecordingReader] = [first_reader]
             labels = _Labels() if to == "-" and metadata.labelled else None
 
@@ -164,10 +169,10 @@ def replay(
                 # unless the first one was small enough to keep (a tiny selection looped at
                 # --speed max would otherwise spend its time opening and reading the file).
                 if pending:
-                    return _keep_small(_labelled(pending.pop(), labels), cache, labels, options.topic_filters)
+                    return _keep_small(_labelled(pending.pop(), labels, selection), cache, labels, selection)
                 if cache.complete:
-                    return _labelled_list(cache.messages, labels)
-                return _read_again(file, recording_format, labels)
+                    return _labelled_list(cache, labels, selection)
+                return _read_again(file, recording_format, labels, selection)
 
             cache = _Cache()
             with StopSignals() as stop, StatusLine(tty_period_s=PROGRESS_PERIOD_S,
@@ -183,6 +188,7 @@ def replay(
                     "should_stop": pause.should_stop,
                     "clock": pause.clock,  # paused time does not count: the schedule resumes where it was
                     "on_progress": progress.show if status.tty and not quiet else None,
+                    "selection": selection,
                 }
                 if to == "-":
                     if any(value for value in conn.as_mapping().values()):
@@ -200,8 +206,10 @@ def replay(
         replayer = delivery.pop("replayer")
         report = _report(replayer, delivery, file=file, target=target, signal_name=stop.signal_name)
         report["paused_s"] = round(pause.paused_s, 3)
-        if not report["sent"] and not report["stopped"] and not quiet:
-            warn(f"no message in {file} matched the selection: nothing was replayed")
+        report["skipped"] += selection.excluded  # left out by the reader, unread where it could
+        empty = not report["sent"] and not report["stopped"]
+        if empty and not selection.active and not quiet:
+            warn(f"{file} holds no message: nothing was replayed")
         if json_out:
             import orjson
 
@@ -210,15 +218,33 @@ def replay(
             stream.flush()
         elif not quiet:
             _print_report(report)
+        if empty and selection.active:  # found while reading (a format without an index)
+            raise _nothing_to_replay(file, selection, None)
         if report["failed"] or report["dropped"]:
             raise typer.Exit(EXIT_UNDELIVERED)
 
 
-def _read_again(path: Path, recording_format: str | None, labels: _Labels | None) -> Iterator[Message]:
+def _read_again(path: Path, recording_format: str | None, labels: _Labels | None,
+                selection: Selection) -> Iterator[Message]:
     from tesaiot_cli.recording import open_reader
 
     with open_reader(path, format=recording_format) as reader:
-        yield from _labelled(reader, labels)
+        yield from _labelled(reader, labels, selection)
+
+
+def _nothing_to_replay(file: Path, selection: Selection, reader: RecordingReader | None) -> EmptySelection:
+    """``nothing to replay: no message in FILE matches --start 999 (FILE: 779 messages
+    over 12.3 s, from ...)``: the error for an empty selection (exit 9)."""
+    from tesaiot_cli.textfmt import human_duration
+
+    held = ""
+    if reader is not None:
+        meta = reader.metadata
+        held = f" ({file.name}: {plural(reader.count(), 'message')}"
+        if meta.start_ns is not None and meta.end_ns is not None:
+            held += f" over {human_duration((meta.end_ns - meta.start_ns) / 1e9)}, from {_utc_text(meta.start_ns)}"
+        held += ")"
+    return EmptySelection(f"nothing to replay: no message in {file} matches {selection.describe()}{held}")
 
 
 class _Labels:
@@ -234,20 +260,21 @@ class _Labels:
         return self.label if message.time_ns == self.time_ns else None
 
 
-def _labelled(reader: RecordingReader, labels: _Labels | None) -> Iterator[Message]:
+def _labelled(reader: RecordingReader, labels: _Labels | None, selection: Selection) -> Iterator[Message]:
     if labels is None:
-        yield from reader
+        yield from reader.iter_messages(selection)
         return
-    for message, label in reader.iter_labelled():
+    for message, label in reader.iter_labelled(selection):
         labels.time_ns, labels.label = message.time_ns, label
         yield message
 
 
-def _labelled_list(items: list[tuple[Message, str | None]], labels: _Labels | None) -> Iterator[Message]:
-    for message, label in items:
+def _labelled_list(cache: _Cache, labels: _Labels | None, selection: Selection) -> Iterator[Message]:
+    for message, label in cache.messages:
         if labels is not None:
             labels.time_ns, labels.label = message.time_ns, label
         yield message
+    selection.excluded += cache.excluded  # what the reader left out of the pass this one repeats
 
 
 class _Cache:
@@ -258,22 +285,21 @@ class _Cache:
     def __init__(self) -> None:
         self.messages: list[tuple[Message, str | None]] = []
         self.complete = False
+        self.excluded = 0  # what the reader left out of the first loop
 
 
 def _keep_small(messages: Iterator[Message], cache: _Cache, labels: _Labels | None,
-                filters: tuple[str, ...]) -> Iterator[Message]:
-    from tesaiot_cli.message import topic_matches
-
+                selection: Selection) -> Iterator[Message]:
     kept: list[tuple[Message, str | None]] | None = []
-    for message in messages:
-        if kept is not None and (not filters or any(topic_matches(f, message.topic) for f in filters)):
+    for message in messages:  # already cut to the selection by the reader
+        if kept is not None:
             if len(kept) < KEEP_MESSAGES:
                 kept.append((message, labels.label if labels is not None else None))
             else:
                 kept = None
         yield message
     if kept is not None:
-        cache.messages, cache.complete = kept, True
+        cache.messages, cache.complete, cache.excluded = kept, True, selection.excluded
 
 
 def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, Any], conn: ConnectionFlags,
@@ -345,27 +371,17 @@ def _replay_to_stdout(options: ReplayOptions, passes: Passes, common: dict[str, 
 
 
 class _Plan(NamedTuple):
-    """What the recording holds, known before replaying: for the start line and progress."""
+    """What will be replayed, known before replaying: for the start line and progress."""
 
-    messages: int | None  # in the file (None: not counted, a large JSONL file)
-    first_ns: int | None  # the window to replay: the recording's span cut by --start/--end
+    messages: int | None  # selected (None: not known before reading, see RecordingReader.plan)
+    first_ns: int | None  # the span of the selection (or of the recording cut by the window)
     last_ns: int | None
     selective: bool  # --topic/--start/--end: not every message is replayed
 
 
-def _plan(reader: RecordingReader, file: Path, options: ReplayOptions) -> _Plan:
-    metadata = reader.metadata
-    big_jsonl = file.is_file() and file.suffix.lower() == ".jsonl" and file.stat().st_size > (256 << 20)
-    messages = None if big_jsonl else reader.count()
-    first, last = metadata.start_ns, metadata.end_ns
-    if first is not None and last is not None:
-        origin = first
-        if options.start is not None:
-            first = max(first, options.start.resolve(origin))
-        if options.end is not None:
-            last = min(last, options.end.resolve(origin))
-    selective = bool(options.topic_filters) or options.start is not None or options.end is not None
-    return _Plan(messages, first, last, selective)
+def _plan(reader: RecordingReader, selection: Selection) -> _Plan:
+    plan = reader.plan(selection)
+    return _Plan(plan.messages, plan.start_ns, plan.end_ns, selection.active)
 
 
 def _start_line(plan: _Plan, options: ReplayOptions, *, target: str, pausable: bool) -> str:
@@ -374,7 +390,8 @@ def _start_line(plan: _Plan, options: ReplayOptions, *, target: str, pausable: b
 
     what = "messages" if plan.messages is None else plural(plan.messages, "message")
     if plan.selective:
-        what = f"a selection of {what}"
+        what = (f"a selection of {what}" if plan.messages is not None
+                else "the messages of the selection (counted as they are replayed: this format has no index)")
     span_s = None
     if plan.first_ns is not None and plan.last_ns is not None:
         span_s = max(0, plan.last_ns - plan.first_ns) / 1e9
@@ -416,7 +433,7 @@ class _Progress:
 
     def text(self, stats: ReplayStats, elapsed: float) -> str:
         plan, loops = self._plan, self._options.loops
-        total = plan.messages if plan.messages is not None and not plan.selective and loops == 1 else None
+        total = plan.messages if loops == 1 else None  # a selection's own count (exact when known)
         parts = [f"sent {stats.sent:,}" + (f" of {total:,}" if total is not None else "")]
         done = self._done(stats)
         if done is not None:

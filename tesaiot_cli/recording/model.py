@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from tesaiot_cli.message import Message
+from tesaiot_cli.selection import Selection
 
 # 1: the first layout. 2: adds the nullable ``properties`` column (MQTT 5 publish
 # properties); every version-1 recording still reads (tests/golden/).
@@ -109,6 +110,20 @@ def merge_summaries(path: Path, summaries: list[WriteSummary]) -> WriteSummary:
 
 
 @dataclass(frozen=True)
+class SelectionPlan:
+    """What a selection of a recording holds, known before it is read (``replay``'s start
+    line, ``info``): ``messages`` in it, or None when the reader cannot tell without reading
+    the messages (JSONL has no index, an unsealed file); ``start_ns``/``end_ns``: the span
+    of those messages when ``messages`` is known, else the recording's span cut by the
+    window. Retained messages kept from before the window (``keep_retained``) are not
+    counted."""
+
+    messages: int | None
+    start_ns: int | None
+    end_ns: int | None
+
+
+@dataclass(frozen=True)
 class RecoverResult:
     """What ``recover`` did. ``action``: ``sealed``, ``truncated``, ``salvaged`` or ``nothing``.
 
@@ -175,6 +190,12 @@ class RecordingReader(Protocol):
     ``sealed`` is False for a recording still being written or left by a crash;
     ``warnings`` says what was skipped or is unsealed. Errors (missing, corrupt, unknown
     format version) raise :class:`~tesaiot_cli.errors.RecordingError`.
+
+    The iterators take a :class:`~tesaiot_cli.selection.Selection` (None: everything):
+    they yield only the messages it selects, bind its window to the recording's start,
+    add the messages they leave out to ``selection.excluded``, and skip undecoded what the
+    reader's index proves excluded (Parquet row groups by their statistics, dataset files
+    by their span and partition).
     """
 
     path: Path
@@ -184,13 +205,20 @@ class RecordingReader(Protocol):
 
     def __iter__(self) -> Iterator[Message]: ...
 
-    def iter_labelled(self) -> Iterator[tuple[Message, str | None]]: ...
+    def iter_messages(self, selection: Selection | None = None) -> Iterator[Message]: ...
 
-    def iter_tables(self) -> Iterator[Any]:
+    def iter_labelled(self, selection: Selection | None = None) -> Iterator[tuple[Message, str | None]]: ...
+
+    def iter_tables(self, selection: Selection | None = None) -> Iterator[Any]:
         """Recording-schema Arrow tables (``pyarrow.Table``) in file order; imports pyarrow."""
         ...
 
     def count(self) -> int: ...
+
+    def plan(self, selection: Selection | None = None) -> SelectionPlan:
+        """The count and span of what ``selection`` selects, from the index where the format
+        has one (see :class:`SelectionPlan`)."""
+        ...
 
     def close(self) -> None: ...
 

@@ -39,7 +39,7 @@ MAX_EVENTS = 50
 # DPS368 readings by name, in this order, before any other field.
 KNOWN_FIELDS = ("pressure", "temperature")
 # Numbers that are times or counters, not readings.
-SKIPPED_FIELDS = frozenset({"timestamp", "time", "ts", "time_ns", "seq", "sequence"})
+SKIPPED_FIELDS = frozenset({"timestamp", "time", "ts", "time_ns", "seq", "sequence", "boot"})
 
 SORTS = ("name", "rate", "last seen", "anomalies")
 

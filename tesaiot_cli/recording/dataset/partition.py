@@ -127,7 +127,7 @@ def time_key(time_ns: int, spec: PartitionSpec) -> str:
     if not spec.date:
         return ""
     seconds = time_ns // 1_000_000_000
-    moment = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
     text = f"date={moment:%Y-%m-%d}"
     return f"{text}/hour={moment:%H}" if spec.hour else text
 

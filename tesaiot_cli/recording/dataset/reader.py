@@ -11,6 +11,7 @@ message, so memory holds about one batch per file whose time span is current.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import os
 from collections import deque
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
@@ -27,15 +29,18 @@ from tesaiot_cli.recording.dataset.layout import (
     CONTROL_DIR,
     PART_PREFIX,
     STAGED_SUFFIX,
+    dataset_spec,
     is_live,
     part_file_name,
     read_dataset_info,
     staged_names,
     staged_path,
 )
+from tesaiot_cli.recording.dataset.partition import bucket_of
 from tesaiot_cli.recording.files import partial_dir
 from tesaiot_cli.recording.formats.parquet_read import ParquetReader, TableReader, UnsealedParquetReader
-from tesaiot_cli.recording.model import PARTIAL_SUFFIX, RecordingMetadata, TimeSpan
+from tesaiot_cli.recording.model import PARTIAL_SUFFIX, RecordingMetadata, SelectionPlan, TimeSpan
+from tesaiot_cli.selection import Selection
 
 FORMAT_NAME = "parquet-dataset"
 TableSource = Callable[[], Iterator[pa.Table]]
@@ -68,14 +73,49 @@ def _sealed_source(path: Path) -> SourceFile:
         return SourceFile(path, reader.count(), reader.metadata.start_ns, reader.metadata)
 
 
-def _sealed_tables(path: Path) -> Iterator[pa.Table]:
+def _sealed_tables(path: Path, selection: Selection | None) -> Iterator[pa.Table]:
     with ParquetReader.open(path) as reader:
-        yield from reader.iter_tables()
+        yield from reader.iter_tables(selection)
 
 
-def _unsealed_tables(path: Path) -> Iterator[pa.Table]:
+def _unsealed_tables(path: Path, selection: Selection | None) -> Iterator[pa.Table]:
     with UnsealedParquetReader.open(path) as reader:
-        yield from reader.iter_tables()
+        yield from reader.iter_tables(selection)
+
+
+def _partition_values(root: Path, path: Path) -> dict[str, str]:
+    """The hive partition values of a file's directory (``device=a%2Fb`` -> device: a/b)."""
+    values: dict[str, str] = {}
+    try:
+        parts = path.parent.relative_to(root).parts
+    except ValueError:  # in staging: no partition yet
+        return values
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if sep:
+            values[key] = unquote(value)
+    return values
+
+
+def partition_excluded(root: Path, source: SourceFile, selection: Selection, buckets: int) -> bool:
+    """Whether ``selection`` takes nothing from ``source``: its time span is outside the
+    window, or its ``device=`` (or ``bucket=``) partition holds only devices that no
+    ``--device`` glob matches. The partition value is the file's ``device_id``, which the
+    writer takes from the topic as :func:`~tesaiot_cli.message.parse_topic` does."""
+    low, high = source.start_ns, source.metadata.end_ns
+    if low is not None and high is not None and selection.excludes_times(low, high):
+        return True
+    if not selection.devices:
+        return False
+    values = _partition_values(root, source.path)
+    device = values.get("device")
+    if device is not None:
+        return not any(fnmatch.fnmatchcase(device, pattern) for pattern in selection.devices)
+    bucket = values.get("bucket")
+    literal = not any(c in pattern for pattern in selection.devices for c in "*?[")
+    if bucket is not None and buckets and literal and bucket.isdigit():
+        return int(bucket) not in {bucket_of(pattern, buckets) for pattern in selection.devices}
+    return False
 
 
 class _Cursor:
@@ -218,15 +258,51 @@ class DatasetReader(TableReader):
         """Messages in all files (from the footers and journals)."""
         return sum(s.rows for s in self.sources)
 
-    def iter_tables(self) -> Iterator[pa.Table]:
-        """Recording-schema tables of every file, merged by time."""
-        entries: list[tuple[int | None, TableSource]] = []
+    def _selected_sources(self, selection: Selection | None, *, count: bool = True) -> list[SourceFile]:
+        """The files ``selection`` may take rows from (``count``: the others are added to
+        ``selection.excluded``)."""
+        if selection is None or not selection.active:
+            return list(self.sources)
+        selection.bind(self.metadata.start_ns)
+        buckets = dataset_spec(self.path).buckets if selection.devices else 0
+        kept = []
         for source in self.sources:
-            if source.sealed or source.path.suffix != STAGED_SUFFIX or source.path.is_file():
-                entries.append((source.start_ns, functools.partial(_sealed_tables, source.path)))
+            if partition_excluded(self.path, source, selection, buckets):
+                selection.excluded += source.rows if count else 0
             else:
-                entries.append((source.start_ns, functools.partial(_unsealed_tables, source.path)))
+                kept.append(source)
+        return kept
+
+    def iter_tables(self, selection: Selection | None = None) -> Iterator[pa.Table]:
+        """Recording-schema tables of every file, merged by time: the rows ``selection``
+        selects, from the files it may take rows from (each skipping row groups by its
+        statistics)."""
+        entries: list[tuple[int | None, TableSource]] = []
+        for source in self._selected_sources(selection):
+            if source.sealed or source.path.suffix != STAGED_SUFFIX or source.path.is_file():
+                entries.append((source.start_ns, functools.partial(_sealed_tables, source.path, selection)))
+            else:
+                entries.append((source.start_ns, functools.partial(_unsealed_tables, source.path, selection)))
         return merged_tables(entries)
+
+    def plan(self, selection: Selection | None = None) -> SelectionPlan:
+        """The sum of the files' plans (sealed files: exact, from their footers)."""
+        if selection is None or not selection.active:
+            return super().plan(selection)
+        messages: int | None = 0
+        span = TimeSpan()
+        for source in self._selected_sources(selection, count=False):
+            if not (source.sealed or source.path.is_file()):
+                return super().plan(selection)
+            with ParquetReader.open(source.path) as reader:
+                part = reader.plan(selection)
+            if part.messages is None or messages is None:
+                messages = None
+            else:
+                messages += part.messages
+            if part.messages:
+                span.include(part.start_ns, part.end_ns)
+        return SelectionPlan(messages, span.start_ns, span.end_ns)
 
     def close(self) -> None:
         pass

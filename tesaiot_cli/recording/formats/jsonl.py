@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from tesaiot_cli.message import (
 )
 from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
 from tesaiot_cli.recording.files import (
+    check_output_path,
     check_regular_file,
     commit_temp,
     fsync_dir,
@@ -50,11 +52,16 @@ from tesaiot_cli.recording.files import (
     temp_path,
 )
 from tesaiot_cli.recording.meta import JSONL_HEADER_KEY, finished_metadata, metadata_from_dict, metadata_to_dict
-from tesaiot_cli.recording.model import RecordingMetadata, RecoverResult, TimeSpan
+from tesaiot_cli.recording.model import RecordingMetadata, RecoverResult, SelectionPlan, TimeSpan
+from tesaiot_cli.selection import Selection
 
 HEADER_ROOM = 1024  # bytes reserved for the metadata line
+LINE_FIELDS = frozenset({"time", "topic", "device_id", "sensor_type", "qos", "retain", "label", "properties",
+                         "encoding", "payload"})  # what a message line may hold
 TAIL_SCAN_LIMIT = 64 * 1024 * 1024  # how far back to look for the last complete line
 BATCH_ROWS = 32_768
+COUNT_LIMIT = 256 << 20  # plan() counts the lines of a file up to this size
+SCAN_LIMIT = 32 << 20  # and counts a selection by reading a file up to this size
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT32_MAX = 2**32 - 1
 
@@ -180,10 +187,7 @@ class JsonlWriter(BufferedWriter):
 
     def open(self) -> JsonlWriter:
         """Create the file, write the metadata line, start the flusher. Raises :class:`RecordingError`."""
-        if not self.path.parent.is_dir():
-            raise RecordingError(f"cannot write {self.path}: the directory {self.path.parent} does not exist")
-        if self.path.is_dir():
-            raise RecordingError(f"cannot write {self.path}: it is a directory")
+        check_output_path(self.path)
         created = False
         try:
             header = self._header_line(start_ns=None, end_ns=None, labels=list(self.metadata.labels))
@@ -205,6 +209,9 @@ class JsonlWriter(BufferedWriter):
             # A file without its complete metadata line is not a recording: leave nothing (disk full).
             self._abort(created=created)
             raise RecordingError(f"cannot create {self.path}: {os_error_text(exc)}") from None
+        except BaseException:  # Ctrl+C or SIGTERM while opening: no header-only file left
+            self._abort(created=created)
+            raise
         self._start()
         return self
 
@@ -233,12 +240,30 @@ class JsonlWriter(BufferedWriter):
         labels = sorted(set(self.metadata.labels) | set(self.label_counts))
         final = finished_metadata(self.metadata, start_ns=self.start_ns, end_ns=self.end_ns, labels=labels,
                                   recording_id=self.recording_id)
-        rewrite_header(handle.fileno(), final, self._header_size)
+        if not rewrite_header(handle.fileno(), final, self._header_size):
+            self._rebuild(final)  # the labels outgrew the room left in the metadata line
         handle.close()
         self._handle = None
         if not self.crash_safe:
             commit_temp(self._target, self.path)
         return self.path.stat().st_size
+
+    def _rebuild(self, final: RecordingMetadata) -> None:
+        """Copy the message lines under a metadata line that fits, into a new file renamed
+        over the old one (never left unsealed: the metadata holds every label). Raises OSError."""
+        bigger = temp_path(self._target)
+        try:
+            with open(self._target, "rb") as source, open(bigger, "wb") as copy:
+                copy.write(orjson.dumps({JSONL_HEADER_KEY: metadata_to_dict(final)},
+                                        option=orjson.OPT_APPEND_NEWLINE))
+                source.seek(self._header_size)
+                shutil.copyfileobj(source, copy, 1 << 20)
+                copy.flush()
+                os.fsync(copy.fileno())
+            commit_temp(bigger, self._target)
+        except BaseException:
+            bigger.unlink(missing_ok=True)
+            raise
 
     def _abort(self, *, created: bool = False) -> None:
         """Close after a failure; delete the output if it is temporary, or ``created`` by this
@@ -288,6 +313,13 @@ def decode_line(raw: bytes) -> tuple[Message, str | None]:
         raise ValueError("'topic' or 'payload' is missing or not a string")
     if qos not in (0, 1, 2) or isinstance(qos, bool) or not isinstance(retain, bool):
         raise ValueError("'qos' or 'retain' has an invalid value")
+    # What no writer writes is refused, never dropped or coerced: it would not survive a convert.
+    # (Any topic is kept, as the Parquet format keeps it: replay is where a topic must be publishable.)
+    if not record.keys() <= LINE_FIELDS:
+        raise ValueError(f"unknown fields {sorted(set(record) - LINE_FIELDS)}")
+    label = record.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ValueError("'label' is not a string")
     encoding = record.get("encoding")
     if encoding == "base64":
         try:
@@ -298,10 +330,9 @@ def decode_line(raw: bytes) -> tuple[Message, str | None]:
         data = payload.encode("utf-8")
     else:
         raise ValueError(f"unknown payload encoding {encoding!r}")
-    label = record.get("label")
     raw_properties = record.get("properties")
     properties = None if raw_properties is None else properties_from_json(raw_properties)
-    return Message(topic, data, qos, retain, time, properties), label if isinstance(label, str) else None
+    return Message(topic, data, qos, retain, time, properties), label
 
 
 class JsonlReader:
@@ -366,9 +397,14 @@ class JsonlReader:
             return metadata_from_dict(data[JSONL_HEADER_KEY], where=str(self.path))
         return None
 
-    def iter_labelled(self) -> Iterator[tuple[Message, str | None]]:
-        """(message, label or None) in file order. Raises :class:`RecordingError` on a
+    def iter_labelled(self, selection: Selection | None = None) -> Iterator[tuple[Message, str | None]]:
+        """(message, label or None) in file order: those ``selection`` selects (every line
+        is read: JSONL has no index, and a recording in receive order may be out of time
+        order, so reading does not stop at ``--end``). Raises :class:`RecordingError` on a
         damaged line (strict mode)."""
+        active = selection is not None and selection.active
+        if selection is not None:
+            selection.bind(self.metadata.start_ns)
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
@@ -383,7 +419,7 @@ class JsonlReader:
                 if not raw.strip():
                     continue
                 try:
-                    yield decode_line(raw)
+                    row = decode_line(raw)
                 except ValueError as exc:
                     if not raw.endswith(b"\n"):
                         self.torn_bytes = len(raw)
@@ -396,23 +432,54 @@ class JsonlReader:
                             "copies the readable lines to a new file"
                         ) from None
                     self.skipped += 1
+                    continue
+                if active:
+                    assert selection is not None
+                    message = row[0]
+                    if not selection.selects(message.topic, message.time_ns, message.retain):
+                        selection.excluded += 1
+                        continue
+                yield row
 
     def __iter__(self) -> Iterator[Message]:
-        for message, _label in self.iter_labelled():
+        return self.iter_messages()
+
+    def iter_messages(self, selection: Selection | None = None) -> Iterator[Message]:
+        for message, _label in self.iter_labelled(selection):
             yield message
 
-    def iter_tables(self) -> Iterator[Any]:
-        """Recording-schema Arrow tables of up to 32k messages (for ``info``; imports pyarrow)."""
+    def iter_tables(self, selection: Selection | None = None) -> Iterator[Any]:
+        """Recording-schema Arrow tables of up to 32k selected messages (imports pyarrow)."""
         from tesaiot_cli.recording import schema
 
         rows: list[tuple[Message, str | None]] = []
-        for row in self.iter_labelled():
+        for row in self.iter_labelled(selection):
             rows.append(row)
             if len(rows) >= BATCH_ROWS:
                 yield _table(rows, schema)
                 rows = []
         if rows:
             yield _table(rows, schema)
+
+    def plan(self, selection: Selection | None = None) -> SelectionPlan:
+        """JSONL has no index. Without a selection: the count of lines (no parsing) of a file
+        of at most ``COUNT_LIMIT`` bytes; with one, the selection counted by reading a file
+        of at most ``SCAN_LIMIT`` bytes (a second read, bounded); else not known."""
+        meta = self.metadata
+        size = self.path.stat().st_size
+        if selection is None or not selection.active:
+            return SelectionPlan(self.count() if size <= COUNT_LIMIT else None, meta.start_ns, meta.end_ns)
+        selection.bind(meta.start_ns)
+        if size > SCAN_LIMIT:
+            return SelectionPlan(None, *selection.cut(meta.start_ns, meta.end_ns))
+        excluded, warnings = selection.excluded, list(self.warnings)
+        messages, span = 0, TimeSpan()
+        for message, _label in self.iter_labelled(selection):
+            if selection.where(message.time_ns) == 0:  # not a retained one kept from before
+                messages += 1
+                span.include(message.time_ns, message.time_ns)
+        selection.excluded, self.warnings = excluded, warnings  # the replay reads it again
+        return SelectionPlan(messages, span.start_ns, span.end_ns)
 
     def count(self) -> int:
         """Complete, non-empty lines after the metadata line (no parsing: fast)."""

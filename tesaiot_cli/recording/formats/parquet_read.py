@@ -1,7 +1,9 @@
 """Reading Parquet recordings: sealed files, and the ``.partial`` directory a crash leaves.
 
 Both readers stream one row group (or journal batch) at a time and raise only
-:class:`RecordingError`. Page checksums are verified, so a damaged page is reported
+:class:`RecordingError`. They take a :class:`~tesaiot_cli.selection.Selection`: a sealed
+file skips, unread, every row group whose footer statistics (time range, topic range,
+retain) prove that the selection takes none of its rows. Page checksums are verified, so a damaged page is reported
 instead of read as wrong data.
 """
 
@@ -11,7 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, NamedTuple, TypeVar
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
@@ -22,7 +24,8 @@ from tesaiot_cli.message import Message
 from tesaiot_cli.recording import schema
 from tesaiot_cli.recording.files import check_regular_file, partial_dir
 from tesaiot_cli.recording.meta import METADATA_KEY, finished_metadata, metadata_from_json
-from tesaiot_cli.recording.model import RecordingMetadata, TimeSpan
+from tesaiot_cli.recording.model import RecordingMetadata, SelectionPlan, TimeSpan
+from tesaiot_cli.selection import Selection
 
 _NUMBERED = re.compile(r"^(part|journal)-(\d+)\.(parquet|arrows)$")
 
@@ -35,16 +38,61 @@ def _short(exc: BaseException) -> str:
 R = TypeVar("R", bound="TableReader")
 
 
+def times_ns(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """A ``time`` column as int64 ns (any timestamp unit, or integers taken as ns)."""
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.timestamp("ns", tz=column.type.tz))
+    return column.cast(pa.int64())
+
+
+def selected_mask(table: pa.Table, selection: Selection, *, keep_retained: bool) -> pa.ChunkedArray | None:
+    """Which rows of ``table`` (time, and topic when filtered, and retain for
+    ``keep_retained``) ``selection`` selects; None when all are. Binds an unbound window
+    to the first row."""
+    mask = None
+    if selection.windowed and table.num_rows:
+        times = times_ns(table.column("time"))
+        start, end = selection.resolve(int(times[0].as_py()))
+        mask = pc.and_(pc.greater_equal(times, pa.scalar(start, pa.int64())),
+                       pc.less_equal(times, pa.scalar(end, pa.int64())))
+        if keep_retained and "retain" in table.column_names:
+            before = pc.and_(pc.less(times, pa.scalar(start, pa.int64())), table.column("retain").cast(pa.bool_()))
+            mask = pc.or_(mask, before)
+    if selection.filters_topics and table.num_rows:
+        topics = table.column("topic").cast(pa.string())
+        wanted = [topic for topic in pc.unique(topics).to_pylist() if selection.wanted(topic)]
+        in_topics = pc.is_in(topics, value_set=pa.array(wanted, pa.string()))
+        mask = in_topics if mask is None else pc.and_(mask, in_topics)
+    return mask
+
+
+def select_rows(table: pa.Table, selection: Selection | None) -> pa.Table:
+    """The rows of a recording-schema table ``selection`` selects, in order; the others are
+    added to ``selection.excluded``."""
+    if selection is None or not selection.active or table.num_rows == 0:
+        return table
+    mask = selected_mask(table, selection, keep_retained=selection.keep_retained)
+    if mask is None:
+        return table
+    kept = table.filter(mask)
+    selection.excluded += table.num_rows - kept.num_rows
+    return kept
+
+
 class TableReader:
-    """Iteration and the context manager shared by the Parquet readers (single file, unsealed
-    leftover, dataset directory); subclasses provide ``iter_tables`` and ``close``."""
+    """Iteration, planning and the context manager shared by the Parquet readers (single
+    file, unsealed leftover, dataset directory); subclasses provide ``iter_tables`` (which
+    applies the selection), ``count`` and ``close``."""
 
     path: Path
     metadata: RecordingMetadata
     sealed: bool
     warnings: list[str]
 
-    def iter_tables(self) -> Iterator[pa.Table]:
+    def iter_tables(self, selection: Selection | None = None) -> Iterator[pa.Table]:
+        raise NotImplementedError
+
+    def count(self) -> int:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -52,13 +100,25 @@ class TableReader:
 
     def __iter__(self) -> Iterator[Message]:
         """Messages in file order. Raises :class:`RecordingError` on damage."""
-        for table in self.iter_tables():
+        return self.iter_messages()
+
+    def iter_messages(self, selection: Selection | None = None) -> Iterator[Message]:
+        """The messages ``selection`` selects, in file order."""
+        for table in self.iter_tables(selection):
             yield from schema.iter_messages(table)
 
-    def iter_labelled(self) -> Iterator[tuple[Message, str | None]]:
+    def iter_labelled(self, selection: Selection | None = None) -> Iterator[tuple[Message, str | None]]:
         """(message, label or None) in file order."""
-        for table in self.iter_tables():
+        for table in self.iter_tables(selection):
             yield from schema.iter_rows(table)
+
+    def plan(self, selection: Selection | None = None) -> SelectionPlan:
+        """Without an index: exact only for no selection (see :class:`SelectionPlan`)."""
+        meta = self.metadata
+        if selection is None or not selection.active:
+            return SelectionPlan(self.count(), meta.start_ns, meta.end_ns)
+        selection.bind(meta.start_ns)
+        return SelectionPlan(None, *selection.cut(meta.start_ns, meta.end_ns))
 
     def __enter__(self: R) -> R:
         return self
@@ -66,6 +126,70 @@ class TableReader:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class _Stats(NamedTuple):
+    """What a row group's footer statistics say (None: not known)."""
+
+    rows: int
+    times: tuple[int, int] | None
+    topics: tuple[str, str] | None
+    retained: bool
+
+
+_TIME_FACTORS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+class FooterIndex:
+    """What a Parquet file's footer says of each row group: its time range in ns (when the
+    time column is int64 ns or a timestamp), its topic range (UTF-8) and whether it may hold
+    a retained message."""
+
+    def __init__(self, source: pq.ParquetFile) -> None:
+        self._meta = source.metadata
+        columns = self._meta.schema
+        leaves = [columns.column(i).path for i in range(len(columns))]
+        self._time, self._topic, self._retain = (leaves.index(n) if n in leaves else None
+                                                 for n in ("time", "topic", "retain"))
+        fields = source.schema_arrow
+        time_type = fields.field("time").type if "time" in fields.names else None
+        self._factor = None
+        if time_type is not None and pa.types.is_timestamp(time_type):
+            self._factor = _TIME_FACTORS.get(time_type.unit)
+        elif time_type is not None and pa.types.is_integer(time_type):
+            self._factor = 1
+
+    def stats(self, index: int) -> _Stats:
+        group = self._meta.row_group(index)
+        times = topics = None
+        retained = True
+        if self._factor is not None and self._time is not None:
+            chunk = group.column(self._time).statistics
+            if chunk is not None and chunk.has_min_max and chunk.physical_type == "INT64":
+                times = (int(chunk.min_raw) * self._factor, int(chunk.max_raw) * self._factor)
+        if self._topic is not None:
+            chunk = group.column(self._topic).statistics
+            if chunk is not None and chunk.has_min_max and chunk.physical_type == "BYTE_ARRAY":
+                try:
+                    topics = (bytes(chunk.min_raw).decode("utf-8"), bytes(chunk.max_raw).decode("utf-8"))
+                except UnicodeDecodeError:
+                    topics = None
+        if self._retain is None:
+            retained = False  # read as retain false
+        else:
+            chunk = group.column(self._retain).statistics
+            if chunk is not None and chunk.has_min_max and chunk.physical_type == "BOOLEAN":
+                retained = bool(chunk.max_raw)
+        return _Stats(int(group.num_rows), times, topics, retained)
+
+
+def excluded_by_stats(stats: _Stats, selection: Selection) -> bool:
+    """Whether a row group's statistics prove that ``selection`` selects none of its rows."""
+    if stats.rows == 0:
+        return True
+    if stats.times is not None and selection.excludes_times(*stats.times, retained=stats.retained):
+        return True
+    return stats.topics is not None and selection.filters_topics and not selection.may_want_topics(*stats.topics)
 
 
 class ParquetReader(TableReader):
@@ -79,6 +203,8 @@ class ParquetReader(TableReader):
         self.warnings: list[str] = []
         self._handle = handle
         self._file = source
+        self._index: FooterIndex | None = None
+        self.row_groups_read: list[int] = []  # the row groups the last iter_tables decoded
 
     @classmethod
     def open(cls, path: Path) -> ParquetReader:
@@ -127,23 +253,84 @@ class ParquetReader(TableReader):
         """Messages in the file (from the footer: no scan)."""
         return int(self._file.metadata.num_rows)
 
-    def iter_tables(self, *, skip: set[int] | None = None) -> Iterator[pa.Table]:
-        """Recording-schema tables, one row group (or up to 64k rows) at a time."""
+    def stats(self, index: int) -> _Stats:
+        """Row group ``index``'s footer statistics (see :class:`FooterIndex`)."""
+        if self._index is None:
+            self._index = FooterIndex(self._file)
+        return self._index.stats(index)
+
+    def excluded_by_stats(self, stats: _Stats, selection: Selection) -> bool:
+        return excluded_by_stats(stats, selection)
+
+    def iter_tables(self, selection: Selection | None = None, *, skip: set[int] | None = None) -> Iterator[pa.Table]:
+        """Recording-schema tables, one row group (or up to 64k rows) at a time: only the
+        rows ``selection`` selects; a row group its statistics exclude is not read (it is
+        added to ``selection.excluded``; ``row_groups_read`` lists the ones read)."""
         total = self.row_groups
+        active = selection is not None and selection.active
+        if selection is not None:
+            selection.bind(self.metadata.start_ns)
+        self.row_groups_read = []
         for index in range(total):
             if skip and index in skip:
                 continue
+            if active:
+                assert selection is not None
+                stats = self.stats(index)
+                if self.excluded_by_stats(stats, selection):
+                    selection.excluded += stats.rows
+                    continue
+            self.row_groups_read.append(index)
             try:
                 batches = self._file.iter_batches(batch_size=65_536, row_groups=[index])
                 for batch in batches:
-                    yield schema.conform(pa.Table.from_batches([batch]), where=str(self.path))
+                    table = schema.conform(pa.Table.from_batches([batch]), where=str(self.path))
+                    if active:
+                        table = select_rows(table, selection)
+                        if not table.num_rows:
+                            continue
+                    yield table
             except RecordingError:
                 raise
             except Exception as exc:  # noqa: BLE001 - translated
-                raise RecordingError(
-                    f"{self.path}: row group {index + 1} of {total} is damaged ({_short(exc)}); "
-                    f"'tesaiot recover {self.path}' copies the readable row groups to a new file"
-                ) from None
+                raise self._damaged(index, exc) from None
+
+    def _damaged(self, index: int, exc: BaseException) -> RecordingError:
+        return RecordingError(
+            f"{self.path}: row group {index + 1} of {self.row_groups} is damaged ({_short(exc)}); "
+            f"'tesaiot recover {self.path}' copies the readable row groups to a new file")
+
+    def plan(self, selection: Selection | None = None) -> SelectionPlan:
+        """The count and span of ``selection``, exact: from the footer's statistics for the
+        row groups they decide (wholly out of it, or wholly in its window with no topic
+        filter), else from the group's time (and topic) column alone."""
+        meta = self.metadata
+        if selection is None or not selection.active:
+            return SelectionPlan(self.count(), meta.start_ns, meta.end_ns)
+        selection.bind(meta.start_ns)
+        messages, span = 0, TimeSpan()
+        for index in range(self.row_groups):
+            stats = self.stats(index)
+            if self.excluded_by_stats(stats, selection):
+                continue
+            if stats.times is not None and not selection.filters_topics and selection.within_times(*stats.times):
+                messages += stats.rows
+                span.include(*stats.times)
+                continue
+            columns = ["time", "topic"] if selection.filters_topics else ["time"]
+            try:
+                table = self._file.read_row_group(index, columns=columns)
+            except Exception as exc:  # noqa: BLE001 - translated
+                raise self._damaged(index, exc) from None
+            mask = selected_mask(table, selection, keep_retained=False)
+            times = times_ns(table.column("time"))
+            if mask is not None:
+                times = times.filter(mask)
+            if len(times):
+                messages += len(times)
+                bounds = pc.min_max(times).as_py()
+                span.include(bounds["min"], bounds["max"])
+        return SelectionPlan(messages, span.start_ns, span.end_ns)
 
     def damaged_row_groups(self) -> list[int]:
         """Indices of the row groups that cannot be read (every page is checked)."""
@@ -248,13 +435,22 @@ class UnsealedParquetReader(TableReader):
                                             recording_id=metadata.recording_id)
         return reader
 
-    def _tables(self, problems: list[str]) -> Iterator[pa.Table]:
+    def _tables(self, problems: list[str], selection: Selection | None = None) -> Iterator[pa.Table]:
+        """Closed parts' row groups (those ``selection`` may take rows from: the others are
+        counted in it, unread), then the journals' batches."""
+        active = selection is not None and selection.active
         for part in self.parts:
             try:
                 with open(part, "rb") as handle:
                     source = pq.ParquetFile(handle, page_checksum_verification=True)
-                    for index in range(source.num_row_groups):
-                        yield schema.conform(source.read_row_group(index), where=str(part))
+                    index = FooterIndex(source) if active else None
+                    for group in range(source.num_row_groups):
+                        if index is not None and selection is not None:
+                            stats = index.stats(group)
+                            if excluded_by_stats(stats, selection):
+                                selection.excluded += stats.rows
+                                continue
+                        yield schema.conform(source.read_row_group(group), where=str(part))
             except (RecordingError, GeneratorExit):
                 raise
             except Exception as exc:  # noqa: BLE001 - translated
@@ -266,9 +462,15 @@ class UnsealedParquetReader(TableReader):
                 except pa.ArrowException as exc:
                     raise RecordingError(f"{journal} is damaged ({_short(exc)})") from None
 
-    def iter_tables(self) -> Iterator[pa.Table]:
-        """Recording-schema tables: closed parts first, then the open part's journal."""
-        return self._tables([])
+    def iter_tables(self, selection: Selection | None = None) -> Iterator[pa.Table]:
+        """Recording-schema tables (the rows ``selection`` selects): closed parts first,
+        then the open part's journal."""
+        if selection is not None:
+            selection.bind(self.metadata.start_ns)
+        for table in self._tables([], selection):
+            table = select_rows(table, selection)
+            if table.num_rows:
+                yield table
 
     def count(self) -> int:
         return self._rows

@@ -34,6 +34,7 @@ from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.recording import schema
 from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
 from tesaiot_cli.recording.files import (
+    check_output_path,
     commit_temp,
     fsync_dir,
     os_error_text,
@@ -99,7 +100,9 @@ class PartWriter:
             return
         table = pa.concat_tables(self._pending)
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-        self._open().write_table(table, row_group_size=max(1, table.num_rows))
+        # At most row_group_rows per group, however much a fast writer gathered: readers skip
+        # row groups by their statistics (a selection), so a group is the unit not decoded.
+        self._open().write_table(table, row_group_size=max(1, min(table.num_rows, self._row_group_rows)))
 
     def close(self, metadata_json: bytes) -> None:
         self.write_pending()
@@ -146,10 +149,7 @@ class ParquetWriter(BufferedWriter):
     def open(self) -> ParquetWriter:
         """Create the output (the ``.partial`` directory, or a hidden temporary file) and
         start the flusher. Raises :class:`RecordingError`."""
-        if not self.path.parent.is_dir():
-            raise RecordingError(f"cannot write {self.path}: the directory {self.path.parent} does not exist")
-        if self.path.is_dir():
-            raise RecordingError(f"cannot write {self.path}: it is a directory")
+        check_output_path(self.path)
         created = False
         try:
             if self.crash_safe:
