@@ -7,6 +7,7 @@ fails the test with the last screen), never a fixed sleep.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shlex
@@ -87,6 +88,9 @@ class Tmux:
 
     def close(self) -> None:
         subprocess.run([self.tmux, "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+        # the server leaves its socket file behind: -L names it in tmux's directory
+        directory = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+        (directory / self.socket).unlink(missing_ok=True)
 
     def __enter__(self) -> Tmux:
         return self
