@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from tesaiot_cli.cli import all_commands, app
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
 from tesaiot_cli.recording.meta import METADATA_KEY
 from tests.conftest import clean_env, run_cli

@@ -16,8 +16,7 @@ import pytest
 from tesaiot_cli.cliutil import EXIT_RECORDING
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording import schema
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, recover
+from tesaiot_cli.recording import RecordingMetadata, open_reader, recover, schema
 from tesaiot_cli.recording.dataset.layout import info_path, part_file_name, prepare_dataset, staged_path
 from tesaiot_cli.recording.dataset.partition import parse_partition, split_by_partition
 from tesaiot_cli.recording.dataset.reader import merged_tables

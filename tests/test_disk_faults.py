@@ -23,7 +23,7 @@ import pytest
 from tesaiot_cli.cliutil import EXIT_RECORDING
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.formats.jsonl import JsonlWriter
 from tests.conftest import clean_env, run_cli
 from tests.support.broker import Mosquitto

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import NORMAL_LABEL
+from tesaiot_cli.recording import NORMAL_LABEL
 from tesaiot_cli.sim.dps368 import (
     ALL_KINDS,
     EPISODE_PACKETS,

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.dataset.layout import prepare_dataset
 from tesaiot_cli.recording.dataset.writer import DatasetWriter
 from tesaiot_cli.recording.formats import parquet_write as parquet_format

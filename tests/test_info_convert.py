@@ -11,7 +11,7 @@ import pytest
 
 from tesaiot_cli.cliutil import EXIT_CONFIG, EXIT_RECORDING
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.formats import parquet_write as parquet_format
 from tests.conftest import run_cli
 

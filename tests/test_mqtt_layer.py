@@ -28,7 +28,7 @@ from tesaiot_cli.message import Message, PublishProperties
 from tesaiot_cli.mqtt import NetworkFailure, Session, codec, paho_compat
 from tesaiot_cli.mqtt.loops import Connection
 from tesaiot_cli.mqtt.transport import BufferedSocket
-from tesaiot_cli.recording.base import open_reader
+from tesaiot_cli.recording import open_reader
 from tests.conftest import ROOT, clean_env, run_cli
 from tests.support.broker import Mosquitto, free_ports, wait_for_port
 from tests.support.clients import publish

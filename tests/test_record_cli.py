@@ -16,7 +16,7 @@ import pytest
 
 from tesaiot_cli.cliutil import EXIT_CONFIG, EXIT_CONNECT, EXIT_RECORDING
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import open_reader
+from tesaiot_cli.recording import open_reader
 from tests.conftest import clean_env, cli_command, run_cli, start_cli
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
 from tests.support.clients import publish

@@ -10,7 +10,7 @@ import pytest
 
 from tesaiot_cli.message import Message
 from tesaiot_cli.mqtt import Session
-from tesaiot_cli.recording.base import open_reader
+from tesaiot_cli.recording import open_reader
 from tests.conftest import run_cli
 from tests.support.broker import Mosquitto
 from tests.support.clients import Collector, publish

@@ -13,7 +13,7 @@ import pytest
 
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import (
+from tesaiot_cli.recording import (
     FORMAT_VERSION,
     RecordingMetadata,
     existing_outputs,

@@ -18,7 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tests.conftest import run_cli, start_cli
 from tests.support.broker import Mosquitto
 from tests.support.clients import Collector, publish

@@ -12,7 +12,6 @@ import pytest
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
-from tesaiot_cli.render import iso_time
 from tesaiot_cli.replay import (
     MAX_SLEEP_S,
     LatenessHistogram,
@@ -25,6 +24,7 @@ from tesaiot_cli.replay import (
     summary,
 )
 from tesaiot_cli.selection import parse_time_bound
+from tesaiot_cli.textfmt import iso_time
 
 T0 = 1_790_000_000_000_000_000  # an arbitrary recording start, ns since the epoch
 S = 1_000_000_000

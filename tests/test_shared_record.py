@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from tesaiot_cli.cliutil import EXIT_CONFIG, EXIT_CONNECT
-from tesaiot_cli.recording.base import open_reader
+from tesaiot_cli.recording import open_reader
 from tests.conftest import run_cli
 from tests.support.broker import Mosquitto
 from tests.support.clients import publish

@@ -204,7 +204,7 @@ def test_upstream_environment_names_and_precedence(broker: Mosquitto, tmp_path: 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_record_ground_truth_matches_what_a_subscriber_received(broker: Mosquitto, tmp_path: Path,
                                                                 suffix: str) -> None:
-    from tesaiot_cli.recording.base import open_reader
+    from tesaiot_cli.recording import open_reader
 
     device, path = uid(), tmp_path / f"truth{suffix}"
     args = ("--device-id", device, "--interval", "0", "--count", "40", "--anomaly-every", "4", "-k", "spike,dropout",
@@ -493,7 +493,7 @@ def test_console_line_and_summary() -> None:
 
 def test_duration_run_lists_its_dropouts_at_the_end(broker: Mosquitto, tmp_path: Path) -> None:
     """A run whose length is not known in advance still writes the exact dropouts (score needs them)."""
-    from tesaiot_cli.recording.base import open_reader
+    from tesaiot_cli.recording import open_reader
 
     path = tmp_path / "truth.parquet"
     result = simulate(broker, "--devices", "2", "--interval", "0.01", "--duration", "1.5", "--anomaly-every", "3",
