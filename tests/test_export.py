@@ -332,8 +332,8 @@ def test_line_cut_parsing_keeps_every_row_in_place(tmp_path: Path) -> None:
 @pytest.mark.parametrize("extra", [[], ["--topic", "device/+/telemetry", "--start", "1.5", "--end", "6"]])
 def test_export_does_not_look_for_pandas(tmp_path: Path, extra: list[str]) -> None:
     """pyarrow imports pandas, when installed, the first time it converts Python values
-    (0.18 s, 34 MiB): the export builds its few such arrays from buffers instead. An import
-    hook in the child records any attempt to import pandas, installed or not."""
+    (0.18 s, 34 MiB): the command line refuses that import (tesaiot_cli/lean.py) before any
+    other finder sees it. An import hook in the child records any attempt that got past it."""
     import subprocess
     import sys
 
