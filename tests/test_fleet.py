@@ -359,7 +359,8 @@ def test_reconnect_delays_are_exponential_with_jitter() -> None:
     of 1, 2, 4 ... 30 s (spread, not one instant)."""
     import random
 
-    from tesaiot_cli.mqtt.fleet import RECONNECT_MAX_DELAY_S, DeviceFleet
+    from tesaiot_cli.mqtt.backoff import RECONNECT_MAX_DELAY_S
+    from tesaiot_cli.mqtt.fleet import DeviceFleet
 
     now = [100.0]
     base = resolve_connection({"broker": "mqtt://127.0.0.1:9"}, {}, client_prefix="t")

@@ -675,12 +675,3 @@ def test_held_qos1_survives_an_outage(own_broker: Mosquitto) -> None:
         messages = again.wait_for(90)
     assert set(int(m.payload) for m in messages) == set(range(90))
 
-
-def test_reconnect_delays_start_quick_then_double() -> None:
-    """After a loss: ten attempts a second apart (a restarting broker is usually back
-    within seconds), then the delay doubles up to 30 s."""
-    from tesaiot_cli.mqtt.loops import BACKOFF_TEXT, reconnect_delay
-
-    assert [reconnect_delay(n) for n in range(16)] == [1] * 10 + [2, 4, 8, 16, 30, 30]
-    assert reconnect_delay(10_000) == 30
-    assert BACKOFF_TEXT == "every 1 s for 10 attempts, then doubling to 30 s"
