@@ -23,7 +23,7 @@ from tesaiot_cli.recording.dataset.reader import merged_tables
 from tesaiot_cli.recording.dataset.seal import recover_dataset
 from tesaiot_cli.recording.dataset.writer import DatasetWriter
 from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 # 2026-11-22 23:59:00 UTC: a minute before midnight, so recordings span two dates.
 BEFORE_MIDNIGHT_NS = int(dt.datetime(2026, 11, 22, 23, 59, tzinfo=dt.timezone.utc).timestamp()) * 10**9

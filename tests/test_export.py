@@ -17,8 +17,8 @@ from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.dataset.layout import prepare_dataset
 from tesaiot_cli.recording.dataset.writer import DatasetWriter
 from tesaiot_cli.recording.formats import parquet_write as parquet_format
-from tests.conftest import run_cli
 from tests.support.broker import Mosquitto
+from tests.support.cli import run_cli
 
 SAMPLE = Path(__file__).resolve().parent.parent / "recordings" / "dps368-sample.parquet"
 T0 = 1_795_335_896_000_000_000
@@ -381,8 +381,8 @@ def test_a_fresh_recording_of_the_simulator_has_its_sensor_type(broker: Mosquitt
                                                                suffix: str) -> None:
     """record (a real broker) -> the sensor_type column says DPS368 for the simulator's own topic
     (no sensor segment: taken from the payload); info and export agree; simulate --record too."""
-    from tests.conftest import start_cli
-    from tests.test_reliability import uid
+    from tests.support.cli import start_cli
+    from tests.support.fakes import uid
 
     device = f"sim-{uid()}"
     recording, truth = tmp_path / f"rec{suffix}", tmp_path / f"truth{suffix}"

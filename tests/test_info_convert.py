@@ -13,7 +13,7 @@ from tesaiot_cli.cliutil import EXIT_CONFIG, EXIT_RECORDING
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.formats import parquet_write as parquet_format
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 S = 1_000_000_000
 T0 = 1_763_800_000 * S
@@ -140,7 +140,7 @@ def test_info_errors_are_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_convert_round_trip_is_lossless(tmp_path: Path) -> None:
-    from tests.test_recording_formats import odd_messages
+    from tests.support.recordings import odd_messages
 
     source = tmp_path / "a.parquet"
     rows = odd_messages()

@@ -204,3 +204,16 @@ def test_the_layers_are_the_ones_docs_architecture_md_draws() -> None:
 
     assert as_sets(drawn_layers("## Layers and imports", "tesaiot_cli")) == as_sets(LAYERS)
     assert as_sets(drawn_layers("Inside `recording/`", "tesaiot_cli.recording")) == as_sets(RECORDING_LAYERS)
+
+
+def test_no_test_module_imports_another() -> None:
+    """Helpers shared by tests live in tests/support; a test module (or conftest.py) is
+    never imported by another."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(ROOT)} imports {name}" for name in names
+                          if name.startswith(("tests.test_", "tests.conftest"))]
+    assert offenders == []

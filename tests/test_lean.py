@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import clean_env
+from tests.support.cli import clean_env
 
 CHILD = """
 import sys

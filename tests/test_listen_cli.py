@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_env, run_cli, start_cli
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
+from tests.support.cli import clean_env, run_cli, start_cli
 from tests.support.clients import publish
 
 

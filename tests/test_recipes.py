@@ -14,7 +14,7 @@ import pytest
 
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata, open_writer
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "recording-format.md"

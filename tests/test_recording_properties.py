@@ -19,7 +19,7 @@ from tesaiot_cli.recording import FORMAT_VERSION, RecordingMetadata, open_reader
 from tesaiot_cli.recording.dataset.layout import prepare_dataset
 from tesaiot_cli.recording.dataset.writer import DatasetWriter
 from tesaiot_cli.recording.formats.jsonl import decode_line, encode_line
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 FORMATS = ["parquet", "jsonl"]
 T0 = 1_795_335_896_055_689_123

@@ -13,7 +13,7 @@ from tesaiot_cli.analysis.score import dropout_plan, parse_thresholds, score_del
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata, open_writer
 from tesaiot_cli.sim.dps368 import TimestampFormatter
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 from tests.support.truth import write_truth
 
 T0 = 1_795_000_000_000_000_000

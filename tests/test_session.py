@@ -14,7 +14,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tesaiot_cli.config import ConnectionSettings, resolve_connection
+from tesaiot_cli.config import ConnectionSettings
 from tesaiot_cli.errors import AuthError, ConfigError, ConnectError
 from tesaiot_cli.message import Message, validate_topic_name
 from tesaiot_cli.mqtt.flow import SessionStats
@@ -23,12 +23,7 @@ from tesaiot_cli.mqtt.session import HOLD_QUEUED, Session
 from tesaiot_cli.mqtt.transport import BufferedSocket as _BufferedSocket
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
 from tests.support.clients import Collector, publish
-
-
-def settings_for(url: str, **flags: object) -> ConnectionSettings:
-    # TESAIOT_PAHO_PATH=public runs these tests on paho's public path (scripts/test does).
-    env = {k: v for k, v in os.environ.items() if k == "TESAIOT_PAHO_PATH"}
-    return resolve_connection({"broker": url, "connect_timeout": 5, **flags}, env, client_prefix="tesaiot-test")
+from tests.support.settings import settings_for
 
 
 def scheme_settings(broker: Mosquitto, scheme: str) -> ConnectionSettings:

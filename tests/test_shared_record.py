@@ -12,10 +12,10 @@ import pytest
 
 from tesaiot_cli.cliutil import EXIT_CONFIG, EXIT_CONNECT
 from tesaiot_cli.recording import open_reader
-from tests.conftest import run_cli
 from tests.support.broker import Mosquitto
+from tests.support.cli import record, run_cli
 from tests.support.clients import publish
-from tests.test_record_cli import record, wait_recorded
+from tests.support.recordings import wait_recorded
 
 MESSAGES = 2000
 TOPICS = 40

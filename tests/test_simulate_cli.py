@@ -10,7 +10,6 @@ import json
 import re
 import signal
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,14 @@ from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.sim.dps368 import Packet, planned_dropouts
 from tesaiot_cli.sim.options import QUEUE_FLAT_OUT, QUEUE_MAX, QUEUE_MIN, resolve_options, safe_argv
 from tesaiot_cli.sim.report import packet_line, summary_lines
-from tests.conftest import clean_env, run_cli, start_cli
 from tests.support.broker import TOKEN, Mosquitto
+from tests.support.cli import clean_env, run_cli, start_cli
 from tests.support.clients import Collector
+from tests.support.fakes import uid
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 LINE = re.compile(r"^\[\d\d:\d\d:\d\d UTC\] \[(NORMAL|ANOMALY)\]( \((\w+)\))? Published: "
                   r"Pressure=(\d+\.\d\d) hPa, Temperature=(\d+\.\d\d) °C$")
-
-
-def uid() -> str:
-    return f"t{uuid.uuid4().hex[:8]}x"  # no trailing digits: a fleet appends -01, -02...
 
 
 def simulate(broker: Mosquitto, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
