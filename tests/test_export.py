@@ -13,12 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader
 from tesaiot_cli.recording.dataset.layout import prepare_dataset
 from tesaiot_cli.recording.dataset.writer import DatasetWriter
 from tesaiot_cli.recording.formats import parquet_write as parquet_format
 from tests.support.broker import Mosquitto
 from tests.support.cli import run_cli
+from tests.support.recordings import write_recording
 
 SAMPLE = Path(__file__).resolve().parent.parent / "recordings" / "dps368-sample.parquet"
 T0 = 1_795_335_896_000_000_000
@@ -43,10 +44,7 @@ MIXED: list[tuple[Message, str | None]] = [
 
 
 def write(path: Path, rows: list[tuple[Message, str | None]], *, labelled: bool = True) -> Path:
-    with open_writer(path, metadata=RecordingMetadata(source="record", labelled=labelled)) as writer:
-        for message, label in rows:
-            writer.write(message, label=label)
-    return path
+    return write_recording(path, rows, metadata=RecordingMetadata(source="record", labelled=labelled))
 
 
 def leftovers(directory: Path) -> list[str]:
