@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,13 +33,60 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tesaiot_cli", *args]
 
 
+# Commands that never connect to a broker: run_cli runs them in the test's own process.
+_OFFLINE = frozenset({"info", "export", "convert", "recover", "score", "plot"})
+
+
+def runs_offline(args: tuple[str, ...]) -> bool:
+    """Whether ``tesaiot ARGS`` never connects: an offline command, ``replay --to -``
+    (NDJSON on stdout) or ``detect --to FILE`` (a recording in, alerts to a file)."""
+    if not args:
+        return False
+    if args[0] in _OFFLINE:
+        return True
+    pairs = set(zip(args, args[1:], strict=False))
+    return (args[0] == "replay" and ("--to", "-") in pairs) or (args[0] == "detect" and "--to" in args)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None,
-            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess (bounded by ``timeout``)."""
+            input: bytes | None = None, process: bool | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI, bounded by ``timeout``: in a subprocess, or (``process`` False;
+    by default when :func:`runs_offline` and ``env`` sets the interpreter up as this one
+    is) in this process through the Typer app the
+    ``tesaiot`` entry point runs, with ``env`` as the whole environment and ``cwd`` as
+    the working directory. Either way: the exit code, stdout and stderr the user gets."""
+    chosen = env if env is not None else clean_env()
+    interpreter = {k for k in {*chosen, *os.environ} if k.startswith("PYTHON") and k != "PYTHONUNBUFFERED"}
+    same_interpreter = all(chosen.get(k) == os.environ.get(k) for k in interpreter)  # PYTHONPATH...: a process
+    if process is False or (process is None and runs_offline(args) and same_interpreter):
+        return run_in_process(*args, env=env if env is not None else clean_env(), cwd=cwd, input=input)
     return subprocess.run(
         cli_command(*args), env=env if env is not None else clean_env(), capture_output=True, text=True,
         timeout=timeout, cwd=cwd, input=input.decode() if input is not None else None,
     )
+
+
+def run_in_process(*args: str, env: dict[str, str], cwd: Path | None = None,
+                   input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """``tesaiot ARGS`` through Typer's CliRunner: os.environ is ``env`` for the call (and
+    restored after); an exception that escapes the command is written to stderr as the
+    interpreter would (a traceback) and exits 1, so a test that looks for one finds it."""
+    from typer.testing import CliRunner
+
+    from tesaiot_cli.cli import app
+
+    unset: dict[str, str | None] = {key: None for key in os.environ if key not in env}
+    here = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, list(args), input=input, env={**env, **unset}, prog_name="tesaiot")
+    finally:
+        os.chdir(here)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(cli_command(*args), result.exit_code, result.stdout, stderr)
 
 
 def start_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
