@@ -107,7 +107,8 @@ def test_insecure_skips_verification(broker: Mosquitto) -> None:
 
 def test_client_certificate_required(broker: Mosquitto) -> None:
     with pytest.raises(ConnectError):
-        Session(settings_for(broker.mtls_url, ca_file=str(broker.pki.ca_cert))).connect()
+        # A client without a certificate gets no answer: the CONNACK wait ends it (1 s here).
+        Session(settings_for(broker.mtls_url, ca_file=str(broker.pki.ca_cert), connect_timeout=1)).connect()
 
 
 def test_connection_refused_and_dns() -> None:
@@ -264,11 +265,13 @@ def test_full_window_drops_are_counted_not_silent(own_broker: Mosquitto, threade
 
 
 def test_driven_session_keeps_the_connection_alive(broker: Mosquitto) -> None:
-    """A driven session that only waits still answers keepalives (5 s keepalive, 8 s idle)."""
+    """A driven session that only waits still answers keepalives (2 s keepalive, 4 s idle:
+    the broker drops a client silent for 1.5 keepalives; below the 5 s a user may set, so
+    set on the settings object)."""
     events: list[str] = []
-    with Session(settings_for(broker.tcp_url, keepalive=5), threaded=False,
+    with Session(replace(settings_for(broker.tcp_url), keepalive=2), threaded=False,
                  on_event=lambda kind, text: events.append(kind)) as session:
-        session.wait(8)
+        session.wait(4)
         assert session.connected
         assert session.publish(Message("t/alive", b"still here", qos=1))
         assert session.flush(10)
