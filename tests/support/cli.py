@@ -40,7 +40,7 @@ _OFFLINE = frozenset({"info", "export", "convert", "recover", "score", "plot"})
 def runs_offline(args: tuple[str, ...]) -> bool:
     """Whether ``tesaiot ARGS`` never connects: an offline command, ``replay --to -``
     (NDJSON on stdout) or ``detect --to FILE`` (a recording in, alerts to a file)."""
-    if not args:
+    if not args or os.environ.get("TESAIOT_TEST_CLI_PROCESS") == "1":  # every run a real process
         return False
     if args[0] in _OFFLINE:
         return True
@@ -155,6 +155,14 @@ class Proc:
                 break
             time.sleep(0.02)
         raise AssertionError(f"{text!r} never appeared on stderr: {self.stderr!r}")
+
+    def wait_for_eof(self, timeout: float = 30) -> bool:
+        """Wait until stdout and stderr are closed by every process that holds them (its
+        children too), at most ``timeout`` s; whether they were."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     def wait(self, timeout: float = 60) -> int:
         try:
