@@ -140,7 +140,7 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
     """Run the live detector; print the summary; return whether something was not delivered."""
     from tesaiot_cli.analysis.detect import Detector, alert_message
     from tesaiot_cli.analysis.telemetry import ReadingParser
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.mqtt import Session
 
     inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_LIMIT)
     not_analysed = 0

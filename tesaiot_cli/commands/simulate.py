@@ -53,9 +53,9 @@ from tesaiot_cli.sim.options import (
 if TYPE_CHECKING:
     from tesaiot_cli.config import ConnectionSettings
     from tesaiot_cli.message import Message
+    from tesaiot_cli.mqtt import Session, SessionStats
     from tesaiot_cli.mqtt.fleet import DeviceFleet
     from tesaiot_cli.recording import RecordingMetadata, RecordingWriter
-    from tesaiot_cli.session import Session, SessionStats
     from tesaiot_cli.sim.dps368 import Packet
     from tesaiot_cli.sim.schedule import RunStats
 
@@ -384,7 +384,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
     publisher: _Publisher
     with StopSignals() as stop, ExitStack() as resources:
         if links is None:
-            from tesaiot_cli.session import Session
+            from tesaiot_cli.mqtt import Session
 
             session = resources.enter_context(
                 Session(settings, on_event=console.event, interrupt=stop.event, window=opts.queue, threaded=False,
