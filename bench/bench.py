@@ -24,7 +24,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import analysis, export, fleet, publish, record, replay, scaling, selection, startup, storage  # noqa: E402, E501
+from benchlib import (  # noqa: E402
+    analysis,
+    export,
+    fleet,
+    publish,
+    record,
+    replay,
+    scaling,
+    selection,
+    startup,
+    storage,
+    watch,
+)
 from benchlib.common import (  # noqa: E402
     BENCH_DIR,
     MAX_INFLIGHT_MESSAGES,
@@ -38,7 +50,7 @@ from benchlib.common import (  # noqa: E402
 )
 
 SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis", "export", "fleet",
-            "selection")
+            "selection", "watch")
 
 FULL: dict[str, Any] = {
     "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
@@ -57,6 +69,7 @@ FULL: dict[str, Any] = {
     "fleet_duration": 12.0, "fleet_qos": [1, 0],
     "fleet_per_device_ladder": [300, 1000, 2000, 5000, 10000], "fleet_hold": 60.0, "fleet_connect_rate": 1000.0,
     "fleet_budget_s": 1500,
+    "watch_devices": 10_000, "watch_warmup_s": 12.0, "watch_window_s": 20.0,
 }
 QUICK: dict[str, Any] = {
     "ladder": [2000, 5000, 10000],
@@ -72,6 +85,7 @@ QUICK: dict[str, Any] = {
     "selection_count": 50_000, "selection_runs": 1,
     "fleet_ladder": [2000, 10000], "fleet_baseline_ladder": [2000, 10000], "fleet_duration": 11.0, "fleet_qos": [1],
     "fleet_per_device_ladder": [300, 1000], "fleet_hold": 11.0, "fleet_connect_rate": 1000.0, "fleet_budget_s": 240,
+    "watch_devices": 2_000, "watch_warmup_s": 6.0, "watch_window_s": 6.0,
 }
 
 
@@ -121,6 +135,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "paho, mosquitto_sub, mqtt-recorder; and, only when named, tesaiot-parquet-s3 (to "
                         "s3:// on a moto server on loopback)")
     parser.add_argument("--qos", help="record section: QoS levels to run, comma-separated (default: 0,1)")
+    parser.add_argument("--numbered-pair", action="store_true",
+                        help="record section: run each tool again right after itself at every rung (key "
+                             "TOOL+seq), fed payloads that carry tesaiot's sequence numbers (seq and boot)")
     parser.add_argument("--fleet-baseline", default=fleet.DEFAULT_BASELINE,
                         help="fleet section: the git ref of 'today's build' run beside this one "
                         f"(default {fleet.DEFAULT_BASELINE}, the commit before the fleet work)")
@@ -199,7 +216,8 @@ def main(argv: list[str]) -> int:
             ("record", "section 1: record",
              lambda: record.run_section(ctx, ladder=plan["ladder"], duration=plan["record_duration"],
                                         retries=plan["retries"], budget_s=plan["record_budget_s"],
-                                        qos_levels=args.qos, tool_keys=args.tools),
+                                        qos_levels=args.qos, tool_keys=args.tools,
+                                        numbered_pair=args.numbered_pair),
              lambda section: results["goals"].extend(record.report(section))),
             ("replay", "section 2: replay fidelity",
              lambda: replay.run_section(ctx, seconds=plan["replay_seconds"], seconds_5x=plan["replay_5x_seconds"]),
@@ -234,6 +252,10 @@ def main(argv: list[str]) -> int:
             ("selection", "section 11: readers that take the selection (replay --start, info --summary)",
              lambda: selection.run_section(ctx, count=plan["selection_count"], runs=plan["selection_runs"]),
              lambda section: results["goals"].extend(selection.report(section))),
+            ("watch", "section 12: watch at fleet scale, beside listen --json",
+             lambda: watch.run_section(broker, devices=plan["watch_devices"], warmup_s=plan["watch_warmup_s"],
+                                       window_s=plan["watch_window_s"]),
+             watch.report),
         ]
         try:
             for name, title, measure, show in steps:

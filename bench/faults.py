@@ -232,7 +232,7 @@ class Proc:
 
 # The live status line of simulate (and record on a terminal): "tesaiot:     5.0 s   495.7 msg/s ..."
 STATUS_LINE = re.compile(r"^tesaiot:\s+\d+(\.\d+)?\s*s\s")
-# The session's connection events on stderr (tesaiot_cli/session.py).
+# The session's connection events on stderr (tesaiot_cli/mqtt/).
 CONNECTION_EVENT = re.compile(r"^tesaiot: (disconnected from|reconnecting|reconnect failed|reconnect refused|"
                               r"reconnect attempt|reconnected to)")
 NUMBER = r"([\d,]+)"
@@ -485,6 +485,7 @@ class Options:
     hostile_duration: float
     hostile_script: Path
     workdir: Path
+    sequence: bool = False  # simulate --sequence: record counts what the broker dropped
 
 
 def tool_summary(proc: Proc, code: int, workdir: Path) -> dict[str, Any]:
@@ -534,7 +535,8 @@ def run_row(opts: Options, net: Net, row: Row) -> None:
         sim = Proc.start(net, "simulate", [
             opts.tesaiot, "simulate", "-b", net.url, "--devices", str(opts.devices), "--interval", f"{opts.interval:g}",
             "--duration", f"{opts.duration:g}", "--seed", str(opts.seed), "--qos", str(row.qos),
-            "--record", str(truth), "--force", "--client-id", f"faults-sim-{row.case}"], directory)
+            "--record", str(truth), "--force", "--client-id", f"faults-sim-{row.case}",
+            *(["--sequence"] if opts.sequence else [])], directory)
         procs.append(sim)
         fault_errors: list[BaseException] = []
         fault = threading.Thread(target=apply_fault, args=(row, broker, sim, opts, fault_errors), daemon=True)
@@ -794,6 +796,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="markdown table file (default bench/results/faults-DATE.md)")
     parser.add_argument("--docs", type=Path, default=None, help="also put the table into this file between its markers")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (recordings, logs)")
+    parser.add_argument("--sequence", action="store_true",
+                        help="simulate --sequence: numbered payloads, so record counts (and exits 7 for) what the "
+                             "broker dropped")
     args = parser.parse_args(argv)
     bad = set(args.cases.split(",")) - set(CASES)
     if bad:
@@ -837,7 +842,8 @@ def main(argv: list[str]) -> int:
     opts = Options(tesaiot=args.tesaiot, devices=args.devices, interval=args.interval, duration=args.duration,
                    seed=args.seed, rate=args.rate, stall=min(args.stall, args.duration / 2), down=args.down,
                    fault_at=fault_at, drain=args.drain, quiet=args.quiet,
-                   hostile_duration=args.hostile_duration, hostile_script=args.hostile_script, workdir=workdir)
+                   hostile_duration=args.hostile_duration, hostile_script=args.hostile_script, workdir=workdir,
+                   sequence=args.sequence)
     qos_levels = [int(q) for q in args.qos.split(",")]
     sessions = [s == "persistent" for s in args.sessions.split(",")]
     rows: list[Row] = []

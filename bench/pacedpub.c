@@ -3,7 +3,8 @@
  *
  * Publishes COUNT DPS368-like JSON messages (about 160 bytes, each carrying a sequence
  * number "seq") to one topic at a fixed RATE, over a raw TCP socket (no MQTT library),
- * and prints one JSON line with what it achieved.
+ * and prints one JSON line with what it achieved. With -B BOOT the payload ends with
+ * "boot": BOOT too, the pair tesaiot's sequence counter takes (simulate --sequence's tail).
  *
  * Pacing is absolute: message i is due at start + i / RATE on CLOCK_MONOTONIC, never
  * start + the sum of the gaps. Each wake-up sends every message that is due in one
@@ -16,7 +17,7 @@
  *
  * Build: cc -O2 -o pacedpub pacedpub.c
  * Usage: pacedpub -p PORT -t TOPIC -r RATE -n COUNT [-H 127.0.0.1] [-q 0|1] [-d DEVICE]
- *                 [-i CLIENT_ID] [-W ACK_TIMEOUT_S] [-S FIRST_SEQ]
+ *                 [-i CLIENT_ID] [-W ACK_TIMEOUT_S] [-S FIRST_SEQ] [-B BOOT]
  * Exit: 0 all sent (and, QoS 1, acknowledged), 1 bad usage or connection, 2 stalled or
  * acks missing (the JSON line is printed anyway, with "error").
  */
@@ -47,6 +48,7 @@ static uint64_t acked = 0;
 static unsigned char rbuf[65536];
 static size_t rlen = 0;
 static const char *error_text = NULL;
+static long long boot = -1;  /* -B: append "boot" after "seq" */
 
 static int64_t mono_ns(void) {
     struct timespec ts;
@@ -200,13 +202,18 @@ static size_t make_payload(char *out, int64_t due_real_ns, const char *device, u
     memcpy(p, "}, \"seq\": ", 10);
     p += 10;
     p = put_uint(p, seq);
+    if (boot >= 0) {
+        memcpy(p, ", \"boot\": ", 10);
+        p += 10;
+        p = put_uint(p, (uint64_t)boot);
+    }
     *p++ = '}';
     return (size_t)(p - out);
 }
 
 static void usage(void) {
     fprintf(stderr, "usage: pacedpub -p PORT -t TOPIC -r RATE -n COUNT [-H HOST] [-q 0|1] [-d DEVICE] "
-                    "[-i CLIENT_ID] [-W ACK_TIMEOUT_S] [-S FIRST_SEQ]\n");
+                    "[-i CLIENT_ID] [-W ACK_TIMEOUT_S] [-S FIRST_SEQ] [-B BOOT]\n");
     exit(1);
 }
 
@@ -251,7 +258,7 @@ int main(int argc, char **argv) {
     int port = 0, opt;
     double rate = -1, ack_timeout = 30;
     long long count = -1, first_seq = 0;
-    while ((opt = getopt(argc, argv, "H:p:t:r:n:q:d:i:W:S:")) != -1) {
+    while ((opt = getopt(argc, argv, "H:p:t:r:n:q:d:i:W:S:B:")) != -1) {
         switch (opt) {
         case 'H': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -263,6 +270,7 @@ int main(int argc, char **argv) {
         case 'i': client_id = optarg; break;
         case 'W': ack_timeout = atof(optarg); break;
         case 'S': first_seq = atoll(optarg); break;
+        case 'B': boot = atoll(optarg); break;
         default: usage();
         }
     }

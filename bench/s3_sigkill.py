@@ -22,8 +22,8 @@ import paho.mqtt.client as paho  # noqa: E402
 import pyarrow.parquet as pq  # type: ignore[import-untyped]  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from tests.conftest import clean_env, cli_command  # noqa: E402
 from tests.support.broker import start_mosquitto  # noqa: E402
+from tests.support.cli import clean_env, cli_command  # noqa: E402
 from tests.support.s3 import start_moto  # noqa: E402
 
 

@@ -31,7 +31,7 @@ from tesaiot_cli.errors import (
     RecordingError,
     TesaiotError,
 )
-from tesaiot_cli.textfmt import plural as plural  # re-exported: the commands use one plural
+from tesaiot_cli.textfmt import plural
 
 # Exit codes, documented in the README ("Exit codes").
 EXIT_OK = 0
@@ -103,6 +103,31 @@ def cli_errors() -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback
         err(f"internal error: {type(exc).__name__}: {exc} (please report this)")
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """For a command that writes one file and then ends (convert, export, detect RECORDING,
+    plot, recover): inside, SIGTERM raises ``SystemExit(143)`` in the main thread instead
+    of killing the process where it stands, so the clean-up on the way out runs (the
+    temporary and spill files of the unfinished output are removed) and the exit status
+    is what the signal's default gives, 128 + 15. After SIGTERM or Ctrl+C, a temporary
+    file the interrupt caught before its writer could discard it is removed too."""
+    from tesaiot_cli.recording.files import remove_unfinished
+
+    def unwind(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, unwind) if main else None
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        remove_unfinished()
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _silence_broken_stdout() -> None:
@@ -332,11 +357,6 @@ def _in_background(fd: int) -> bool:
         return os.tcgetpgrp(fd) != os.getpgrp()
     except OSError:
         return False  # not our controlling terminal: no job control on it, nothing to fear
-
-
-def rate_text(count: int, seconds: float) -> str:
-    """``1,234/s`` (``-`` before any time has passed)."""
-    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-/s"
 
 
 def clock_text(seconds: float) -> str:

@@ -11,9 +11,10 @@ import pytest
 
 from tesaiot_cli.cliutil import EXIT_CONFIG, EXIT_RECORDING
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.formats import parquet_write as parquet_format
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
+from tests.support.recordings import write_recording
 
 S = 1_000_000_000
 T0 = 1_763_800_000 * S
@@ -37,10 +38,7 @@ def make(path: Path, rows: list[tuple[Message, str | None]], **metadata: object)
                              broker="mqtt://127.0.0.1:1883", topic_filters=("device/+/telemetry/#",))
     if metadata:
         meta = RecordingMetadata(**metadata)  # type: ignore[arg-type]
-    writer = open_writer(path, metadata=meta)
-    for message, label in rows:
-        writer.write(message, label=label)
-    writer.close()
+    write_recording(path, rows, metadata=meta)
 
 
 def one_clear_line(stderr: str) -> str:
@@ -140,7 +138,7 @@ def test_info_errors_are_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_convert_round_trip_is_lossless(tmp_path: Path) -> None:
-    from tests.test_recording_formats import odd_messages
+    from tests.support.recordings import odd_messages
 
     source = tmp_path / "a.parquet"
     rows = odd_messages()
@@ -196,3 +194,54 @@ def test_recover_command(tmp_path: Path) -> None:
     assert result.returncode == 0 and "removed the incomplete last line (16 bytes)" in result.stderr
     result = run_cli("recover", str(tmp_path / "none.parquet"))
     assert result.returncode == EXIT_RECORDING and "not found" in one_clear_line(result.stderr)
+
+
+def test_a_jsonl_recording_whose_labels_outgrow_the_metadata_line_is_still_sealed(tmp_path: Path) -> None:
+    # The metadata line keeps room for the time span and the labels; more labels than that
+    # room used to leave the file unsealed, without its labels, and convert called it a crash.
+    path = tmp_path / "many.jsonl"
+    rows = [(Message("a/b", b"x", 0, False, T0 + i), f"label-{i:03d}-" + "y" * 20) for i in range(80)]
+    make(path, rows)
+    with open_reader(path) as reader:
+        assert reader.sealed
+        assert list(reader.metadata.labels) == sorted(label for _message, label in rows)
+        assert (reader.metadata.start_ns, reader.metadata.end_ns) == (T0, T0 + 79)
+        assert list(reader.iter_labelled()) == rows
+    out = tmp_path / "many.parquet"
+    result = run_cli("convert", str(path), str(out))
+    assert result.returncode == 0 and "not sealed" not in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.jsonl", "many.parquet"]  # no temporary left
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    ('{"time":6,"topic":"a","qos":0,"retain":false,"payload":"x","label":5}', "'label' is not a string"),
+    ('{"time":6,"topic":"a","qos":0,"retain":false,"payload":"x","colour":"red"}', "unknown fields ['colour']"),
+])
+def test_convert_refuses_a_jsonl_line_it_would_alter(tmp_path: Path, line: str, why: str) -> None:
+    # these used to be converted with exit 0, the label or the field dropped
+    path = tmp_path / "hand.jsonl"
+    make(path, labelled_rows()[:1])
+    path.write_bytes(path.read_bytes() + line.encode() + b"\n" + path.read_bytes().splitlines(keepends=True)[1])
+    out = tmp_path / "out.parquet"
+    result = run_cli("convert", str(path), str(out))
+    assert result.returncode == EXIT_RECORDING and not out.exists()
+    text = one_clear_line(result.stderr)
+    assert "line 3 is damaged" in text and why in text, text
+
+
+@pytest.mark.parametrize(("columns", "why"), [
+    ({"time": [1, 2], "qos": [7, -1]}, "column qos has 2 values that are not 0, 1 or 2"),
+    ({"time": [1796644220.0, 1796644221.0]}, "column time holds floats"),
+])
+def test_convert_refuses_a_parquet_made_elsewhere_it_would_alter(tmp_path: Path, columns: dict[str, list[object]],
+                                                                 why: str) -> None:
+    # was: qos 7 converted to a JSONL that no reader takes back; float seconds read as ns (1e9 times off)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "pandas.parquet"
+    pq.write_table(pa.table({"topic": ["a", "b"], "payload": [b"x", b"y"], **columns}), path)
+    out = tmp_path / "out.jsonl"
+    result = run_cli("convert", str(path), str(out))
+    assert result.returncode == EXIT_RECORDING and not out.exists()
+    assert why in one_clear_line(result.stderr)

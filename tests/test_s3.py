@@ -14,23 +14,19 @@ import pytest
 from tesaiot_cli.cliutil import EXIT_AUTH, EXIT_RECORDING
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording import storage
-from tests.conftest import clean_env, run_cli, start_cli
 from tests.support.broker import Mosquitto
+from tests.support.cli import Proc, clean_env, record, run_cli
 from tests.support.clients import publish
 from tests.support.s3 import Moto, start_moto
-from tests.test_record_cli import Recorder
 
 
 def _topic() -> str:
     return f"s3test/{uuid.uuid4().hex[:8]}"
 
 
-def _record(moto: Moto, broker: Mosquitto, url: str, top: str, *args: str, **extra: str) -> Recorder:
+def _record(moto: Moto, broker: Mosquitto, url: str, top: str, *args: str, **extra: str) -> Proc:
     extra.setdefault("TESAIOT_S3_SEGMENT_S", "1")  # a segment a second (default 5): shorter tests
-    recorder = Recorder(start_cli("record", url, "-b", broker.tcp_url, "-t", f"{top}/#", *args,
-                                  env=clean_env(**moto.env(**extra))))
-    recorder.wait_started()
-    return recorder
+    return record(url, "-b", broker.tcp_url, "-t", f"{top}/#", *args, env=clean_env(**moto.env(**extra)))
 
 
 def _messages(top: str, count: int, start: int = 0) -> list[tuple[str, bytes]]:
@@ -102,8 +98,7 @@ def test_nothing_is_under_the_final_name_until_sealed_and_kill_9_is_recovered(mo
         keys = moto.keys(bucket)
         assert "run2.parquet" not in keys and "run2.parquet.partial/metadata.json" in keys
     finally:
-        recorder.process.send_signal(signal.SIGKILL)
-        recorder.wait()
+        recorder.stop(signal.SIGKILL)
     env = clean_env(**moto.env())
     info = run_cli("info", url, env=env)
     assert info.returncode == 0, info.stderr
@@ -164,9 +159,8 @@ def test_a_dataset_from_two_workers_on_a_prefix_reads_as_one(moto: Moto, broker:
 
     bucket, top = moto.new_bucket(), _topic()
     local = tmp_path / "fleet"
-    recorder = Recorder(start_cli("record", str(local), "--workers", "2", "--count", "240", "-b", broker.tcp_url,
-                                  "-t", f"{top}/#", env=clean_env()))
-    recorder.wait_started()
+    recorder = record(str(local), "--workers", "2", "--count", "240", "-b", broker.tcp_url, "-t", f"{top}/#",
+                      env=clean_env())
     publish(broker.tcp_port, _messages(top, 240))
     assert recorder.wait(timeout=60) == 0, recorder.stderr
     files = sorted(local.glob("date=*/part-*.parquet"))

@@ -241,12 +241,15 @@ class PacedPublisher:
     broker: Broker
 
     def argv(self, *, topic: str, rate: float, count: int, qos: int, device: str = "bench-01",
-             client_id: str | None = None, port: int | None = None) -> list[str]:
+             client_id: str | None = None, port: int | None = None, boot: int | None = None) -> list[str]:
+        """``boot``: end each payload with ``"boot"`` after ``"seq"`` (numbered, as simulate --sequence)."""
         port = port or self.broker.port
         argv = [self.path, "-H", "127.0.0.1", "-p", str(port), "-t", topic, "-r", f"{rate:g}",
                 "-n", str(count), "-q", str(qos), "-d", device]
         if client_id:
             argv += ["-i", client_id]
+        if boot is not None:
+            argv += ["-B", str(boot)]
         return argv
 
     def start(self, **kwargs: Any) -> subprocess.Popen[bytes]:

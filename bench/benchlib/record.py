@@ -84,6 +84,30 @@ def pacer_check(ctx: Context, *, rate: int, seconds: float) -> dict[str, Any]:
             "error": pub.data.get("error"), "bytes_received": received["bytes"]}
 
 
+class Numbered(SubscriberTool):
+    """``tool`` again, fed payloads that carry tesaiot's sequence numbers (``seq`` and
+    ``boot``): beside the plain one at each rung, what counting them costs the recorder."""
+
+    numbered = True
+
+    def __init__(self, tool: SubscriberTool) -> None:
+        self.tool = tool
+        self.key = f"{tool.key}+seq"
+        self.label = f"{tool.label}, numbered payloads"
+        self.suffix = tool.suffix
+
+    def unavailable(self) -> str | None:
+        return self.tool.unavailable()
+
+    def start(self, broker: Any, **kwargs: Any) -> Any:
+        running = self.tool.start(broker, **kwargs)
+        running.tool = self
+        return running
+
+    def received(self, running: Any) -> int:
+        return self.tool.received(running)
+
+
 def trial(ctx: Context, tool: SubscriberTool, *, rate: int, qos: int, duration: float) -> dict[str, Any]:
     """One trial of ``tool`` at ``rate`` msg/s for ``duration`` s; returns its record (see module doc)."""
     n = max(1, int(rate * duration))
@@ -110,7 +134,8 @@ def _trial(ctx: Context, tool: SubscriberTool, result: dict[str, Any], *, n: int
     try:
         ctx.broker.wait_subscribed(client_id, topic, timeout=SUBSCRIBE_TIMEOUT_S, process=running.process)
         time.sleep(0.1)
-        pub_process = ctx.publisher.start(topic=topic, rate=rate, count=n, qos=qos, device=device)
+        boot = time.time_ns() // 1_000_000 if isinstance(tool, Numbered) else None
+        pub_process = ctx.publisher.start(topic=topic, rate=rate, count=n, qos=qos, device=device, boot=boot)
         pub_deadline = time.monotonic() + duration * 3 + 30
         while pub_process.poll() is None and time.monotonic() < pub_deadline:
             running.poll_done()
@@ -180,10 +205,12 @@ def ladder_for_tool(ctx: Context, tool: SubscriberTool, rate: int, qos: int, dur
 
 
 def run_section(ctx: Context, *, ladder: list[int], duration: float, retries: int, budget_s: float,
-                qos_levels: tuple[int, ...] = (0, 1), tool_keys: list[str] | None = None) -> dict[str, Any]:
+                qos_levels: tuple[int, ...] = (0, 1), tool_keys: list[str] | None = None,
+                numbered_pair: bool = False) -> dict[str, Any]:
     """The ladder for every available tool (or those in ``tool_keys``), QoS 0 then 1. Each
     QoS level gets its share of ``budget_s``; rungs that would start after that are skipped
-    (and say so)."""
+    (and say so). ``numbered_pair``: each tool also runs as ``<key>+seq`` right after it at
+    every rung, fed numbered payloads (:class:`Numbered`)."""
     tools = all_tools()
     if tool_keys is not None:
         unknown = set(tool_keys) - {t.key for t in tools}
@@ -193,6 +220,8 @@ def run_section(ctx: Context, *, ladder: list[int], duration: float, retries: in
         tools = [t for t in tools if t.key in tool_keys]
     else:
         tools = [t for t in tools if not t.opt_in]
+    if numbered_pair:
+        tools = [paired for tool in tools for paired in (tool, Numbered(tool))]
     section: dict[str, Any] = {"grace_s": GRACE_S, "duration_s": duration, "ladder": ladder, "retries": retries,
                                "budget_s": budget_s, "tools": {}, "trials": []}
     section["pacer_check"] = pacer_check(ctx, rate=ladder[-1], seconds=min(duration, 2.0))

@@ -28,6 +28,7 @@ from tesaiot_cli.analysis.export import ExportReport, publish_file, selected_tab
 from tesaiot_cli.analysis.flatten import TIMESTAMP_TYPE, batch_fields, parse_payloads, path_key
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import parse_topic
+from tesaiot_cli.recording.files import os_error_text
 from tesaiot_cli.selection import Selection
 
 INSTALL_HINT = "pip install 'tesaiot-cli[mcap]'"
@@ -173,7 +174,7 @@ def export_mcap(tables: Callable[[], Iterator[pa.Table]], output: Path, *, selec
         report.file_bytes = output.stat().st_size
         return report
     except OSError as exc:
-        raise RecordingError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise RecordingError(f"cannot write {output}: {os_error_text(exc)}") from None
     finally:
         target.unlink(missing_ok=True)
 

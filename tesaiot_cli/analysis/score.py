@@ -39,7 +39,6 @@ from tesaiot_cli.recording import NORMAL_LABEL, RecordingMetadata
 DEFAULT_TOLERANCE_S = 2.0
 RUN_KINDS_DEFAULT = {"stuck": 5, "drift": 10}
 DROPOUT = "dropout"
-RATIO_NAMES = ("precision", "recall", "f1", "delivered")
 
 
 def percentile(ordered: list[int] | list[float], fraction: float) -> float | None:
@@ -574,40 +573,3 @@ def score_delivery(sent: Iterable[Message], received: Iterable[Message]) -> Deli
             latency[name] = float(latencies[ordered[rank - 1].as_py()])
     return DeliveryScore(sent=len(sent_keys), received=arrived, lost=lost, duplicated=duplicated,
                          unexpected=unexpected, out_of_order=arrived - in_order, latency_ns=latency)
-
-
-def parse_thresholds(text: str) -> dict[str, float]:
-    """``f1=0.9,recall=0.95`` -> {"f1": 0.9, "recall": 0.95}. Raises ValueError with a reason."""
-    result: dict[str, float] = {}
-    for part in text.split(","):
-        name, sep, value = part.strip().partition("=")
-        name = name.strip().lower()
-        if not sep or name not in RATIO_NAMES:
-            raise ValueError(f"{part.strip()!r}: use NAME=VALUE with NAME one of {', '.join(RATIO_NAMES)}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"{part.strip()!r}: {value.strip()!r} is not a number") from None
-        if not 0.0 <= number <= 1.0:
-            raise ValueError(f"{part.strip()!r}: a ratio is between 0 and 1")
-        result[name] = number
-    return result
-
-
-def unmet_thresholds(thresholds: dict[str, float], detection: DetectionScore | None,
-                     delivery: DeliveryScore | None) -> list[str]:
-    """The thresholds not met, as ``name value < threshold`` texts (a missing value fails)."""
-    values: dict[str, float | None] = {}
-    if detection is not None:
-        values["precision"] = detection.overall.precision
-        values["recall"] = detection.overall.recall
-        values["f1"] = detection.overall.f1
-    if delivery is not None:
-        values["delivered"] = delivery.delivered
-    failed = []
-    for name, threshold in thresholds.items():
-        value = values.get(name)
-        if value is None or value < threshold:
-            shown = "n/a" if value is None else f"{value:.3f}"
-            failed.append(f"{name} {shown} < {threshold:g}")
-    return failed

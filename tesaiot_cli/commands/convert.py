@@ -7,11 +7,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import EXIT_RECORDING, check_recording_path, cli_errors, err, plural, warn
+from tesaiot_cli.cliutil import EXIT_RECORDING, check_recording_path, cli_errors, err, sigterm_unwinds, warn
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
 from tesaiot_cli.recording.storage import location
-from tesaiot_cli.textfmt import human_bytes
+from tesaiot_cli.textfmt import human_bytes, plural
 
 EPILOG = """\b
 Examples:
@@ -22,6 +22,7 @@ Examples:
   mosquitto_sub -t '#' -v -F %j > cap.jsonl            # then:
   tesaiot convert --from mosquitto-json cap.jsonl cap.parquet
   tesaiot convert --from mqtt-recorder-csv recording.csv rec.parquet   # mqtt-recorder's CSV
+  tesaiot convert --from nab NAB/data nab.parquet        # the NAB corpus, windows as truth
 """
 
 
@@ -29,16 +30,19 @@ def convert(
     source: Annotated[Path, typer.Argument(parser=location, metavar="IN", help="The recording to read (.parquet or .jsonl).", show_default=False)],  # noqa: E501
     target: Annotated[Path, typer.Argument(parser=location, metavar="OUT", help="The file to write (.parquet or .jsonl).", show_default=False)],  # noqa: E501
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="FORMAT", help="Format of OUT: parquet or jsonl (default: from its suffix).", show_default=False)] = None,  # noqa: E501
-    from_fmt: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of IN: parquet, jsonl (default: from its suffix), or a capture of another tool: mosquitto-json (mosquitto_sub -F %j lines), mqtt-recorder-csv, mqtt-recorder-csv-b64 (recorded with --encode_b64).", show_default=False)] = None,  # noqa: E501
+    from_fmt: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of IN: parquet, jsonl (default: from its suffix), or a capture of another tool: mosquitto-json (mosquitto_sub -F %j or %J lines), mqtt-recorder-csv, mqtt-recorder-csv-b64 (recorded with --encode_b64); nab (a NAB CSV or a directory of them: docs/nab.md).", show_default=False)] = None,  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT.")] = False,
     dedupe: Annotated[bool, typer.Option("--dedupe", help="Leave out duplicates: messages whose topic and payload repeat an earlier one within --dedupe-window (QoS 1 re-deliveries after a reconnect); the first copy is kept.")] = False,  # noqa: E501
     window: Annotated[float, typer.Option("--dedupe-window", metavar="SECONDS", help="How far back --dedupe looks.")] = DEFAULT_WINDOW_S,  # noqa: E501
+    labels: Annotated[Optional[Path], typer.Option("--labels", metavar="FILE", help="--from nab: NAB's combined_windows.json (default: labels/ beside the data directory).", show_default=False)] = None,  # noqa: E501
+    topic_template: Annotated[str, typer.Option("--topic-template", metavar="TEMPLATE", help="--from nab: the topic of each series.")] = "nab/{device_id}",  # noqa: E501
 ) -> None:
     """Convert a recording between Parquet and JSONL, keeping every payload byte, time,
     QoS, retain flag, label and the metadata; or turn a capture of another tool (--from
     mosquitto-json, mqtt-recorder-csv) into a recording. OUT appears only when complete.
     Messages of a capture that cannot be taken over whole are left out, counted, and the
-    exit code is 5."""
+    exit code is 5; a capture with lines its tool never writes is refused (exit 5, nothing
+    written)."""
     from dataclasses import replace
 
     from tesaiot_cli.recording import (
@@ -50,17 +54,24 @@ def convert(
         strip_partial,
     )
     from tesaiot_cli.recording.dedupe import DuplicateFinder
+    from tesaiot_cli.recording.files import check_output_path
     from tesaiot_cli.recording.foreign import FOREIGN_FORMATS, ForeignReader
+    from tesaiot_cli.recording.nab import NabReader
 
-    with cli_errors():
+    with cli_errors(), sigterm_unwinds():  # SIGTERM: the unfinished output is removed
         finder = DuplicateFinder(window) if dedupe else None
-        source = strip_partial(source)
-        check_recording_path(source)
+        nab = from_fmt is not None and from_fmt.lower() == "nab"
+        if not nab and (labels is not None or topic_template != "nab/{device_id}"):
+            raise ConfigError("--labels and --topic-template are for --from nab")
+        source = source if nab else strip_partial(source)
+        if not nab:
+            check_recording_path(source)
         out_format = format_for(target, fmt)
         foreign = from_fmt is not None and from_fmt.lower() in FOREIGN_FORMATS
-        if from_fmt is not None and not foreign and from_fmt.lower() not in FORMATS:
+        if from_fmt is not None and not foreign and not nab and from_fmt.lower() not in FORMATS:
             raise ConfigError(f"unknown recording format {from_fmt!r} for --from: use "
-                              f"{', '.join([*FORMATS, *FOREIGN_FORMATS])}")
+                              f"{', '.join([*FORMATS, *FOREIGN_FORMATS, 'nab'])}")
+        check_output_path(target)
         if source.resolve() == target.resolve():
             raise ConfigError("IN and OUT are the same file")
         in_the_way = [p for p in existing_outputs(target, format=out_format) if p.is_file()]
@@ -68,6 +79,7 @@ def convert(
             raise ConfigError(f"{target} already exists: choose another name, or --force to overwrite")
         reader: Any
         opened = ForeignReader(source, from_fmt.lower()).open() if foreign and from_fmt else \
+            NabReader(source, labels=labels, topic_template=topic_template).open() if nab else \
             open_reader(source, format=from_fmt)
         with opened as reader:
             metadata = reader.metadata

@@ -24,6 +24,7 @@ from tesaiot_cli.cliutil import (
     err,
     print_event,
     resolve_settings,
+    sigterm_unwinds,
     warn,
     with_connection_options,
 )
@@ -64,7 +65,8 @@ def detect(
     stuck, drift, dropout), live or on a recording; alerts follow the alert contract.
 
     Exit codes: 0 done, 1 bad option, 3 broker unreachable, 4 authentication refused,
-    5 recording error, 7 some alerts were not delivered or readings not analysed.
+    5 recording error, 7 some alerts were not delivered, readings not analysed, or readings
+    missing from their sequence numbers (simulate --sequence).
     """
     with cli_errors():
         validate_topic_name(alert_topic.replace("{device_id}", "x"))
@@ -74,7 +76,8 @@ def detect(
             for name, value in (("--count", count), ("--duration", duration), ("--topic", topic)):
                 if value is not None:
                     raise ConfigError(f"{name} is for live detection, not with a RECORDING")
-            _offline(recording, to, force=force, alert_topic=alert_topic, quiet=quiet)
+            with sigterm_unwinds():  # the unfinished ALERTS is removed
+                _offline(recording, to, force=force, alert_topic=alert_topic, quiet=quiet)
             return
         if to is not None:
             raise ConfigError("--to is for offline detection: give the RECORDING to read (live alerts are "
@@ -102,12 +105,11 @@ def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet:
         format_for,
         open_reader,
         open_writer,
-        remove_outputs,
     )
+    from tesaiot_cli.recording.files import check_output_path, remove_tree
 
     format_for(to)
-    if not is_remote(to) and not to.parent.is_dir():
-        raise ConfigError(f"cannot write {str(to)!r}: the directory {str(to.parent)!r} does not exist")
+    check_output_path(to)
     if str(to) == str(recording) or (not is_remote(to) and to.resolve() == recording.resolve()):
         raise ConfigError("--to must not be the RECORDING itself")
     in_the_way = existing_outputs(to)
@@ -119,9 +121,11 @@ def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet:
         metadata = RecordingMetadata(tool_version=__version__, source="detect",
                                      extra={"detector": "tesaiot reference", "input": str(recording),
                                             "alert_topic": alert_topic})
-        if force and in_the_way:
-            remove_outputs(to)
-        # Not crash-safe: the file appears only when complete (nothing half-written on an error).
+        if force:  # only an unsealed ALERTS.partial/ goes now; ALERTS is replaced once the new one is whole
+            for leftover in in_the_way:
+                if leftover != to:
+                    remove_tree(leftover)
+        # Not crash-safe: the file appears only when complete; a reading error discards it.
         with open_writer(to, metadata=metadata, crash_safe=False) as writer:
             for _message, alert in detect_messages(iter(reader), detector):
                 writer.write(alert_message(alert, topic=alert_topic))
@@ -137,7 +141,7 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
     """Run the live detector; print the summary; return whether something was not delivered."""
     from tesaiot_cli.analysis.detect import Detector, alert_message
     from tesaiot_cli.analysis.telemetry import ReadingParser
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.mqtt import Session
 
     inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_LIMIT)
     not_analysed = 0
@@ -149,6 +153,11 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
         except queue.Full:
             not_analysed += 1
 
+    from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter, whole_streams
+
+    sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
+    live = LiveReport(sequence)
+    counted = whole_streams(filters)  # a member of a shared subscription sees part of each stream
     detector = Detector()
     parser = ReadingParser()
     published = other = 0
@@ -174,6 +183,11 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
                 except queue.Empty:
                     session.check()
                     continue
+                finally:
+                    if not quiet and (line := live.due(time.monotonic())) is not None:
+                        err(line)
+                if counted:
+                    sequence.add(message.topic, message.payload)
                 reading = parser.parse(message)
                 if reading is None:
                     other += 1
@@ -202,6 +216,8 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
         warn(f"{not_analysed} readings were not analysed: the detector fell more than {INBOX_LIMIT} readings behind")
     if inbox.qsize():
         warn(f"{inbox.qsize()} readings received after the stop were not analysed")
-    return bool(lost or not_analysed)
+    if sequence.numbered and (sequence.missing or not quiet):
+        (warn if sequence.missing else err)(sequence.report().summary_line())
+    return bool(lost or not_analysed or sequence.missing)
 
 

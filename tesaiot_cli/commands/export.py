@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, err, warn
+from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds, warn
 from tesaiot_cli.errors import ConfigError, EmptySelection
 from tesaiot_cli.recording.storage import is_remote, location
 
@@ -44,10 +44,11 @@ def export(
     are counted and kept as bytes in a payload column. .mcap: one channel per topic for
     Foxglove. OUT appears only when complete."""
     from tesaiot_cli.analysis.export import EXPORT_DECAY_MS, export_format
-    from tesaiot_cli.recording.base import is_dataset_path, open_reader, strip_partial
+    from tesaiot_cli.recording import is_dataset_path, open_reader, strip_partial
+    from tesaiot_cli.recording.files import check_output_path
     from tesaiot_cli.selection import Selection, parse_time_bound
 
-    with cli_errors():
+    with cli_errors(), sigterm_unwinds():  # SIGTERM: the unfinished output is removed
         from tesaiot_cli.recording.schema import use_lean_memory_pool
 
         use_lean_memory_pool(dict(os.environ), decay_ms=EXPORT_DECAY_MS)  # bounded RSS, few page faults
@@ -56,12 +57,9 @@ def export(
         if is_remote(output):
             raise ConfigError(f"export writes a local file, not {output}: export to a local name, then copy it "
                               "(aws s3 cp)")
-        if output.is_dir():
-            raise ConfigError(f"{output} is a directory: give a file name ending in .parquet, .csv or .mcap")
+        check_output_path(output)
         if output.exists() and not force:
             raise ConfigError(f"{output} already exists: choose another name, or --force to overwrite")
-        if not output.parent.is_dir():
-            raise ConfigError(f"cannot write {output}: the directory {output.parent} does not exist")
         if output.resolve() == file.resolve():
             raise ConfigError("RECORDING and OUT are the same file")
         selection = Selection(

@@ -69,8 +69,11 @@ def info(
             from tesaiot_cli.analysis.values import ValueStats
 
             values = ValueStats()
+        from tesaiot_cli.analysis.sequence import SequenceCounter
+
+        sequence = SequenceCounter()
         with open_reader(file, format=fmt) as reader:
-            tables = reader.iter_tables()
+            tables = _teed(reader.iter_tables(), sequence.add_table)
             if values is not None:
                 tables = _teed(tables, values.add)
             stats = compute_stats(finder.scan_tables(tables) if finder is not None else tables)
@@ -79,6 +82,7 @@ def info(
             report = build_report(file, reader.metadata, stats, sealed=sealed, warnings=warnings, fmt=fmt)
         report["duplicates"] = finder.report() if finder is not None else None
         report["values"] = values.report() if values is not None else None
+        report["sequence"] = sequence.report().as_dict() if sequence.numbered else None
         if json_out:
             import orjson
 
@@ -221,6 +225,11 @@ def render_report(report: dict[str, Any]) -> str:
     if dups is not None:
         lines.append(f"duplicates  {dups['count']:,} (same topic and payload within {dups['window_s']:g} s)"
                      + ("; 'tesaiot convert --dedupe' removes them" if dups["count"] else ""))
+    seq = report.get("sequence")
+    if seq:
+        from tesaiot_cli.analysis.sequence import SequenceReport
+
+        lines.append("sequence    " + SequenceReport.from_dict(seq).summary_line().removeprefix("sequence numbers: "))
     lines += _render_values(report.get("values"))
     topics = report["topics"]
     if topics:

@@ -12,6 +12,7 @@ import typer
 
 from tesaiot_cli.cliutil import (
     EXIT_TIMEOUT,
+    EXIT_UNDELIVERED,
     ConnectionFlags,
     StopSignals,
     cli_errors,
@@ -19,15 +20,16 @@ from tesaiot_cli.cliutil import (
     err,
     exit_if_protocol_broken,
     load_environment,
-    plural,
     print_event,
     resolve_settings,
     use_color,
+    warn,
     with_connection_options,
 )
 from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message, parse_topic, sensor_type_of, validate_topic_filter
+from tesaiot_cli.textfmt import plural
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
 
@@ -68,7 +70,7 @@ def listen(
     conn: ConnectionFlags,
 ) -> None:
     """Subscribe to telemetry and show it: readable on a terminal, NDJSON with --json."""
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.mqtt import Session
 
     with cli_errors():
         if color not in ("auto", "always", "never"):
@@ -99,6 +101,11 @@ def listen(
                        if template is not None else None)
         painted = {"always": True, "never": False}.get(color)
         color_on = not json_out and (use_color(sys.stdout, env) if painted is None else painted)
+        from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter, whole_streams
+
+        sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
+        live = LiveReport(sequence)
+        counted = whole_streams(filters)  # a member of a shared subscription sees part of each stream
         inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         shown = 0
         started = time.monotonic()
@@ -119,6 +126,11 @@ def listen(
                         timed_out = True
                         break
                     continue
+                finally:
+                    if not quiet and (line := live.due(time.monotonic())) is not None:
+                        err(line)
+                if counted:
+                    sequence.add(message.topic, message.payload)
                 if retained_only and not message.retain:
                     break  # the retained values come first: the first live message ends them
                 if (skip_retained and message.retain) or not _wanted(message, device, sensor):
@@ -146,7 +158,11 @@ def listen(
                                                                    else "end"))
             err(f"stopped ({why}): {plural(shown, 'message')} shown, {session.stats.received:,} received in "
                 f"{elapsed:.1f} s")
+        if sequence.numbered and (sequence.missing or not quiet):
+            (warn if sequence.missing else err)(sequence.report().summary_line())
         exit_if_protocol_broken(session.stats.protocol_errors, settings.url.display(), what="shown")
+        if sequence.missing:
+            raise typer.Exit(EXIT_UNDELIVERED)
         if timed_out and count is not None:  # a bounded capture without --count did what was asked
             raise typer.Exit(EXIT_TIMEOUT)
 

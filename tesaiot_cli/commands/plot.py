@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, err
-from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds
+from tesaiot_cli.errors import ConfigError, RecordingError
+from tesaiot_cli.recording.files import check_output_path, commit_temp, os_error_text
 from tesaiot_cli.recording.storage import is_remote, location
 
 INSTALL_HINT = "pip install 'tesaiot-cli[plot]'"
@@ -36,12 +37,12 @@ def plot(
     the alerts of a detector: matched, false alarms (x) and missed anomalies (hollow).
 
     Needs matplotlib: pip install 'tesaiot-cli[plot]'. Exit codes: 0 written, 1 bad
-    option or matplotlib missing, 5 a recording is missing or unreadable, 9 no message
-    matches --device.
+    option or matplotlib missing, 5 a recording is missing or unreadable, or FILE cannot be
+    written (see 'Output paths' in docs/usage.md), 9 no message matches --device.
     """
     from tesaiot_cli.commands.score import parse_duration_s
 
-    with cli_errors():
+    with cli_errors(), sigterm_unwinds():  # SIGTERM: the unfinished output is removed
         try:
             import matplotlib  # noqa: F401 - only to know it is there
         except ImportError:
@@ -52,8 +53,7 @@ def plot(
             raise ConfigError(f"invalid --max-devices {max_devices}: it must be at least 1")
         if is_remote(output):
             raise ConfigError(f"plot writes a local image, not {output}: give a local file name")
-        if not output.parent.is_dir():
-            raise ConfigError(f"cannot write {str(output)!r}: the directory {str(output.parent)!r} does not exist")
+        check_output_path(output)
         if output.exists() and not force:
             raise ConfigError(f"{output} already exists: choose another file name, or --force to overwrite")
         tolerance_s = parse_duration_s(tolerance, option="--tolerance")
@@ -79,7 +79,6 @@ def _check_selection(recording: Path, devices: tuple[str, ...]) -> None:
 
 def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[str], max_devices: int,
           tolerance_s: float, title: str) -> None:
-    import os
     import secrets
 
     from tesaiot_cli.analysis.plot import collect, render
@@ -96,7 +95,9 @@ def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[s
     partial = output.with_name(f".{output.stem}.{secrets.token_hex(4)}{output.suffix}")
     try:
         render(data, partial, title=title)
-        os.replace(partial, output)
+        commit_temp(partial, output)
+    except OSError as exc:  # the user's name, not the temporary one
+        raise RecordingError(f"cannot write {output}: {os_error_text(exc)}") from None
     finally:
         partial.unlink(missing_ok=True)
     shown = f"{len(data.devices)} of {data.devices_seen} devices" if data.devices_seen > len(data.devices) \

@@ -18,6 +18,7 @@ import typer
 
 from tesaiot_cli import __version__
 from tesaiot_cli.cliutil import (
+    EXIT_UNDELIVERED,
     ConnectionFlags,
     StatusLine,
     StopSignals,
@@ -27,7 +28,6 @@ from tesaiot_cli.cliutil import (
     exit_if_protocol_broken,
     freeze_startup_objects,
     load_environment,
-    plural,
     print_event,
     resolve_settings,
     stderr_is_tty,
@@ -38,9 +38,10 @@ from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import validate_topic_filter
 from tesaiot_cli.recording.storage import is_remote, location, remote
-from tesaiot_cli.textfmt import human_bytes, human_duration
+from tesaiot_cli.textfmt import human_bytes, human_duration, plural
 
 if TYPE_CHECKING:
+    from tesaiot_cli.analysis.sequence import SequenceCounter
     from tesaiot_cli.config import ConnectionSettings
     from tesaiot_cli.recording import RecordingMetadata, RecordingWriter, WriteSummary
     from tesaiot_cli.recording.dataset.partition import PartitionSpec
@@ -89,6 +90,7 @@ def record(
     readable ('tesaiot recover FILE' seals it). Stop with Ctrl+C, SIGTERM, --count or
     --duration; a summary goes to stderr."""
     from tesaiot_cli.recording import PARTIAL_SUFFIX, RecordingMetadata, existing_outputs, format_for
+    from tesaiot_cli.recording.files import check_output_path
 
     with cli_errors():
         if count is not None and count < 1:
@@ -103,8 +105,8 @@ def record(
         if dataset is not None and new_directory and workers == 1 and partition is None:
             dataset["no_suffix"] = True  # said in the banner, once connected
         format_name = "parquet" if dataset is not None else format_for(file, fmt)
-        if not is_remote(file) and not file.parent.is_dir():
-            raise ConfigError(f"cannot record to {str(file)!r}: the directory {str(file.parent)!r} does not exist")
+        if dataset is None:  # a dataset's path was checked by _dataset_options
+            check_output_path(file)
         in_the_way = [] if force or dataset is not None else existing_outputs(file, format=format_name)
         if in_the_way and in_the_way[-1].name.endswith(PARTIAL_SUFFIX):
             raise ConfigError(f"{in_the_way[-1]} holds an unsealed recording (left by a crash?): "
@@ -142,6 +144,7 @@ def record(
 def _record(file: Path, format_name: str, settings: ConnectionSettings, filters: list[str], qos: int,
             count: int | None, duration: float | None, force: bool, metadata: RecordingMetadata,
             dataset: dict[str, Any] | None = None) -> None:
+    from tesaiot_cli.analysis.sequence import SequenceCounter, whole_streams
     from tesaiot_cli.recording import open_writer, remove_outputs
     from tesaiot_cli.services.recorder import CountLimit, run_recorder
 
@@ -171,14 +174,18 @@ def _record(file: Path, format_name: str, settings: ConnectionSettings, filters:
         err(f"recording {settings.url.display()} topics={','.join(filters)} qos={qos} to {file} "
             f"({kind}); Ctrl+C stops")
 
+    sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
+    counted = whole_streams(filters)  # not a member of a shared subscription (it sees part of each stream)
     with StopSignals() as stop:
         try:
             run = run_recorder(
                 settings, open_output, filters, qos, limit=CountLimit(count) if count is not None else None,
                 duration_s=duration, stop=stop.event.is_set, interrupt=stop.event, on_event=print_event,
                 before_subscribe=freeze_startup_objects, on_subscribed=announce,
-                on_tick=_Progress(time.monotonic(), shared=any(f.startswith("$share/") for f in filters)).tick,
-                discard_output=lambda: discard_output(), kept=lambda: _what_is_kept(file, format_name))
+                on_tick=_Progress(time.monotonic(), shared=any(f.startswith("$share/") for f in filters),
+                                  sequence=sequence if counted else None).tick,
+                discard_output=lambda: discard_output(), kept=lambda: _what_is_kept(file, format_name),
+                count_message=sequence.add if counted else None)
         finally:
             _clear_status()
     _print_summary(run.summary, run.elapsed_s, stop.signal_name or run.stopped_by)
@@ -189,7 +196,11 @@ def _record(file: Path, format_name: str, settings: ConnectionSettings, filters:
         err(f"the connection was lost and restored {run.reconnects} time(s): QoS {qos} is 'at least "
             f"once', so a few messages may be recorded twice; 'tesaiot info --duplicates {file}' counts them, "
             "'tesaiot convert --dedupe' removes them")
+    if sequence.numbered:
+        (warn if sequence.missing else err)(sequence.report().summary_line())
     exit_if_protocol_broken(run.protocol_errors, settings.url.display(), what="recorded")
+    if sequence.missing:
+        raise typer.Exit(EXIT_UNDELIVERED)
 
 
 class _Progress:
@@ -197,8 +208,9 @@ class _Progress:
     disk falls behind by ``SLOW_DISK_S`` or more, and one when a shared subscription stays
     silent (``shared``)."""
 
-    def __init__(self, started: float, *, shared: bool = False) -> None:
+    def __init__(self, started: float, *, shared: bool = False, sequence: SequenceCounter | None = None) -> None:
         self.status = _LiveStatus(started)
+        self.sequence = sequence
         self.slow_warned = False
         self.silence = _ShareSilence(started) if shared else None
 
@@ -211,7 +223,8 @@ class _Progress:
             self.slow_warned = True
         if self.silence is not None:
             self.silence.check(now, writer.messages)
-        self.status.update(now, lambda: (writer.messages, writer.disk_bytes()))
+        seq = "" if self.sequence is None or not self.sequence.numbered else "  " + self.sequence.status_text()
+        self.status.update(now, lambda: (writer.messages, writer.disk_bytes()), suffix=seq)
 
 
 class _LiveStatus:

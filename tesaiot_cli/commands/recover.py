@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, err, plural
+from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds
 from tesaiot_cli.recording.storage import location
+from tesaiot_cli.textfmt import plural
 
 EPILOG = """\b
 Examples:
@@ -31,8 +32,11 @@ def recover(
     - Damaged Parquet row groups or JSONL lines: copy the rest to --output.
     A healthy file is left alone (exit 0)."""
     from tesaiot_cli.recording import recover as recover_recording
+    from tesaiot_cli.recording.files import check_output_path
 
-    with cli_errors():
+    with cli_errors(), sigterm_unwinds():  # SIGTERM: the unfinished output is removed
+        if output is not None:
+            check_output_path(output)
         result = recover_recording(file, output=output, format=fmt)
         detail = f" ({result.detail})" if result.detail else ""
         if result.action == "nothing":

@@ -24,7 +24,6 @@ from tesaiot_cli.cliutil import (
     clock_text,
     err,
     freeze_startup_objects,
-    plural,
     print_event,
     resolve_settings,
     warn,
@@ -33,6 +32,7 @@ from tesaiot_cli.cliutil import (
 from tesaiot_cli.errors import ConfigError, EmptySelection
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording.storage import location
+from tesaiot_cli.textfmt import plural, utc_text
 
 if TYPE_CHECKING:
     from tesaiot_cli.recording import RecordingReader
@@ -243,7 +243,7 @@ def _nothing_to_replay(file: Path, selection: Selection, reader: RecordingReader
         meta = reader.metadata
         held = f" ({file.name}: {plural(reader.count(), 'message')}"
         if meta.start_ns is not None and meta.end_ns is not None:
-            held += f" over {human_duration((meta.end_ns - meta.start_ns) / 1e9)}, from {_utc_text(meta.start_ns)}"
+            held += f" over {human_duration((meta.end_ns - meta.start_ns) / 1e9)}, from {utc_text(meta.start_ns)}"
         held += ")"
     return EmptySelection(f"nothing to replay: no message in {file} matches {selection.describe()}{held}")
 
@@ -307,8 +307,8 @@ def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, 
                       stop: StopSignals, pause: _Pause, announce: Callable[[str], None], *,
                       max_inflight: int | None = None) -> dict[str, Any]:
     from tesaiot_cli.errors import Interrupted
+    from tesaiot_cli.mqtt import Session
     from tesaiot_cli.replay import Replayer
-    from tesaiot_cli.session import Session
 
     settings = resolve_settings(conn, command="replay", allow_token=False)
     # threaded=False: this thread runs the network loop, so each PUBLISH is written straight
@@ -396,7 +396,7 @@ def _start_line(plan: _Plan, options: ReplayOptions, *, target: str, pausable: b
     span_s = None
     if plan.first_ns is not None and plan.last_ns is not None:
         span_s = max(0, plan.last_ns - plan.first_ns) / 1e9
-        when = _utc_text(plan.first_ns)
+        when = utc_text(plan.first_ns)
         what += f" ({human_duration(span_s)} recorded, from {when})" if span_s else f" (recorded at {when})"
     speed = options.speed
     loops = options.loops
@@ -411,12 +411,6 @@ def _start_line(plan: _Plan, options: ReplayOptions, *, target: str, pausable: b
     where = f" to {target}"
     keys = "; space pauses" if pausable else ""
     return f"replaying {what}{where} {pace}{expected}{keys}"
-
-
-def _utc_text(time_ns: int) -> str:
-    from tesaiot_cli.render import iso_time
-
-    return iso_time(time_ns)[:19].replace("T", " ") + " UTC"
 
 
 class _Progress:

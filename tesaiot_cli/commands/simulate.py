@@ -35,7 +35,7 @@ from tesaiot_cli.cliutil import (
     with_connection_options,
 )
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.recording.storage import is_remote, location
+from tesaiot_cli.recording.storage import location
 from tesaiot_cli.sim.dps368 import DECIMALS
 from tesaiot_cli.sim.fleet import DEFAULT_DEVICE_ID, DEFAULT_TOPIC
 from tesaiot_cli.sim.options import (
@@ -54,9 +54,9 @@ from tesaiot_cli.sim.options import (
 if TYPE_CHECKING:
     from tesaiot_cli.config import ConnectionSettings
     from tesaiot_cli.message import Message
+    from tesaiot_cli.mqtt import Session, SessionStats
     from tesaiot_cli.mqtt.fleet import DeviceFleet
     from tesaiot_cli.recording import RecordingMetadata, RecordingWriter
-    from tesaiot_cli.session import Session, SessionStats
     from tesaiot_cli.sim.dps368 import Packet
     from tesaiot_cli.sim.schedule import RunStats
 
@@ -100,6 +100,7 @@ def simulate(
     profile: Annotated[str, typer.Option("--profile", metavar="NAME", help="upstream (uniform values, as the upstream simulator) or realistic (slowly varying, with DPS368 noise).")] = "upstream",  # noqa: E501
     anomaly_kinds: Annotated[Optional[str], typer.Option("--anomaly-kinds", "-k", metavar="KINDS", help="Comma-separated: high_temperature, high_pressure, both, spike, stuck, drift, dropout; or upstream (the first three, the default) or all.", show_default=False)] = None,  # noqa: E501
     label: Annotated[bool, typer.Option("--label", help='Add "anomaly": null or "<kind>" to each payload (changes the wire format).')] = False,  # noqa: E501
+    sequence: Annotated[bool, typer.Option("--sequence", help='Add "seq" (1, 2, 3... per device) and "boot" (this run\'s start, ms since the epoch) to each payload, so that record, listen, detect, info and score count what a broker lost (changes the wire format).')] = False,  # noqa: E501
     record: Annotated[Optional[Path], typer.Option("--record", "-r", parser=location, metavar="FILE", help="Write every published message with its label (normal or the anomaly kind) and the seed to FILE (.parquet or .jsonl).", show_default=False)] = None,  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite the --record FILE if it exists.")] = False,
     qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", help="Publish QoS (upstream: 1).")] = 1,
@@ -130,7 +131,7 @@ def simulate(
         opts = resolve_options(
             env, device_id=device_id, devices=devices, topic=topic, interval=interval, anomaly_every=anomaly_every,
             anomaly_kinds=anomaly_kinds, profile=profile, seed=seed, count=count, duration=duration, qos=qos,
-            label=label, queue=queue, shard=shard,
+            label=label, queue=queue, shard=shard, sequence=sequence,
         )
         if opts.shard is not None and not opts.seed_given:
             warn("--shard without --seed: this shard draws its own seed; give every shard the same --seed so that "
@@ -152,11 +153,10 @@ def simulate(
 
 def _check_record_path(path: Path, *, force: bool) -> None:
     from tesaiot_cli.recording import existing_outputs, format_for
+    from tesaiot_cli.recording.files import check_output_path
 
     format_for(path)
-    parent = path.parent
-    if not is_remote(path) and not parent.is_dir():
-        raise ConfigError(f"cannot record to {str(path)!r}: the directory {str(parent)!r} does not exist")
+    check_output_path(path)
     in_the_way = existing_outputs(path)
     if in_the_way and not force:
         raise ConfigError(f"{in_the_way[0]} already exists: choose another file name, or --force to overwrite")
@@ -374,17 +374,18 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
     topics = fleet_topics(opts.topic, ids)
     step_s = opts.interval_s if opts.interval_s > 0 else 1.0
     stamps = TimestampFormatter()
+    boot = time.time_ns() // 1_000_000 if opts.sequence else None  # a restarted run numbers from 1 again
     fleet = [
         DPS368Device(device_id, DPS368Model(seed=opts.seed, device_index=index, anomaly_every=opts.anomaly_every,
                                             kinds=opts.kinds, profile=opts.profile, step_s=step_s),
-                     device_index=index, label_field=opts.label_field, timestamps=stamps)
+                     device_index=index, label_field=opts.label_field, timestamps=stamps, boot=boot)
         for index, device_id in enumerate(ids, start=opts.first_index)
     ]
     console = _Console(opts, quiet=quiet, color=color)
     publisher: _Publisher
     with StopSignals() as stop, ExitStack() as resources:
         if links is None:
-            from tesaiot_cli.session import Session
+            from tesaiot_cli.mqtt import Session
 
             session = resources.enter_context(
                 Session(settings, on_event=console.event, interrupt=stop.event, window=opts.queue, threaded=False,
@@ -414,6 +415,7 @@ def _simulate(opts: SimOptions, settings: ConnectionSettings, *, record: Path | 
                 err(line)
         writer: RecordingWriter | None = None
         metadata = _metadata(opts, settings, ids, topics, argv)
+        metadata.extra["sequence"] = None if boot is None else {"boot": boot}
         if record is not None:
             if force:
                 remove_outputs(record)

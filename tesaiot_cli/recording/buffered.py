@@ -43,10 +43,18 @@ W = TypeVar("W", bound="SealsOnExit")
 
 
 class SealsOnExit:
-    """The writers' context manager: ``close`` (seal) on the way out, also after an error,
-    without masking that error with a second one."""
+    """The writers' context manager: ``close`` (seal) on the way out. After an error (a
+    reader that failed, Ctrl+C) a crash-safe writer (a live recording) still seals what it
+    holds, without masking that error with a second one; one that is not (``crash_safe``
+    False: convert, detect --to, recover) is discarded, so no sealed but incomplete file
+    is left that a later command would take for a whole one."""
+
+    crash_safe = True
 
     def close(self) -> WriteSummary:
+        raise NotImplementedError
+
+    def discard(self) -> None:
         raise NotImplementedError
 
     def __enter__(self: W) -> W:
@@ -56,6 +64,9 @@ class SealsOnExit:
                  tb: TracebackType | None) -> None:
         if exc_type is None:
             self.close()
+            return
+        if not self.crash_safe:
+            self.discard()
             return
         try:
             self.close()

@@ -273,6 +273,9 @@ def conform(table: pa.Table, *, where: str) -> pa.Table:
     n = table.num_rows
     try:
         time = table.column("time")
+        if pa.types.is_floating(time.type):  # seconds, most likely: cast to ns they would be 1e9 times off
+            raise RecordingError(f"{where}: column time holds floats ({time.type}); give it as an integer "
+                                 "(ns since the epoch) or a timestamp")
         if pa.types.is_timestamp(time.type):
             time = time.cast(pa.timestamp("ns", tz=time.type.tz)).cast(pa.int64())
         time = time.cast(pa.int64())
@@ -289,6 +292,9 @@ def conform(table: pa.Table, *, where: str) -> pa.Table:
                              ("retain", retain)):
             if column.null_count:
                 raise RecordingError(f"{where}: column {name} has {column.null_count} empty values")
+        bad_qos = n - pc.sum(pc.is_in(qos, value_set=pa.array([0, 1, 2], pa.int8()))).as_py() if n else 0
+        if bad_qos:  # no MQTT message has another QoS (and no JSONL line may hold one)
+            raise RecordingError(f"{where}: column qos has {bad_qos} values that are not 0, 1 or 2")
         base = pa.Table.from_arrays([time, topic.cast(pa.string()), payload, qos, retain, label,
                                      _properties_of(table)], schema=journal_schema())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:

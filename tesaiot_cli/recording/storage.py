@@ -17,7 +17,7 @@ Credentials are the AWS SDK's own chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCE
 Errors from pyarrow are translated here, at the boundary: a refused credential is an
 :class:`AuthError` (exit 4), a missing bucket or key a :class:`RecordingError` (exit 5), a
 network error is retried with the reconnect backoff the MQTT session uses
-(:func:`tesaiot_cli.mqtt.loops.reconnect_delay`) until ``retry_s`` has passed, then a
+(:data:`tesaiot_cli.mqtt.backoff.SESSION_BACKOFF`) until ``retry_s`` has passed, then a
 :class:`RecordingError` saying what was not done. pyarrow is imported only when a remote
 location is used.
 """
@@ -244,9 +244,9 @@ def with_retries(action: Callable[[], T], *, doing: str, where: S3Path,
         except OSError as exc:
             if not is_network_error(exc):
                 raise translate(exc, doing, where) from None
-            from tesaiot_cli.mqtt.loops import reconnect_delay
+            from tesaiot_cli.mqtt.backoff import SESSION_BACKOFF
 
-            delay = reconnect_delay(failures)
+            delay = SESSION_BACKOFF.delay(failures)
             failures += 1
             if clock() + delay > deadline:
                 raise RecordingError(f"cannot {doing} {where.url}: object storage unreachable "

@@ -23,7 +23,7 @@ from tesaiot_cli.message import Message
 from tesaiot_cli.recording.model import RecordingWriter, WriteSummary
 
 if TYPE_CHECKING:
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.mqtt import Session
 
 POLL_S = 0.1
 
@@ -129,6 +129,7 @@ def run_recorder(
     on_tick: Callable[[RecordingWriter, float], str | None] | None = None,
     discard_output: Callable[[], None] | None = None,
     kept: Callable[[], str] | None = None,
+    count_message: Callable[[str, bytes], None] | None = None,
 ) -> RecorderRun:
     """Connect, open the writer, subscribe, record until ``stop()``, ``limit`` or
     ``duration_s`` (s), then close the session and seal the recording.
@@ -139,10 +140,11 @@ def run_recorder(
     reason. After an error, what was recorded is sealed; when nothing was and the error
     is not an interrupt or a recording error, the writer is discarded and
     ``discard_output`` removes what opening it created. A :class:`RecordingError` gets
-    ``kept()`` appended (where the recorded messages are). Raises what the session, the
-    writer or the callbacks raise.
+    ``kept()`` appended (where the recorded messages are). ``count_message(topic, payload)``
+    sees every message kept, in arrival order, on the network thread (the sequence counter).
+    Raises what the session, the writer or the callbacks raise.
     """
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.mqtt import Session
 
     done = threading.Event()
     inbox = Inbox(limit, done)
@@ -155,12 +157,13 @@ def run_recorder(
         raise
     started = time.monotonic()
     try:
-        inbox.attach(writer.write)  # from now on the inbox passes straight through to the writer
+        write = writer.write if count_message is None else _counted(writer.write, count_message)
+        inbox.attach(write)  # from now on the inbox passes straight through to the writer
         if before_subscribe is not None:
             before_subscribe()
         # Without a limit the writer takes each message directly (the hot path); with one,
         # every message goes through the inbox, which counts and refuses past the limit.
-        session.subscribe(filters, qos=qos, on_message=writer.write if limit is None else inbox)
+        session.subscribe(filters, qos=qos, on_message=write if limit is None else inbox)
         if on_subscribed is not None:
             on_subscribed(writer)
         why = _wait(session, writer, done=done, stop=stop, started=started, duration_s=duration_s, on_tick=on_tick)
@@ -191,6 +194,14 @@ def run_recorder(
         raise RecordingError(f"{exc}; {where}") from None
     return RecorderRun(summary, why, elapsed, session.stats.reconnects, session.stats.discarded,
                        session.stats.protocol_errors)
+
+
+def _counted(write: Callable[[Message], None], count: Callable[[str, bytes], None]) -> Callable[[Message], None]:
+    def counted_write(message: Message) -> None:
+        count(message.topic, message.payload)
+        write(message)
+
+    return counted_write
 
 
 def _wait(session: Session, writer: RecordingWriter, *, done: threading.Event, stop: Callable[[], bool],

@@ -334,17 +334,20 @@ class TimestampFormatter:
 
 def encode_payload(
     *, timestamp: str, device_json: str, pressure: float, temperature: float, anomaly: str | None = None,
-    label_field: bool = False,
+    label_field: bool = False, seq: int | None = None, boot: int | None = None,
 ) -> bytes:
     """The DPS368 payload, byte-identical to upstream's ``json.dumps`` of the same dict.
 
     ``device_json`` is the device id already as a JSON string (:func:`json_string`).
     Floats are written with ``repr``, which is what ``json.dumps`` does. With
-    ``label_field`` an ``"anomaly"`` key (null or the kind) is appended.
+    ``label_field`` an ``"anomaly"`` key (null or the kind) is appended; with ``seq``
+    (``--sequence``), ``"seq"`` and ``"boot"`` after it.
     """
     tail = ""
     if label_field:
         tail = ', "anomaly": null' if anomaly is None or anomaly == NORMAL else f', "anomaly": "{anomaly}"'
+    if seq is not None:
+        tail += f', "seq": {seq}' + ("" if boot is None else f', "boot": {boot}')
     return (
         f'{{"timestamp": "{timestamp}", "device_id": {device_json}, "sensor_type": "{SENSOR_TYPE}", '
         f'"data": {{"pressure": {pressure!r}, "temperature": {temperature!r}}}{tail}}}'
@@ -359,15 +362,20 @@ def json_string(text: str) -> str:
 class DPS368Device:
     """One simulated device: the model plus its id and payload encoding.
 
-    ``label_field`` adds the ``"anomaly"`` key to the payload (``--label``).
+    ``label_field`` adds the ``"anomaly"`` key to the payload (``--label``). ``boot``
+    (``--sequence``: the run's start, ms since the Unix epoch) adds ``"seq"`` (1, 2, 3...
+    for the packets this device sends in this run; dropouts take no number) and ``"boot"``.
     """
 
     def __init__(self, device_id: str, model: DPS368Model, *, device_index: int = 0,
-                 label_field: bool = False, timestamps: TimestampFormatter | None = None) -> None:
+                 label_field: bool = False, timestamps: TimestampFormatter | None = None,
+                 boot: int | None = None) -> None:
         self.device_id = device_id
         self.device_index = device_index
         self.model = model
         self.label_field = label_field
+        self.boot = boot
+        self.seq = 0  # the last sequence number sent (--sequence)
         self._device_json = json_string(device_id)
         self._timestamps = timestamps or TimestampFormatter()
 
@@ -380,6 +388,9 @@ class DPS368Device:
             tail = ""
             if self.label_field:
                 tail = ', "anomaly": null' if label == NORMAL else f', "anomaly": "{label}"'
+            if self.boot is not None:
+                self.seq += 1
+                tail += f', "seq": {self.seq}, "boot": {self.boot}'
             payload = (
                 f'{{"timestamp": "{self._timestamps(time_ns)}", "device_id": {self._device_json}, '
                 f'"sensor_type": "{SENSOR_TYPE}", "data": {{"pressure": {pressure!r}, '

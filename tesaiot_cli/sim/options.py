@@ -59,6 +59,7 @@ class SimOptions:
     queue_given: int | None = None  # --queue as given (None: the default was chosen)
     fleet_devices: int = 0
     first_index: int = 0
+    sequence: bool = False  # --sequence: "seq" and "boot" in every payload
 
     @property
     def fleet_size(self) -> int:
@@ -102,6 +103,7 @@ def resolve_options(
     label: bool = False,
     queue: int | None = None,
     shard: str | None = None,
+    sequence: bool = False,
 ) -> SimOptions:
     """Check and complete the options; upstream env names DEVICE_ID, MQTT_TOPIC,
     PUBLISH_INTERVAL and ANOMALY_INTERVAL fill what no flag gave. Raises :class:`ConfigError`."""
@@ -149,7 +151,7 @@ def resolve_options(
         profile=check_profile(profile), seed=seed if seed is not None else secrets.randbelow(SEED_LIMIT),
         seed_given=seed is not None, count=count, duration_s=duration, qos=qos, label_field=label,
         queue=queue if queue is not None else auto_queue, queue_given=queue, shard=shard_pair,
-        fleet_devices=fleet_devices, first_index=first_index,
+        fleet_devices=fleet_devices, first_index=first_index, sequence=sequence,
     )
 
 

@@ -42,7 +42,7 @@ import orjson
 
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.recording.dataset.partition import DEFAULT_SPEC, PartitionSpec, parse_partition
-from tesaiot_cli.recording.files import fsync_dir, os_error_text, partial_dir, write_file_atomic
+from tesaiot_cli.recording.files import check_output_path, fsync_dir, os_error_text, partial_dir, write_file_atomic
 from tesaiot_cli.recording.model import PARTIAL_SUFFIX
 
 try:
@@ -140,13 +140,11 @@ def prepare_dataset(root: Path, *, partition: str | None, tool_version: str,
     ``create=False`` only checks.
 
     Recording into an existing dataset adds files to it. Raises :class:`ConfigError` when
-    ``root`` is a file, a non-empty directory that is not a dataset, or a dataset with
-    another partitioning than ``partition``; :class:`RecordingError` when it cannot be created.
+    ``root`` is a non-empty directory that is not a dataset, or a dataset with another
+    partitioning than ``partition``; :class:`RecordingError` when it cannot be created or
+    written (:func:`~tesaiot_cli.recording.files.check_output_path`: also a file at ``root``).
     """
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"{root} exists and is not a directory: a dataset is a directory")
-    if not root.parent.is_dir():
-        raise ConfigError(f"cannot record to {str(root)!r}: the directory {str(root.parent)!r} does not exist")
+    check_output_path(root, directory=True)
     wanted = parse_partition(partition) if partition is not None else None
     info = read_dataset_info(root) if root.is_dir() else None
     if info is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from tesaiot_cli.message import (
 )
 from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
 from tesaiot_cli.recording.files import (
+    check_output_path,
     check_regular_file,
     commit_temp,
     fsync_dir,
@@ -54,6 +56,8 @@ from tesaiot_cli.recording.model import RecordingMetadata, RecoverResult, Select
 from tesaiot_cli.selection import Selection
 
 HEADER_ROOM = 1024  # bytes reserved for the metadata line
+LINE_FIELDS = frozenset({"time", "topic", "device_id", "sensor_type", "qos", "retain", "label", "properties",
+                         "encoding", "payload"})  # what a message line may hold
 TAIL_SCAN_LIMIT = 64 * 1024 * 1024  # how far back to look for the last complete line
 BATCH_ROWS = 32_768
 COUNT_LIMIT = 256 << 20  # plan() counts the lines of a file up to this size
@@ -183,10 +187,7 @@ class JsonlWriter(BufferedWriter):
 
     def open(self) -> JsonlWriter:
         """Create the file, write the metadata line, start the flusher. Raises :class:`RecordingError`."""
-        if not self.path.parent.is_dir():
-            raise RecordingError(f"cannot write {self.path}: the directory {self.path.parent} does not exist")
-        if self.path.is_dir():
-            raise RecordingError(f"cannot write {self.path}: it is a directory")
+        check_output_path(self.path)
         created = False
         try:
             header = self._header_line(start_ns=None, end_ns=None, labels=list(self.metadata.labels))
@@ -208,6 +209,9 @@ class JsonlWriter(BufferedWriter):
             # A file without its complete metadata line is not a recording: leave nothing (disk full).
             self._abort(created=created)
             raise RecordingError(f"cannot create {self.path}: {os_error_text(exc)}") from None
+        except BaseException:  # Ctrl+C or SIGTERM while opening: no header-only file left
+            self._abort(created=created)
+            raise
         self._start()
         return self
 
@@ -236,12 +240,30 @@ class JsonlWriter(BufferedWriter):
         labels = sorted(set(self.metadata.labels) | set(self.label_counts))
         final = finished_metadata(self.metadata, start_ns=self.start_ns, end_ns=self.end_ns, labels=labels,
                                   recording_id=self.recording_id)
-        rewrite_header(handle.fileno(), final, self._header_size)
+        if not rewrite_header(handle.fileno(), final, self._header_size):
+            self._rebuild(final)  # the labels outgrew the room left in the metadata line
         handle.close()
         self._handle = None
         if not self.crash_safe:
             commit_temp(self._target, self.path)
         return self.path.stat().st_size
+
+    def _rebuild(self, final: RecordingMetadata) -> None:
+        """Copy the message lines under a metadata line that fits, into a new file renamed
+        over the old one (never left unsealed: the metadata holds every label). Raises OSError."""
+        bigger = temp_path(self._target)
+        try:
+            with open(self._target, "rb") as source, open(bigger, "wb") as copy:
+                copy.write(orjson.dumps({JSONL_HEADER_KEY: metadata_to_dict(final)},
+                                        option=orjson.OPT_APPEND_NEWLINE))
+                source.seek(self._header_size)
+                shutil.copyfileobj(source, copy, 1 << 20)
+                copy.flush()
+                os.fsync(copy.fileno())
+            commit_temp(bigger, self._target)
+        except BaseException:
+            bigger.unlink(missing_ok=True)
+            raise
 
     def _abort(self, *, created: bool = False) -> None:
         """Close after a failure; delete the output if it is temporary, or ``created`` by this
@@ -291,6 +313,13 @@ def decode_line(raw: bytes) -> tuple[Message, str | None]:
         raise ValueError("'topic' or 'payload' is missing or not a string")
     if qos not in (0, 1, 2) or isinstance(qos, bool) or not isinstance(retain, bool):
         raise ValueError("'qos' or 'retain' has an invalid value")
+    # What no writer writes is refused, never dropped or coerced: it would not survive a convert.
+    # (Any topic is kept, as the Parquet format keeps it: replay is where a topic must be publishable.)
+    if not record.keys() <= LINE_FIELDS:
+        raise ValueError(f"unknown fields {sorted(set(record) - LINE_FIELDS)}")
+    label = record.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ValueError("'label' is not a string")
     encoding = record.get("encoding")
     if encoding == "base64":
         try:
@@ -301,10 +330,9 @@ def decode_line(raw: bytes) -> tuple[Message, str | None]:
         data = payload.encode("utf-8")
     else:
         raise ValueError(f"unknown payload encoding {encoding!r}")
-    label = record.get("label")
     raw_properties = record.get("properties")
     properties = None if raw_properties is None else properties_from_json(raw_properties)
-    return Message(topic, data, qos, retain, time, properties), label if isinstance(label, str) else None
+    return Message(topic, data, qos, retain, time, properties), label
 
 
 class JsonlReader:

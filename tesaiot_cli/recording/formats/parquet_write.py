@@ -35,6 +35,7 @@ from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.recording import schema
 from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
 from tesaiot_cli.recording.files import (
+    check_output_path,
     commit_temp,
     fsync_dir,
     os_error_text,
@@ -150,10 +151,7 @@ class ParquetWriter(BufferedWriter):
     def open(self) -> ParquetWriter:
         """Create the output (the ``.partial`` directory, or a hidden temporary file) and
         start the flusher. Raises :class:`RecordingError`."""
-        if not self.path.parent.is_dir():
-            raise RecordingError(f"cannot write {self.path}: the directory {self.path.parent} does not exist")
-        if self.path.is_dir():
-            raise RecordingError(f"cannot write {self.path}: it is a directory")
+        check_output_path(self.path)
         created = False
         try:
             if self.crash_safe:
