@@ -357,3 +357,46 @@ def test_a_failed_s3_output_leaves_nothing_under_its_name_nor_a_local_temporary(
         assert "unreachable" in result.stderr and "attempts in 1 s" in result.stderr
     assert moto.keys(bucket) == []
     assert list(spool.iterdir()) == []  # every local temporary removed
+
+
+def test_a_killed_dataset_recorder_leaves_its_open_file_s_parts_and_recover_seals_them(moto: Moto,
+                                                                                     broker: Mosquitto) -> None:
+    import pyarrow.parquet as pq
+
+    bucket, top = moto.new_bucket(), _topic()
+    url = f"s3://{bucket}/fleet/"
+    s3 = moto.filesystem()
+
+    def staged_rows() -> int:
+        keys = [key for key in moto.keys(bucket) if key.startswith("fleet/_tesaiot/staging/") and "/part-" in key]
+        rows = 0
+        for key in keys:
+            with s3.open_input_file(f"{bucket}/{key}") as source:  # type: ignore[attr-defined]
+                rows += int(pq.read_metadata(source).num_rows)
+        return rows
+
+    recorder = _record(moto, broker, url, top)  # rolls every 60 s: the file stays open
+    try:
+        publish(broker.tcp_port, _messages(top, 200))
+        _wait_for(lambda: staged_rows() == 200, timeout=30)  # every message in an uploaded part
+        keys = moto.keys(bucket)
+        assert not any(key.startswith("fleet/date=") for key in keys)  # nothing sealed yet
+        assert not any(key.endswith(".parquet") for key in keys)  # `**/*.parquet` globs find no staged part
+    finally:
+        recorder.stop(signal.SIGKILL)
+    env = clean_env(**moto.env())
+    before = run_cli("info", url, env=env)  # read as unsealed, the recover command named as the user would type it
+    assert before.returncode == 0 and "200" in before.stdout and "NOT SEALED" in before.stdout, before.stderr
+    assert f"'tesaiot recover s3://{bucket}/fleet'" in before.stderr and "/tmp" not in before.stderr
+    recover = run_cli("recover", url, env=env)
+    assert recover.returncode == 0, recover.stderr
+    assert "sealed 200 messages" in recover.stderr, recover.stderr
+    keys = moto.keys(bucket)
+    assert not any("staging" in key for key in keys), keys
+    assert [key for key in keys if key.endswith(".parquet")] and \
+        all(key.startswith("fleet/date=") for key in keys if key.endswith(".parquet"))
+    info = run_cli("info", url, "--json", env=env)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["messages"] == 200
+    again = run_cli("recover", url, env=env)
+    assert again.returncode == 0 and "nothing to recover" in again.stderr, again.stderr
