@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, err
+from tesaiot_cli.cliutil import cli_errors, err, warn
 from tesaiot_cli.errors import ConfigError
 
 INSTALL_HINT = "pip install 'tesaiot-cli[plot]'"
@@ -17,6 +17,7 @@ Examples:
   tesaiot plot recordings/dps368-sample.parquet -o sample.png
   tesaiot plot truth.parquet --alerts alerts.parquet -o run.svg
   tesaiot plot fleet.parquet --device 'infineon-sensor-0*' --max-devices 4 -o fleet.png
+  tesaiot plot nab.parquet --device machine_temperature_system_failure --alerts nab-alerts.parquet -o nab.png
 """
 
 
@@ -29,10 +30,12 @@ def plot(
     tolerance: Annotated[str, typer.Option("--tolerance", metavar="TIME", help="As for 'tesaiot score': how late an alert without the reading's timestamp may arrive.")] = "2s",  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite FILE.")] = False,
     title: Annotated[Optional[str], typer.Option("--title", metavar="TEXT", help="Title (default: the recording's name).", show_default=False)] = None,  # noqa: E501
+    field: Annotated[Optional[list[str]], typer.Option("--field", "-f", metavar="NAME", help="A numeric payload field to draw (a top-level key, one in 'data', or a dotted path), repeatable. Default: pressure and temperature for DPS368 payloads, else 'value' or the only numeric field, else the first two numeric fields.", show_default=False)] = None,  # noqa: E501
 ) -> None:
-    """Plot pressure and temperature over time per device (min/max per pixel, so a million
-    messages draw in bounded memory), with the ground-truth anomalies marked by kind and
-    the alerts of a detector: matched, false alarms (x) and missed anomalies (hollow).
+    """Plot pressure and temperature (or any numeric field: --field) over time per device
+    (min/max per pixel, so a million messages draw in bounded memory), with the ground-truth
+    anomalies marked by kind (NAB's windows shaded) and the alerts of a detector: matched,
+    false alarms (x) and missed anomalies (hollow).
 
     Needs matplotlib: pip install 'tesaiot-cli[plot]'. Exit codes: 0 written, 1 bad
     option or matplotlib missing, 5 a recording is missing or unreadable.
@@ -53,12 +56,14 @@ def plot(
         if output.exists() and not force:
             raise ConfigError(f"{output} already exists: choose another file name, or --force to overwrite")
         tolerance_s = parse_duration_s(tolerance, option="--tolerance")
+        if field and not all(name.strip() for name in field):
+            raise ConfigError("--field names a numeric payload field: not empty")
         _plot(recording, output, alerts=alerts, devices=device or [], max_devices=max_devices,
-              tolerance_s=tolerance_s, title=title or recording.name)
+              tolerance_s=tolerance_s, title=title or recording.name, fields=field or [])
 
 
 def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[str], max_devices: int,
-          tolerance_s: float, title: str) -> None:
+          tolerance_s: float, title: str, fields: list[str]) -> None:
     import os
     import secrets
 
@@ -68,10 +73,10 @@ def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[s
     if alerts is not None:
         with open_reader(alerts) as reader:  # streamed: only the drawn devices' alerts are kept
             data = collect(lambda: open_reader(recording), alerts=iter(reader), devices=devices,
-                           max_devices=max_devices, tolerance_s=tolerance_s)
+                           max_devices=max_devices, tolerance_s=tolerance_s, fields=fields)
     else:
         data = collect(lambda: open_reader(recording), devices=devices, max_devices=max_devices,
-                       tolerance_s=tolerance_s)
+                       tolerance_s=tolerance_s, fields=fields)
     # Drawn to a temporary name and renamed: an error leaves no half-written image.
     partial = output.with_name(f".{output.stem}.{secrets.token_hex(4)}{output.suffix}")
     try:
@@ -79,9 +84,12 @@ def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[s
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
-    shown = f"{len(data.devices)} of {data.devices_seen} devices" if data.devices_seen > len(data.devices) \
-        else f"{len(data.devices)} device{'s' if len(data.devices) > 1 else ''}"
+    seen = max(data.devices_seen, len(data.devices))
+    shown = f"{len(data.devices)} of {seen} device{'s' if seen > 1 else ''}"
     marks = sum(len(v) for v in data.events.values())
     alert_marks = sum(len(v) for v in data.alerts.values())
     err(f"plot: {shown}, {data.readings} readings, {marks} anomaly events, {alert_marks} alerts drawn; "
         f"written to {output}")
+    left_out = data.left_out_text()
+    if left_out:
+        warn(f"plot: {left_out}")
