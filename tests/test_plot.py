@@ -272,3 +272,20 @@ def test_alerts_it_cannot_draw_are_counted_on_the_picture_and_on_stderr(tmp_path
         "tesaiot: warning: plot: alerts not drawn: 1 not JSON objects, 2 outside the recording's time span")
     clean = run_cli("plot", str(truth), "-o", str(tmp_path / "d.png"))
     assert clean.returncode == 0 and "warning" not in clean.stderr
+
+
+def test_info_shows_the_windows_per_device(nab_truth: Path) -> None:
+    import json
+
+    result = run_cli("info", str(nab_truth), "--no-values")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("windows     5 anomaly windows (nab) on 2 devices")
+    assert lines[start + 1] == "  speed_7578: 4"  # the most windows first
+    assert lines[start + 2].startswith("    2015-") and " -> " in lines[start + 2] and lines[start + 2].endswith(")")
+    assert lines[start + 6] == "  exchange-2_cpc_results: 1"
+    report = json.loads(run_cli("info", str(nab_truth), "--json", "--no-values").stdout)
+    assert report["windows"]["count"] == 5 and report["windows"]["benchmark"] == "nab"
+    assert len(report["windows"]["by_device"]["speed_7578"]) == 4
+    plain = json.loads(run_cli("info", "recordings/dps368-sample.parquet", "--json", "--no-values").stdout)
+    assert plain["windows"] is None
