@@ -157,3 +157,37 @@ def test_live_on_nab_replayed_at_max_speed_publishes_what_offline_finds(broker: 
     assert detect.returncode == 0, err
     assert f"2751 readings from 2 devices analysed, {len(expected)} alerts published" in err
     assert sorted(m.payload for m in received) == expected
+
+
+def test_live_detector_behind_the_replay_holds_the_stream_instead_of_dropping(broker: Mosquitto, nab_small: Path,
+                                                                              tmp_path: Path) -> None:
+    """A detector slower than replay --speed max: with a 20-reading inbox (100,000 in the real
+    command) the network thread waits for room, the broker holds the rest: every reading analysed."""
+    import subprocess
+    import sys
+
+    from tests.conftest import clean_env
+
+    offline = tmp_path / "offline.parquet"
+    assert run_cli("detect", str(nab_small), "--to", str(offline)).returncode == 0
+    with open_reader(offline) as reader:
+        expected = sorted(m.payload for m in reader)
+    code = ("import sys; import tesaiot_cli.commands.detect as d; d.INBOX_LIMIT = 20; "
+            "sys.argv[0] = 'tesaiot'; from tesaiot_cli.cli import main; main()")
+    detect = subprocess.Popen([sys.executable, "-c", code, "detect", "-b", broker.tcp_url, "-t", "nab/#",
+                               "--count", "2751"], env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        with Collector(broker.tcp_port, "device/+/alerts", qos=1) as alerts:
+            wait_for_stderr(detect, "detecting on")
+            replay = run_cli("replay", str(nab_small), "-b", broker.tcp_url, "--speed", "max", "--qos", "1")
+            assert replay.returncode == 0, replay.stderr
+            _out, err = detect.communicate(timeout=60)
+            received = alerts.wait_for(len(expected), timeout=10)
+    finally:
+        if detect.poll() is None:
+            detect.kill()
+            detect.communicate()
+    assert detect.returncode == 0, err
+    assert "2751 readings from 2 devices analysed" in err and "not analysed" not in err
+    assert sorted(m.payload for m in received) == expected

@@ -9,7 +9,6 @@ recording and writes the alerts as a recording, no broker needed.
 
 from __future__ import annotations
 
-import queue
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -31,7 +30,7 @@ from tesaiot_cli.errors import ConfigError, Interrupted
 from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_name
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
-INBOX_LIMIT = 100_000  # readings waiting for the detector; more are counted as not analysed
+INBOX_LIMIT = 100_000  # readings waiting for the detector; then the network thread waits for room
 PUBLISH_TIMEOUT_S = 5.0
 DRAIN_TIMEOUT_S = 10.0
 
@@ -163,24 +162,17 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
     """Run the live detector; print the summary; return whether something was not delivered."""
     from tesaiot_cli.analysis.detect import alert_message
     from tesaiot_cli.analysis.detect_generic import make_detector
+    from tesaiot_cli.services.inbox import Inbox
     from tesaiot_cli.session import Session
 
-    inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_LIMIT)
-    not_analysed = 0
-
-    def on_message(message: Message) -> None:
-        nonlocal not_analysed  # only the network thread writes it
-        try:
-            inbox.put_nowait(message)
-        except queue.Full:
-            not_analysed += 1
+    inbox: Inbox[Message] = Inbox(INBOX_LIMIT)  # full: the network thread waits (the broker holds the rest)
 
     detector = make_detector(method, field)
     published = other = 0
     why = "end"
     started = time.monotonic()
     with StopSignals() as stop, Session(settings, on_event=print_event, interrupt=stop.event,
-                                        on_message=on_message) as session:
+                                        on_message=inbox.put) as session:
         session.subscribe(filters, qos=qos)
         if not quiet:
             err(f"detecting on {settings.describe()} topics={','.join(filters)} qos={qos}; alerts to "
@@ -194,9 +186,8 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
                 if deadline is not None and time.monotonic() >= deadline:
                     why = "duration"
                     break
-                try:
-                    message = inbox.get(timeout=0.1)
-                except queue.Empty:
+                message = inbox.get(timeout=0.1)
+                if message is None:
                     session.check()
                     continue
                 alerts = detector.feed_message(message)
@@ -205,15 +196,19 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
                     continue
                 for alert in alerts:
                     published += 1
-                    session.publish(alert_message(alert, topic=alert_topic, qos=qos, time_ns=time.time_ns()),
-                                    timeout=PUBLISH_TIMEOUT_S)
+                    with inbox.publishing():
+                        session.publish(alert_message(alert, topic=alert_topic, qos=qos, time_ns=time.time_ns()),
+                                        timeout=PUBLISH_TIMEOUT_S)
                 if count is not None and detector.readings >= count:
                     why = "count"
                     break
+            inbox.close()  # the network thread no longer waits for room
             stop.event.clear()  # a second Ctrl+C stops the wait for acknowledgements
             session.flush(DRAIN_TIMEOUT_S)
         except Interrupted:
             pass
+        finally:
+            inbox.close()
     stats = session.stats
     if not quiet:
         err(f"detect: stopped ({why}) after {time.monotonic() - started:.1f} s: {detector.readings} readings from "
@@ -223,10 +218,9 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
     lost = stats.dropped + stats.failed
     if lost:
         warn(f"{lost} alerts were not delivered ({stats.dropped} dropped, {stats.failed} refused)")
-    if not_analysed:
-        warn(f"{not_analysed} readings were not analysed: the detector fell more than {INBOX_LIMIT} readings behind")
-    if inbox.qsize():
-        warn(f"{inbox.qsize()} readings received after the stop were not analysed")
-    return bool(lost or not_analysed)
+    left = len(inbox) + inbox.refused
+    if left:
+        warn(f"{left} readings received after the stop were not analysed")
+    return bool(lost)
 
 
