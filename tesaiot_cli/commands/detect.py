@@ -57,8 +57,8 @@ def detect(
     count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Live: stop after N readings.", show_default=False)] = None,  # noqa: E501
     duration: Annotated[Optional[float], typer.Option("--duration", "-d", metavar="SECONDS", help="Live: stop after SECONDS.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No banner or summary on stderr (warnings and errors only).")] = False,  # noqa: E501
-    method: Annotated[str, typer.Option("--method", "-m", metavar="METHOD", help="auto (DPS368 readings: dps368, any other payload: generic), dps368 (the reference detector) or generic (one numeric field of any payload).")] = "auto",  # noqa: E501
-    field: Annotated[Optional[str], typer.Option("--field", "-f", metavar="NAME", help="The numeric payload field the generic detector watches (implies --method generic): a top-level key, one in 'data', or a dotted path. Default: 'value', else the payload's only numeric field.", show_default=False)] = None,  # noqa: E501
+    method: Annotated[str, typer.Option("--method", metavar="METHOD", help="auto (DPS368 readings: dps368, any other payload: generic), dps368 (the reference detector) or generic (one numeric field of any payload).")] = "auto",  # noqa: E501
+    field: Annotated[Optional[str], typer.Option("--field", metavar="NAME", help="The numeric payload field the generic detector watches (implies --method generic): a top-level key, one in 'data', or a dotted path. Default: 'value', else the payload's only numeric field.", show_default=False)] = None,  # noqa: E501
     *,
     conn: ConnectionFlags,
 ) -> None:

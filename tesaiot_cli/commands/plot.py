@@ -30,7 +30,7 @@ def plot(
     tolerance: Annotated[str, typer.Option("--tolerance", metavar="TIME", help="As for 'tesaiot score': how late an alert without the reading's timestamp may arrive.")] = "2s",  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite FILE.")] = False,
     title: Annotated[Optional[str], typer.Option("--title", metavar="TEXT", help="Title (default: the recording's name).", show_default=False)] = None,  # noqa: E501
-    field: Annotated[Optional[list[str]], typer.Option("--field", "-f", metavar="NAME", help="A numeric payload field to draw (a top-level key, one in 'data', or a dotted path), repeatable. Default: pressure and temperature for DPS368 payloads, else 'value' or the only numeric field, else the first two numeric fields.", show_default=False)] = None,  # noqa: E501
+    field: Annotated[Optional[list[str]], typer.Option("--field", metavar="NAME", help="A numeric payload field to draw (a top-level key, one in 'data', or a dotted path), repeatable. Default: pressure and temperature for DPS368 payloads, else 'value' or the only numeric field, else the first two numeric fields.", show_default=False)] = None,  # noqa: E501
 ) -> None:
     """Plot pressure and temperature (or any numeric field: --field) over time per device
     (min/max per pixel, so a million messages draw in bounded memory), with the ground-truth
