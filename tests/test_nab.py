@@ -230,3 +230,20 @@ def test_convert_refuses_bad_input_with_one_line_and_leaves_nothing(tmp_path: Pa
 def test_labels_option_is_only_for_nab(tmp_path: Path, truth: Path) -> None:
     result = run_cli("convert", str(truth), str(tmp_path / "x.jsonl"), "--labels", "x.json")
     assert result.returncode == 1 and "--from nab" in result.stderr
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2014-04-10 07:15:00", 1_397_114_100 * 10**9),
+    ("2014-04-10T07:15:00", 1_397_114_100 * 10**9),
+    ("2014-04-10 07:15:00.500000", 1_397_114_100_500_000_000),
+    ("2014-02-30 00:00:00", None),
+    ("2014-04-10 24:00:00", None),
+    ("2014-04-1x 07:15:00", None),
+    ("2014-04-10 07:15", None),
+])
+def test_nab_timestamps(text: str, expected: int | None) -> None:
+    from tesaiot_cli.recording.truth import stamp_ns, stamp_text
+
+    assert stamp_ns(text) == expected
+    if expected is not None:
+        assert stamp_ns(stamp_text(expected)) == expected

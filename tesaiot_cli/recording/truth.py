@@ -19,6 +19,7 @@ Pure: metadata in, typed values out; raises :class:`RecordingError` for malforme
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -36,15 +37,36 @@ _EPOCH = dt.datetime(1970, 1, 1)
 
 def stamp_ns(text: str) -> int | None:
     """``YYYY-MM-DD HH:MM:SS[.ffffff]`` (also with ``T``; no zone: UTC) -> ns since the epoch, or None."""
+    if len(text) == 19 and text[13] == ":" and text[16] == ":" and text[11:13].isdigit() \
+            and text[14:16].isdigit() and text[17:19].isdigit() and text[10] in " T":
+        # NAB's own form, 365,558 times a corpus: the date part parsed once per day.
+        day = _day_ns(text[:10])
+        hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+        if day is None or hour > 23 or minute > 59 or second > 59:
+            return None
+        return day + ((hour * 60 + minute) * 60 + second) * 1_000_000_000
     match = _STAMP.match(text)
     if match is None:
         return None
-    year, month, day, hour, minute, second, fraction = match.groups()
+    year, month, day_text, hour_text, minute_text, second_text, fraction = match.groups()
     try:
-        moment = dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+        moment = dt.datetime(int(year), int(month), int(day_text), int(hour_text), int(minute_text),
+                             int(second_text))
     except ValueError:
         return None
     return (moment - _EPOCH) // dt.timedelta(seconds=1) * 1_000_000_000 + int((fraction or "0").ljust(9, "0"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_ns(text: str) -> int | None:
+    """``YYYY-MM-DD`` -> ns since the epoch at its midnight (UTC), or None."""
+    if len(text) != 10 or text[4] != "-" or text[7] != "-" or not (text[:4] + text[5:7] + text[8:]).isdigit():
+        return None
+    try:
+        moment = dt.datetime(int(text[:4]), int(text[5:7]), int(text[8:]))
+    except ValueError:
+        return None
+    return (moment - _EPOCH) // dt.timedelta(seconds=1) * 1_000_000_000
 
 
 def stamp_text(time_ns: int) -> str:
