@@ -191,3 +191,33 @@ def test_live_detector_behind_the_replay_holds_the_stream_instead_of_dropping(br
     assert detect.returncode == 0, err
     assert "2751 readings from 2 devices analysed" in err and "not analysed" not in err
     assert sorted(m.payload for m in received) == expected
+
+
+def test_inbox_keeps_order_holds_the_producer_back_and_never_while_publishing() -> None:
+    import threading
+
+    from tesaiot_cli.services.inbox import Inbox
+
+    inbox: Inbox[int] = Inbox(3)
+    for item in range(3):
+        inbox.put(item)
+    done = threading.Event()
+
+    def produce() -> None:
+        inbox.put(3)
+        done.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    assert not done.wait(0.3) and inbox.held_back == 1  # full: the producer waits
+    assert inbox.get(1.0) == 0 and done.wait(5)  # room: it goes on
+    with inbox.publishing():  # the consumer publishes: the producer must not wait
+        inbox.put(4)
+        inbox.put(5)
+    assert [inbox.get(1.0) for _ in range(5)] == [1, 2, 3, 4, 5] and inbox.get(0.01) is None
+    for item in range(3):
+        inbox.put(item)
+    inbox.close()
+    inbox.put(9)  # after close: counted, not kept, never waits
+    assert inbox.refused == 1 and len(inbox) == 3
+    producer.join()
