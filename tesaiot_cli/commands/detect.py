@@ -67,7 +67,7 @@ def detect(
     on a recording; alerts follow the alert contract.
 
     Exit codes: 0 done, 1 bad option, 3 broker unreachable, 4 authentication refused,
-    5 recording error, 7 some alerts were not delivered or readings not analysed.
+    5 recording error, 7 some alerts were not delivered.
     """
     with cli_errors():
         validate_topic_name(alert_topic.replace("{device_id}", "x"))
