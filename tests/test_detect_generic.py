@@ -14,8 +14,8 @@ from tesaiot_cli.analysis import detect_generic
 from tesaiot_cli.analysis.detect_generic import GenericDetector, default_field, field_value, make_detector
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording import open_reader
-from tests.conftest import run_cli, start_cli, wait_for_stderr
 from tests.support.broker import Mosquitto
+from tests.support.cli import run_cli, start_cli, wait_for_stderr
 from tests.support.clients import Collector
 
 NAB = Path(__file__).parent / "data" / "nab"
@@ -166,7 +166,7 @@ def test_live_detector_behind_the_replay_holds_the_stream_instead_of_dropping(br
     import subprocess
     import sys
 
-    from tests.conftest import clean_env
+    from tests.support.cli import clean_env
 
     offline = tmp_path / "offline.parquet"
     assert run_cli("detect", str(nab_small), "--to", str(offline)).returncode == 0

@@ -12,8 +12,8 @@ import pytest
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import open_reader
 from tesaiot_cli.replay import Replayer, ReplayOptions
-from tests.conftest import run_cli, start_cli, wait_for_stderr
 from tests.support.broker import Mosquitto
+from tests.support.cli import run_cli, start_cli, wait_for_stderr
 
 NAB = Path(__file__).parent / "data" / "nab" / "data"
 
