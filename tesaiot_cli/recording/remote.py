@@ -404,11 +404,7 @@ def recover(source: S3Path, *, output: Path | None = None, format: str | None = 
     if output is not None:
         raise ConfigError("--output is for local recordings: an s3:// recording is recovered in place")
     storage.check_bucket(source, "recover")
-    if is_dataset_key(source):
-        from tesaiot_cli.recording.remote_dataset import recover_prefix
-
-        return recover_prefix(source)
-    if format_for(source, format) != "parquet":
+    if is_dataset_key(source) or format_for(source, format) != "parquet":
         raise RecordingError(f"nothing to recover in {source.url}: recover seals Parquet recordings left unsealed "
                              "on object storage")
     prefix = partial_prefix(source)
