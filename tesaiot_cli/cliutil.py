@@ -370,17 +370,6 @@ def clock_text(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def freeze_startup_objects() -> None:
-    """Take what start-up allocated (typer, pyarrow, paho...) out of the garbage collector's
-    sight, just before a timed loop. A full collection would otherwise walk all of it in the
-    middle of a schedule: measured here, a 1 kHz replay's send lateness went from p99 0.2-0.5 ms,
-    max ~20 ms, to p99 0.003 ms, max ~4 ms."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-
-
 def print_event(kind: str, text: str) -> None:
     """Session events (disconnected / reconnecting / reconnected / warning) on stderr."""
     err(text if kind != "warning" else f"warning: {text}")

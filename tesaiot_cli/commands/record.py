@@ -26,7 +26,6 @@ from tesaiot_cli.cliutil import (
     env_topics,
     err,
     exit_if_protocol_broken,
-    freeze_startup_objects,
     load_environment,
     plural,
     print_event,
@@ -38,6 +37,7 @@ from tesaiot_cli.cliutil import (
 from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import validate_topic_filter
+from tesaiot_cli.pacing import freeze_startup_objects
 from tesaiot_cli.textfmt import human_bytes, human_duration
 
 if TYPE_CHECKING:

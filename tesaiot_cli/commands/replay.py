@@ -23,7 +23,6 @@ from tesaiot_cli.cliutil import (
     cli_errors,
     clock_text,
     err,
-    freeze_startup_objects,
     plural,
     print_event,
     resolve_settings,
@@ -32,6 +31,7 @@ from tesaiot_cli.cliutil import (
 )
 from tesaiot_cli.errors import ConfigError, EmptySelection
 from tesaiot_cli.message import Message
+from tesaiot_cli.pacing import freeze_startup_objects
 
 if TYPE_CHECKING:
     from tesaiot_cli.recording import RecordingReader
