@@ -13,6 +13,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -531,3 +532,47 @@ def resolve_settings(conn: ConnectionFlags, *, command: str, allow_token: bool =
     for text in settings.unused:
         warn(text)
     return settings
+
+
+PAUSE_KEY = " "
+KEY_POLL_S = 0.05  # how often keys are read while a run can be paused
+
+
+class Pause:
+    """Space pauses and resumes a timed run on a terminal (``replay``, as ``ros2 bag play``).
+
+    The replayer's clock leaves paused time out, so the schedule carries on where it was;
+    while paused the connection is still served (``sleep`` is the session's wait).
+    """
+
+    def __init__(self, keys: KeyPresses, stop: StopSignals, status: StatusLine) -> None:
+        self.keys = keys
+        self.stop = stop
+        self.status = status
+        self.sleep: Callable[[float], object] = time.sleep
+        self.paused_s = 0.0
+        self.pauses = 0
+        self._next_poll = 0.0
+
+    def clock(self) -> float:
+        return time.perf_counter() - self.paused_s
+
+    def should_stop(self) -> bool:
+        if self.keys.active:
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + KEY_POLL_S
+                if PAUSE_KEY in self.keys.read():
+                    self._pause()
+        return self.stop.event.is_set()
+
+    def _pause(self) -> None:
+        began = time.perf_counter()
+        self.pauses += 1
+        self.status.show("PAUSED: space resumes, Ctrl+C stops")
+        while not self.stop.event.is_set():
+            self.sleep(0.1)
+            if PAUSE_KEY in self.keys.read():
+                break
+        self.paused_s += time.perf_counter() - began
+        self.status.show("resumed")

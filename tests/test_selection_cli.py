@@ -119,10 +119,11 @@ def test_info_summary_from_the_footer_equals_a_scan(rec: Path, tmp_path: Path) -
 def test_the_progress_line_counts_against_the_selection() -> None:
     from typing import Any, cast
 
-    from tesaiot_cli.commands.replay import _Plan, _Progress
+    from tesaiot_cli.commands.replay import _Progress
     from tesaiot_cli.replay import ReplayOptions, ReplayStats
+    from tesaiot_cli.services.replayer import ReplayPlan
 
-    plan = _Plan(10, T0, T0 + 9 * S, True)  # a selection of 10 messages
+    plan = ReplayPlan(10, T0, T0 + 9 * S, True)  # a selection of 10 messages
     progress = _Progress(ReplayOptions(speed=None, topic_filters=("t/1",)), plan, cast(Any, None), cast(Any, None))
     stats = ReplayStats(sent=4, position_ns=T0 + 3 * S)
     assert progress.text(stats, 1.0).startswith("sent 4 of 10   33%")
