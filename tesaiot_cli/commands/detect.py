@@ -34,7 +34,6 @@ from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_n
 DEFAULT_TOPIC = "device/+/telemetry/#"
 INBOX_LIMIT = 100_000  # readings waiting for the detector; more are counted as not analysed
 PUBLISH_TIMEOUT_S = 5.0
-DRAIN_TIMEOUT_S = 10.0
 
 EPILOG = """\b
 Examples:
@@ -140,7 +139,8 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
     """Run the live detector; print the summary; return whether something was not delivered."""
     from tesaiot_cli.analysis.detect import Detector, alert_message
     from tesaiot_cli.analysis.telemetry import ReadingParser
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.mqtt import Session
+    from tesaiot_cli.services.drain import drain
 
     inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_LIMIT)
     not_analysed = 0
@@ -198,10 +198,10 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
                 if count is not None and detector.readings >= count:
                     why = "count"
                     break
-            stop.event.clear()  # a second Ctrl+C stops the wait for acknowledgements
-            session.flush(DRAIN_TIMEOUT_S)
         except Interrupted:
             pass
+        else:
+            drain(session, stop.event)  # a second Ctrl+C stops the wait for acknowledgements
     stats = session.stats
     if not quiet:
         err(f"detect: stopped ({why}) after {time.monotonic() - started:.1f} s: {detector.readings} readings from "

@@ -243,7 +243,7 @@ def _print_summary(result: SimulationResult, opts: SimOptions, *, record: Path |
 
 
 def _warn_undelivered(result: SimulationResult, opts: SimOptions, *, stopped_by: str | None) -> None:
-    from tesaiot_cli.services.simulator import DRAIN_TIMEOUT_S
+    from tesaiot_cli.services.drain import DRAIN_TIMEOUT_S
     from tesaiot_cli.sim.report import undelivered_lines
 
     s = result.delivery

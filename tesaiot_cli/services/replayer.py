@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 Passes = Callable[[], Iterable[Message]]
 
-FLUSH_TIMEOUT_S = 10.0
 KEEP_MESSAGES = 10_000  # a recording this small is read once, however often it loops
 
 
@@ -199,7 +198,7 @@ def replay_to_broker(settings: ConnectionSettings, options: ReplayOptions, passe
             replayer.stats.stopped = True
         # A first Ctrl+C/SIGTERM stops publishing; the in-flight messages may still
         # complete (a second Ctrl+C cuts the wait short).
-        drain(session, stop, timeout_s=FLUSH_TIMEOUT_S)
+        drain(session, stop)
     stats = session.stats
     return ReplayResult(replayer, settings.url.display(), stats.published, stats.completed, stats.failed,
                         stats.dropped, dict(stats.failed_reasons))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tesaiot_cli import __version__
-from tesaiot_cli.services.drain import DRAIN_TIMEOUT_S, Drained, drain
+from tesaiot_cli.services.drain import Drained, drain
 
 if TYPE_CHECKING:
     from tesaiot_cli.config import ConnectionSettings
@@ -368,5 +368,5 @@ def simulation_metadata(opts: SimOptions, settings: ConnectionSettings, ids: Seq
     )
 
 
-__all__ = ["DRAIN_TIMEOUT_S", "Drops", "SimulationResult", "SimulatorOptions", "SimulatorView", "StopFlag",
+__all__ = ["Drops", "SimulationResult", "SimulatorOptions", "SimulatorView", "StopFlag",
            "finish_metadata", "run_simulation", "simulation_metadata"]
