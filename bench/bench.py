@@ -24,7 +24,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import analysis, export, fleet, publish, record, replay, scaling, selection, startup, storage  # noqa: E402, E501
+from benchlib import (  # noqa: E402
+    analysis,
+    export,
+    fleet,
+    publish,
+    record,
+    replay,
+    scaling,
+    selection,
+    startup,
+    storage,
+    watch,
+)
 from benchlib.common import (  # noqa: E402
     BENCH_DIR,
     MAX_INFLIGHT_MESSAGES,
@@ -38,7 +50,7 @@ from benchlib.common import (  # noqa: E402
 )
 
 SECTIONS = ("record", "replay", "publish", "storage", "startup", "scaling", "analysis", "export", "fleet",
-            "selection")
+            "selection", "watch")
 
 FULL: dict[str, Any] = {
     "ladder": [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000],
@@ -57,6 +69,7 @@ FULL: dict[str, Any] = {
     "fleet_duration": 12.0, "fleet_qos": [1, 0],
     "fleet_per_device_ladder": [300, 1000, 2000, 5000, 10000], "fleet_hold": 60.0, "fleet_connect_rate": 1000.0,
     "fleet_budget_s": 1500,
+    "watch_devices": 10_000, "watch_warmup_s": 12.0, "watch_window_s": 20.0,
 }
 QUICK: dict[str, Any] = {
     "ladder": [2000, 5000, 10000],
@@ -72,6 +85,7 @@ QUICK: dict[str, Any] = {
     "selection_count": 50_000, "selection_runs": 1,
     "fleet_ladder": [2000, 10000], "fleet_baseline_ladder": [2000, 10000], "fleet_duration": 11.0, "fleet_qos": [1],
     "fleet_per_device_ladder": [300, 1000], "fleet_hold": 11.0, "fleet_connect_rate": 1000.0, "fleet_budget_s": 240,
+    "watch_devices": 2_000, "watch_warmup_s": 6.0, "watch_window_s": 6.0,
 }
 
 
@@ -237,6 +251,10 @@ def main(argv: list[str]) -> int:
             ("selection", "section 11: readers that take the selection (replay --start, info --summary)",
              lambda: selection.run_section(ctx, count=plan["selection_count"], runs=plan["selection_runs"]),
              lambda section: results["goals"].extend(selection.report(section))),
+            ("watch", "section 12: watch at fleet scale, beside listen --json",
+             lambda: watch.run_section(broker, devices=plan["watch_devices"], warmup_s=plan["watch_warmup_s"],
+                                       window_s=plan["watch_window_s"]),
+             watch.report),
         ]
         try:
             for name, title, measure, show in steps:

@@ -57,6 +57,7 @@ class Cmd:
 # The commands, in the order `tesaiot --help` lists them. ONE line per command.
 COMMANDS: tuple[Cmd, ...] = (
     Cmd("listen", "Subscribe to telemetry and show it: readable on a terminal, NDJSON with --json."),
+    Cmd("watch", "Watch a fleet's telemetry live in a full-screen table: one row per device with its message count, rate, latest pressure and temperature (or first numeric fields), a sparkline, the time since its last message, and its last anomaly label and detector alert."),  # noqa: E501
     Cmd("record", "Record MQTT messages to a Parquet or JSONL file: exact payload bytes, receive time (ns), topic, QoS and retain flag."),  # noqa: E501
     Cmd("info", "Show what a recording holds: messages, time span, per-topic counts, rates and the longest silence, payload sizes, anomaly counts when the messages are labelled, and the numeric JSON fields' min / mean / max and nulls, overall and per device."),  # noqa: E501
     Cmd("convert", "Convert a recording between Parquet and JSONL, keeping every payload byte, time, QoS, retain flag, label and the metadata; or turn a capture of another tool (--from mosquitto-json, mqtt-recorder-csv) into a recording."),  # noqa: E501

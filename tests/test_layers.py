@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("tesaiot_cli.__main__", "tesaiot_cli.cli", "tesaiot_cli.cliutil", "tesaiot_cli.commands")),
     ("services", ("tesaiot_cli.services",)),
     ("engines", ("tesaiot_cli.replay", "tesaiot_cli.sim", "tesaiot_cli.broker", "tesaiot_cli.render",
-                 "tesaiot_cli.analysis")),
+                 "tesaiot_cli.analysis", "tesaiot_cli.watch")),
     ("recording", ("tesaiot_cli.recording",)),
     ("mqtt", ("tesaiot_cli.session", "tesaiot_cli.connection", "tesaiot_cli.mqtt")),
     ("base", ("tesaiot_cli.config", "tesaiot_cli.message", "tesaiot_cli.errors", "tesaiot_cli.textfmt",

@@ -50,7 +50,8 @@ def _lower_bound(requirement: Requirement) -> Version:
 
 def test_the_file_pins_exactly_the_declared_lower_bounds() -> None:
     declared = {name: _lower_bound(requirement) for name, requirement in _runtime_requirements().items()}
-    assert set(declared) >= {"typer", "paho-mqtt", "python-dotenv", "orjson", "pyarrow", "amqtt", "matplotlib", "mcap"}
+    assert set(declared) >= {"typer", "rich", "paho-mqtt", "python-dotenv", "orjson", "pyarrow", "amqtt", "matplotlib",
+                             "mcap"}
     assert _pinned() == declared
 
 
