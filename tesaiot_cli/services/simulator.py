@@ -304,42 +304,37 @@ def finish_metadata(metadata: RecordingMetadata, packets: int, devices: int) -> 
     length was not known in advance. The writers store ``extra`` as it is at close (a JSONL
     header that has no room for a long list keeps ``null``: ``score`` then recomputes them
     from the seed)."""
+    from tesaiot_cli.recording.truth import DROPOUTS_KEY, DropoutPlan
+
     metadata.extra["packets"] = packets
-    planned = metadata.extra.get("dropouts")
-    if planned is None and metadata.seed is not None:
+    plan = DropoutPlan.of(metadata)
+    if plan.listed is None and metadata.extra.get(DROPOUTS_KEY) is None and metadata.seed is not None:
         # A run whose length was not known at the start (--duration, Ctrl+C): now it is, so the
         # truth lists its dropouts like a --count run's (score reads them from here).
-        from tesaiot_cli.sim.dps368 import planned_dropouts
+        from tesaiot_cli.sim.dps368 import fleet_dropouts
 
-        extra = metadata.extra
-        first = int(extra.get("first_device_index", 0))
-        metadata.extra["dropouts"] = {
-            device_id: planned_dropouts(seed=metadata.seed, device_index=first + index,
-                                        anomaly_every=int(extra["anomaly_every"]), kinds=extra["anomaly_kinds"],
-                                        packets=len(range(index, packets, devices)))
-            for index, device_id in enumerate(extra["device_ids"])}
+        metadata.extra[DROPOUTS_KEY] = fleet_dropouts(plan)
         return
-    if isinstance(planned, dict):
-        made = {device_id: len(range(index, packets, devices)) for index, device_id in enumerate(planned)}
-        metadata.extra["dropouts"] = {device_id: [k for k in numbers if k <= made[device_id]]
-                                      for device_id, numbers in planned.items()}
+    if plan.listed is not None:
+        metadata.extra[DROPOUTS_KEY] = plan.trimmed(packets)
 
 
 def simulation_metadata(opts: SimOptions, settings: ConnectionSettings, ids: Sequence[str], topics: Sequence[str],
                         argv: list[str]) -> RecordingMetadata:
     """The ground truth's metadata as known at the start (:func:`finish_metadata` completes it)."""
     from tesaiot_cli.recording import RecordingMetadata
-    from tesaiot_cli.sim.dps368 import EPISODE_PACKETS, planned_dropouts
+    from tesaiot_cli.recording.truth import DropoutPlan
+    from tesaiot_cli.sim.dps368 import EPISODE_PACKETS, fleet_dropouts
 
+    plan = DropoutPlan(None, seed=opts.seed, device_ids=tuple(ids), first_device_index=opts.first_index,
+                       anomaly_every=opts.anomaly_every, kinds=opts.kinds,
+                       packets=None if opts.count is None else opts.count * len(ids))
     dropouts: dict[str, list[int]] | None = {}
-    if "dropout" in opts.kinds and opts.anomaly_every > 0:
+    if plan.possible:
         if opts.count is None or opts.duration_s is not None:
             dropouts = None  # how many packets there will be is not known in advance
         else:
-            dropouts = {device_id: planned_dropouts(seed=opts.seed, device_index=index,
-                                                    anomaly_every=opts.anomaly_every, kinds=opts.kinds,
-                                                    packets=opts.count)
-                        for index, device_id in enumerate(ids, start=opts.first_index)}
+            dropouts = fleet_dropouts(plan)
     extra: dict[str, Any] = {
         "command": ["tesaiot", *argv],
         "sensor_type": "DPS368",
