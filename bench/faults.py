@@ -232,7 +232,7 @@ class Proc:
 
 # The live status line of simulate (and record on a terminal): "tesaiot:     5.0 s   495.7 msg/s ..."
 STATUS_LINE = re.compile(r"^tesaiot:\s+\d+(\.\d+)?\s*s\s")
-# The session's connection events on stderr (tesaiot_cli/session.py).
+# The session's connection events on stderr (tesaiot_cli/mqtt/).
 CONNECTION_EVENT = re.compile(r"^tesaiot: (disconnected from|reconnecting|reconnect failed|reconnect refused|"
                               r"reconnect attempt|reconnected to)")
 NUMBER = r"([\d,]+)"

@@ -32,7 +32,7 @@ from tesaiot_cli.errors import (
     RecordingError,
     TesaiotError,
 )
-from tesaiot_cli.textfmt import plural as plural  # re-exported: the commands use one plural
+from tesaiot_cli.textfmt import plural
 
 # Exit codes, documented in the README ("Exit codes").
 EXIT_OK = 0
@@ -357,11 +357,6 @@ def _in_background(fd: int) -> bool:
         return os.tcgetpgrp(fd) != os.getpgrp()
     except OSError:
         return False  # not our controlling terminal: no job control on it, nothing to fear
-
-
-def rate_text(count: int, seconds: float) -> str:
-    """``1,234/s`` (``-`` before any time has passed)."""
-    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-/s"
 
 
 def clock_text(seconds: float) -> str:

@@ -12,9 +12,9 @@ import orjson
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message, decode_payload, parse_topic, properties_to_json, sensor_type_of
-from tesaiot_cli.textfmt import iso_time, paint
+from tesaiot_cli.textfmt import iso_time, paint, utc_text
 
-__all__ = ["escape_control", "human_block", "iso_time", "json_line", "message_record"]
+__all__ = ["escape_control", "human_block", "json_line", "message_record"]
 
 BINARY_PREVIEW_BYTES = 64
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -64,7 +64,7 @@ def human_block(message: Message, *, color: bool = False, compact: bool = False)
     parts = parse_topic(message.topic)
     value, encoding = decode_payload(message.payload)
     sensor = sensor_type_of(message.topic, message.payload, value if encoding == "json" else None)
-    stamp = iso_time(message.time_ns).replace("T", " ")[:23] + " UTC"
+    stamp = utc_text(message.time_ns, decimals=3)
     flags = f"QoS {message.qos}" + (", retained" if message.retain else "")
     head = (
         f"{paint('[' + stamp + ']', 'time', color)} "

@@ -19,6 +19,15 @@ def iso_time(time_ns: int) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
+def utc_text(time_ns: int, *, decimals: int = 0) -> str:
+    """The time people read: ``2026-11-22 08:24:56 UTC``, the second cut (not rounded) to
+    ``decimals`` places (0 to 6): ``2026-11-22 08:24:56.055 UTC`` with 3."""
+    if not 0 <= decimals <= 6:
+        raise ValueError(f"decimals must be 0 to 6, not {decimals}")
+    text = iso_time(time_ns)
+    return f"{text[:10]} {text[11:20 + decimals] if decimals else text[11:19]} UTC"
+
+
 def human_bytes(size: float) -> str:
     """1536 -> '1.5 KiB'."""
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -29,13 +29,13 @@ from typer.testing import CliRunner
 
 from tesaiot_cli.cli import all_commands, app
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
 from tesaiot_cli.recording.meta import METADATA_KEY
-from tests.conftest import clean_env, run_cli
 from tests.support.broker import EXPIRED_TOKEN, READER, READER_PASSWORD, TOKEN, USER, Mosquitto, free_ports
+from tests.support.cli import Proc, clean_env, run_cli
 from tests.support.clients import Collector, publish
-from tests.test_reliability import Proc, uid
+from tests.support.fakes import uid
 
 T0 = 1_790_000_000_000_000_000
 CLI_ENV_PREFIXES = ("MQTT_", "TESAIOT_", "CA_CERT_PATH", "DEVICE_ID", "PUBLISH_INTERVAL", "ANOMALY_INTERVAL")

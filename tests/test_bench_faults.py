@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording import RecordingMetadata, open_writer
+from tesaiot_cli.recording import RecordingMetadata
+from tests.support.recordings import write_recording
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -34,10 +35,7 @@ def faults() -> ModuleType:
 
 
 def write(path: Path, messages: list[Message]) -> Path:
-    with open_writer(path, metadata=RecordingMetadata(), crash_safe=False) as writer:
-        for message in messages:
-            writer.write(message)
-    return path
+    return write_recording(path, messages, metadata=RecordingMetadata(), crash_safe=False)
 
 
 T0 = 1_796_000_000_000_000_000

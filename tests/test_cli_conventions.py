@@ -13,9 +13,9 @@ import tomllib
 from pathlib import Path
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_writer
-from tests.conftest import ROOT, run_cli
+from tesaiot_cli.recording import RecordingMetadata, open_writer
 from tests.support.broker import free_ports
+from tests.support.cli import ROOT, run_cli
 
 T0 = 1_795_335_896_000_000_000
 

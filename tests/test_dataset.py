@@ -16,15 +16,14 @@ import pytest
 from tesaiot_cli.cliutil import EXIT_RECORDING
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording import schema
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, recover
+from tesaiot_cli.recording import RecordingMetadata, open_reader, recover, schema
 from tesaiot_cli.recording.dataset.layout import info_path, part_file_name, prepare_dataset, staged_path
 from tesaiot_cli.recording.dataset.partition import parse_partition, split_by_partition
 from tesaiot_cli.recording.dataset.reader import merged_tables
 from tesaiot_cli.recording.dataset.seal import recover_dataset
 from tesaiot_cli.recording.dataset.writer import DatasetWriter
 from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 # 2026-11-22 23:59:00 UTC: a minute before midnight, so recordings span two dates.
 BEFORE_MIDNIGHT_NS = int(dt.datetime(2026, 11, 22, 23, 59, tzinfo=dt.UTC).timestamp()) * 10**9

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, clean_env, run_cli, start_cli, wait_for_stderr
 from tests.support.broker import free_ports, wait_for_port
+from tests.support.cli import ROOT, clean_env, run_cli, start_cli, wait_for_stderr
 
 
 @pytest.fixture

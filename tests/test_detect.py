@@ -12,8 +12,8 @@ from tesaiot_cli.analysis.detect import Detector, detect_messages
 from tesaiot_cli.analysis.score import score_detection
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import open_reader
-from tests.conftest import run_cli, start_cli, wait_for_stderr
 from tests.support.broker import PASSWORD, READER, READER_PASSWORD, USER, Mosquitto
+from tests.support.cli import run_cli, start_cli, wait_for_stderr
 from tests.support.clients import Collector, publish
 from tests.support.truth import write_truth
 

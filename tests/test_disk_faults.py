@@ -23,12 +23,15 @@ import pytest
 from tesaiot_cli.cliutil import EXIT_RECORDING
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.formats.jsonl import JsonlWriter
-from tests.conftest import clean_env, run_cli
 from tests.support.broker import Mosquitto
+from tests.support.cli import Proc, clean_env, error_lines, run_cli
 from tests.support.clients import publish
-from tests.test_reliability import T0, Proc, error_lines, recorded, uid
+from tests.support.fakes import uid
+from tests.support.recordings import recorded
+
+T0 = 1_790_000_000_000_000_000
 
 # -- disk full -----------------------------------------------------------------------------
 
@@ -84,7 +87,7 @@ def start_limited(disk: SmallDisk, *args: str, full: bool = False) -> Proc:
     preexec = disk.preexec(full=full)
     if preexec is None:
         return Proc(*args)
-    from tests.conftest import cli_command
+    from tests.support.cli import cli_command
 
     proc = Proc.__new__(Proc)
     proc.process = subprocess.Popen(cli_command(*args), env=clean_env(), stdout=subprocess.PIPE,

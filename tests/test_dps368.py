@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import NORMAL_LABEL
+from tesaiot_cli.recording import NORMAL_LABEL
 from tesaiot_cli.sim.dps368 import (
     ALL_KINDS,
     EPISODE_PACKETS,
@@ -31,6 +31,7 @@ from tesaiot_cli.sim.dps368 import (
 )
 from tesaiot_cli.sim.fleet import device_ids, fleet_topics, topic_for
 from tesaiot_cli.sim.schedule import Scheduler, StopRun, run
+from tests.support.fakes import FakeClock
 
 KEYS = ["timestamp", "device_id", "sensor_type", "data"]
 
@@ -299,22 +300,6 @@ def test_topics() -> None:
 # -- the schedule, under a fake clock --------------------------------------------------
 
 
-class FakeClock:
-    """Monotonic time that moves only when the code sleeps or 'works'."""
-
-    def __init__(self, *, oversleep_s: float = 0.0) -> None:
-        self.now = 1000.0
-        self.oversleep_s = oversleep_s
-        self.sleeps = 0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps += 1
-        self.now += seconds + self.oversleep_s
-
-
 def fleet_of(n: int, **kwargs: object) -> list[DPS368Device]:
     return [DPS368Device(f"d{i}", DPS368Model(seed=1, device_index=i, **kwargs), device_index=i)  # type: ignore[arg-type]
             for i in range(n)]
@@ -377,7 +362,7 @@ def test_duration_stop_and_flat_out() -> None:
     stats = run(fleet_of(3), ["a", "b", "c"], Scheduler(interval_s=0.0, devices=3, clock=fake.clock,
                                                         sleep=fake.sleep), lambda m: True, count=100,
                 wall_ns=lambda: 10**18)
-    assert stats.packets == 300 and fake.sleeps == 0
+    assert stats.packets == 300 and fake.sleeps == []
 
 
 def test_run_counts_not_sent_dropouts_and_stop_requests() -> None:

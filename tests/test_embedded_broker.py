@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import run_cli, start_cli
 from tests.support.broker import free_ports, wait_for_port
+from tests.support.cli import run_cli, start_cli
 from tests.support.clients import publish
 
 

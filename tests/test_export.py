@@ -13,12 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader
 from tesaiot_cli.recording.dataset.layout import prepare_dataset
 from tesaiot_cli.recording.dataset.writer import DatasetWriter
 from tesaiot_cli.recording.formats import parquet_write as parquet_format
-from tests.conftest import run_cli
 from tests.support.broker import Mosquitto
+from tests.support.cli import run_cli
+from tests.support.recordings import write_recording
 
 SAMPLE = Path(__file__).resolve().parent.parent / "recordings" / "dps368-sample.parquet"
 T0 = 1_795_335_896_000_000_000
@@ -43,10 +44,7 @@ MIXED: list[tuple[Message, str | None]] = [
 
 
 def write(path: Path, rows: list[tuple[Message, str | None]], *, labelled: bool = True) -> Path:
-    with open_writer(path, metadata=RecordingMetadata(source="record", labelled=labelled)) as writer:
-        for message, label in rows:
-            writer.write(message, label=label)
-    return path
+    return write_recording(path, rows, metadata=RecordingMetadata(source="record", labelled=labelled))
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -334,8 +332,8 @@ def test_line_cut_parsing_keeps_every_row_in_place(tmp_path: Path) -> None:
                                          "--end", "0.000000006"]])
 def test_export_does_not_look_for_pandas(tmp_path: Path, extra: list[str]) -> None:
     """pyarrow imports pandas, when installed, the first time it converts Python values
-    (0.18 s, 34 MiB): the export builds its few such arrays from buffers instead. An import
-    hook in the child records any attempt to import pandas, installed or not."""
+    (0.18 s, 34 MiB): the command line refuses that import (tesaiot_cli/lean.py) before any
+    other finder sees it. An import hook in the child records any attempt that got past it."""
     import subprocess
     import sys
 
@@ -383,8 +381,8 @@ def test_a_fresh_recording_of_the_simulator_has_its_sensor_type(broker: Mosquitt
                                                                suffix: str) -> None:
     """record (a real broker) -> the sensor_type column says DPS368 for the simulator's own topic
     (no sensor segment: taken from the payload); info and export agree; simulate --record too."""
-    from tests.conftest import start_cli
-    from tests.test_reliability import uid
+    from tests.support.cli import start_cli
+    from tests.support.fakes import uid
 
     device = f"sim-{uid()}"
     recording, truth = tmp_path / f"rec{suffix}", tmp_path / f"truth{suffix}"

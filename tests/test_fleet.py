@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import resource
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,13 +17,10 @@ from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.sim.credentials import device_settings
 from tesaiot_cli.sim.dps368 import NORMAL, Packet
 from tesaiot_cli.sim.schedule import BATCH_S, LATE_IDLE_EVERY, Scheduler, run
-from tests.conftest import clean_env, cli_command, run_cli, start_cli
 from tests.support.broker import PASSWORD, USER, Mosquitto
+from tests.support.cli import clean_env, cli_command, run_cli, start_cli
 from tests.support.clients import Collector
-
-
-def uid() -> str:
-    return f"fl{uuid.uuid4().hex[:6]}"
+from tests.support.fakes import FakeClock, uid
 
 
 def clients_in_log(broker: Mosquitto, prefix: str) -> set[str]:
@@ -125,7 +121,7 @@ def test_per_device_credentials_from_a_password_file(broker: Mosquitto, tmp_path
 
 @pytest.mark.parametrize("mode", ["shared", "per-device"])
 def test_shards_add_up_to_the_whole_fleet(broker: Mosquitto, tmp_path: Path, mode: str) -> None:
-    from tests.test_shard import _readings
+    from tests.support.recordings import device_readings
 
     base = uid()
     common = ["--devices", "7", "--count", "6", "--interval", "0.05", "--seed", "42", "--anomaly-every", "2",
@@ -140,8 +136,8 @@ def test_shards_add_up_to_the_whole_fleet(broker: Mosquitto, tmp_path: Path, mod
         path = tmp_path / f"shard{k}.jsonl"
         result = run_cli("simulate", *common, "--shard", f"{k}/3", "--record", str(path))
         assert result.returncode == 0, result.stderr
-        parts.append(_readings(path))
-    fleet = _readings(tmp_path / "fleet.jsonl")
+        parts.append(device_readings(path))
+    fleet = device_readings(tmp_path / "fleet.jsonl")
     assert [len(part) for part in parts] == [2, 2, 3]
     assert sorted(d for part in parts for d in part) == sorted(fleet)  # disjoint, together the fleet
     union = {device: readings for part in parts for device, readings in part.items()}
@@ -220,19 +216,6 @@ def test_device_settings_templates_password_file_and_certificates(tmp_path: Path
 # -- a big fleet's schedule on a fake clock ------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps = 0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps += 1
-        self.now += seconds
-
-
 class FakeDevice:
     """What run() needs of a device, without the model: the packets are not the point here."""
 
@@ -272,7 +255,7 @@ def test_a_100000_device_fleet_keeps_its_absolute_schedule_in_batches() -> None:
     assert stats.last_due_s == pytest.approx(start + (count - 1) * interval + (devices - 1) * slot)  # no drift
     assert stats.lateness.percentile(0.99) <= BATCH_S + 0.001  # type: ignore[operator]
     # One wake-up per batch, not one per packet: about duration / BATCH_S sleeps.
-    assert fake.sleeps <= count * interval / BATCH_S * 1.2 + 10
+    assert len(fake.sleeps) <= count * interval / BATCH_S * 1.2 + 10
 
 
 def test_a_slow_fleet_still_sends_each_packet_at_its_due_time() -> None:
@@ -359,7 +342,8 @@ def test_reconnect_delays_are_exponential_with_jitter() -> None:
     of 1, 2, 4 ... 30 s (spread, not one instant)."""
     import random
 
-    from tesaiot_cli.mqtt.fleet import RECONNECT_MAX_DELAY_S, DeviceFleet
+    from tesaiot_cli.mqtt.backoff import RECONNECT_MAX_DELAY_S
+    from tesaiot_cli.mqtt.fleet import DeviceFleet
 
     now = [100.0]
     base = resolve_connection({"broker": "mqtt://127.0.0.1:9"}, {}, client_prefix="t")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from tesaiot_cli.message import Message
-from tests.conftest import run_cli
 from tests.support.broker import READER, READER_PASSWORD, Mosquitto, start_mosquitto
+from tests.support.cli import run_cli
 from tests.support.clients import Collector
-from tests.test_replay_cli import write_recording
+from tests.support.recordings import write_recording
 
 TOTAL = 2000
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.foreign import parse_seconds, parse_tst, sniff
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 DATA = Path(__file__).parent / "data" / "foreign"
 MOSQUITTO = DATA / "mosquitto_sub-F-j.jsonl"

@@ -22,7 +22,7 @@ import pytest
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, recover
+from tesaiot_cli.recording import RecordingMetadata, open_reader, recover
 from tesaiot_cli.recording.formats.jsonl import JsonlWriter
 from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
 

@@ -11,9 +11,10 @@ import pytest
 
 from tesaiot_cli.cliutil import EXIT_CONFIG, EXIT_RECORDING
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.recording.formats import parquet_write as parquet_format
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
+from tests.support.recordings import write_recording
 
 S = 1_000_000_000
 T0 = 1_763_800_000 * S
@@ -37,10 +38,7 @@ def make(path: Path, rows: list[tuple[Message, str | None]], **metadata: object)
                              broker="mqtt://127.0.0.1:1883", topic_filters=("device/+/telemetry/#",))
     if metadata:
         meta = RecordingMetadata(**metadata)  # type: ignore[arg-type]
-    writer = open_writer(path, metadata=meta)
-    for message, label in rows:
-        writer.write(message, label=label)
-    writer.close()
+    write_recording(path, rows, metadata=meta)
 
 
 def one_clear_line(stderr: str) -> str:
@@ -140,7 +138,7 @@ def test_info_errors_are_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_convert_round_trip_is_lossless(tmp_path: Path) -> None:
-    from tests.test_recording_formats import odd_messages
+    from tests.support.recordings import odd_messages
 
     source = tmp_path / "a.parquet"
     rows = odd_messages()

@@ -10,21 +10,24 @@ its package's ``__init__``. A new module must be placed in :data:`LAYERS` (or
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tesaiot_cli"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 # Top to bottom: a module may import from its own layer and the layers below it.
+# docs/architecture.md ("Layers and imports") draws the same lists (a test below compares them).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("tesaiot_cli.__main__", "tesaiot_cli.cli", "tesaiot_cli.cliutil", "tesaiot_cli.commands")),
     ("services", ("tesaiot_cli.services",)),
     ("engines", ("tesaiot_cli.replay", "tesaiot_cli.sim", "tesaiot_cli.broker", "tesaiot_cli.render",
                  "tesaiot_cli.analysis", "tesaiot_cli.watch")),
     ("recording", ("tesaiot_cli.recording",)),
-    ("mqtt", ("tesaiot_cli.session", "tesaiot_cli.connection", "tesaiot_cli.mqtt")),
+    ("mqtt", ("tesaiot_cli.mqtt",)),
     ("base", ("tesaiot_cli.config", "tesaiot_cli.message", "tesaiot_cli.errors", "tesaiot_cli.textfmt",
               "tesaiot_cli.selection", "tesaiot_cli.pacing", "tesaiot_cli.limits", "tesaiot_cli.lean")),
     ("root", ("tesaiot_cli",)),
@@ -32,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # Inside tesaiot_cli.recording, top to bottom (docs/architecture.md shows the same).
 RECORDING_LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("facade", ("tesaiot_cli.recording", "tesaiot_cli.recording.api", "tesaiot_cli.recording.base")),
+    ("facade", ("tesaiot_cli.recording", "tesaiot_cli.recording.api")),
     ("analysis", ("tesaiot_cli.recording.stats", "tesaiot_cli.recording.dedupe")),
     ("dataset", ("tesaiot_cli.recording.dataset",)),
     ("formats", ("tesaiot_cli.recording.formats", "tesaiot_cli.recording.foreign", "tesaiot_cli.recording.nab",
@@ -159,13 +162,59 @@ def test_the_cycle_finder_finds_cycles(edges: dict[str, set[str]], expected: lis
 
 def test_the_layer_check_catches_an_upward_import() -> None:
     edges = {"tesaiot_cli.recording.model": {"tesaiot_cli.recording.formats.jsonl"},
-             "tesaiot_cli.message": {"tesaiot_cli.session"}}
+             "tesaiot_cli.message": {"tesaiot_cli.mqtt.session"}}
     assert len(layer_violations(edges)) == 2
 
 
 def test_relative_and_submodule_imports_resolve(tmp_path: Path) -> None:
     source = tmp_path / "mod.py"
     source.write_text("from tesaiot_cli.recording import schema\nfrom tesaiot_cli.recording import open_reader\n"
-                      "def f():\n    import tesaiot_cli.session\n")
-    known = {"tesaiot_cli.recording", "tesaiot_cli.recording.schema", "tesaiot_cli.session"}
+                      "def f():\n    import tesaiot_cli.mqtt.session\n")
+    known = {"tesaiot_cli.recording", "tesaiot_cli.recording.schema", "tesaiot_cli.mqtt.session"}
     assert imports_of("tesaiot_cli.x", source, known) == known
+
+
+def drawn_layers(after: str, package: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The layers of the first code block after the line ``after`` in docs/architecture.md:
+    each layer a line starting with its name, then its modules (``x.py``, ``pkg/``, relative
+    to ``package``; a line starting with spaces goes on listing them), then, in a column of
+    its own, what it holds."""
+    text = ARCHITECTURE.read_text()
+    start = text.index("```\n", text.index(after)) + 4
+    layers: list[tuple[str, list[str]]] = []
+    what_column = 0  # where the description column starts (the first line says)
+    for line in text[start:text.index("```", start)].splitlines():
+        name = "" if line[:1].isspace() else line.split()[0]
+        at = len(line) - len(line[len(name):].lstrip())
+        modules = re.match(r"(?:[\w.]+(?:\.py|/),?\s?)*", line[at:])
+        assert modules is not None
+        if not what_column:
+            what_column = at + len(modules.group(0)) + 1
+        found = [] if at >= what_column else [
+            word.strip().removesuffix(".py").rstrip("/") for word in modules.group(0).split(",") if word.strip()]
+        if name:
+            layers.append((name, []))
+        assert layers, f"docs/architecture.md: {line!r} continues no layer"
+        layers[-1][1].extend(package if m == "__init__" else f"{package}.{m}" for m in found)
+    return [(name, tuple(modules)) for name, modules in layers]
+
+
+def test_the_layers_are_the_ones_docs_architecture_md_draws() -> None:
+    def as_sets(layers: list[tuple[str, tuple[str, ...]]]) -> list[tuple[str, set[str]]]:
+        return [(name, set(modules)) for name, modules in layers]
+
+    assert as_sets(drawn_layers("## Layers and imports", "tesaiot_cli")) == as_sets(LAYERS)
+    assert as_sets(drawn_layers("Inside `recording/`", "tesaiot_cli.recording")) == as_sets(RECORDING_LAYERS)
+
+
+def test_no_test_module_imports_another() -> None:
+    """Helpers shared by tests live in tests/support; a test module (or conftest.py) is
+    never imported by another."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(ROOT)} imports {name}" for name in names
+                          if name.startswith(("tests.test_", "tests.conftest"))]
+    assert offenders == []

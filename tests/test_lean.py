@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import clean_env
+from tests.support.cli import clean_env
 
 CHILD = """
 import sys
@@ -33,7 +33,7 @@ def test_a_command_that_converts_python_values_leaves_pandas_unimported(tmp_path
     whole, and other code in the process can still import pandas."""
     source, target = tmp_path / "in.jsonl", tmp_path / "out.parquet"
     from tesaiot_cli.message import Message
-    from tesaiot_cli.recording.base import RecordingMetadata, open_writer
+    from tesaiot_cli.recording import RecordingMetadata, open_writer
 
     with open_writer(source, metadata=RecordingMetadata(), crash_safe=False) as writer:
         for i in range(100):

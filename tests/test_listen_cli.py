@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_env, cli_command, run_cli, start_cli
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
+from tests.support.cli import clean_env, cli_command, run_cli, start_cli
 from tests.support.clients import publish
 
 
@@ -261,7 +261,7 @@ def test_skip_retained_and_retained_only(broker: Mosquitto) -> None:
     publish(broker.tcp_port, [(f"{base}/a", b"old-a"), (f"{base}/b", b"old-b")], retain=True)
     try:
         result = run_cli("listen", "-b", broker.tcp_url, "-t", f"{base}/#", "--retained-only", "-P",
-                         "--timeout", "10")
+                         "--timeout", "2")
         assert result.returncode == 0, result.stderr  # no live message came: --timeout ended it, exit 0
         assert sorted(result.stdout.splitlines()) == ["old-a", "old-b"]
         process = start_cli("listen", "-b", broker.tcp_url, "-t", f"{base}/#", "--retained-only", "-P")

@@ -20,7 +20,8 @@ from tesaiot_cli.message import (
     validate_topic_filter,
     validate_topic_name,
 )
-from tesaiot_cli.render import escape_control, human_block, iso_time, message_record
+from tesaiot_cli.render import escape_control, human_block, message_record
+from tesaiot_cli.textfmt import iso_time
 
 
 @pytest.mark.parametrize(

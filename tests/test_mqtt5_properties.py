@@ -15,10 +15,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tesaiot_cli.message import Message, PublishProperties
 from tesaiot_cli.mqtt import Session
 from tesaiot_cli.recording import open_reader
-from tests.conftest import run_cli
 from tests.support.broker import Mosquitto
-from tests.test_reliability import Proc
-from tests.test_session import settings_for
+from tests.support.cli import Proc, run_cli
+from tests.support.settings import settings_for
 
 PROPS = PublishProperties(payload_format_indicator=1, message_expiry_interval=3600, content_type="application/json",
                           response_topic="device/reply/telemetry", correlation_data=b"\x00\x01corr",

@@ -28,14 +28,13 @@ from tesaiot_cli.message import Message, PublishProperties
 from tesaiot_cli.mqtt import NetworkFailure, Session, codec, paho_compat
 from tesaiot_cli.mqtt.loops import Connection
 from tesaiot_cli.mqtt.transport import BufferedSocket
-from tesaiot_cli.recording.base import open_reader
-from tests.conftest import ROOT, clean_env, run_cli
-from tests.support.broker import Mosquitto, free_ports, wait_for_port
+from tesaiot_cli.recording import open_reader
+from tests.support.broker import HOSTILE, Mosquitto, free_ports, wait_for_port
+from tests.support.cli import ROOT, clean_env, run_cli
 from tests.support.clients import publish
-from tests.test_session import settings_for
+from tests.support.settings import settings_for
 
 PACKAGE = ROOT / "tesaiot_cli"
-HOSTILE = ROOT / "tests" / "support" / "hostile_broker.py"
 
 # -- codec ----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from tesaiot_cli.analysis.nab import (
     score_corpus,
     score_series,
 )
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 DATA = Path(__file__).parent / "data" / "nab"
 DETECTORS = ("numenta", "knncad", "windowedGaussian", "relativeEntropy", "skyline")

@@ -10,7 +10,7 @@ import pytest
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.recording.alertfile import is_plain_alert_file, read_alert_file
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 from tests.support.truth import write_truth
 
 DATA = Path(__file__).parent / "data" / "nab"

@@ -30,8 +30,8 @@ from tesaiot_cli.cli import app
 from tesaiot_cli.cliutil import EXIT_RECORDING
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
-from tests.conftest import clean_env, cli_command
 from tests.support.broker import free_ports
+from tests.support.cli import clean_env, cli_command
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "recordings" / "dps368-sample.parquet"  # 300 labelled DPS368 readings

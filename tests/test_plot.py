@@ -12,7 +12,7 @@ from tesaiot_cli.analysis.detect import alert_message, detect_messages
 from tesaiot_cli.analysis.plot import collect, render
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 from tests.support.truth import write_truth
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -163,7 +163,7 @@ def test_cli_without_matplotlib(tmp_path: Path) -> None:
         "            raise ModuleNotFoundError(name)\n"
         "        return None\n"
         "sys.meta_path.insert(0, Block())\n")
-    from tests.conftest import clean_env
+    from tests.support.cli import clean_env
 
     env = clean_env(PYTHONPATH=str(blocker))
     result = run_cli("plot", "recordings/dps368-sample.parquet", "-o", str(tmp_path / "x.png"), env=env)

@@ -30,7 +30,7 @@ from tesaiot_cli.message import (
     validate_topic_filter,
     validate_topic_name,
 )
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.render import escape_control, human_block, json_line, message_record
 
 BOUNDED = settings(max_examples=40, deadline=None, derandomize=True, database=None,

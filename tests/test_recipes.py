@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_writer
-from tests.conftest import run_cli
+from tesaiot_cli.recording import RecordingMetadata, open_writer
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "recording-format.md"

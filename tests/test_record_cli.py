@@ -6,8 +6,6 @@ import random
 import re
 import resource
 import signal
-import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,70 +14,11 @@ import pytest
 
 from tesaiot_cli.cliutil import EXIT_CONFIG, EXIT_CONNECT, EXIT_RECORDING
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import open_reader
-from tests.conftest import clean_env, cli_command, run_cli, start_cli
+from tesaiot_cli.recording import open_reader
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
+from tests.support.cli import Proc, clean_env, record, run_cli
 from tests.support.clients import publish
-
-
-class Recorder:
-    """A `tesaiot record` process whose stderr is read by a thread (never blocks the test)."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-    def wait_started(self, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "recording mqtt" in self.stderr:
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"record did not start: {self.stderr!r}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        self.process.send_signal(sig)
-        return self.wait(timeout)
-
-    def wait(self, timeout: float = 30) -> int:
-        code = self.process.wait(timeout=timeout)
-        self._reader.join(timeout=5)
-        return code
-
-
-def record(*args: str, env: dict[str, str] | None = None) -> Recorder:
-    recorder = Recorder(start_cli("record", *args, env=env))
-    recorder.wait_started()
-    return recorder
-
-
-def wait_recorded(path: Path, count: int, timeout: float = 15) -> int:
-    """Poll the recording (unsealed while recording) until it holds ``count`` messages."""
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while time.monotonic() < deadline:
-        try:
-            with open_reader(path) as reader:
-                seen = reader.count()
-        except Exception:  # noqa: BLE001 - not created yet
-            seen = 0
-        if seen >= count:
-            return seen
-        time.sleep(0.1)
-    return seen
+from tests.support.recordings import wait_recorded
 
 
 def prefix() -> str:
@@ -269,11 +208,10 @@ def test_write_error_stops_with_exit_recording_and_keeps_what_was_written(
         broker: Mosquitto, tmp_path: Path, fmt: str) -> None:
     top = prefix()
     path = tmp_path / f"full.{fmt}"
-    process = subprocess.Popen(cli_command("record", str(path), "-b", broker.tcp_url, "-t", f"{top}/#"),
-                               env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=_limit_file_size)
-    recorder = Recorder(process)
-    recorder.wait_started()
+    recorder = Proc("record", str(path), "-b", broker.tcp_url, "-t", f"{top}/#", env=clean_env(),
+                    preexec_fn=_limit_file_size)
+    recorder.wait_for_stderr("recording mqtt")
+    process = recorder.process
     rng = random.Random(7)
     for _ in range(40):
         if process.poll() is not None:

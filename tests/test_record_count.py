@@ -10,12 +10,11 @@ import pytest
 
 from tesaiot_cli.message import Message
 from tesaiot_cli.mqtt import Session
-from tesaiot_cli.recording.base import open_reader
-from tests.conftest import run_cli
+from tesaiot_cli.recording import open_reader
 from tests.support.broker import Mosquitto
+from tests.support.cli import record, run_cli
 from tests.support.clients import Collector, publish
-from tests.test_record_cli import record
-from tests.test_session import settings_for
+from tests.support.settings import settings_for
 
 
 def payloads(path: Path) -> list[int]:

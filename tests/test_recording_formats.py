@@ -13,7 +13,7 @@ import pytest
 
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import (
+from tesaiot_cli.recording import (
     FORMAT_VERSION,
     RecordingMetadata,
     existing_outputs,
@@ -26,26 +26,10 @@ from tesaiot_cli.recording.base import (
 from tesaiot_cli.recording.formats import jsonl as jsonl_format
 from tesaiot_cli.recording.formats import parquet_write as parquet_format
 from tesaiot_cli.recording.meta import METADATA_KEY
+from tests.support.recordings import odd_messages
 
 FORMATS = ["parquet", "jsonl"]
 T0 = 1_763_800_000_123_456_789
-
-
-def odd_messages() -> list[tuple[Message, str | None]]:
-    """Payloads and topics that tend to break recorders."""
-    big = bytes((i * 7 + 3) % 256 for i in range(1 << 20))
-    return [
-        (Message("device/infineon-sensor-01/telemetry/DPS368", b'{"data": {"pressure": 1000.5}}', 1, False, T0),
-         "normal"),
-        (Message("device/dev/telemetry", b"", 0, False, T0 + 1), None),
-        (Message("bin/all-bytes", bytes(range(256)), 2, False, T0 + 2), "high_temperature"),
-        (Message("ünïcødé/tøpic/😀", "héllo wörld".encode("latin-1"), 1, True, T0 + 3), None),
-        (Message("big/one-megabyte", big, 0, False, T0 + 4), None),
-        (Message("text/tricky", b'line1\nline2\r\n"quoted" \\ \x00 nul \xe2\x82\xac', 1, True, T0 + 5), None),
-        (Message("bom", b"\xef\xbb\xbfstarts with a BOM", 0, False, T0 + 6), None),
-        (Message("b64-lookalike", b"aGVsbG8=", 0, False, T0 + 7), None),
-        (Message("a", b"\xff", 1, False, 0), None),
-    ]
 
 
 def write_all(path: Path, rows: list[tuple[Message, str | None]], *, fmt: str, crash_safe: bool = True,

@@ -19,7 +19,8 @@ from tesaiot_cli.recording import FORMAT_VERSION, RecordingMetadata, open_reader
 from tesaiot_cli.recording.dataset.layout import prepare_dataset
 from tesaiot_cli.recording.dataset.writer import DatasetWriter
 from tesaiot_cli.recording.formats.jsonl import decode_line, encode_line
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
+from tests.support.recordings import write_recording
 
 FORMATS = ["parquet", "jsonl"]
 T0 = 1_795_335_896_055_689_123
@@ -40,9 +41,7 @@ def mixed_rows() -> list[tuple[Message, str | None]]:
 
 
 def write(path: Path, rows: list[tuple[Message, str | None]], **kwargs: bool) -> None:
-    with open_writer(path, metadata=RecordingMetadata(tool_version="t"), **kwargs) as writer:
-        for message, label in rows:
-            writer.write(message, label=label)
+    write_recording(path, rows, metadata=RecordingMetadata(tool_version="t"), **kwargs)
 
 
 def read(path: Path) -> list[tuple[Message, str | None]]:

@@ -10,7 +10,6 @@ import json
 import signal
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -18,99 +17,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording.base import RecordingMetadata, open_reader, open_writer
-from tests.conftest import run_cli, start_cli
+from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tests.support.broker import Mosquitto
+from tests.support.cli import Proc, error_lines, run_cli
 from tests.support.clients import Collector, publish
+from tests.support.fakes import uid
+from tests.support.recordings import recorded, wait_recorded
 
 T0 = 1_790_000_000_000_000_000
-
-
-# -- helpers ----------------------------------------------------------------------------
-
-
-class Proc:
-    """A `tesaiot` process whose stdout and stderr are drained by threads (never blocks)."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.process = start_cli(*args, env=env)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._threads = [threading.Thread(target=self._drain, args=(stream, sink), daemon=True)
-                         for stream, sink in ((self.process.stdout, self.out), (self.process.stderr, self.err))]
-        for thread in self._threads:
-            thread.start()
-
-    @staticmethod
-    def _drain(stream: object, sink: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            sink.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.err)
-
-    @property
-    def stdout(self) -> str:
-        return "".join(self.out)
-
-    def wait_for_stderr(self, text: str, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.stderr:
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"{text!r} never appeared on stderr: {self.stderr!r}")
-
-    def wait(self, timeout: float = 60) -> int:
-        try:
-            code = self.process.wait(timeout=timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(5)
-        for thread in self._threads:
-            thread.join(timeout=5)
-        return code
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.wait(timeout)
-
-
-def recorded(path: Path) -> list[Message]:
-    with open_reader(path) as reader:
-        return list(reader)
-
-
-def count_recorded(path: Path) -> int:
-    try:
-        with open_reader(path) as reader:
-            return reader.count()
-    except Exception:  # noqa: BLE001 - not created yet
-        return 0
-
-
-def wait_count(path: Path, count: int, timeout: float = 20) -> int:
-    """Poll a recording (unsealed while it is being written) until it holds ``count``."""
-    deadline = time.monotonic() + timeout
-    seen = count_recorded(path)
-    while seen < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-        seen = count_recorded(path)
-    return seen
-
-
-def uid() -> str:
-    return f"r{uuid.uuid4().hex[:8]}x"
-
-
-def error_lines(stderr: str) -> list[str]:
-    assert "Traceback" not in stderr, stderr
-    return [line for line in stderr.splitlines() if line.startswith("tesaiot: error:")]
 
 
 # -- broker restart in the middle of a stream ---------------------------------------------
@@ -127,13 +41,13 @@ def test_broker_restart_mid_stream_every_acknowledged_packet_is_recorded(own_bro
     simulator = Proc("simulate", "-b", own_broker.tcp_url, "--device-id", device, "--interval", "0.02",
                      "--count", "300", "--seed", "7", "--anomaly-every", "0", "--record", str(truth))
     try:
-        assert wait_count(out, 60) >= 60, recorder.stderr
+        assert wait_recorded(out, 60) >= 60, recorder.stderr
         own_broker.restart(down_seconds=2.0)
         assert simulator.wait(60) == 0, simulator.stderr
         summary = simulator.stderr
         assert "300 packets published" in summary and "300 acknowledged by the broker" in summary, summary
         assert "0 dropped" in summary
-        assert wait_count(out, 300) >= 300, recorder.stderr
+        assert wait_recorded(out, 300) >= 300, recorder.stderr
         time.sleep(0.5)  # let late duplicates, if any, arrive too
     finally:
         code = recorder.stop()
@@ -247,7 +161,7 @@ def test_sigkill_under_load_loses_at_most_the_last_second(broker: Mosquitto, tmp
         recorder.wait_for_stderr("recording mqtt")
         publisher = paced_publisher(broker.tcp_port, topic, rate=2000, seconds=6, stop=stop)
         try:
-            assert wait_count(path, 3000, timeout=20) >= 3000, recorder.stderr  # well into the stream
+            assert wait_recorded(path, 3000, timeout=20) >= 3000, recorder.stderr  # well into the stream
             time.sleep(0.37)  # not right after a flush that the poll above saw
             killed_at = time.monotonic()
             recorder.process.kill()

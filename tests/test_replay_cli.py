@@ -22,8 +22,9 @@ from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata, open_writer
 from tesaiot_cli.replay import parse_loops
-from tests.conftest import run_cli, start_cli
 from tests.support.broker import Mosquitto
+from tests.support.cli import run_cli, start_cli
+from tests.support.recordings import write_recording
 
 T0 = 1_790_000_000_000_000_000
 S = 1_000_000_000
@@ -79,13 +80,6 @@ class Subscriber:
             time.sleep(0.02)
         with self._lock:
             return list(self.received)
-
-
-def write_recording(path: Path, messages: list[Message]) -> Path:
-    with open_writer(path, metadata=RecordingMetadata(source="record")) as writer:
-        for message in messages:
-            writer.write(message)
-    return path
 
 
 def dps368(seconds: float, device: str = "infineon-sensor-01") -> bytes:

@@ -12,7 +12,6 @@ import pytest
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
-from tesaiot_cli.render import iso_time
 from tesaiot_cli.replay import (
     MAX_SLEEP_S,
     LatenessHistogram,
@@ -25,25 +24,11 @@ from tesaiot_cli.replay import (
     summary,
 )
 from tesaiot_cli.selection import parse_time_bound
+from tesaiot_cli.textfmt import iso_time
+from tests.support.fakes import FakeClock
 
 T0 = 1_790_000_000_000_000_000  # an arbitrary recording start, ns since the epoch
 S = 1_000_000_000
-
-
-class FakeClock:
-    """A monotonic clock that only moves when slept on (plus an optional oversleep)."""
-
-    def __init__(self, oversleep: float = 0.0) -> None:
-        self.now = 100.0
-        self.oversleep = oversleep
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds + self.oversleep
 
 
 def msg(seconds: float, topic: str = "device/d1/telemetry", payload: bytes = b"x", *, retain: bool = False,
@@ -54,7 +39,7 @@ def msg(seconds: float, topic: str = "device/d1/telemetry", payload: bytes = b"x
 def run(messages: list[Message], clock: FakeClock | None = None, **options: object
         ) -> tuple[list[tuple[float, Message]], Replayer, FakeClock]:
     """Replay ``messages``; returns (send time relative to the first send, message) pairs."""
-    fake = clock or FakeClock()
+    fake = clock or FakeClock(start=100.0)
     sent: list[tuple[float, Message]] = []
     replayer = Replayer(ReplayOptions(**options),  # type: ignore[arg-type]
                         send=lambda m: sent.append((fake.now, m)), clock=fake.clock, sleep=fake.sleep,
@@ -116,7 +101,7 @@ def test_max_speed_never_waits_and_records_no_lateness() -> None:
 
 
 def test_due_times_are_absolute_so_one_late_send_does_not_shift_the_rest() -> None:
-    fake = FakeClock()
+    fake = FakeClock(start=100.0)
     original_sleep = fake.sleep
 
     def sleep_late_once(seconds: float) -> None:
@@ -132,7 +117,7 @@ def test_due_times_are_absolute_so_one_late_send_does_not_shift_the_rest() -> No
 
 
 def test_lateness_is_measured_for_every_message() -> None:
-    sent, replayer, _ = run([msg(i * 0.01) for i in range(101)], clock=FakeClock(oversleep=0.0004))
+    sent, replayer, _ = run([msg(i * 0.01) for i in range(101)], clock=FakeClock(start=100.0, oversleep_s=0.0004))
     late = replayer.stats.lateness
     assert late.count == 101
     assert late.percentile(0.5) == pytest.approx(0.0004, abs=1e-6)
@@ -205,7 +190,7 @@ def test_a_single_message_loops_once_a_second() -> None:
 
 
 def test_loop_forever_runs_until_stopped_and_reopens_the_source() -> None:
-    fake = FakeClock()
+    fake = FakeClock(start=100.0)
     sent: list[Message] = []
     opened = {"count": 0}
 
@@ -250,7 +235,7 @@ def test_reading_stops_at_the_first_message_after_the_end() -> None:
             pulled.append(second)
             yield msg(second)
 
-    fake = FakeClock()
+    fake = FakeClock(start=100.0)
     replayer = Replayer(ReplayOptions(end=parse_time_bound("2", name="--end")), send=lambda m: None,
                         clock=fake.clock, sleep=fake.sleep, spin_s=0.0)
     assert replayer.run(source).sent == 3
@@ -362,7 +347,7 @@ def test_restamp_payload_unit() -> None:
 
 
 def test_stop_request_during_a_long_wait_ends_the_replay_and_closes_the_source() -> None:
-    fake = FakeClock()
+    fake = FakeClock(start=100.0)
     sent: list[Message] = []
     closed = {"done": False}
 
@@ -382,7 +367,7 @@ def test_stop_request_during_a_long_wait_ends_the_replay_and_closes_the_source()
 
 
 def test_progress_is_reported_during_waits_and_flush_hook_runs_before_sleeping() -> None:
-    fake = FakeClock()
+    fake = FakeClock(start=100.0)
     events: list[str] = []
     replayer = Replayer(ReplayOptions(), send=lambda m: events.append("send"), clock=fake.clock,
                         sleep=fake.sleep, before_wait=lambda: events.append("flush"),

@@ -12,9 +12,10 @@ import pytest
 from tesaiot_cli.analysis.score import dropout_plan, score_delivery, score_detection
 from tesaiot_cli.analysis.thresholds import parse_thresholds
 from tesaiot_cli.message import Message
-from tesaiot_cli.recording import RecordingMetadata, open_writer
+from tesaiot_cli.recording import RecordingMetadata
 from tesaiot_cli.sim.dps368 import TimestampFormatter
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
+from tests.support.recordings import write_recording
 from tests.support.truth import write_truth
 
 T0 = 1_795_000_000_000_000_000
@@ -258,10 +259,7 @@ def test_thresholds_parse() -> None:
 
 
 def write(path: Path, rows: list[tuple[Message, str | None]], metadata: RecordingMetadata) -> Path:
-    with open_writer(path, metadata=metadata, crash_safe=False) as writer:
-        for message, label in rows:
-            writer.write(message, label=label)
-    return path
+    return write_recording(path, rows, metadata=metadata, crash_safe=False)
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tesaiot_cli.cli import all_commands, app
-from tests.conftest import clean_env, run_cli
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
-from tests.test_reliability import Proc, wait_count
+from tests.support.cli import Proc, clean_env, run_cli
+from tests.support.recordings import wait_recorded
 
 SECRETS = (PASSWORD, TOKEN)
 runner = CliRunner()
@@ -97,7 +97,7 @@ def test_no_secret_in_any_output_or_file(broker: Mosquitto, tmp_path: Path) -> N
         assert runs[name].returncode == 1 and "may only subscribe" in runs[name].stderr, name
 
     # The killed recorder leaves its .partial/ directory: searched as it is, and once sealed.
-    assert wait_count(out / "killed.parquet", 12) >= 12
+    assert wait_recorded(out / "killed.parquet", 12) >= 12
     background["record/token-flag"].process.kill()
     for name, proc in background.items():
         code = proc.wait(60)

@@ -9,7 +9,7 @@ import pytest
 
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata, open_writer
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 T0 = 1_796_000_000_000_000_000
 S = 1_000_000_000

@@ -22,8 +22,8 @@ from tesaiot_cli.cliutil import EXIT_UNDELIVERED
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
 from tesaiot_cli.sim.dps368 import DPS368Device, DPS368Model, encode_payload, json_string
-from tests.conftest import run_cli, start_cli, wait_for_stderr
 from tests.support.broker import Mosquitto, start_mosquitto
+from tests.support.cli import run_cli, start_cli, wait_for_stderr
 from tests.support.clients import publish
 
 TOPIC = "device/d1/telemetry"

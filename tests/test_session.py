@@ -14,7 +14,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tesaiot_cli.config import ConnectionSettings, resolve_connection
+from tesaiot_cli.config import ConnectionSettings
 from tesaiot_cli.errors import AuthError, ConfigError, ConnectError
 from tesaiot_cli.message import Message, validate_topic_name
 from tesaiot_cli.mqtt.flow import SessionStats
@@ -23,12 +23,7 @@ from tesaiot_cli.mqtt.session import HOLD_QUEUED, Session
 from tesaiot_cli.mqtt.transport import BufferedSocket as _BufferedSocket
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
 from tests.support.clients import Collector, publish
-
-
-def settings_for(url: str, **flags: object) -> ConnectionSettings:
-    # TESAIOT_PAHO_PATH=public runs these tests on paho's public path (scripts/test does).
-    env = {k: v for k, v in os.environ.items() if k == "TESAIOT_PAHO_PATH"}
-    return resolve_connection({"broker": url, "connect_timeout": 5, **flags}, env, client_prefix="tesaiot-test")
+from tests.support.settings import settings_for
 
 
 def scheme_settings(broker: Mosquitto, scheme: str) -> ConnectionSettings:
@@ -112,7 +107,8 @@ def test_insecure_skips_verification(broker: Mosquitto) -> None:
 
 def test_client_certificate_required(broker: Mosquitto) -> None:
     with pytest.raises(ConnectError):
-        Session(settings_for(broker.mtls_url, ca_file=str(broker.pki.ca_cert))).connect()
+        # A client without a certificate gets no answer: the CONNACK wait ends it (1 s here).
+        Session(settings_for(broker.mtls_url, ca_file=str(broker.pki.ca_cert), connect_timeout=1)).connect()
 
 
 def test_connection_refused_and_dns() -> None:
@@ -269,11 +265,13 @@ def test_full_window_drops_are_counted_not_silent(own_broker: Mosquitto, threade
 
 
 def test_driven_session_keeps_the_connection_alive(broker: Mosquitto) -> None:
-    """A driven session that only waits still answers keepalives (5 s keepalive, 8 s idle)."""
+    """A driven session that only waits still answers keepalives (2 s keepalive, 4 s idle:
+    the broker drops a client silent for 1.5 keepalives; below the 5 s a user may set, so
+    set on the settings object)."""
     events: list[str] = []
-    with Session(settings_for(broker.tcp_url, keepalive=5), threaded=False,
+    with Session(replace(settings_for(broker.tcp_url), keepalive=2), threaded=False,
                  on_event=lambda kind, text: events.append(kind)) as session:
-        session.wait(8)
+        session.wait(4)
         assert session.connected
         assert session.publish(Message("t/alive", b"still here", qos=1))
         assert session.flush(10)
@@ -675,12 +673,3 @@ def test_held_qos1_survives_an_outage(own_broker: Mosquitto) -> None:
         messages = again.wait_for(90)
     assert set(int(m.payload) for m in messages) == set(range(90))
 
-
-def test_reconnect_delays_start_quick_then_double() -> None:
-    """After a loss: ten attempts a second apart (a restarting broker is usually back
-    within seconds), then the delay doubles up to 30 s."""
-    from tesaiot_cli.mqtt.loops import BACKOFF_TEXT, reconnect_delay
-
-    assert [reconnect_delay(n) for n in range(16)] == [1] * 10 + [2, 4, 8, 16, 30, 30]
-    assert reconnect_delay(10_000) == 30
-    assert BACKOFF_TEXT == "every 1 s for 10 attempts, then doubling to 30 s"

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import Mosquitto
-from tests.test_record_cli import record
-from tests.test_reliability import Proc
+from tests.support.cli import Proc, record
 
 LOST = "messages published while it was disconnected may have been lost"
 

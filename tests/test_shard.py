@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import collections
-import json
 from pathlib import Path
 
 import pytest
 
 from tesaiot_cli.cliutil import EXIT_CONFIG
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.recording.base import open_reader
+from tesaiot_cli.recording import open_reader
 from tesaiot_cli.sim.fleet import parse_shard, shard_range
 from tesaiot_cli.sim.options import resolve_options
-from tests.conftest import run_cli
 from tests.support.broker import Mosquitto
+from tests.support.cli import run_cli
+from tests.support.recordings import device_readings
 
 
 @pytest.mark.parametrize(("devices", "shards"), [(1, 1), (7, 3), (10, 10), (1000, 7), (10_000, 64)])
@@ -49,16 +48,6 @@ def test_bad_shard_on_the_command_line() -> None:
     assert result.stderr.strip() == "tesaiot: error: invalid --shard '3/2': shards are numbered from 1: use 1/2 to 2/2"
 
 
-def _readings(*paths: Path) -> dict[str, list[tuple[float, float, str | None]]]:
-    """Per device, in order: (pressure, temperature, label) of every packet sent."""
-    per_device: dict[str, list[tuple[float, float, str | None]]] = collections.defaultdict(list)
-    for path in paths:
-        with open_reader(path) as reader:
-            for message, label in reader.iter_labelled():
-                data = json.loads(message.payload)
-                per_device[data["device_id"]].append((data["data"]["pressure"], data["data"]["temperature"], label))
-    return dict(per_device)
-
 
 def test_the_union_of_the_shards_is_the_fleet(broker: Mosquitto, tmp_path: Path) -> None:
     common = ["--devices", "7", "--count", "6", "--interval", "0", "--seed", "42", "--anomaly-every", "2",
@@ -71,7 +60,7 @@ def test_the_union_of_the_shards_is_the_fleet(broker: Mosquitto, tmp_path: Path)
         result = run_cli("simulate", *common, "--shard", f"{k}/3", "--record", str(path))
         assert result.returncode == 0, result.stderr
         shards.append(path)
-    fleet, parts = _readings(tmp_path / "fleet.jsonl"), [_readings(path) for path in shards]
+    fleet, parts = device_readings(tmp_path / "fleet.jsonl"), [device_readings(path) for path in shards]
     ids = [sorted(part) for part in parts]
     assert ids == [["infineon-sensor-01", "infineon-sensor-02"], ["infineon-sensor-03", "infineon-sensor-04"],
                    ["infineon-sensor-05", "infineon-sensor-06", "infineon-sensor-07"]]  # disjoint blocks

@@ -11,11 +11,11 @@ import pyarrow.dataset as ds
 import pytest
 
 from tesaiot_cli.cliutil import EXIT_CONFIG, EXIT_CONNECT
-from tesaiot_cli.recording.base import open_reader
-from tests.conftest import run_cli
+from tesaiot_cli.recording import open_reader
 from tests.support.broker import Mosquitto
+from tests.support.cli import record, run_cli
 from tests.support.clients import publish
-from tests.test_record_cli import record, wait_recorded
+from tests.support.recordings import wait_recorded
 
 MESSAGES = 2000
 TOPICS = 40
@@ -150,8 +150,6 @@ def test_workers_need_a_directory_and_leave_nothing_when_the_broker_is_down(tmp_
 def test_kill_9_of_the_workers_parent_leaves_no_leaked_semaphore_warnings(broker: Mosquitto, tmp_path: Path) -> None:
     """A SIGKILL of the `record --workers` parent made Python's resource tracker print
     "There appear to be N leaked semaphore objects" (16.18): it cleans them up, quietly now."""
-    import time
-
     run = uuid.uuid4().hex[:8]
     out = tmp_path / "killed"
     recorder = record(str(out), "--workers", "2", "-b", broker.tcp_url, "-t", f"device/+/telemetry/{run}")
@@ -159,9 +157,6 @@ def test_kill_9_of_the_workers_parent_leaves_no_leaked_semaphore_warnings(broker
     assert wait_recorded(out, 100, timeout=30) == 100
     recorder.process.kill()
     recorder.process.wait(timeout=10)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and recorder._reader.is_alive():  # workers and tracker exit: EOF
-        time.sleep(0.1)
-    recorder._reader.join(timeout=5)
+    recorder.wait_for_eof(timeout=35)  # workers and tracker exit: EOF
     assert "leaked semaphore" not in recorder.stderr and "resource_tracker" not in recorder.stderr, recorder.stderr
     assert sorted(_seqs(out)) == list(range(100)) or run_cli("recover", str(out)).returncode == 0

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, start_cli
-from tests.support.broker import Mosquitto, free_ports, wait_for_port
+from tests.support.broker import HOSTILE, Mosquitto, free_ports, wait_for_port
+from tests.support.cli import record, run_cli, start_cli
 from tests.support.clients import publish
-from tests.test_mqtt_layer import HOSTILE
-from tests.test_record_cli import record
 
 SILENCE = "nothing received in 5 s on a shared subscription"
 

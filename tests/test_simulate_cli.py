@@ -10,7 +10,6 @@ import json
 import re
 import signal
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,14 @@ from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.sim.dps368 import Packet, planned_dropouts
 from tesaiot_cli.sim.options import QUEUE_FLAT_OUT, QUEUE_MAX, QUEUE_MIN, resolve_options, safe_argv
 from tesaiot_cli.sim.report import packet_line, summary_lines
-from tests.conftest import clean_env, run_cli, start_cli
 from tests.support.broker import TOKEN, Mosquitto
+from tests.support.cli import clean_env, run_cli, start_cli
 from tests.support.clients import Collector
+from tests.support.fakes import uid
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 LINE = re.compile(r"^\[\d\d:\d\d:\d\d UTC\] \[(NORMAL|ANOMALY)\]( \((\w+)\))? Published: "
                   r"Pressure=(\d+\.\d\d) hPa, Temperature=(\d+\.\d\d) °C$")
-
-
-def uid() -> str:
-    return f"t{uuid.uuid4().hex[:8]}x"  # no trailing digits: a fleet appends -01, -02...
 
 
 def simulate(broker: Mosquitto, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
@@ -204,7 +200,7 @@ def test_upstream_environment_names_and_precedence(broker: Mosquitto, tmp_path: 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_record_ground_truth_matches_what_a_subscriber_received(broker: Mosquitto, tmp_path: Path,
                                                                 suffix: str) -> None:
-    from tesaiot_cli.recording.base import open_reader
+    from tesaiot_cli.recording import open_reader
 
     device, path = uid(), tmp_path / f"truth{suffix}"
     args = ("--device-id", device, "--interval", "0", "--count", "40", "--anomaly-every", "4", "-k", "spike,dropout",
@@ -492,7 +488,7 @@ def test_console_line_and_summary() -> None:
 
 def test_duration_run_lists_its_dropouts_at_the_end(broker: Mosquitto, tmp_path: Path) -> None:
     """A run whose length is not known in advance still writes the exact dropouts (score needs them)."""
-    from tesaiot_cli.recording.base import open_reader
+    from tesaiot_cli.recording import open_reader
 
     path = tmp_path / "truth.parquet"
     result = simulate(broker, "--devices", "2", "--interval", "0.01", "--duration", "1.5", "--anomaly-every", "3",

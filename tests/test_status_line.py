@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from tesaiot_cli.cliutil import StatusLine, clock_text, plural
+from tesaiot_cli.cliutil import StatusLine, clock_text
+from tesaiot_cli.textfmt import plural
 
 
 class FakeTTY(io.StringIO):

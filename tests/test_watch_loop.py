@@ -19,7 +19,8 @@ from tesaiot_cli.message import Message
 from tesaiot_cli.services.watch import AlertTopics, Inbox, WatchResult, _Loop, watch_replay
 from tesaiot_cli.watch.model import FleetModel
 from tesaiot_cli.watch.view import Header
-from tests.test_watch_model import FakeClock, telemetry
+from tests.support.fakes import FakeClock
+from tests.support.watch import telemetry
 
 SAMPLE = Path(__file__).resolve().parent.parent / "recordings" / "dps368-sample.parquet"
 

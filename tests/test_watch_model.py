@@ -19,24 +19,8 @@ from tesaiot_cli.watch.model import (
     read_payload,
 )
 from tesaiot_cli.watch.state import ViewState, decode_keys, next_field
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def dps368(device: str, pressure: float = 1013.25, temperature: float = 24.5, anomaly: str | None = "absent") -> bytes:
-    tail = "" if anomaly == "absent" else (', "anomaly": null' if anomaly is None else f', "anomaly": "{anomaly}"')
-    return (f'{{"timestamp": "2026-12-07T10:00:00.000000+00:00", "device_id": "{device}", "sensor_type": "DPS368", '
-            f'"data": {{"pressure": {pressure}, "temperature": {temperature}}}{tail}}}').encode()
-
-
-def telemetry(device: str, **fields: object) -> Message:
-    return Message(f"device/{device}/telemetry", dps368(device, **fields), 1)  # type: ignore[arg-type]
+from tests.support.fakes import FakeClock
+from tests.support.watch import telemetry
 
 
 def test_dps368_pressure_and_temperature_come_first_by_name() -> None:
@@ -294,7 +278,7 @@ def test_alert_topics_match_filters() -> None:
 
 
 def test_the_replay_clock_runs_in_recording_time() -> None:
-    mono = FakeClock(50.0)
+    mono = FakeClock(start=50.0)
     clock = ReplayClock(10.0, monotonic=mono)
     assert clock() == 0.0
     clock.reached(1_000_000_000_000)  # t = 1000 s in the recording

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, clean_env, cli_command, run_cli, start_cli
 from tests.support.broker import Mosquitto
+from tests.support.cli import ROOT, clean_env, cli_command, run_cli, start_cli
 from tests.support.tmux import Tmux, has_colour
 
 SAMPLE = ROOT / "recordings" / "dps368-sample.parquet"

@@ -11,7 +11,8 @@ from tesaiot_cli.message import Message
 from tesaiot_cli.watch.model import FleetModel, Row
 from tesaiot_cli.watch.state import ViewState
 from tesaiot_cli.watch.view import Header, age_text, draw, layout, middle_cut, sparkline, value_text
-from tests.test_watch_model import FakeClock, telemetry
+from tests.support.fakes import FakeClock
+from tests.support.watch import telemetry
 
 HEADER = Header("mqtt://127.0.0.1:1883", "topics: device/+/telemetry/#  alerts: device/+/alerts")
 

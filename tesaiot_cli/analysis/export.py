@@ -28,7 +28,6 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
-from tesaiot_cli.analysis.arrays import booleans, int64_scalar, string_scalar, strings
 from tesaiot_cli.analysis.flatten import (
     COLLISION_MARK,
     FieldTypes,
@@ -87,7 +86,7 @@ class ExportReport:
     labels: int = 0  # MCAP: messages on the labels channel
 
 
-_NO_TEXT = string_scalar("")
+_NO_TEXT = pa.scalar("", pa.string())
 
 
 # -- selection -----------------------------------------------------------------------------
@@ -106,19 +105,19 @@ def selected_tables(tables: Iterator[pa.Table], selection: Selection, counts: di
         if selection.windowed:
             times = table.column("time").cast(pa.int64())
             start_ns, end_ns = selection.resolve(times[0].as_py())
-            after = pc.indices_nonzero(pc.greater(times, int64_scalar(end_ns)))
+            after = pc.indices_nonzero(pc.greater(times, pa.scalar(end_ns, pa.int64())))
             if len(after):
                 cut = after[0].as_py()
                 table = table.slice(0, cut)
                 times = times.slice(0, cut)
                 stop = True
-            table = table.filter(pc.greater_equal(times, int64_scalar(start_ns)))
+            table = table.filter(pc.greater_equal(times, pa.scalar(start_ns, pa.int64())))
         if selection.filters_topics and table.num_rows:
             topics = table.column("topic").cast(pa.string())
             distinct = pc.unique(topics).to_pylist()
             wanted = [t for t in distinct if selection.wanted(t)]
             if len(wanted) != len(distinct):
-                table = table.filter(pc.is_in(topics, value_set=strings(wanted)))
+                table = table.filter(pc.is_in(topics, value_set=pa.array(wanted, pa.string())))
         counts["skipped"] += n - table.num_rows
         if table.num_rows:
             yield table
@@ -180,9 +179,9 @@ def meta_columns(table: pa.Table, fields: pa.Table) -> dict[str, pa.Array]:
     distinct = pc.unique(topics)
     names = distinct.to_pylist()
     position = pc.index_in(topics, value_set=distinct)
-    devices = strings([parse_topic(t).device_id for t in names]).take(position)
-    from_topic = strings([topic_sensor(t) for t in names]).take(position)
-    sensor = pc.fill_null(from_topic, string_scalar(DEFAULT_SENSOR))
+    devices = pa.array([parse_topic(t).device_id for t in names], pa.string()).take(position)
+    from_topic = pa.array([topic_sensor(t) for t in names], pa.string()).take(position)
+    sensor = pc.fill_null(from_topic, pa.scalar(DEFAULT_SENSOR, pa.string()))
     if _SENSOR_KEY in fields.column_names:
         payload_sensor = fields.column(_SENSOR_KEY).combine_chunks()
         if pa.types.is_string(payload_sensor.type):
@@ -453,7 +452,7 @@ def _mask(n: int, positions: pa.Array) -> pa.Array:
     flags = [False] * n
     for position in positions.to_pylist():
         flags[position] = True
-    return booleans(flags)
+    return pa.array(flags, pa.bool_())
 
 
 def _meta_field(name: str) -> pa.Field:
@@ -504,10 +503,12 @@ def _csv_column(column: Any) -> pa.Array:
     if pa.types.is_binary(kind):
         import base64
 
-        return strings([None if v is None else base64.b64encode(v).decode("ascii") for v in column.to_pylist()])
+        return pa.array([None if v is None else base64.b64encode(v).decode("ascii") for v in column.to_pylist()],
+                        pa.string())
     import orjson
 
-    return strings([None if v is None else orjson.dumps(v, default=str).decode() for v in column.to_pylist()])
+    return pa.array([None if v is None else orjson.dumps(v, default=str).decode() for v in column.to_pylist()],
+                    pa.string())
 
 
 def publish_file(temporary: Path, output: Path) -> None:

@@ -22,6 +22,7 @@ from tesaiot_cli.analysis.telemetry import CHANNELS, load_object
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
 from tesaiot_cli.recording import RecordingMetadata
+from tesaiot_cli.textfmt import utc_text
 
 DEFAULT_MAX_DEVICES = 6
 BUCKETS = 1000  # per axes: about one per horizontal pixel pair at the default size
@@ -321,7 +322,7 @@ def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
                 ax.set_ylim(*zoom)
                 ax.set_ylabel(f"{name} ({channel_unit}), zoomed", fontsize=8)
     for column in range(len(CHANNELS)):
-        axes_grid[rows - 1][column].set_xlabel(f"time ({unit}) since {_utc(data.start_ns)}", fontsize=8)
+        axes_grid[rows - 1][column].set_xlabel(f"time ({unit}) since {utc_text(data.start_ns)}", fontsize=8)
     handles: list[Any] = [Line2D([], [], color="#1f77b4", linewidth=1, label="value (min/max per pixel)")]
     for kind in sorted(kinds_drawn):
         colour, marker = KIND_STYLE.get(kind, OTHER_STYLE)
@@ -362,8 +363,3 @@ def _zoom(values: list[float]) -> tuple[float, float] | None:
     return max(low - 2 * bulk, ordered[0] - bulk * 0.1), min(high + 2 * bulk, ordered[-1] + bulk * 0.1)
 
 
-def _utc(time_ns: int) -> str:
-    import time
-
-    seconds = time_ns // 1_000_000_000
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))

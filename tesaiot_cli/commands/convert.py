@@ -7,10 +7,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import EXIT_RECORDING, check_recording_path, cli_errors, err, plural, sigterm_unwinds, warn
+from tesaiot_cli.cliutil import EXIT_RECORDING, check_recording_path, cli_errors, err, sigterm_unwinds, warn
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
-from tesaiot_cli.textfmt import human_bytes
+from tesaiot_cli.textfmt import human_bytes, plural
 
 EPILOG = """\b
 Examples:

@@ -43,7 +43,7 @@ def export(
     are counted and kept as bytes in a payload column. .mcap: one channel per topic for
     Foxglove. OUT appears only when complete."""
     from tesaiot_cli.analysis.export import EXPORT_DECAY_MS, export_format
-    from tesaiot_cli.recording.base import is_dataset_path, open_reader, strip_partial
+    from tesaiot_cli.recording import is_dataset_path, open_reader, strip_partial
     from tesaiot_cli.recording.files import check_output_path
     from tesaiot_cli.selection import Selection, parse_time_bound
 

@@ -20,7 +20,6 @@ from tesaiot_cli.cliutil import (
     err,
     exit_if_protocol_broken,
     load_environment,
-    plural,
     print_event,
     resolve_settings,
     use_color,
@@ -30,6 +29,7 @@ from tesaiot_cli.cliutil import (
 from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message, parse_topic, sensor_type_of, validate_topic_filter
+from tesaiot_cli.textfmt import plural
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
 
@@ -70,7 +70,7 @@ def listen(
     conn: ConnectionFlags,
 ) -> None:
     """Subscribe to telemetry and show it: readable on a terminal, NDJSON with --json."""
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.mqtt import Session
 
     with cli_errors():
         if color not in ("auto", "always", "never"):

@@ -27,7 +27,6 @@ from tesaiot_cli.cliutil import (
     err,
     exit_if_protocol_broken,
     load_environment,
-    plural,
     print_event,
     resolve_settings,
     stderr_is_tty,
@@ -38,7 +37,7 @@ from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import validate_topic_filter
 from tesaiot_cli.pacing import freeze_startup_objects
-from tesaiot_cli.textfmt import human_bytes, human_duration
+from tesaiot_cli.textfmt import human_bytes, human_duration, plural
 
 if TYPE_CHECKING:
     from tesaiot_cli.analysis.sequence import SequenceCounter

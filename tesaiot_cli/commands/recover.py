@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, err, plural, sigterm_unwinds
+from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds
+from tesaiot_cli.textfmt import plural
 
 EPILOG = """\b
 Examples:

@@ -23,7 +23,6 @@ from tesaiot_cli.cliutil import (
     cli_errors,
     clock_text,
     err,
-    plural,
     print_event,
     resolve_settings,
     warn,
@@ -31,6 +30,7 @@ from tesaiot_cli.cliutil import (
 )
 from tesaiot_cli.errors import ConfigError, EmptySelection
 from tesaiot_cli.replay import LOOP_FOREVER
+from tesaiot_cli.textfmt import plural, utc_text
 
 if TYPE_CHECKING:
     from tesaiot_cli.recording import RecordingReader
@@ -211,7 +211,7 @@ def _nothing_to_replay(file: Path, selection: Selection, reader: RecordingReader
         meta = reader.metadata
         held = f" ({file.name}: {plural(reader.count(), 'message')}"
         if meta.start_ns is not None and meta.end_ns is not None:
-            held += f" over {human_duration((meta.end_ns - meta.start_ns) / 1e9)}, from {_utc_text(meta.start_ns)}"
+            held += f" over {human_duration((meta.end_ns - meta.start_ns) / 1e9)}, from {utc_text(meta.start_ns)}"
         held += ")"
     return EmptySelection(f"nothing to replay: no message in {file} matches {selection.describe()}{held}")
 
@@ -227,7 +227,7 @@ def _start_line(plan: ReplayPlan, options: ReplayOptions, *, target: str, pausab
     span_s = None
     if plan.first_ns is not None and plan.last_ns is not None:
         span_s = max(0, plan.last_ns - plan.first_ns) / 1e9
-        when = _utc_text(plan.first_ns)
+        when = utc_text(plan.first_ns)
         what += f" ({human_duration(span_s)} recorded, from {when})" if span_s else f" (recorded at {when})"
     speed = options.speed
     loops = options.loops
@@ -242,12 +242,6 @@ def _start_line(plan: ReplayPlan, options: ReplayOptions, *, target: str, pausab
     where = f" to {target}"
     keys = "; space pauses" if pausable else ""
     return f"replaying {what}{where} {pace}{expected}{keys}"
-
-
-def _utc_text(time_ns: int) -> str:
-    from tesaiot_cli.render import iso_time
-
-    return iso_time(time_ns)[:19].replace("T", " ") + " UTC"
 
 
 class _Progress:

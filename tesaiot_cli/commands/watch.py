@@ -21,7 +21,6 @@ from tesaiot_cli.cliutil import (
     err,
     exit_if_protocol_broken,
     load_environment,
-    plural,
     resolve_settings,
     use_color,
     warn,
@@ -30,6 +29,7 @@ from tesaiot_cli.cliutil import (
 from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import validate_topic_filter
+from tesaiot_cli.textfmt import plural
 
 if TYPE_CHECKING:
     from rich.text import Text

@@ -45,6 +45,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from tesaiot_cli.config import ConnectionSettings
 from tesaiot_cli.errors import AuthError, ConfigError, ConnectError, Interrupted
 from tesaiot_cli.message import Message
+from tesaiot_cli.mqtt.backoff import FLEET_BACKOFF
 from tesaiot_cli.mqtt.connect import (
     AUTH_REASON_CODES,
     PASSWORD_HINT,
@@ -57,8 +58,6 @@ from tesaiot_cli.mqtt.connect import (
 )
 from tesaiot_cli.mqtt.flow import SessionStats
 
-RECONNECT_MIN_DELAY_S = 1.0
-RECONNECT_MAX_DELAY_S = 30.0
 MISC_PERIOD_S = 1.0  # each client's keepalive check (loop_misc) runs about this often
 EVENT_PERIOD_S = 1.0  # connection events are summed up and reported at most this often
 MAX_TURN_S = 0.25  # longest single wait of the loop
@@ -284,8 +283,7 @@ class DeviceFleet:
         self._schedule_retry(link)
 
     def _schedule_retry(self, link: _Link) -> None:
-        delay = min(RECONNECT_MAX_DELAY_S, RECONNECT_MIN_DELAY_S * 2 ** min(link.attempts - 1, 16))
-        delay = delay / 2 + self._rng.uniform(0, delay / 2)  # the upper half, at random: no herd
+        delay = FLEET_BACKOFF.delay(link.attempts - 1, self._rng)  # the upper half, at random: no herd
         heapq.heappush(self._due, (self._clock() + delay, link.index))
 
     def _build_client(self, link: _Link) -> paho.Client:
@@ -435,8 +433,8 @@ class DeviceFleet:
         for why, n in self._lost.items():
             self._emit("disconnected", f"{n} device{'s' if n > 1 else ''} lost the connection: {why}")
         if self._lost:
-            self._emit("reconnecting", f"reconnecting with jittered backoff ({RECONNECT_MIN_DELAY_S:g} s doubling to "
-                                       f"{RECONNECT_MAX_DELAY_S:g} s) at up to {self._rate:g} connects/s")
+            self._emit("reconnecting", f"reconnecting with jittered backoff ({FLEET_BACKOFF.text()}) at up to "
+                                       f"{self._rate:g} connects/s")
         for why, n in self._refused.items():
             self._emit("reconnecting", f"{n} connect attempt{'s' if n > 1 else ''} failed: {why}; retrying")
         if self._back:

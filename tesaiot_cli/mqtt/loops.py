@@ -26,6 +26,7 @@ from tesaiot_cli.config import ConnectionSettings
 from tesaiot_cli.errors import Interrupted, ProtocolError, TesaiotError
 from tesaiot_cli.message import Message, PublishProperties
 from tesaiot_cli.mqtt import codec, paho_compat
+from tesaiot_cli.mqtt.backoff import SESSION_BACKOFF
 from tesaiot_cli.mqtt.connect import (
     SESSION_TAKEN_OVER,
     new_client,
@@ -36,25 +37,6 @@ from tesaiot_cli.mqtt.flow import SessionStats
 from tesaiot_cli.mqtt.paho_compat import FastPath
 from tesaiot_cli.mqtt.transport import BufferedSocket, set_nodelay
 
-RECONNECT_MIN_DELAY_S = 1
-RECONNECT_MAX_DELAY_S = 30
-# Attempts made RECONNECT_MIN_DELAY_S apart after a loss before the delay starts doubling: a
-# broker restart is usually back within seconds, and doubling from the first failure turned
-# a 3 s restart into a 7 s outage (attempts at 1, 3, 7 s) and an 8 s one into 15 s. One
-# client trying once a second against a broker that is down costs nothing; a fleet's
-# reconnects are jittered and rate-limited in fleet.py.
-RECONNECT_QUICK_TRIES = 10
-BACKOFF_TEXT = (f"every {RECONNECT_MIN_DELAY_S} s for {RECONNECT_QUICK_TRIES} attempts, then doubling to "
-                f"{RECONNECT_MAX_DELAY_S} s")
-
-
-def reconnect_delay(failures: int) -> float:
-    """Seconds before the next reconnect attempt after ``failures`` failed ones in a row
-    (0: the first attempt after the connection was lost)."""
-    if failures < RECONNECT_QUICK_TRIES:
-        return float(RECONNECT_MIN_DELAY_S)
-    return float(min(RECONNECT_MIN_DELAY_S * 2 ** min(failures - RECONNECT_QUICK_TRIES + 1, 16),
-                     RECONNECT_MAX_DELAY_S))
 NETWORK_TICK_S = 0.05  # threaded=True: longest wait for the socket; bounds shutdown and write latency
 MAX_PUMP_S = 1.0  # longest single network wait: keepalive pings are sent between waits
 READ_BATCH = 64  # threaded=True: packets read per hold of the I/O lock
@@ -111,7 +93,7 @@ class Connection:
         self._failure: BaseException | None = None
         self._failure_on_network = False
         self._protocol_error: str | None = None
-        self._reconnect_delay = float(RECONNECT_MIN_DELAY_S)
+        self._reconnect_delay = SESSION_BACKOFF.delay(0)
         self._failed_reconnects = 0  # in a row, since the last CONNACK
         self._next_reconnect = 0.0
         self._next_misc = 0.0
@@ -187,7 +169,7 @@ class Connection:
         s = self.settings
         # manual_ack: we acknowledge a message once the callback kept it (never what is not kept).
         client = new_client(s, reconnect_on_failure=True, manual_ack=True)
-        client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+        client.reconnect_delay_set(int(SESSION_BACKOFF.min_s), int(SESSION_BACKOFF.max_s))
         # Set to the in-flight limit once CONNACK has said what it is (Session.connect).
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
@@ -292,9 +274,9 @@ class Connection:
                 client.reconnect()
         except (OSError, paho.WebsocketConnectionError) as exc:  # the broker is still away: said, retried later
             self._failed_reconnects += 1
-            self._reconnect_delay = reconnect_delay(self._failed_reconnects)
+            self._reconnect_delay = SESSION_BACKOFF.delay(self._failed_reconnects)
             self._next_reconnect = time.monotonic() + self._reconnect_delay
-            if self._failed_reconnects == 1 or self._failed_reconnects >= RECONNECT_QUICK_TRIES:
+            if self._failed_reconnects == 1 or self._failed_reconnects >= SESSION_BACKOFF.quick_tries:
                 # Said once for the quick attempts, then at each longer delay.
                 why = translate_connect_error(exc, f"{self.settings.url.host}:{self.settings.url.port}",
                                               self.settings)
@@ -432,7 +414,7 @@ class Connection:
         client.disconnect(reasoncode=reason)
         if client.socket() is not None and client.want_write():
             client.loop_write()  # writes the DISCONNECT; paho then closes the socket
-        self._reconnect_delay = min(self._reconnect_delay * 2, RECONNECT_MAX_DELAY_S)
+        self._reconnect_delay = SESSION_BACKOFF.after_violation(self._reconnect_delay)
         self._next_reconnect = time.monotonic() + self._reconnect_delay
 
     def stop(self) -> None:
@@ -515,7 +497,7 @@ class Connection:
         self.connack_code = code
         self.connack_text = str(getattr(reason, "getName", lambda: reason)())
         if code == 0:
-            self._reconnect_delay = float(RECONNECT_MIN_DELAY_S)
+            self._reconnect_delay = SESSION_BACKOFF.delay(0)
             self._failed_reconnects = 0
             if self.mqtt5 and properties is not None:
                 receive_maximum = getattr(properties, "ReceiveMaximum", None)
@@ -567,7 +549,7 @@ class Connection:
             self.emit("disconnected", f"closed the connection to {self.settings.url.display()}: {protocol_error}")
         else:
             self.emit("disconnected", f"disconnected from {self.settings.url.display()}: {why}")
-        self.emit("reconnecting", f"reconnecting ({BACKOFF_TEXT})")
+        self.emit("reconnecting", f"reconnecting ({SESSION_BACKOFF.text()})")
 
     def _handle_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         if not self.closing and self.ever_connected:

@@ -6,7 +6,7 @@
     formats/            parquet (write, read, recover), jsonl; the typed registry
     dataset/            partitioning, layout, sealing, reader, writer
     stats, dedupe       analysis over recordings
-    api, base, this     open_reader / open_writer / recover ... (base: the old import path)
+    api, this           open_reader / open_writer / recover ...
 
 The names below are loaded on first use (PEP 562): importing one submodule (as the
 commands do for a constant) does not load them all, and `tesaiot --help` stays fast.

@@ -23,7 +23,7 @@ from tesaiot_cli.message import Message
 from tesaiot_cli.recording.model import RecordingWriter, WriteSummary
 
 if TYPE_CHECKING:
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.mqtt import Session
 
 POLL_S = 0.1
 
@@ -144,7 +144,7 @@ def run_recorder(
     sees every message kept, in arrival order, on the network thread (the sequence counter).
     Raises what the session, the writer or the callbacks raise.
     """
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.mqtt import Session
 
     done = threading.Event()
     inbox = Inbox(limit, done)

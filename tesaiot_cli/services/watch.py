@@ -253,7 +253,7 @@ def watch_live(settings: ConnectionSettings, filters: Sequence[str], alert_filte
     :class:`ConnectError` / :class:`AuthError`); after that, outages are shown in the header
     and the Session reconnects. Raises what the network thread raised.
     """
-    from tesaiot_cli.session import Session
+    from tesaiot_cli.mqtt import Session
 
     model = FleetModel(time.monotonic, stale_after=stale_after)
     inbox = Inbox()

@@ -24,6 +24,8 @@ from pathlib import Path
 from tests.support.certs import TestPKI, make_pki
 from tests.support.tls_terminator import TLSTerminator
 
+# A scripted broker that breaks MQTT on purpose (run it with --port and --case).
+HOSTILE = Path(__file__).resolve().parent / "hostile_broker.py"
 USER = "alice"
 PASSWORD = "s3cret-Passw0rd-for-tests"
 # A token of the platform's shape. The org part has '-' and '_' would break naive splitting.

@@ -12,7 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from tests.conftest import clean_env, cli_command
+from tests.support.cli import clean_env, cli_command
 
 
 @dataclass
