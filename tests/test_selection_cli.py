@@ -101,8 +101,8 @@ def test_plot_of_no_matching_device_exits_9(rec: Path, tmp_path: Path) -> None:
 def test_info_summary_from_the_footer_equals_a_scan(rec: Path, tmp_path: Path) -> None:
     import orjson
 
+    from tesaiot_cli.playback.selection import Selection, parse_time_bound
     from tesaiot_cli.recording import open_reader
-    from tesaiot_cli.selection import Selection, parse_time_bound
 
     scan = orjson.loads(run_cli("info", str(rec), "--json", "--no-values").stdout)
     result = run_cli("info", str(rec), "--json", "--summary")
@@ -120,7 +120,7 @@ def test_the_progress_line_counts_against_the_selection() -> None:
     from typing import Any, cast
 
     from tesaiot_cli.commands.replay import _Progress
-    from tesaiot_cli.replay import ReplayOptions, ReplayStats
+    from tesaiot_cli.playback.replay import ReplayOptions, ReplayStats
     from tesaiot_cli.services.replayer import ReplayPlan
 
     plan = ReplayPlan(10, T0, T0 + 9 * S, True)  # a selection of 10 messages

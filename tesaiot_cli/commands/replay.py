@@ -29,13 +29,13 @@ from tesaiot_cli.cliutil import (
     with_connection_options,
 )
 from tesaiot_cli.errors import ConfigError, EmptySelection
-from tesaiot_cli.replay import LOOP_FOREVER
+from tesaiot_cli.playback.replay import LOOP_FOREVER
 from tesaiot_cli.textfmt import plural, utc_text
 
 if TYPE_CHECKING:
+    from tesaiot_cli.playback.replay import ReplayOptions, ReplayStats
+    from tesaiot_cli.playback.selection import Selection
     from tesaiot_cli.recording import RecordingReader
-    from tesaiot_cli.replay import ReplayOptions, ReplayStats
-    from tesaiot_cli.selection import Selection
     from tesaiot_cli.services.replayer import ReplayPlan
 
 PROGRESS_PERIOD_S = 0.5  # the progress line on a terminal
@@ -103,15 +103,15 @@ def replay(
     conn: ConnectionFlags,
 ) -> None:
     """Republish a recording to a broker with its original timing (or --speed), or dry-run it to stdout."""
-    from tesaiot_cli.recording import open_reader
-    from tesaiot_cli.replay import (
+    from tesaiot_cli.playback.replay import (
         ReplayOptions,
         check_topic_prefix,
         parse_loops,
         parse_remap,
         parse_speed,
     )
-    from tesaiot_cli.selection import Selection, parse_time_bound
+    from tesaiot_cli.playback.selection import Selection, parse_time_bound
+    from tesaiot_cli.recording import open_reader
     from tesaiot_cli.services.replayer import (
         RecordingPasses,
         ReplayHooks,
@@ -191,7 +191,7 @@ def replay(
             stream.write(orjson.dumps(report).decode() + "\n")
             stream.flush()
         elif not quiet:
-            from tesaiot_cli.replay import report_lines
+            from tesaiot_cli.playback.replay import report_lines
 
             for line in report_lines(report):
                 err(line)

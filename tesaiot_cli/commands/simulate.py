@@ -30,7 +30,7 @@ from tesaiot_cli.cliutil import (
 )
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.sim.dps368 import DECIMALS
-from tesaiot_cli.sim.fleet import DEFAULT_DEVICE_ID, DEFAULT_TOPIC
+from tesaiot_cli.sim.naming import DEFAULT_DEVICE_ID, DEFAULT_TOPIC
 from tesaiot_cli.sim.options import (
     DEFAULT_CONNECT_RATE,
     QUEUE_FLAT_OUT,

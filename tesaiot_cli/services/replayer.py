@@ -22,14 +22,14 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from tesaiot_cli.errors import Interrupted
 from tesaiot_cli.message import Message
-from tesaiot_cli.pacing import freeze_startup_objects
+from tesaiot_cli.playback.pacing import freeze_startup_objects
 from tesaiot_cli.services.drain import drain
 
 if TYPE_CHECKING:
     from tesaiot_cli.config import ConnectionSettings
+    from tesaiot_cli.playback.replay import Replayer, ReplayOptions, ReplayStats
+    from tesaiot_cli.playback.selection import Selection
     from tesaiot_cli.recording import RecordingReader
-    from tesaiot_cli.replay import Replayer, ReplayOptions, ReplayStats
-    from tesaiot_cli.selection import Selection
 
 Passes = Callable[[], Iterable[Message]]
 
@@ -162,7 +162,7 @@ class ReplayResult:
 
     def report(self, *, file: Path, signal_name: str | None) -> dict[str, Any]:
         """The summary as a JSON-ready dict (``replay --json``)."""
-        from tesaiot_cli.replay import summary
+        from tesaiot_cli.playback.replay import summary
 
         stats = self.replayer.stats
         report: dict[str, Any] = {"file": str(file), "target": self.target}
@@ -179,7 +179,7 @@ def replay_to_broker(settings: ConnectionSettings, options: ReplayOptions, passe
     """Publish the passes on their schedule through one session, then wait (bounded) for
     what is in flight. Raises what connecting, reading or the session raise."""
     from tesaiot_cli.mqtt import Session
-    from tesaiot_cli.replay import Replayer
+    from tesaiot_cli.playback.replay import Replayer
 
     # threaded=False: this thread runs the network loop, so each PUBLISH is written straight
     # to the socket; the scheduler's sleeps serve the connection (acks, keepalive, reconnect).
@@ -210,8 +210,8 @@ def replay_to_stream(options: ReplayOptions, passes: RecordingPasses, hooks: Rep
     labelled recording, ``label``) to ``out`` on their schedule (a dry run)."""
     import orjson
 
-    from tesaiot_cli.render import message_record
-    from tesaiot_cli.replay import Replayer
+    from tesaiot_cli.output.render import message_record
+    from tesaiot_cli.playback.replay import Replayer
 
     labels = passes.labels
     written = 0

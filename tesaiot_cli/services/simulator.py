@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from tesaiot_cli.config import ConnectionSettings
     from tesaiot_cli.message import Message
     from tesaiot_cli.mqtt import Session, SessionStats
-    from tesaiot_cli.mqtt.fleet import DeviceCounts, DeviceFleet
+    from tesaiot_cli.mqtt.per_device import DeviceCounts, DeviceFleet
     from tesaiot_cli.recording import RecordingMetadata, RecordingWriter
     from tesaiot_cli.sim.dps368 import Packet
     from tesaiot_cli.sim.options import LinkOptions, SimOptions
@@ -212,16 +212,16 @@ def run_simulation(options: SimulatorOptions, view: SimulatorView, stop: StopFla
     :class:`ConnectError` / :class:`AuthError` (before anything is recorded: an existing
     ``--record`` file is left alone), :class:`RecordingError`.
     """
-    from tesaiot_cli.pacing import freeze_startup_objects
+    from tesaiot_cli.playback.pacing import freeze_startup_objects
     from tesaiot_cli.recording import open_writer, remove_outputs
     from tesaiot_cli.sim.dps368 import DPS368Device, DPS368Model, TimestampFormatter
-    from tesaiot_cli.sim.fleet import device_ids, fleet_topics
+    from tesaiot_cli.sim.naming import device_ids, fleet_topics
     from tesaiot_cli.sim.report import banner_lines
     from tesaiot_cli.sim.schedule import Scheduler, run
 
     opts, settings, links = options.sim, options.settings, options.links
     if links is not None:
-        from tesaiot_cli.limits import fd_limit_for
+        from tesaiot_cli.process.limits import fd_limit_for
 
         fd_limit_for(len(links.settings))  # before anything connects
     ids = device_ids(opts.device_id, opts.fleet_size, start=opts.first_index, stop=opts.first_index + opts.devices)
@@ -252,7 +252,7 @@ def run_simulation(options: SimulatorOptions, view: SimulatorView, stop: StopFla
             publisher = _shared_publisher(session, opts, stop.event, view, drops, batched=scheduler.batched)
             view.attach(publisher.progress)
         else:
-            from tesaiot_cli.mqtt.fleet import DeviceFleet
+            from tesaiot_cli.mqtt.per_device import DeviceFleet
 
             devices = resources.enter_context(DeviceFleet(
                 links.settings, topics, ids, connect_rate=links.connect_rate, queue=links.queue,

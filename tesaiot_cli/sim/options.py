@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.sim.dps368 import UPSTREAM_KINDS, check_anomaly_every, check_profile, parse_kinds
-from tesaiot_cli.sim.fleet import DEFAULT_DEVICE_ID, DEFAULT_TOPIC, MAX_DEVICES, parse_shard, shard_range
+from tesaiot_cli.sim.naming import DEFAULT_DEVICE_ID, DEFAULT_TOPIC, MAX_DEVICES, parse_shard, shard_range
 
 if TYPE_CHECKING:
     from tesaiot_cli.config import ConnectionSettings
@@ -189,7 +189,7 @@ def link_options(opts: SimOptions, settings: ConnectionSettings, env: Mapping[st
         raise ConfigError("--connections per-device needs a schedule: give --interval SECONDS (not 0)")
     from tesaiot_cli.config import Secret
     from tesaiot_cli.sim.credentials import device_settings
-    from tesaiot_cli.sim.fleet import device_ids
+    from tesaiot_cli.sim.naming import device_ids
 
     rate = DEFAULT_CONNECT_RATE if connect_rate is None else connect_rate
     if not math.isfinite(rate) or rate <= 0:

@@ -15,7 +15,7 @@ from tesaiot_cli.textfmt import paint, plural
 
 if TYPE_CHECKING:
     from tesaiot_cli.config import ConnectionSettings
-    from tesaiot_cli.mqtt.fleet import DeviceCounts
+    from tesaiot_cli.mqtt.per_device import DeviceCounts
     from tesaiot_cli.sim.options import SimOptions
 
 

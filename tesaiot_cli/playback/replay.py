@@ -20,8 +20,8 @@ import orjson
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_name
-from tesaiot_cli.pacing import MAX_SLEEP_S, LatenessHistogram, release_gil, wait_until
-from tesaiot_cli.selection import Selection, TimeBound, check_window
+from tesaiot_cli.playback.pacing import MAX_SLEEP_S, LatenessHistogram, release_gil, wait_until
+from tesaiot_cli.playback.selection import Selection, TimeBound, check_window
 from tesaiot_cli.textfmt import iso_time, plural
 
 MIN_SPEED = 1e-6
