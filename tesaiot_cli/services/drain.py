@@ -23,6 +23,16 @@ DRAIN_TICK_S = 4.0  # how often the wait says how many are still unacknowledged
 Drained = Literal["all", "timeout", "interrupted"]
 
 
+class StopFlag(Protocol):
+    """Ctrl+C / SIGTERM (the CLI's ``StopSignals``): the event a signal sets, and its name."""
+
+    @property
+    def event(self) -> threading.Event: ...
+
+    @property
+    def signal_name(self) -> str | None: ...
+
+
 class Flushable(Protocol):
     """A session, or a fleet of per-device connections."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tesaiot_cli import __version__
-from tesaiot_cli.services.drain import Drained, drain
+from tesaiot_cli.services.drain import Drained, StopFlag, drain
 
 if TYPE_CHECKING:
     from tesaiot_cli.config import ConnectionSettings
@@ -65,16 +65,6 @@ class SimulatorView(Protocol):
 
     def clear(self) -> None:
         """Take the status line away (before other lines)."""
-
-
-class StopFlag(Protocol):
-    """Ctrl+C / SIGTERM (the CLI's ``StopSignals``): the event a signal sets, and its name."""
-
-    @property
-    def event(self) -> threading.Event: ...
-
-    @property
-    def signal_name(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -363,5 +353,5 @@ def simulation_metadata(opts: SimOptions, settings: ConnectionSettings, ids: Seq
     )
 
 
-__all__ = ["Drops", "SimulationResult", "SimulatorOptions", "SimulatorView", "StopFlag",
-           "finish_metadata", "run_simulation", "simulation_metadata"]
+__all__ = ["Drops", "SimulationResult", "SimulatorOptions", "SimulatorView", "finish_metadata", "run_simulation",
+           "simulation_metadata"]
