@@ -132,7 +132,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="record section: seconds per trial (overrides the plan)")
     parser.add_argument("--tools", help="record section: comma-separated recorders to run (default: all): "
                         "tesaiot-parquet, tesaiot-jsonl, tesaiot-parquet-public (paho public path), tesaiot-detect, "
-                        "paho, mosquitto_sub, mqtt-recorder")
+                        "paho, mosquitto_sub, mqtt-recorder; and, only when named, tesaiot-parquet-s3 (to "
+                        "s3:// on a moto server on loopback)")
     parser.add_argument("--qos", help="record section: QoS levels to run, comma-separated (default: 0,1)")
     parser.add_argument("--numbered-pair", action="store_true",
                         help="record section: run each tool again right after itself at every rung (key "

@@ -250,6 +250,11 @@ def root(
     ] = None,
 ) -> None:
     """Listen to, simulate, record and replay MQTT telemetry for the TESAIoT platform."""
+    import os
+
+    from tesaiot_cli.recording import storage
+
+    storage.configure_environment(os.environ)  # s3:// settings, resolved on first use
 
 
 def all_commands() -> dict[str, Any]:

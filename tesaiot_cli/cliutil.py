@@ -189,8 +189,9 @@ def check_recording_path(path: Path) -> None:
     say it is not one, instead of "partitioned by None" or an error about one random file.
     Raises :class:`RecordingError`."""
     from tesaiot_cli.recording import is_dataset_path
+    from tesaiot_cli.recording.storage import is_remote
 
-    if not is_dataset_path(path):
+    if is_remote(path) or not is_dataset_path(path):  # object storage: the reader checks its copy
         return
     from tesaiot_cli.recording.dataset.layout import CONTROL_DIR, read_dataset_info
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import Mosquitto, start_mosquitto
+from tests.support.s3 import Moto, start_moto
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +27,13 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield instance
     finally:
         instance.close()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Moto]:
+    """One moto S3 server (real S3 API over HTTP on loopback) for the whole run."""
+    instance = start_moto()
+    try:
+        yield instance
+    finally:
+        instance.stop()

@@ -35,11 +35,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 # Inside tesaiot_cli.recording, top to bottom (docs/architecture.md shows the same).
 RECORDING_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("facade", ("tesaiot_cli.recording", "tesaiot_cli.recording.api")),
+    ("remote", ("tesaiot_cli.recording.remote", "tesaiot_cli.recording.remote_dataset")),
     ("dataset", ("tesaiot_cli.recording.dataset",)),
     ("formats", ("tesaiot_cli.recording.formats", "tesaiot_cli.recording.foreign", "tesaiot_cli.recording.nab",
                  "tesaiot_cli.recording.alertfile")),
     ("buffered", ("tesaiot_cli.recording.buffered", "tesaiot_cli.recording.schema")),
-    ("files", ("tesaiot_cli.recording.files",)),
+    ("files", ("tesaiot_cli.recording.files", "tesaiot_cli.recording.storage")),
     ("model", ("tesaiot_cli.recording.model", "tesaiot_cli.recording.meta", "tesaiot_cli.recording.truth")),
 ]
 

@@ -218,6 +218,8 @@ def run_section(ctx: Context, *, ladder: list[int], duration: float, retries: in
             raise SystemExit(f"bench: unknown --tools {', '.join(sorted(unknown))}: "
                              f"choose from {', '.join(t.key for t in tools)}")
         tools = [t for t in tools if t.key in tool_keys]
+    else:
+        tools = [t for t in tools if not t.opt_in]
     if numbered_pair:
         tools = [paired for tool in tools for paired in (tool, Numbered(tool))]
     section: dict[str, Any] = {"grace_s": GRACE_S, "duration_s": duration, "ladder": ladder, "retries": retries,

@@ -62,6 +62,7 @@ class SubscriberTool:
     key = ""
     label = ""
     suffix = ".out"
+    opt_in = False  # run only when --tools names it
 
     def unavailable(self) -> str | None:
         """None when the tool can run here, else why not."""
@@ -141,6 +142,73 @@ class TesaiotRecord(SubscriberTool):
             running.note = running.note or "output unreadable"
             return 0
         return found
+
+
+class TesaiotRecordS3(TesaiotRecord):
+    """``tesaiot record s3://bench/<client>.parquet --count N`` against moto's S3 server on
+    loopback (``moto_server``, from the test extra), started on first use and stopped at exit:
+    the upload runs beside the writer, so this should hold the local Parquet rates."""
+
+    BUCKET = "bench"
+    opt_in = True
+
+    def __init__(self) -> None:
+        super().__init__("parquet")
+        self.key = "tesaiot-parquet-s3"
+        self.label = "tesaiot record (Parquet to s3://, moto on loopback)"
+        self._moto: subprocess.Popen[bytes] | None = None
+        self._port = 0
+
+    def unavailable(self) -> str | None:
+        if not Path(PYTHON).with_name("moto_server").exists():
+            return "moto_server not found (pip install 'moto[server]')"
+        return super().unavailable()
+
+    def _endpoint(self) -> str:
+        if self._moto is None:
+            import atexit
+            import socket
+
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self._port = sock.getsockname()[1]
+            self._moto = subprocess.Popen([str(Path(PYTHON).with_name("moto_server")), "-H", "127.0.0.1", "-p",
+                                           str(self._port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            atexit.register(stop_process, self._moto)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self._port), timeout=0.5).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            self._filesystem().create_dir(self.BUCKET)
+        return f"http://127.0.0.1:{self._port}"
+
+    def _filesystem(self) -> Any:
+        from pyarrow import fs
+
+        return fs.S3FileSystem(access_key="bench", secret_key="bench", region="us-east-1", scheme="http",
+                               endpoint_override=f"http://127.0.0.1:{self._port}", allow_bucket_creation=True)
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": self._endpoint(), "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def argv(self, broker: Broker, *, topic: str, qos: int, count: int, client_id: str, output: Path) -> list[str]:
+        argv = super().argv(broker, topic=topic, qos=qos, count=count, client_id=client_id, output=output)
+        argv[2] = f"s3://{self.BUCKET}/{output.name}"
+        return argv
+
+    def received(self, running: Running) -> int:
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.read_metadata(f"{self.BUCKET}/{running.output.name}",
+                                        filesystem=self._filesystem()).num_rows)
+        except (OSError, ValueError) as exc:
+            running.note = running.note or f"output unreadable: {exc}"
+            return 0
 
 
 class PahoSubscriber(SubscriberTool):
@@ -252,4 +320,4 @@ class TesaiotDetect(SubscriberTool):
 
 def all_tools() -> list[SubscriberTool]:
     return [TesaiotRecord("parquet"), TesaiotRecord("jsonl"), TesaiotRecord("parquet", public_path=True),
-            TesaiotDetect(), PahoSubscriber(), MosquittoSub(), MqttRecorder()]
+            TesaiotRecordS3(), TesaiotDetect(), PahoSubscriber(), MosquittoSub(), MqttRecorder()]

@@ -10,6 +10,7 @@ import typer
 from tesaiot_cli.analysis.dedupe import DEFAULT_WINDOW_S
 from tesaiot_cli.cliutil import EXIT_RECORDING, check_recording_path, cli_errors, err, sigterm_unwinds, warn
 from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.recording.storage import location
 from tesaiot_cli.textfmt import human_bytes, plural
 
 EPILOG = """\b
@@ -26,8 +27,8 @@ Examples:
 
 
 def convert(
-    source: Annotated[Path, typer.Argument(metavar="IN", help="The recording to read (.parquet or .jsonl).", show_default=False)],  # noqa: E501
-    target: Annotated[Path, typer.Argument(metavar="OUT", help="The file to write (.parquet or .jsonl).", show_default=False)],  # noqa: E501
+    source: Annotated[Path, typer.Argument(parser=location, metavar="IN", help="The recording to read (.parquet or .jsonl).", show_default=False)],  # noqa: E501
+    target: Annotated[Path, typer.Argument(parser=location, metavar="OUT", help="The file to write (.parquet or .jsonl).", show_default=False)],  # noqa: E501
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="FORMAT", help="Format of OUT: parquet or jsonl (default: from its suffix).", show_default=False)] = None,  # noqa: E501
     from_fmt: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of IN: parquet, jsonl (default: from its suffix), or a capture of another tool: mosquitto-json (mosquitto_sub -F %j or %J lines), mqtt-recorder-csv, mqtt-recorder-csv-b64 (recorded with --encode_b64); nab (a NAB CSV or a directory of them: docs/nab.md).", show_default=False)] = None,  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT.")] = False,

@@ -30,6 +30,7 @@ from tesaiot_cli.cliutil import (
 )
 from tesaiot_cli.errors import ConfigError, Interrupted
 from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_name
+from tesaiot_cli.recording.storage import is_remote, location
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
 INBOX_LIMIT = 100_000  # readings waiting for the detector; more are counted as not analysed
@@ -47,8 +48,8 @@ Examples:
 
 @with_connection_options
 def detect(
-    recording: Annotated[Optional[Path], typer.Argument(metavar="[RECORDING]", help="Offline: detect on this recording (file or dataset directory) and write the alerts to --to. Without it: live, on the broker.", show_default=False)] = None,  # noqa: E501
-    to: Annotated[Optional[Path], typer.Option("--to", metavar="ALERTS", help="Offline: write the alerts to this recording (.parquet or .jsonl); each alert's time is that of the reading that raised it.", show_default=False)] = None,  # noqa: E501
+    recording: Annotated[Optional[Path], typer.Argument(parser=location, metavar="[RECORDING]", help="Offline: detect on this recording (file or dataset directory) and write the alerts to --to. Without it: live, on the broker.", show_default=False)] = None,  # noqa: E501
+    to: Annotated[Optional[Path], typer.Option("--to", parser=location, metavar="ALERTS", help="Offline: write the alerts to this recording (.parquet or .jsonl); each alert's time is that of the reading that raised it.", show_default=False)] = None,  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite the --to file.")] = False,
     topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Live: telemetry topic filter, repeatable. Default device/+/telemetry/#.", show_default=False)] = None,  # noqa: E501
     alert_topic: Annotated[str, typer.Option("--alert-topic", metavar="TOPIC", help="Where alerts go; {device_id} is replaced by the device's id.")] = "device/{device_id}/alerts",  # noqa: E501
@@ -108,7 +109,7 @@ def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet:
 
     format_for(to)
     check_output_path(to)
-    if to.resolve() == recording.resolve():
+    if str(to) == str(recording) or (not is_remote(to) and to.resolve() == recording.resolve()):
         raise ConfigError("--to must not be the RECORDING itself")
     in_the_way = existing_outputs(to)
     if in_the_way and not force:

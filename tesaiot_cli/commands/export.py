@@ -12,6 +12,7 @@ import typer
 
 from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds, warn
 from tesaiot_cli.errors import ConfigError, EmptySelection
+from tesaiot_cli.recording.storage import is_remote, location
 
 if TYPE_CHECKING:
     from tesaiot_cli.playback.selection import Selection
@@ -28,8 +29,8 @@ Examples:
 
 
 def export(
-    file: Annotated[Path, typer.Argument(metavar="RECORDING", help="A recording: .parquet or .jsonl, a crash leftover (FILE.partial/), or a dataset directory.", show_default=False)],  # noqa: E501
-    output: Annotated[Path, typer.Argument(metavar="OUT", help="The file to write; its suffix chooses the format: .parquet, .csv or .mcap.", show_default=False)],  # noqa: E501
+    file: Annotated[Path, typer.Argument(parser=location, metavar="RECORDING", help="A recording: .parquet or .jsonl, a crash leftover (FILE.partial/), or a dataset directory.", show_default=False)],  # noqa: E501
+    output: Annotated[Path, typer.Argument(parser=location, metavar="OUT", help="The file to write; its suffix chooses the format: .parquet, .csv or .mcap.", show_default=False)],  # noqa: E501
     topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Only messages matching this MQTT filter (+ and # wildcards), repeatable.", show_default=False)] = None,  # noqa: E501
     device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
     start: Annotated[Optional[str], typer.Option("--start", metavar="TIME", help="Skip messages before TIME: seconds after the first message (30, 1.5) or ISO 8601 (UTC unless an offset is given).", show_default=False)] = None,  # noqa: E501
@@ -53,6 +54,9 @@ def export(
         use_lean_memory_pool(dict(os.environ), decay_ms=EXPORT_DECAY_MS)  # bounded RSS, few page faults
         file = strip_partial(file)
         kind = export_format(output)
+        if is_remote(output):
+            raise ConfigError(f"export writes a local file, not {output}: export to a local name, then copy it "
+                              "(aws s3 cp)")
         check_output_path(output)
         if output.exists() and not force:
             raise ConfigError(f"{output} already exists: choose another name, or --force to overwrite")

@@ -12,6 +12,7 @@ import typer
 from tesaiot_cli.analysis.dedupe import DEFAULT_WINDOW_S
 from tesaiot_cli.cliutil import check_recording_path, cli_errors, warn
 from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.recording.storage import location, remote
 from tesaiot_cli.textfmt import human_bytes, human_duration, iso_time
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def iso(time_ns: int | None) -> str | None:
 
 
 def info(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="A recording: .parquet or .jsonl (or a crash leftover FILE.partial/), or a dataset directory.", show_default=False)],  # noqa: E501
+    file: Annotated[Path, typer.Argument(parser=location, metavar="FILE", help="A recording: .parquet or .jsonl (or a crash leftover FILE.partial/), or a dataset directory.", show_default=False)],  # noqa: E501
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for machines.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="FORMAT", help="parquet or jsonl (default: from the suffix).", show_default=False)] = None,  # noqa: E501
     duplicates: Annotated[bool, typer.Option("--duplicates", help="Also count duplicates: messages whose topic and payload repeat an earlier one within --dedupe-window (QoS 1 re-deliveries after a reconnect). Slower: every message is compared.")] = False,  # noqa: E501
@@ -127,6 +128,11 @@ def _teed(tables: Iterator[Any], also: Callable[[Any], None]) -> Iterator[Any]:
 def _disk_bytes(file: Path) -> int:
     from tesaiot_cli.recording import PARTIAL_SUFFIX
 
+    where = remote(file)
+    if where is not None:
+        from tesaiot_cli.recording.remote import stored_bytes
+
+        return stored_bytes(where)
     if file.is_file():
         return file.stat().st_size
     if file.is_dir():  # a dataset: every file in it, staging included

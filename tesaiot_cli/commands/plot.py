@@ -10,6 +10,7 @@ import typer
 from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.recording.files import check_output_path, commit_temp, os_error_text
+from tesaiot_cli.recording.storage import is_remote, location
 
 INSTALL_HINT = "pip install 'tesaiot-cli[plot]'"
 
@@ -22,8 +23,8 @@ Examples:
 
 
 def plot(
-    recording: Annotated[Path, typer.Argument(metavar="RECORDING", help="A recording (file or dataset directory); with labels (simulate --record) the ground-truth anomalies are marked.", show_default=False)],  # noqa: E501
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The image to write: .png or .svg.", show_default=False)],  # noqa: E501
+    recording: Annotated[Path, typer.Argument(parser=location, metavar="RECORDING", help="A recording (file or dataset directory); with labels (simulate --record) the ground-truth anomalies are marked.", show_default=False)],  # noqa: E501
+    output: Annotated[Path, typer.Option("--output", "-o", parser=location, metavar="FILE", help="The image to write: .png or .svg.", show_default=False)],  # noqa: E501
     alerts: Annotated[Optional[Path], typer.Option("--alerts", metavar="ALERTS", help="A recording of a detector's alerts: marked, matched alerts apart from false alarms, missed anomalies hollow or hatched.", show_default=False)] = None,  # noqa: E501
     device: Annotated[Optional[list[str]], typer.Option("--device", metavar="GLOB", help="Only these device ids (glob patterns), repeatable.", show_default=False)] = None,  # noqa: E501
     max_devices: Annotated[int, typer.Option("--max-devices", metavar="N", help="Draw at most N devices (the first ones seen).")] = 6,  # noqa: E501
@@ -50,6 +51,8 @@ def plot(
             raise ConfigError(f"cannot tell the image format of {str(output)!r}: use .png or .svg")
         if max_devices < 1:
             raise ConfigError(f"invalid --max-devices {max_devices}: it must be at least 1")
+        if is_remote(output):
+            raise ConfigError(f"plot writes a local image, not {output}: give a local file name")
         check_output_path(output)
         if output.exists() and not force:
             raise ConfigError(f"{output} already exists: choose another file name, or --force to overwrite")

@@ -37,6 +37,7 @@ from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import validate_topic_filter
 from tesaiot_cli.playback.pacing import freeze_startup_objects
+from tesaiot_cli.recording.storage import is_remote, location, remote
 from tesaiot_cli.textfmt import human_bytes, human_duration, plural
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ TOKEN_DEFAULT_TOPIC = "device/+/telemetry/#"
 STATUS_EVERY_S = 0.5
 SLOW_DISK_S = 5.0  # warn when what is accepted has not been durable for this long
 SUMMARY_TOPICS = 10
+
+DEFAULT_ROLL_S = 3600.0  # --roll for a local dataset
 
 EPILOG = """\b
 Examples:
@@ -67,7 +70,7 @@ Examples:
 
 @with_connection_options
 def record(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="Output file: .parquet or .jsonl (or use --format); or a directory (a name without suffix) for a partitioned Parquet dataset.", show_default=False)],  # noqa: E501
+    file: Annotated[Path, typer.Argument(parser=location, metavar="FILE", help="Output file: .parquet or .jsonl (or use --format); or a directory (a name without suffix) for a partitioned Parquet dataset.", show_default=False)],  # noqa: E501
     topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Topic filter, repeatable. Env: MQTT_SUBSCRIBE_TOPIC or MQTT_TOPIC. Default '#' (everything), or device/+/telemetry/# with an API token (the only topics a token may read).", show_default=False)] = None,  # noqa: E501
     qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", min=0, max=2, help="Subscription QoS: 1 (default) with --session loses nothing across reconnects; 0 is the fastest.")] = 1,  # noqa: E501
     count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Stop after N messages.", show_default=False)] = None,  # noqa: E501
@@ -78,7 +81,7 @@ def record(
     workers: Annotated[int, typer.Option("--workers", metavar="N", help="Record with N processes (each sustains 80k msg/s or more on a core of its own) in one MQTT shared subscription, into the dataset directory FILE.")] = 1,  # noqa: E501
     share: Annotated[Optional[str], typer.Option("--share", metavar="GROUP", help="Subscribe as $share/GROUP/FILTER: the broker splits the messages between the members of GROUP (recorders here or on other machines). Default with --workers: a random group.", show_default=False)] = None,  # noqa: E501
     partition: Annotated[Optional[str], typer.Option("--partition", metavar="SPEC", help="Dataset directories: date (default), hour, date,device, date,bucket:N or none.", show_default=False)] = None,  # noqa: E501
-    roll: Annotated[float, typer.Option("--roll", metavar="SECONDS", help="Dataset: seal the file being recorded into the dataset at least every SECONDS.")] = 3600.0,  # noqa: E501
+    roll: Annotated[float, typer.Option("--roll", metavar="SECONDS", help="Dataset: seal the file being recorded into the dataset at least every SECONDS (an s3:// dataset: 60 unless given).")] = DEFAULT_ROLL_S,  # noqa: E501
     *,
     conn: ConnectionFlags,
 ) -> None:
@@ -265,6 +268,8 @@ def _rate_text(summary: WriteSummary) -> str:
 def _what_is_kept(file: Path, format_name: str) -> str:
     from tesaiot_cli.recording import PARTIAL_SUFFIX
 
+    if is_remote(file):
+        return ""  # the object-storage writer's error says what was stored and where the rest is
     if file.is_dir():
         return (f"what was recorded before is in {file}; 'tesaiot recover {file}' seals what is left in its "
                 "staging area")
@@ -317,6 +322,10 @@ def _dataset_options(file: Path, *, fmt: str | None, force: bool, workers: int, 
     if force:
         raise ConfigError(f"--force is for single files: recording into the dataset {file} adds files to it "
                           "(delete the directory first to start afresh)")
+    if is_remote(file):  # checked against the prefix's dataset.json when recording starts
+        from tesaiot_cli.recording.remote_dataset import REMOTE_ROLL_S
+
+        return {"partition": partition, "roll": REMOTE_ROLL_S if roll == DEFAULT_ROLL_S else roll}
     from tesaiot_cli.recording.dataset.layout import leftovers, prepare_dataset
 
     prepare_dataset(file, partition=partition, tool_version=__version__, create=False)  # ConfigError early
@@ -331,6 +340,18 @@ def _open_dataset(file: Path, metadata: RecordingMetadata, dataset: dict[str, An
     from tesaiot_cli.recording.dataset.layout import prepare_dataset
     from tesaiot_cli.recording.dataset.writer import DatasetWriter, new_recorder_id
 
+    prefix = remote(file)
+    if prefix is not None:
+        from tesaiot_cli.recording.remote_dataset import (
+            RemoteDatasetWriter,
+            prepare_remote_dataset,
+            remote_recorder_id,
+        )
+
+        root, spec = prepare_remote_dataset(prefix, partition=dataset["partition"], tool_version=__version__)
+        remote_writer = RemoteDatasetWriter(prefix, root, metadata=metadata, spec=spec,
+                                            worker_id=remote_recorder_id(), roll_interval_s=dataset["roll"]).open()
+        return remote_writer, spec, _nothing
     spec, undo = prepare_dataset(file, partition=dataset["partition"], tool_version=__version__)
     writer = DatasetWriter(file, metadata=metadata, spec=spec, worker_id=new_recorder_id(),
                            roll_interval_s=dataset["roll"]).open()
@@ -347,12 +368,22 @@ def _record_workers(file: Path, workers: int, settings: ConnectionSettings, filt
     from tesaiot_cli.recording.model import merge_summaries
     from tesaiot_cli.services.workers import WorkerPlan, WorkerPool, settings_to_wire
 
-    spec, undo = prepare_dataset(file, partition=dataset.get("partition"), tool_version=__version__)
+    prefix = remote(file)
+    if prefix is not None:
+        from tesaiot_cli.recording import storage
+        from tesaiot_cli.recording.remote_dataset import prepare_remote_dataset, remote_recorder_id
+
+        root, spec = prepare_remote_dataset(prefix, partition=dataset.get("partition"), tool_version=__version__)
+        undo: Callable[[], None] = _nothing
+        recorder_id, remote_plan = remote_recorder_id(), (str(prefix), storage.options())
+    else:
+        spec, undo = prepare_dataset(file, partition=dataset.get("partition"), tool_version=__version__)
+        root, recorder_id, remote_plan = file, new_recorder_id(), None
     _quiet_resource_tracker()
-    plan = WorkerPlan(root=file, settings=settings_to_wire(settings), filters=tuple(filters), qos=qos,
-                      metadata=metadata, partition=spec.text(), recorder_id=new_recorder_id(), count=count,
+    plan = WorkerPlan(root=root, settings=settings_to_wire(settings), filters=tuple(filters), qos=qos,
+                      metadata=metadata, partition=spec.text(), recorder_id=recorder_id, count=count,
                       duration_s=duration, roll_interval_s=dataset.get("roll"),
-                      memory_pool=os.environ.get("ARROW_DEFAULT_MEMORY_POOL"))
+                      memory_pool=os.environ.get("ARROW_DEFAULT_MEMORY_POOL"), remote=remote_plan)
     pool = WorkerPool(workers, plan, on_event=lambda index, kind, text: print_event(kind, f"worker {index}: {text}"))
     why = "end"
     with StopSignals() as stop:
@@ -369,10 +400,14 @@ def _record_workers(file: Path, workers: int, settings: ConnectionSettings, filt
             _clear_status()
         elapsed = time.monotonic() - started
     summary = merge_summaries(file, list(pool.summaries.values()))
+    if prefix is not None:
+        from tesaiot_cli.recording.remote_dataset import remove_spool
+
+        remove_spool(root)  # kept when something in it was not uploaded (the workers' errors say so)
     if pool.error is not None:
         if summary.messages == 0:
             undo()
-        kept = f"; {_what_is_kept(file, 'parquet')}" if summary.messages else ""
+        kept = f"; {_what_is_kept(file, 'parquet')}" if summary.messages and prefix is None else ""
         raise type(pool.error)(f"{pool.error}{kept}")
     _print_summary(summary, elapsed, stop.signal_name or why)
     typer.echo("  workers: " + ", ".join(f"{index}: {pool.summaries[index].messages:,}"
@@ -381,6 +416,10 @@ def _record_workers(file: Path, workers: int, settings: ConnectionSettings, filt
         err(f"workers reconnected {pool.reconnects} time(s): QoS {qos} is 'at least once', so a few messages may "
             f"be recorded twice; 'tesaiot info --duplicates {file}' counts them")
     exit_if_protocol_broken(pool.protocol_errors, settings.url.display(), what="recorded")
+
+
+def _nothing() -> None:
+    """Nothing to undo (an s3:// dataset: dataset.json on the prefix is shared)."""
 
 
 def _quiet_resource_tracker() -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds
+from tesaiot_cli.recording.storage import location
 from tesaiot_cli.textfmt import plural
 
 EPILOG = """\b
@@ -19,7 +20,7 @@ Examples:
 
 
 def recover(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="The recording (for a crash leftover: the name it was recorded to).", show_default=False)],  # noqa: E501
+    file: Annotated[Path, typer.Argument(parser=location, metavar="FILE", help="The recording (for a crash leftover: the name it was recorded to).", show_default=False)],  # noqa: E501
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="PATH", help="Where to write what is recovered (default: FILE when sealing, else NAME.recovered.EXT).", show_default=False)] = None,  # noqa: E501
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", metavar="FORMAT", help="parquet or jsonl (default: from the suffix).", show_default=False)] = None,  # noqa: E501
 ) -> None:

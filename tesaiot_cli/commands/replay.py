@@ -30,6 +30,7 @@ from tesaiot_cli.cliutil import (
 )
 from tesaiot_cli.errors import ConfigError, EmptySelection
 from tesaiot_cli.playback.replay import LOOP_FOREVER
+from tesaiot_cli.recording.storage import location
 from tesaiot_cli.textfmt import plural, utc_text
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def loop_value_optional(args: list[str]) -> list[str]:
 
 @with_connection_options
 def replay(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="Recording (.parquet or .jsonl) from 'record' or 'simulate --record', or a dataset directory (its files merged by receive time).", show_default=False)],  # noqa: E501
+    file: Annotated[Path, typer.Argument(parser=location, metavar="FILE", help="Recording (.parquet or .jsonl) from 'record' or 'simulate --record', or a dataset directory (its files merged by receive time).", show_default=False)],  # noqa: E501
     speed: Annotated[str, typer.Option("--speed", "-s", metavar="FACTOR", help="Time factor: 5x, 5, 0.5x, 1X... or max (as fast as flow control allows).")] = "1x",  # noqa: E501
     topic: Annotated[Optional[list[str]], typer.Option("--topic", "-t", metavar="FILTER", help="Only messages matching this MQTT filter (+ and # wildcards), repeatable.", show_default=False)] = None,  # noqa: E501
     start: Annotated[Optional[str], typer.Option("--start", metavar="TIME", help="Skip messages before TIME: seconds after the first message (30, 1.5) or ISO 8601 (UTC unless an offset is given).", show_default=False)] = None,  # noqa: E501

@@ -14,6 +14,7 @@ import typer
 
 from tesaiot_cli.cliutil import EXIT_THRESHOLD, cli_errors, err
 from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.recording.storage import location
 
 if TYPE_CHECKING:
     from tesaiot_cli.analysis.nab import NabScore
@@ -44,9 +45,9 @@ def parse_duration_s(text: str, *, option: str) -> float:
 
 
 def score(
-    truth: Annotated[Path, typer.Argument(metavar="TRUTH", help="The ground truth: a labelled recording from 'tesaiot simulate --record' (file or dataset directory).", show_default=False)],  # noqa: E501
-    alerts: Annotated[Optional[Path], typer.Option("--alerts", metavar="ALERTS", help="The detector's alerts: a recording of its alert messages (e.g. 'tesaiot record alerts.parquet -t device/+/alerts', or 'tesaiot detect REC --to alerts.parquet'), or a plain file: NDJSON (.ndjson, or .jsonl that is not a recording) of alert objects, or CSV rows timestamp,device_id[,kind,score].", show_default=False)] = None,  # noqa: E501
-    received: Annotated[Optional[Path], typer.Option("--received", metavar="RECEIVED", help="A recording of what arrived at a subscriber: matched with TRUTH by topic and exact payload bytes.", show_default=False)] = None,  # noqa: E501
+    truth: Annotated[Path, typer.Argument(parser=location, metavar="TRUTH", help="The ground truth: a labelled recording from 'tesaiot simulate --record' (file or dataset directory).", show_default=False)],  # noqa: E501
+    alerts: Annotated[Optional[Path], typer.Option("--alerts", parser=location, metavar="ALERTS", help="The detector's alerts: a recording of its alert messages (e.g. 'tesaiot record alerts.parquet -t device/+/alerts', or 'tesaiot detect REC --to alerts.parquet'), or a plain file: NDJSON (.ndjson, or .jsonl that is not a recording) of alert objects, or CSV rows timestamp,device_id[,kind,score].", show_default=False)] = None,  # noqa: E501
+    received: Annotated[Optional[Path], typer.Option("--received", parser=location, metavar="RECEIVED", help="A recording of what arrived at a subscriber: matched with TRUTH by topic and exact payload bytes.", show_default=False)] = None,  # noqa: E501
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout instead of the table.")] = False,  # noqa: E501
     tolerance: Annotated[str, typer.Option("--tolerance", metavar="TIME", help="Alerts without the reading's timestamp match an event they arrive at most this long after (2s, 500ms).")] = "2s",  # noqa: E501
     fail_under: Annotated[Optional[str], typer.Option("--fail-under", metavar="NAME=RATIO,...", help=f"Exit {EXIT_THRESHOLD} when a score is below its threshold: precision, recall, f1 (with --alerts), delivered (with --received), nab (with --nab: the standard profile's 0-100). Example: f1=0.9,recall=0.95.", show_default=False)] = None,  # noqa: E501

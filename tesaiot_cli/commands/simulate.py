@@ -29,6 +29,7 @@ from tesaiot_cli.cliutil import (
     with_connection_options,
 )
 from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.recording.storage import location
 from tesaiot_cli.sim.dps368 import DECIMALS
 from tesaiot_cli.sim.naming import DEFAULT_DEVICE_ID, DEFAULT_TOPIC
 from tesaiot_cli.sim.options import (
@@ -83,7 +84,7 @@ def simulate(
     anomaly_kinds: Annotated[Optional[str], typer.Option("--anomaly-kinds", "-k", metavar="KINDS", help="Comma-separated: high_temperature, high_pressure, both, spike, stuck, drift, dropout; or upstream (the first three, the default) or all.", show_default=False)] = None,  # noqa: E501
     label: Annotated[bool, typer.Option("--label", help='Add "anomaly": null or "<kind>" to each payload (changes the wire format).')] = False,  # noqa: E501
     sequence: Annotated[bool, typer.Option("--sequence", help='Add "seq" (1, 2, 3... per device) and "boot" (this run\'s start, ms since the epoch) to each payload, so that record, listen, detect, info and score count what a broker lost (changes the wire format).')] = False,  # noqa: E501
-    record: Annotated[Optional[Path], typer.Option("--record", "-r", metavar="FILE", help="Write every published message with its label (normal or the anomaly kind) and the seed to FILE (.parquet or .jsonl).", show_default=False)] = None,  # noqa: E501
+    record: Annotated[Optional[Path], typer.Option("--record", "-r", parser=location, metavar="FILE", help="Write every published message with its label (normal or the anomaly kind) and the seed to FILE (.parquet or .jsonl).", show_default=False)] = None,  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite the --record FILE if it exists.")] = False,
     qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", help="Publish QoS (upstream: 1).")] = 1,
     queue: Annotated[Optional[int], typer.Option("--queue", metavar="N", help=f"Keep at most N unacknowledged packets (in flight, or queued while disconnected; per device with --connections per-device); more are dropped and counted. Default: {QUEUE_SECONDS:g} s of packets, {QUEUE_MIN} to {QUEUE_MAX}; {QUEUE_FLAT_OUT} with --interval 0.", show_default=False)] = None,  # noqa: E501

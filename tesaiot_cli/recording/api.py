@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.recording import storage
 from tesaiot_cli.recording.files import is_dataset_path, strip_partial
 from tesaiot_cli.recording.formats import format_of
 from tesaiot_cli.recording.model import (
@@ -31,8 +32,14 @@ def open_writer(
     succeeds. An existing file at ``path`` is replaced when the writer closes; callers
     that must not overwrite check :func:`existing_outputs` first. Raises
     :class:`RecordingError` (cannot create, or an unsealed recording is in the way),
-    :class:`ConfigError` (unknown format).
+    :class:`ConfigError` (unknown format). ``s3://bucket/key`` writes to object storage
+    (:mod:`~tesaiot_cli.recording.remote`).
     """
+    target = storage.remote(path)
+    if target is not None:
+        from tesaiot_cli.recording import remote
+
+        return remote.open_writer(target, metadata=metadata, format=format, crash_safe=crash_safe)
     return format_of(path, format).open_writer(path, metadata=metadata, crash_safe=crash_safe)
 
 
@@ -43,9 +50,15 @@ def open_reader(path: Path, *, format: str | None = None) -> RecordingReader:
     present) is read transparently; the reader's ``sealed`` attribute is then False.
     A directory is read as a dataset: all its Parquet files merged by receive time
     (:class:`~tesaiot_cli.recording.dataset.reader.DatasetReader`).
+    ``s3://bucket/key`` (a file) and ``s3://bucket/prefix`` (a dataset) read from object storage.
     Raises :class:`RecordingError` (missing, corrupt, newer format version).
     """
     path = strip_partial(path)
+    source = storage.remote(path)
+    if source is not None:
+        from tesaiot_cli.recording import remote
+
+        return remote.open_reader(source, format=format)
     if is_dataset_path(path):
         from tesaiot_cli.recording.dataset.reader import DatasetReader
 
@@ -56,11 +69,23 @@ def open_reader(path: Path, *, format: str | None = None) -> RecordingReader:
 def existing_outputs(path: Path, *, format: str | None = None) -> list[Path]:
     """Files or directories that writing a recording to ``path`` would replace or that
     are in its way (the file itself, an unsealed ``.partial`` leftover)."""
+    target = storage.remote(path)
+    if target is not None:
+        from tesaiot_cli.recording import remote
+
+        format_of(path, format)  # ConfigError for an unknown suffix, as for a local path
+        return remote.existing_outputs(target)
     return format_of(path, format).existing_outputs(path)
 
 
 def remove_outputs(path: Path, *, format: str | None = None) -> None:
     """Delete what :func:`existing_outputs` lists (``--force``). Raises :class:`RecordingError`."""
+    target = storage.remote(path)
+    if target is not None:
+        from tesaiot_cli.recording import remote
+
+        remote.remove_outputs(target)
+        return
     format_of(path, format).remove_outputs(path)
 
 
@@ -71,6 +96,11 @@ def recover(path: Path, *, output: Path | None = None, format: str | None = None
     still readable of a damaged file to ``output``. Raises :class:`RecordingError`.
     """
     path = strip_partial(path)
+    source = storage.remote(path)
+    if source is not None:
+        from tesaiot_cli.recording import remote
+
+        return remote.recover(source, output=output, format=format)
     if is_dataset_path(path):
         from tesaiot_cli.recording.dataset.seal import recover_dataset
 

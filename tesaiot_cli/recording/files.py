@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.recording.model import PARTIAL_SUFFIX
+from tesaiot_cli.recording.storage import is_remote
 
 # pyarrow's I/O errors: their text (their strerror too) names the (temporary) file
 # and ends with the system's reason: "Failed to open local file '.o.parquet.2c06.tmp'.
@@ -56,6 +57,8 @@ def check_output_path(path: Path, *, directory: bool = False) -> None:
     directory. ``directory``: ``path`` is a dataset directory, which may exist (it is then
     checked for writing) but not as a file. An existing device or pipe (``/dev/null``) is
     written in place and is not refused here."""
+    if is_remote(path):
+        return  # object storage: the bucket is checked when the writer opens
     parent = path.parent
     try:
         mode = os.stat(path).st_mode
@@ -231,5 +234,8 @@ def strip_partial(path: Path) -> Path:
 
 def is_dataset_path(path: Path) -> bool:
     """Whether ``path`` names a dataset: a directory (not a ``.partial`` crash leftover)
-    of Parquet files, as ``record --workers`` / ``--share`` or a directory name write."""
+    of Parquet files, as ``record --workers`` / ``--share`` or a directory name write.
+    On object storage, ``s3://bucket/prefix`` (a key without a suffix) names one."""
+    if is_remote(path):
+        return not path.suffix
     return path.is_dir() and path.suffix != PARTIAL_SUFFIX

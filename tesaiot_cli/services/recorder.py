@@ -176,19 +176,22 @@ def run_recorder(
             raise
         try:
             writer.close()  # seal what was recorded before the error
-        except RecordingError:
-            pass
+        except RecordingError as closing:
+            if isinstance(exc, RecordingError):
+                exc = closing  # the close's account is the complete one (object storage: what was not stored)
         if isinstance(exc, RecordingError) and kept is not None:
-            raise RecordingError(f"{exc}; {kept()}") from None
+            where = kept()
+            raise RecordingError(f"{exc}; {where}" if where else str(exc)) from None
         raise
     session.close()
     elapsed = time.monotonic() - started
     try:
         summary = writer.close()
     except RecordingError as exc:
-        if kept is None:
+        where = kept() if kept is not None else ""
+        if not where:
             raise
-        raise RecordingError(f"{exc}; {kept()}") from None
+        raise RecordingError(f"{exc}; {where}") from None
     return RecorderRun(summary, why, elapsed, session.stats.reconnects, session.stats.discarded,
                        session.stats.protocol_errors)
 

@@ -81,6 +81,8 @@ class WorkerPlan:
     duration_s: float | None = None
     roll_interval_s: float | None = None
     memory_pool: str | None = None  # the parent's ARROW_DEFAULT_MEMORY_POOL, if set
+    # An s3:// dataset: (the prefix, the storage settings); ``root`` is then the local spool.
+    remote: tuple[str, Any] | None = None
 
 
 def settings_to_wire(settings: ConnectionSettings) -> dict[str, Any]:
@@ -164,6 +166,17 @@ def _work(index: int, plan: WorkerPlan, channel: Any, counters: Any, remaining: 
     limit = SharedLimit(remaining) if remaining is not None else None
 
     def open_writer() -> RecordingWriter:
+        if plan.remote is not None:
+            from tesaiot_cli.recording import storage
+            from tesaiot_cli.recording.remote_dataset import RemoteDatasetWriter
+
+            url, options = plan.remote
+            storage.configure(options)
+            prefix = storage.remote(Path(url))
+            assert prefix is not None
+            return RemoteDatasetWriter(prefix, plan.root, metadata=metadata, spec=parse_partition(plan.partition),
+                                       worker_id=f"{plan.recorder_id}-w{index}", roll_interval_s=plan.roll_interval_s,
+                                       owns_spool=False).open()
         return DatasetWriter(plan.root, metadata=metadata, spec=parse_partition(plan.partition),
                              worker_id=f"{plan.recorder_id}-w{index}", roll_interval_s=plan.roll_interval_s).open()
 

@@ -16,6 +16,7 @@ import dataclasses
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,10 @@ class DatasetWriter(SealsOnExit):
 
     def __init__(self, root: Path, *, metadata: RecordingMetadata, spec: PartitionSpec, worker_id: str,
                  roll_rows: int = ROLL_ROWS, roll_bytes: int = ROLL_BYTES,
-                 roll_interval_s: float | None = ROLL_INTERVAL_S, check_every_s: float = CHECK_EVERY_S) -> None:
+                 roll_interval_s: float | None = ROLL_INTERVAL_S, check_every_s: float = CHECK_EVERY_S,
+                 on_sealed: Callable[[list[Path]], None] | None = None) -> None:
         self.path = root
+        self._on_sealed = on_sealed  # called with each sealed file's part files (object storage uploads them)
         self.metadata = metadata
         self.spec = spec
         self.worker_id = worker_id
@@ -199,6 +202,8 @@ class DatasetWriter(SealsOnExit):
         self._summaries.append(summary)
         self.files.extend(outputs)
         self._file_bytes += sum(p.stat().st_size for p in outputs if p.exists())
+        if self._on_sealed is not None and outputs:
+            self._on_sealed(outputs)
 
     # -- finishing ---------------------------------------------------------------------------
 

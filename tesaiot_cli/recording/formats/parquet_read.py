@@ -216,6 +216,13 @@ class ParquetReader(TableReader):
             raise RecordingError(f"recording not found: {path}") from None
         except OSError as exc:
             raise RecordingError(f"cannot open {path}: {exc.strerror or exc}") from None
+        return cls.open_handle(path, handle)
+
+    @classmethod
+    def open_handle(cls, path: Path, handle: BinaryIO, *, local: bool = True) -> ParquetReader:
+        """Read from an open random-access ``handle`` (a local file, or a ``pyarrow.fs``
+        input file on object storage: ``local`` False), which the reader owns. Raises
+        :class:`RecordingError`."""
         try:
             source = pq.ParquetFile(handle, page_checksum_verification=True)
             raw = (source.metadata.metadata or {}).get(METADATA_KEY.encode())
@@ -223,10 +230,10 @@ class ParquetReader(TableReader):
             handle.close()
             from tesaiot_cli.recording.foreign import not_a_recording, sniff
 
-            if sniff(path) is not None:
+            if local and sniff(path) is not None:
                 raise not_a_recording(path, "not a Parquet file") from None
             hint = ""
-            if partial_dir(path).is_dir():
+            if local and partial_dir(path).is_dir():
                 hint = f"; an unsealed recording is in {partial_dir(path).name}/: run 'tesaiot recover {path}'"
             raise RecordingError(
                 f"{path} is not a readable Parquet file: truncated, damaged or another format "

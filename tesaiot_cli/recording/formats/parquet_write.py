@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,7 @@ class ParquetWriter(BufferedWriter):
         self._part: PartWriter | None = None
         self._journal: Any = None
         self._journal_handle: Any = None
+        self._part_opened_s = time.monotonic()
 
     # -- opening -------------------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class ParquetWriter(BufferedWriter):
         return self
 
     def _new_part(self) -> PartWriter:
+        self._part_opened_s = time.monotonic()
         return PartWriter(self._partial / f"part-{self._part_no:06d}.parquet.tmp", **self._group_limits)
 
     def _metadata_json(self) -> bytes:
@@ -230,6 +233,26 @@ class ParquetWriter(BufferedWriter):
         self._close_journal(delete=True)
         self._part_no += 1
         self._part = self._new_part()
+
+    def roll_if_older(self, age_s: float) -> tuple[Path, int] | None:
+        """Close the open part when it holds messages and was opened ``age_s`` seconds ago
+        or more (a remote writer uploads each closed part). Returns the closed part's path and
+        rows, or None. Safe from any thread. Raises :class:`RecordingError`."""
+        with self._io_lock:
+            part = self._part
+            if (self._error is not None or part is None or not self.crash_safe or not part.rows
+                    or time.monotonic() - self._part_opened_s < age_s):
+                return None
+            rows = int(part.rows)
+            try:
+                self._roll_part()
+            except OSError as exc:
+                self._error = RecordingError(f"cannot write {self.path}: {os_error_text(exc)}")
+                raise self._error from None
+            except Exception as exc:  # noqa: BLE001 - pyarrow errors, translated as _drain does
+                self._error = RecordingError(f"cannot write {self.path}: {type(exc).__name__}: {exc}")
+                raise self._error from None
+            return self._parts[-1], rows
 
     def _require_part(self) -> PartWriter:
         if self._part is None:
