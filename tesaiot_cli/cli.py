@@ -67,8 +67,8 @@ COMMANDS: tuple[Cmd, ...] = (
     Cmd("broker", "Run an embedded MQTT broker (amqtt) on localhost until Ctrl+C: for development and demos."),
     Cmd("replay", "Republish a recording to a broker with its original timing (or --speed), or dry-run it to stdout."),  # noqa: E501
     Cmd("score", "Score a detector's alerts against the ground truth (precision, recall, F1, latency, per anomaly kind), and/or check what a broker delivered of the messages sent."),  # noqa: E501
-    Cmd("detect", "Detect anomalies in DPS368 telemetry with the reference detector (range, spike, stuck, drift, dropout), live or on a recording; alerts follow the alert contract."),  # noqa: E501
-    Cmd("plot", "Plot pressure and temperature over time per device (min/max per pixel, so a million messages draw in bounded memory), with the ground-truth anomalies marked by kind and the alerts of a detector: matched, false alarms (x) and missed anomalies (hollow)."),  # noqa: E501
+    Cmd("detect", "Detect anomalies in DPS368 telemetry with the reference detector (range, spike, stuck, drift, dropout), or in any numeric field with the generic one (--field), live or on a recording; alerts follow the alert contract."),  # noqa: E501
+    Cmd("plot", "Plot pressure and temperature (or any numeric field: --field) over time per device (min/max per pixel, so a million messages draw in bounded memory), with the ground-truth anomalies marked by kind (NAB's windows shaded) and the alerts of a detector: matched, false alarms (x) and missed anomalies (hollow)."),  # noqa: E501
 )
 
 # Every command's help ends with this (README "Exit codes" is the full table).

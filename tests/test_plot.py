@@ -170,3 +170,122 @@ def test_cli_without_matplotlib(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == "tesaiot: error: plot needs matplotlib: pip install 'tesaiot-cli[plot]'"
     assert not (tmp_path / "x.png").exists()
+
+
+# -- any numeric field, NAB's windows, what is left out (issue 21 item 11) ---------------------
+
+NAB = Path(__file__).parent / "data" / "nab"
+
+
+@pytest.fixture(scope="module")
+def nab_truth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two shipped NAB series (speed_7578: 4 windows, exchange-2_cpc_results: 1) as a truth."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("nab")
+    for name in ("realTraffic/speed_7578.csv", "realAdExchange/exchange-2_cpc_results.csv"):
+        (root / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(NAB / "data" / name, root / "data" / name)
+    truth = root / "nab.parquet"
+    result = run_cli("convert", "--from", "nab", str(root / "data"), str(truth),
+                     "--labels", str(NAB / "labels" / "combined_windows.json"))
+    assert result.returncode == 0, result.stderr
+    return truth
+
+
+def nab_alert(device: str, stamp: str, time_ns: int = 0) -> Message:
+    import json
+
+    return Message(f"device/{device}/alerts", json.dumps({"timestamp": stamp, "device_id": device}).encode(), 1,
+                   False, time_ns)
+
+
+def test_a_nab_series_with_its_windows_and_alerts(nab_truth: Path, tmp_path: Path) -> None:
+    import json
+
+    with open_reader(nab_truth) as reader:
+        windows = reader.metadata.extra["windows"]["speed_7578"]
+        stamps = [json.loads(m.payload)["timestamp"] for m in reader if m.topic == "nab/speed_7578"]
+    assert len(windows) == 4
+    inside, outside = windows[0][0], stamps[10]  # the first row of a window; a row before every window
+    data = collect(lambda: open_reader(nab_truth), devices=["speed_7578"],
+                   alerts=[nab_alert("speed_7578", inside, 1), nab_alert("speed_7578", outside, 2)])
+    assert data.devices == ["speed_7578"] and data.devices_seen == 2 and data.channels == [("value", "")]
+    assert data.readings == len(stamps)  # the device's own span: every reading in a bucket
+    events = data.events["speed_7578"]
+    assert [e.kind for e in events] == ["window"] * 4 and [e.detected for e in events] == [True, False, False, False]
+    # placed at the reading they name (not at their own time, 1 and 2 ns since the epoch)
+    assert sorted(a.matched for a in data.alerts["speed_7578"]) == [False, True]
+    figure = render(data, tmp_path / "nab.png")
+    assert len(figure.axes) == 1 and figure.axes[0].get_ylabel() == "value"
+    spans: dict[str, int] = {}
+    for collection in figure.axes[0].collections:
+        if "span:" in collection.get_label():
+            spans[collection.get_label()] = spans.get(collection.get_label(), 0) + len(collection.get_paths())
+    assert spans == {"span:window": 4, "missed-span:window": 3}  # every window shaded, the missed ones hatched
+    assert scatter_labels(figure) == {"alert": 1, "false alarm": 1}
+    assert "anomaly window" in {t.get_text() for t in figure.legends[0].get_texts()}
+    assert "(1 of 2 devices; --device chooses)" in figure.legends[0].get_title().get_text()
+
+
+def test_any_numeric_field_and_the_default(nab_truth: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "machine.jsonl"
+    with open_writer(plain, metadata=RecordingMetadata(), crash_safe=False) as out:
+        for i in range(50):
+            payload = b'{"timestamp": "t", "device_id": "m1", "rpm": %d, "load": %d, "ok": true}' % (i, 2 * i)
+            out.write(Message("machines/m1", payload, 0, False, 1_000_000_000 * i))
+    data = collect(lambda: open_reader(plain))
+    assert data.devices == ["m1"] and data.channels == [("rpm", ""), ("load", "")]  # no 'value': the first two
+    assert collect(lambda: open_reader(plain), fields=["load"]).channels == [("load", "")]
+    figure = render(collect(lambda: open_reader(plain), fields=["load"]), tmp_path / "m.png")
+    assert max(figure.axes[0].get_lines()[0].get_ydata()) == 98
+    assert collect(lambda: open_reader(Path("recordings/dps368-sample.parquet"))).channels == [
+        ("pressure", "hPa"), ("temperature", "°C")]
+
+
+def test_alerts_it_cannot_draw_are_counted_on_the_picture_and_on_stderr(tmp_path: Path) -> None:
+    """Issue 21 item 11: an alert of another device, one outside the time span and one that is not
+    JSON are not drawn: the title and a warning say so (score counts them as false alarms)."""
+    truth = tmp_path / "truth.parquet"
+    write_truth(truth, devices=2, count=100, seed=2)
+    with open_reader(truth) as reader:
+        first = next(iter(reader))
+    stamp = first.payload.split(b'"timestamp": "')[1].split(b'"')[0].decode()
+    late = first.time_ns + 10**15  # eleven days after the recording
+    alerts = [nab_alert("infineon-sensor-01", stamp, first.time_ns),
+              nab_alert("infineon-sensor-02", "2001-01-01T00:00:00+00:00", late),
+              nab_alert("infineon-sensor-02", "2001-01-01T00:00:00+00:00", late),
+              Message("device/infineon-sensor-01/alerts", b"not json", 1, False, first.time_ns)]
+    data = collect(lambda: open_reader(truth), alerts=alerts, devices=["*-01"])
+    assert data.left_out_text() == "alerts not drawn: 2 of other devices, 1 not JSON objects"
+    data = collect(lambda: open_reader(truth), alerts=alerts)
+    assert data.left_out_text() == "alerts not drawn: 1 not JSON objects, 2 outside the recording's time span"
+    figure = render(data, tmp_path / "t.png")
+    assert "(2 of 2 devices)\nalerts not drawn: 1 not JSON objects" in figure.legends[0].get_title().get_text()
+    with open_writer(tmp_path / "alerts.jsonl", metadata=RecordingMetadata(), crash_safe=False) as out:
+        for alert in alerts:
+            out.write(alert)
+    result = run_cli("plot", str(truth), "--alerts", str(tmp_path / "alerts.jsonl"), "-o", str(tmp_path / "c.png"))
+    assert result.returncode == 0, result.stderr
+    assert "plot: 2 of 2 devices, " in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tesaiot: warning: plot: alerts not drawn: 1 not JSON objects, 2 outside the recording's time span")
+    clean = run_cli("plot", str(truth), "-o", str(tmp_path / "d.png"))
+    assert clean.returncode == 0 and "warning" not in clean.stderr
+
+
+def test_info_shows_the_windows_per_device(nab_truth: Path) -> None:
+    import json
+
+    result = run_cli("info", str(nab_truth), "--no-values")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("windows     5 anomaly windows (nab) on 2 devices")
+    assert lines[start + 1] == "  speed_7578: 4"  # the most windows first
+    assert lines[start + 2].startswith("    2015-") and " -> " in lines[start + 2] and lines[start + 2].endswith(")")
+    assert lines[start + 6] == "  exchange-2_cpc_results: 1"
+    report = json.loads(run_cli("info", str(nab_truth), "--json", "--no-values").stdout)
+    assert report["windows"]["count"] == 5 and report["windows"]["benchmark"] == "nab"
+    assert len(report["windows"]["by_device"]["speed_7578"]) == 4
+    plain = json.loads(run_cli("info", "recordings/dps368-sample.parquet", "--json", "--no-values").stdout)
+    assert plain["windows"] is None

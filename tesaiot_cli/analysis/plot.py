@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from tesaiot_cli.analysis.score import DEFAULT_TOLERANCE_S, DROPOUT, match_alerts
-from tesaiot_cli.analysis.telemetry import CHANNELS, load_object
+from tesaiot_cli.analysis.telemetry import CHANNELS, iso_to_ns, load_object
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.message import Message
+from tesaiot_cli.message import UNKNOWN_DEVICE, Message
 from tesaiot_cli.recording import RecordingMetadata
 from tesaiot_cli.textfmt import utc_text
 
 DEFAULT_MAX_DEVICES = 6
 BUCKETS = 1000  # per axes: about one per horizontal pixel pair at the default size
-RUN_KINDS = ("stuck", "drift", DROPOUT)  # drawn as shaded spans; the others as markers
+RUN_KINDS = ("stuck", "drift", DROPOUT, "window")  # drawn as shaded spans; the others as markers
 
 # kind -> (colour, marker). Colour-blind-safe-ish choices from the tab10 palette.
 KIND_STYLE: dict[str, tuple[str, str]] = {
@@ -39,6 +39,9 @@ KIND_STYLE: dict[str, tuple[str, str]] = {
     "dropout": ("#17becf", "s"),
 }
 OTHER_STYLE = ("#e377c2", "P")
+WINDOW_KIND = "window"  # a truth's anomaly window (convert --from nab): a shaded span
+WINDOW_STYLE = ("#ff7f0e", "s")
+MAX_FIELDS = 2  # numeric fields drawn side by side when the payload has several and none is chosen
 ALERT_COLOUR = "#2ca02c"
 FALSE_ALARM_COLOUR = "#000000"
 
@@ -116,16 +119,27 @@ class PlotData:
     readings: int = 0
     labelled: bool = False
     bucket_ns: float = 1.0
+    channels: list[tuple[str, str]] = field(default_factory=lambda: list(CHANNELS))  # (field, unit)
+    left_out: dict[str, int] = field(default_factory=dict)  # alerts not drawn, by why
+
+    def left_out_text(self) -> str | None:
+        """What was left out of the picture, in words (None: nothing)."""
+        parts = [f"{count} {why}" for why, count in self.left_out.items() if count]
+        return "alerts not drawn: " + ", ".join(parts) if parts else None
 
 
 def collect(reader_factory: Any, *, alerts: Iterable[Message] | None = None, devices: Sequence[str] = (),
             max_devices: int = DEFAULT_MAX_DEVICES, buckets: int = BUCKETS,
-            tolerance_s: float = DEFAULT_TOLERANCE_S) -> PlotData:
+            tolerance_s: float = DEFAULT_TOLERANCE_S, fields: Sequence[str] = ()) -> PlotData:
     """Read the recording (``reader_factory()`` opens a reader) and reduce it for drawing.
 
     ``devices``: glob patterns of the device ids to draw (default: the first
-    ``max_devices`` seen). Raises :class:`ConfigError` when nothing can be drawn.
+    ``max_devices`` seen); ``fields``: the numeric payload fields to draw (default:
+    :func:`default_fields`). Raises :class:`ConfigError` when nothing can be drawn.
     """
+    from tesaiot_cli.analysis.detect_generic import field_value
+    from tesaiot_cli.recording.truth import TruthWindows
+
     with reader_factory() as reader:
         metadata: RecordingMetadata = reader.metadata
         start_ns, end_ns = metadata.start_ns, metadata.end_ns
@@ -133,20 +147,36 @@ def collect(reader_factory: Any, *, alerts: Iterable[Message] | None = None, dev
             start_ns, end_ns = _time_span(reader)
     if start_ns is None or end_ns is None:
         raise ConfigError("the recording is empty: nothing to plot")
-    span = max(end_ns - start_ns, 1)
-    bucket_ns = span / buckets
-    names = [name for name, _unit in CHANNELS]
     with reader_factory() as reader:
-        chosen = _choose_devices(reader, devices, max_devices)
+        chosen, first_payload = _choose_devices(reader, devices, max_devices)
     if not chosen:
         raise ConfigError("no device to plot" + (f" matches --device {', '.join(devices)}" if devices else ""))
+    windows = TruthWindows.of(metadata)
+    if devices or windows is not None:  # chosen devices (NAB's series: years apart): their own time span
+        with reader_factory() as reader:
+            start_ns, end_ns = _time_span(reader, set(chosen))
+        if start_ns is None or end_ns is None:
+            raise ConfigError("the chosen devices have no messages: nothing to plot")
+    span = max(end_ns - start_ns, 1)
+    bucket_ns = span / buckets
+    units = dict(CHANNELS)
+    channels = [(name, units.get(name, "")) for name in (list(fields) or default_fields(first_payload))]
+    names = [name for name, _unit in channels]
     drawn = set(chosen)
+    placing: list[tuple[str, int, int | None]] = []  # drawn devices' alerts: device, time, reading time
+    left_out = {"of other devices": 0, "not JSON objects": 0}
+    if alerts is not None:
+        alerts = _noting(alerts, drawn, placing, left_out)
     series = {(device, name): _Series(buckets) for device in chosen for name in names}
     all_devices: set[str] = set()
     readings = 0
 
+    topics: dict[str, str] = {}
+
     def on_reading(message: Message, label: str | None, device: str) -> None:
         nonlocal readings
+        if device == UNKNOWN_DEVICE:  # a topic that names no device (nab/<id>): the payload's device_id
+            device = topics.get(message.topic) or _device_of(message, topics)
         if len(all_devices) < 1_000_000:
             all_devices.add(device)
         if device not in drawn:
@@ -154,47 +184,148 @@ def collect(reader_factory: Any, *, alerts: Iterable[Message] | None = None, dev
         data = load_object(message.payload)
         if data is None:
             return
-        values = data.get("data")
-        source = values if isinstance(values, dict) else data
         bucket = min(int((message.time_ns - start_ns) / bucket_ns), buckets - 1)
         if bucket < 0:
             return
         readings += 1
         for name in names:
-            value = source.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                series[(device, name)].add(bucket, float(value))
+            value = field_value(data, name)
+            if value is not None and math.isfinite(value):
+                series[(device, name)].add(bucket, value)
 
     with reader_factory() as reader:
         matching = match_alerts(reader.iter_labelled(), reader.metadata, alerts if alerts is not None else [],
                                 tolerance_s=tolerance_s, on_reading=on_reading,
                                 require_labels=False, keep=drawn.__contains__)
     data = PlotData(start_ns, end_ns, chosen, series, devices_seen=len(all_devices), readings=readings,
-                    labelled=matching.labelled > 0, bucket_ns=bucket_ns)
-    _marks(data, matching, alerts is not None)
+                    labelled=matching.labelled > 0, bucket_ns=bucket_ns, channels=channels)
+    if windows is None:
+        _marks(data, matching, alerts is not None)
+        late_ns = end_ns + int(tolerance_s * 1e9)  # an alert may come a little after the last reading
+        outside = {device: sum(1 for a in marks if not start_ns <= a.time_ns <= late_ns)
+                   for device, marks in data.alerts.items()}
+        for device, marks in data.alerts.items():
+            data.alerts[device] = [a for a in marks if start_ns <= a.time_ns <= late_ns]
+        left_out["outside the recording's time span"] = sum(outside.values())
+    else:
+        left_out["outside the recording's time span"] = _window_marks(data, windows, placing, alerts is not None)
+    data.left_out = left_out
     return data
 
 
-def _choose_devices(reader: Any, patterns: Sequence[str], limit: int) -> list[str]:
-    """The first ``limit`` device ids (matching a pattern, if any) in the recording's order:
-    read until they are found (a fleet's first few messages), at worst to the end."""
+def default_fields(payload: dict[str, Any] | None) -> list[str]:
+    """The fields drawn when none is chosen: DPS368's pressure and temperature when the payload
+    has either, else ``value`` or the payload's only numeric field, else its first numeric fields
+    (at most ``MAX_FIELDS``). Raises :class:`ConfigError` when it has none."""
+    from tesaiot_cli.analysis.detect_generic import default_field, field_value
+
+    if payload is None:
+        raise ConfigError("the first message of the device to plot is not a JSON object: no field to draw")
+    dps368 = [name for name, _unit in CHANNELS]
+    if any(field_value(payload, name) is not None for name in dps368):
+        return dps368
+    one = default_field(payload)
+    if one is not None:
+        return [one]
+    inner = payload.get("data")
+    source: dict[str, Any] = inner if isinstance(inner, dict) else payload
+    prefix = "data." if source is not payload else ""
+    numeric = [prefix + key for key, value in source.items()
+               if key != "seq" and isinstance(value, (int, float)) and not isinstance(value, bool)]
+    if not numeric:
+        raise ConfigError("the payloads have no numeric field to draw: name one with --field")
+    return numeric[:MAX_FIELDS]
+
+
+def _device_of(message: Message, cache: dict[str, str]) -> str:
+    """The device a message is from: its topic's (``device/<id>/...``), else its payload's
+    ``device_id``; remembered per topic in ``cache`` (up to 100,000 topics)."""
     from tesaiot_cli.message import parse_topic
 
+    device = parse_topic(message.topic).device_id
+    if device == UNKNOWN_DEVICE:
+        data = load_object(message.payload)
+        named = data.get("device_id") if data is not None else None
+        if isinstance(named, str) and named:
+            device = named
+    if len(cache) < 100_000:
+        cache[message.topic] = device
+    return device
+
+
+def _noting(alerts: Iterable[Message], drawn: set[str], placing: list[tuple[str, int, int | None]],
+            left_out: dict[str, int]) -> Iterable[Message]:
+    """The alerts, unchanged; on the way, the drawn devices' (device, time, reading time) and
+    the count of those left out (another device, not a JSON object)."""
+    from tesaiot_cli.message import parse_topic
+
+    for message in alerts:
+        data = load_object(message.payload)
+        if data is None:
+            left_out["not JSON objects"] += 1
+        else:
+            device = data.get("device_id")
+            device_id = device if isinstance(device, str) and device else parse_topic(message.topic).device_id
+            if device_id in drawn:
+                stamp = data.get("timestamp")
+                placing.append((device_id, message.time_ns, iso_to_ns(stamp) if isinstance(stamp, str) else None))
+            else:
+                left_out["of other devices"] += 1
+        yield message
+
+
+def _window_marks(data: PlotData, windows: Any, placing: list[tuple[str, int, int | None]],
+                  have_alerts: bool) -> int:
+    """A truth with anomaly windows (NAB): each window one span, detected when an alert falls in it;
+    an alert is drawn at the time of the reading it names (its ``timestamp``), else when it came,
+    matched when inside a window. Returns how many alerts fell outside the time span."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for device in data.devices:
+        for window in windows.by_device.get(device, ()):
+            first, last = iso_to_ns(window.first), iso_to_ns(window.last)
+            if first is not None and last is not None:
+                spans.setdefault(device, []).append((first, last))
+    outside = 0
+    hit: set[tuple[str, int]] = set()
+    for device, time_ns, reading_ns in placing:
+        at = reading_ns if reading_ns is not None and data.start_ns <= reading_ns <= data.end_ns else time_ns
+        if not data.start_ns <= at <= data.end_ns:
+            outside += 1
+            continue
+        inside = next((first for first, last in spans.get(device, ()) if first <= at <= last), None)
+        if inside is not None:
+            hit.add((device, inside))
+        data.alerts.setdefault(device, []).append(AlertMark(at, inside is not None))
+    data.labelled = True
+    for device, ranges in spans.items():
+        data.events[device] = [EventMark(WINDOW_KIND, first, last, ((device, first) in hit) if have_alerts else None)
+                               for first, last in ranges]
+    return outside
+
+
+def _choose_devices(reader: Any, patterns: Sequence[str], limit: int) -> tuple[list[str], dict[str, Any] | None]:
+    """The first ``limit`` device ids (matching a pattern, if any) in the recording's order:
+    read until they are found (a fleet's first few messages), at worst to the end; and the
+    first chosen device's first payload (what the default fields are read from)."""
+
     chosen: list[str] = []
+    first: dict[str, Any] | None = None
     seen: set[str] = set()
     for message in reader:
         topic = message.topic
         if topic in seen:
             continue
         seen.add(topic)
-        device = parse_topic(topic).device_id
+        device = _device_of(message, {})
         if device in chosen:
             continue
         if not patterns or any(fnmatch.fnmatchcase(device, pattern) for pattern in patterns):
+            if not chosen:
+                first = load_object(message.payload)
             chosen.append(device)
             if len(chosen) >= limit:
                 break
-    return chosen
+    return chosen, first
 
 
 def _marks(data: PlotData, matching: Any, have_alerts: bool) -> None:
@@ -214,10 +345,14 @@ def _marks(data: PlotData, matching: Any, have_alerts: bool) -> None:
         data.alerts.setdefault(device, []).append(AlertMark(index.time_ns[alert], matched))
 
 
-def _time_span(reader: Any) -> tuple[int | None, int | None]:
+def _time_span(reader: Any, devices: set[str] | None = None) -> tuple[int | None, int | None]:
+    """The first and last message time (of ``devices`` only, when given)."""
     low: int | None = None
     high: int | None = None
+    topics: dict[str, str] = {}
     for message in reader:
+        if devices is not None and (topics.get(message.topic) or _device_of(message, topics)) not in devices:
+            continue
         t = message.time_ns
         low = t if low is None or t < low else low
         high = t if high is None or t > high else high
@@ -229,7 +364,9 @@ def _time_unit(span_s: float) -> tuple[str, float]:
         return "s", 1.0
     if span_s <= 36_000:
         return "min", 60.0
-    return "h", 3600.0
+    if span_s <= 10 * 86_400:
+        return "h", 3600.0
+    return "d", 86_400.0
 
 
 def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
@@ -248,7 +385,8 @@ def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
     from matplotlib.transforms import blended_transform_factory
 
     rows = len(data.devices)
-    figure, axes_grid = plt.subplots(rows, len(CHANNELS), figsize=(14, 2.3 * rows + 1.0), squeeze=False,
+    channels = data.channels
+    figure, axes_grid = plt.subplots(rows, len(channels), figsize=(14, 2.3 * rows + 1.0), squeeze=False,
                                      sharex=True, layout="constrained")
     unit, scale = _time_unit((data.end_ns - data.start_ns) / 1e9)
 
@@ -259,11 +397,12 @@ def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
     any_missed = any_false = any_alert = False
     for row, device in enumerate(data.devices):
         marks = data.events.get(device, [])
-        for column, (name, channel_unit) in enumerate(CHANNELS):
+        for column, (name, channel_unit) in enumerate(channels):
             ax = axes_grid[row][column]
             xs, ys = data.series[(device, name)].points(data.start_ns, data.bucket_ns)
             ax.plot([x_of(x) for x in xs], ys, color="#1f77b4", linewidth=0.8, zorder=2)
-            ax.set_ylabel(f"{name} ({channel_unit})", fontsize=8)
+            label = f"{name} ({channel_unit})" if channel_unit else name
+            ax.set_ylabel(label, fontsize=8)
             ax.tick_params(labelsize=7)
             ax.ticklabel_format(axis="y", useOffset=False, style="plain")
             ax.grid(True, linewidth=0.3, alpha=0.5)
@@ -286,7 +425,7 @@ def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
                     point_missed.setdefault(mark.kind, []).append(missed)
             # One collection per kind (not one patch per event): thousands of events draw fast.
             for (kind, missed), ranges in spans.items():
-                colour, _marker = KIND_STYLE.get(kind, OTHER_STYLE)
+                colour, _marker = WINDOW_STYLE if kind == WINDOW_KIND else KIND_STYLE.get(kind, OTHER_STYLE)
                 ax.broken_barh(ranges, (0, 1), transform=ax.get_xaxis_transform(), facecolors=colour, alpha=0.3,
                                linewidth=0, zorder=1, label=f"span:{kind}")
                 if missed:
@@ -320,14 +459,14 @@ def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
             zoom = _zoom(ys)
             if zoom is not None:
                 ax.set_ylim(*zoom)
-                ax.set_ylabel(f"{name} ({channel_unit}), zoomed", fontsize=8)
-    for column in range(len(CHANNELS)):
+                ax.set_ylabel(f"{label}, zoomed", fontsize=8)
+    for column in range(len(channels)):
         axes_grid[rows - 1][column].set_xlabel(f"time ({unit}) since {utc_text(data.start_ns)}", fontsize=8)
     handles: list[Any] = [Line2D([], [], color="#1f77b4", linewidth=1, label="value (min/max per pixel)")]
     for kind in sorted(kinds_drawn):
-        colour, marker = KIND_STYLE.get(kind, OTHER_STYLE)
+        colour, marker = WINDOW_STYLE if kind == WINDOW_KIND else KIND_STYLE.get(kind, OTHER_STYLE)
         if kind in RUN_KINDS:
-            handles.append(Patch(facecolor=colour, alpha=0.3, label=kind))
+            handles.append(Patch(facecolor=colour, alpha=0.3, label="anomaly window" if kind == WINDOW_KIND else kind))
         else:
             handles.append(Line2D([], [], linestyle="none", marker=marker, color=colour, label=kind))
     if any_missed:
@@ -339,8 +478,12 @@ def render(data: PlotData, output: Path, *, title: str | None = None) -> Any:
     if any_false:
         handles.append(Line2D([], [], linestyle="none", marker="x", color=FALSE_ALARM_COLOUR, label="false alarm"))
     heading = title or "telemetry"
-    if data.devices_seen > len(data.devices):
-        heading += f" ({len(data.devices)} of {data.devices_seen} devices; --device chooses)"
+    seen = max(data.devices_seen, len(data.devices))
+    heading += f" ({len(data.devices)} of {seen} device{'s' if seen > 1 else ''}" + (
+        "; --device chooses)" if seen > len(data.devices) else ")")
+    left_out = data.left_out_text()
+    if left_out:
+        heading += f"\n{left_out}"
     figure.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 7), fontsize=8, frameon=False,
                   title=heading, title_fontproperties={"size": 10, "weight": "bold"})
     try:

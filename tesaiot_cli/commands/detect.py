@@ -9,7 +9,6 @@ recording and writes the alerts as a recording, no broker needed.
 
 from __future__ import annotations
 
-import queue
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -33,7 +32,7 @@ from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_n
 from tesaiot_cli.recording.storage import is_remote, location
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
-INBOX_LIMIT = 100_000  # readings waiting for the detector; more are counted as not analysed
+INBOX_LIMIT = 100_000  # readings waiting for the detector; then the network thread waits for room
 PUBLISH_TIMEOUT_S = 5.0
 
 EPILOG = """\b
@@ -43,6 +42,8 @@ Examples:
   tesaiot detect recordings/dps368-sample.parquet --to alerts.parquet   # offline, no broker
   tesaiot detect truth.parquet --to alerts.parquet && tesaiot score truth.parquet --alerts alerts.parquet
   tesaiot detect --alert-topic 'lab/{device_id}/anomaly' --count 1000
+  tesaiot detect -t 'nab/#' --field value                # the generic detector on any numeric field
+  tesaiot detect nab.parquet --to nab-alerts.parquet --field value
 """
 
 
@@ -57,18 +58,24 @@ def detect(
     count: Annotated[Optional[int], typer.Option("--count", "-n", metavar="N", help="Live: stop after N readings.", show_default=False)] = None,  # noqa: E501
     duration: Annotated[Optional[float], typer.Option("--duration", "-d", metavar="SECONDS", help="Live: stop after SECONDS.", show_default=False)] = None,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="No banner or summary on stderr (warnings and errors only).")] = False,  # noqa: E501
+    method: Annotated[str, typer.Option("--method", metavar="METHOD", help="auto (DPS368 readings: dps368, any other payload: generic), dps368 (the reference detector) or generic (one numeric field of any payload).")] = "auto",  # noqa: E501
+    field: Annotated[Optional[str], typer.Option("--field", metavar="NAME", help="The numeric payload field the generic detector watches (implies --method generic): a top-level key, one in 'data', or a dotted path. Default: 'value', else the payload's only numeric field.", show_default=False)] = None,  # noqa: E501
     *,
     conn: ConnectionFlags,
 ) -> None:
     """Detect anomalies in DPS368 telemetry with the reference detector (range, spike,
-    stuck, drift, dropout), live or on a recording; alerts follow the alert contract.
+    stuck, drift, dropout), or in any numeric field with the generic one (--field), live or
+    on a recording; alerts follow the alert contract.
 
     Exit codes: 0 done, 1 bad option, 3 broker unreachable, 4 authentication refused,
-    5 recording error, 7 some alerts were not delivered, readings not analysed, or readings
-    missing from their sequence numbers (simulate --sequence).
+    5 recording error, 7 some alerts were not delivered, or readings missing from their sequence
+    numbers (simulate --sequence).
     """
     with cli_errors():
         validate_topic_name(alert_topic.replace("{device_id}", "x"))
+        from tesaiot_cli.analysis.detect_generic import make_detector
+
+        make_detector(method, field)  # checks --method and --field
         if recording is not None:
             if to is None:
                 raise ConfigError("offline detection needs --to ALERTS (the file the alerts are written to)")
@@ -76,7 +83,8 @@ def detect(
                 if value is not None:
                     raise ConfigError(f"{name} is for live detection, not with a RECORDING")
             with sigterm_unwinds():  # the unfinished ALERTS is removed
-                _offline(recording, to, force=force, alert_topic=alert_topic, quiet=quiet)
+                _offline(recording, to, force=force, alert_topic=alert_topic, quiet=quiet, method=method,
+                         field=field)
             return
         if to is not None:
             raise ConfigError("--to is for offline detection: give the RECORDING to read (live alerts are "
@@ -90,14 +98,27 @@ def detect(
             validate_topic_filter(topic_filter)
         settings = resolve_settings(conn, command="detect", allow_token=False)
         undelivered = _live(settings, filters, alert_topic=alert_topic, qos=qos, count=count, duration=duration,
-                            quiet=quiet)
+                            quiet=quiet, method=method, field=field)
     if undelivered:
         raise typer.Exit(EXIT_UNDELIVERED)
 
 
-def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet: bool) -> None:
+def _not_reading(method: str, field: str | None) -> str:
+    if field:
+        return f"(no number at {field!r})"
+    return "(not DPS368)" if method == "dps368" else "(no DPS368 fields, no 'value' or single numeric field)"
+
+
+def _detector_name(method: str, field: str | None) -> str:
+    return "tesaiot generic" + (f" ({field})" if field else "") if field or method == "generic" else (
+        "tesaiot reference" if method == "dps368" else "tesaiot auto")
+
+
+def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet: bool, method: str,
+             field: str | None) -> None:
     from tesaiot_cli import __version__
-    from tesaiot_cli.analysis.detect import Detector, alert_message, detect_messages
+    from tesaiot_cli.analysis.detect import alert_message
+    from tesaiot_cli.analysis.detect_generic import make_detector
     from tesaiot_cli.recording import (
         RecordingMetadata,
         existing_outputs,
@@ -115,10 +136,10 @@ def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet:
     if in_the_way and not force:
         raise ConfigError(f"{in_the_way[0]} already exists: choose another file name, or --force to overwrite")
     started = time.monotonic()
-    detector = Detector()
+    detector = make_detector(method, field)
     with open_reader(recording) as reader:
         metadata = RecordingMetadata(tool_version=__version__, source="detect",
-                                     extra={"detector": "tesaiot reference", "input": str(recording),
+                                     extra={"detector": _detector_name(method, field), "input": str(recording),
                                             "alert_topic": alert_topic})
         if force:  # only an unsealed ALERTS.partial/ goes now; ALERTS is replaced once the new one is whole
             for leftover in in_the_way:
@@ -126,45 +147,43 @@ def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet:
                     remove_tree(leftover)
         # Not crash-safe: the file appears only when complete; a reading error discards it.
         with open_writer(to, metadata=metadata, crash_safe=False) as writer:
-            for _message, alert in detect_messages(iter(reader), detector):
-                writer.write(alert_message(alert, topic=alert_topic))
+            other = 0
+            for message in reader:
+                alerts = detector.feed_message(message)
+                if alerts is None:
+                    other += 1
+                for alert in alerts or ():
+                    writer.write(alert_message(alert, topic=alert_topic))
             summary = writer.close()
     if not quiet:
         elapsed = time.monotonic() - started
         err(f"detect: {detector.readings} readings from {detector.devices} devices in {elapsed:.1f} s, "
-            f"{summary.messages} alerts written to {to}")
+            f"{summary.messages} alerts written to {to}"
+            + (f"; {other} messages were not readings {_not_reading(method, field)} (skipped)" if other else ""))
 
 
 def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, count: int | None,
-          duration: float | None, quiet: bool) -> bool:
+          duration: float | None, quiet: bool, method: str, field: str | None) -> bool:
     """Run the live detector; print the summary; return whether something was not delivered."""
-    from tesaiot_cli.analysis.detect import Detector, alert_message
-    from tesaiot_cli.analysis.telemetry import ReadingParser
+    from tesaiot_cli.analysis.detect import alert_message
+    from tesaiot_cli.analysis.detect_generic import make_detector
     from tesaiot_cli.mqtt import Session
     from tesaiot_cli.services.drain import drain
+    from tesaiot_cli.services.inbox import Inbox
 
-    inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_LIMIT)
-    not_analysed = 0
-
-    def on_message(message: Message) -> None:
-        nonlocal not_analysed  # only the network thread writes it
-        try:
-            inbox.put_nowait(message)
-        except queue.Full:
-            not_analysed += 1
+    inbox: Inbox[Message] = Inbox(INBOX_LIMIT)  # full: the network thread waits (the broker holds the rest)
 
     from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter, whole_streams
 
     sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
     live = LiveReport(sequence)
     counted = whole_streams(filters)  # a member of a shared subscription sees part of each stream
-    detector = Detector()
-    parser = ReadingParser()
+    detector = make_detector(method, field)
     published = other = 0
     why = "end"
     started = time.monotonic()
     with StopSignals() as stop, Session(settings, on_event=print_event, interrupt=stop.event,
-                                        on_message=on_message) as session:
+                                        on_message=inbox.put) as session:
         session.subscribe(filters, qos=qos)
         if not quiet:
             err(f"detecting on {settings.describe()} topics={','.join(filters)} qos={qos}; alerts to "
@@ -178,46 +197,47 @@ def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, coun
                 if deadline is not None and time.monotonic() >= deadline:
                     why = "duration"
                     break
-                try:
-                    message = inbox.get(timeout=0.1)
-                except queue.Empty:
+                message = inbox.get(timeout=0.1)
+                if not quiet and (line := live.due(time.monotonic())) is not None:
+                    err(line)
+                if message is None:
                     session.check()
                     continue
-                finally:
-                    if not quiet and (line := live.due(time.monotonic())) is not None:
-                        err(line)
                 if counted:
                     sequence.add(message.topic, message.payload)
-                reading = parser.parse(message)
-                if reading is None:
+                alerts = detector.feed_message(message)
+                if alerts is None:
                     other += 1
                     continue
-                for alert in detector.feed(reading, time_ns=message.time_ns):
+                for alert in alerts:
                     published += 1
-                    session.publish(alert_message(alert, topic=alert_topic, qos=qos, time_ns=time.time_ns()),
-                                    timeout=PUBLISH_TIMEOUT_S)
+                    with inbox.publishing():
+                        session.publish(alert_message(alert, topic=alert_topic, qos=qos, time_ns=time.time_ns()),
+                                        timeout=PUBLISH_TIMEOUT_S)
                 if count is not None and detector.readings >= count:
                     why = "count"
                     break
+            inbox.close()  # the network thread no longer waits for room
         except Interrupted:
             pass
         else:
             drain(session, stop.event)  # a second Ctrl+C stops the wait for acknowledgements
+        finally:
+            inbox.close()
     stats = session.stats
     if not quiet:
         err(f"detect: stopped ({why}) after {time.monotonic() - started:.1f} s: {detector.readings} readings from "
             f"{detector.devices} devices analysed, {published} alerts published, {stats.completed} acknowledged, "
             f"{stats.failed} refused, {stats.dropped} dropped"
-            + (f"; {other} messages were not DPS368 readings (skipped)" if other else ""))
+            + (f"; {other} messages were not readings {_not_reading(method, field)} (skipped)" if other else ""))
     lost = stats.dropped + stats.failed
     if lost:
         warn(f"{lost} alerts were not delivered ({stats.dropped} dropped, {stats.failed} refused)")
-    if not_analysed:
-        warn(f"{not_analysed} readings were not analysed: the detector fell more than {INBOX_LIMIT} readings behind")
-    if inbox.qsize():
-        warn(f"{inbox.qsize()} readings received after the stop were not analysed")
+    left = len(inbox) + inbox.refused
+    if left:
+        warn(f"{left} readings received after the stop were not analysed")
     if sequence.numbered and (sequence.missing or not quiet):
         (warn if sequence.missing else err)(sequence.report().summary_line())
-    return bool(lost or not_analysed or sequence.missing)
+    return bool(lost or sequence.missing)
 
 

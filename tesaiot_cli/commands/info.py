@@ -180,9 +180,26 @@ def build_report(file: Path, metadata: RecordingMetadata, stats: RecordingStats,
         "labels": dict(sorted(stats.labels.items())) if stats.labels else None,
         "anomalies": stats.anomalies,
         "unlabelled": stats.unlabelled if stats.labels else None,
+        "windows": _windows(metadata, warnings),
         "metadata": meta,
         "warnings": warnings,
     }
+
+
+def _windows(metadata: RecordingMetadata, warnings: list[str]) -> dict[str, Any] | None:
+    """The truth's anomaly windows (``convert --from nab``) per device, or None when it has none."""
+    from tesaiot_cli.errors import RecordingError
+    from tesaiot_cli.recording.truth import TruthWindows
+
+    try:
+        truth = TruthWindows.of(metadata)
+    except RecordingError as exc:
+        warnings.append(str(exc))
+        return None
+    if truth is None:
+        return None
+    return {"benchmark": truth.benchmark, "count": truth.count, "devices": len(truth.by_device),
+            "by_device": {device: [[w.first, w.last] for w in windows] for device, windows in truth.by_device.items()}}
 
 
 def _round(value: float | None) -> float | None:
@@ -230,6 +247,7 @@ def render_report(report: dict[str, Any]) -> str:
         from tesaiot_cli.analysis.sequence import SequenceReport
 
         lines.append("sequence    " + SequenceReport.from_dict(seq).summary_line().removeprefix("sequence numbers: "))
+    lines += _render_windows(report.get("windows"))
     lines += _render_values(report.get("values"))
     topics = report["topics"]
     if topics:
@@ -247,6 +265,29 @@ def render_report(report: dict[str, Any]) -> str:
 
 
 SHOWN_DEVICES = 10
+
+
+def _render_windows(windows: dict[str, Any] | None) -> list[str]:
+    """The anomaly windows: a count, then per device (the most windows first, up to SHOWN_DEVICES)."""
+    from tesaiot_cli.recording.truth import stamp_ns
+
+    if windows is None:
+        return []
+    by_device = windows["by_device"]
+    without = sum(1 for spans in by_device.values() if not spans)
+    bench = f" ({windows['benchmark']})" if windows["benchmark"] else ""
+    lines = [f"windows     {windows['count']:,} anomaly windows{bench} on {windows['devices']:,} devices"
+             + (f", {without} without any" if without else "")]
+    shown = sorted((item for item in by_device.items() if item[1]), key=lambda item: (-len(item[1]), item[0]))
+    for device, spans in shown[:SHOWN_DEVICES]:
+        lines.append(f"  {_clip(device, 60)}: {len(spans)}")
+        for first, last in spans:
+            start, end = stamp_ns(first), stamp_ns(last)
+            span = f" ({human_duration((end - start) / 1e9)})" if start is not None and end is not None else ""
+            lines.append(f"    {_clip(first, 32)} -> {_clip(last, 32)}{span}")
+    if len(shown) > SHOWN_DEVICES:
+        lines.append(f"  ... and {len(shown) - SHOWN_DEVICES} more devices with windows (--json lists them all)")
+    return lines
 
 
 def _render_values(values: dict[str, Any] | None) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds
+from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds, warn
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.recording.files import check_output_path, commit_temp, os_error_text
 from tesaiot_cli.recording.storage import is_remote, location
@@ -19,6 +19,7 @@ Examples:
   tesaiot plot recordings/dps368-sample.parquet -o sample.png
   tesaiot plot truth.parquet --alerts alerts.parquet -o run.svg
   tesaiot plot fleet.parquet --device 'infineon-sensor-0*' --max-devices 4 -o fleet.png
+  tesaiot plot nab.parquet --device machine_temperature_system_failure --alerts nab-alerts.parquet -o nab.png
 """
 
 
@@ -31,10 +32,12 @@ def plot(
     tolerance: Annotated[str, typer.Option("--tolerance", metavar="TIME", help="As for 'tesaiot score': how late an alert without the reading's timestamp may arrive.")] = "2s",  # noqa: E501
     force: Annotated[bool, typer.Option("--force", help="Overwrite FILE.")] = False,
     title: Annotated[Optional[str], typer.Option("--title", metavar="TEXT", help="Title (default: the recording's name).", show_default=False)] = None,  # noqa: E501
+    field: Annotated[Optional[list[str]], typer.Option("--field", metavar="NAME", help="A numeric payload field to draw (a top-level key, one in 'data', or a dotted path), repeatable. Default: pressure and temperature for DPS368 payloads, else 'value' or the only numeric field, else the first two numeric fields.", show_default=False)] = None,  # noqa: E501
 ) -> None:
-    """Plot pressure and temperature over time per device (min/max per pixel, so a million
-    messages draw in bounded memory), with the ground-truth anomalies marked by kind and
-    the alerts of a detector: matched, false alarms (x) and missed anomalies (hollow).
+    """Plot pressure and temperature (or any numeric field: --field) over time per device
+    (min/max per pixel, so a million messages draw in bounded memory), with the ground-truth
+    anomalies marked by kind (NAB's windows shaded) and the alerts of a detector: matched,
+    false alarms (x) and missed anomalies (hollow).
 
     Needs matplotlib: pip install 'tesaiot-cli[plot]'. Exit codes: 0 written, 1 bad
     option or matplotlib missing, 5 a recording is missing or unreadable, or FILE cannot be
@@ -57,10 +60,12 @@ def plot(
         if output.exists() and not force:
             raise ConfigError(f"{output} already exists: choose another file name, or --force to overwrite")
         tolerance_s = parse_duration_s(tolerance, option="--tolerance")
+        if field and not all(name.strip() for name in field):
+            raise ConfigError("--field names a numeric payload field: not empty")
         if device:
             _check_selection(recording, tuple(device))
         _plot(recording, output, alerts=alerts, devices=device or [], max_devices=max_devices,
-              tolerance_s=tolerance_s, title=title or recording.name)
+              tolerance_s=tolerance_s, title=title or recording.name, fields=field or [])
 
 
 def _check_selection(recording: Path, devices: tuple[str, ...]) -> None:
@@ -78,7 +83,7 @@ def _check_selection(recording: Path, devices: tuple[str, ...]) -> None:
 
 
 def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[str], max_devices: int,
-          tolerance_s: float, title: str) -> None:
+          tolerance_s: float, title: str, fields: list[str]) -> None:
     import secrets
 
     from tesaiot_cli.analysis.plot import collect, render
@@ -87,10 +92,10 @@ def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[s
     if alerts is not None:
         with open_reader(alerts) as reader:  # streamed: only the drawn devices' alerts are kept
             data = collect(lambda: open_reader(recording), alerts=iter(reader), devices=devices,
-                           max_devices=max_devices, tolerance_s=tolerance_s)
+                           max_devices=max_devices, tolerance_s=tolerance_s, fields=fields)
     else:
         data = collect(lambda: open_reader(recording), devices=devices, max_devices=max_devices,
-                       tolerance_s=tolerance_s)
+                       tolerance_s=tolerance_s, fields=fields)
     # Drawn to a temporary name and renamed: an error leaves no half-written image.
     partial = output.with_name(f".{output.stem}.{secrets.token_hex(4)}{output.suffix}")
     try:
@@ -100,9 +105,12 @@ def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[s
         raise RecordingError(f"cannot write {output}: {os_error_text(exc)}") from None
     finally:
         partial.unlink(missing_ok=True)
-    shown = f"{len(data.devices)} of {data.devices_seen} devices" if data.devices_seen > len(data.devices) \
-        else f"{len(data.devices)} device{'s' if len(data.devices) > 1 else ''}"
+    seen = max(data.devices_seen, len(data.devices))
+    shown = f"{len(data.devices)} of {seen} device{'s' if seen > 1 else ''}"
     marks = sum(len(v) for v in data.events.values())
     alert_marks = sum(len(v) for v in data.alerts.values())
     err(f"plot: {shown}, {data.readings} readings, {marks} anomaly events, {alert_marks} alerts drawn; "
         f"written to {output}")
+    left_out = data.left_out_text()
+    if left_out:
+        warn(f"plot: {left_out}")
