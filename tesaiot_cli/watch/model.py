@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from tesaiot_cli.message import UNKNOWN_DEVICE, Message, parse_topic
-from tesaiot_cli.render import escape_control
+from tesaiot_cli.output.render import escape_control
 
 SPARK_WINDOW = 48  # values kept per field per row: the widest sparkline drawn
 RATE_BUCKETS = 10  # one-second buckets: the rate is over the last 10 s
