@@ -13,7 +13,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from tesaiot_cli.recording import jsonl, schema
+from tesaiot_cli.recording import schema
+from tesaiot_cli.recording.formats import jsonl
 
 N = 32_768
 TOPICS = ["device/bench-01/telemetry"] * N
@@ -23,6 +24,7 @@ TIMES = list(range(N))
 QOS = [1] * N
 RETAIN = [False] * N
 LABELS: list[str | None] = [None] * N
+PROPERTIES: list[None] = [None] * N  # MQTT 5 properties (format version 2): none
 
 
 def parquet_derived() -> float:
@@ -33,7 +35,7 @@ def parquet_derived() -> float:
 
 
 def jsonl_lines() -> float:
-    columns = (TOPICS, PAYLOADS, QOS, RETAIN, TIMES, LABELS)
+    columns = (TOPICS, PAYLOADS, QOS, RETAIN, TIMES, LABELS, PROPERTIES)
     begin = time.perf_counter()
     try:
         jsonl.encode_lines(columns, {}, {})  # type: ignore[arg-type, call-arg]

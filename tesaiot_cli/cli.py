@@ -265,7 +265,7 @@ def all_commands() -> dict[str, Any]:
 
 
 def main() -> None:
-    from tesaiot_cli.lean import refuse_pandas_for_pyarrow
+    from tesaiot_cli.process.lean import refuse_pandas_for_pyarrow
 
     refuse_pandas_for_pyarrow()  # 34 MiB and 0.18 s that pyarrow would spend on pandas
     app(prog_name="tesaiot")

@@ -172,7 +172,7 @@ def test_live_detector_behind_the_replay_holds_the_stream_instead_of_dropping(br
     assert run_cli("detect", str(nab_small), "--to", str(offline)).returncode == 0
     with open_reader(offline) as reader:
         expected = sorted(m.payload for m in reader)
-    code = ("import sys; import tesaiot_cli.commands.detect as d; d.INBOX_LIMIT = 20; "
+    code = ("import sys; import tesaiot_cli.services.detector as d; d.INBOX_LIMIT = 20; "
             "sys.argv[0] = 'tesaiot'; from tesaiot_cli.cli import main; main()")
     detect = subprocess.Popen([sys.executable, "-c", code, "detect", "-b", broker.tcp_url, "-t", "nab/#",
                                "--count", "2751"], env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

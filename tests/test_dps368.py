@@ -29,7 +29,7 @@ from tesaiot_cli.sim.dps368 import (
     parse_kinds,
     planned_dropouts,
 )
-from tesaiot_cli.sim.fleet import device_ids, fleet_topics, topic_for
+from tesaiot_cli.sim.naming import device_ids, fleet_topics, topic_for
 from tesaiot_cli.sim.schedule import Scheduler, StopRun, run
 from tests.support.fakes import FakeClock
 

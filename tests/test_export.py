@@ -332,7 +332,7 @@ def test_line_cut_parsing_keeps_every_row_in_place(tmp_path: Path) -> None:
                                          "--end", "0.000000006"]])
 def test_export_does_not_look_for_pandas(tmp_path: Path, extra: list[str]) -> None:
     """pyarrow imports pandas, when installed, the first time it converts Python values
-    (0.18 s, 34 MiB): the command line refuses that import (tesaiot_cli/lean.py) before any
+    (0.18 s, 34 MiB): the command line refuses that import (tesaiot_cli/process/lean.py) before any
     other finder sees it. An import hook in the child records any attempt that got past it."""
     import subprocess
     import sys

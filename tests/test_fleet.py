@@ -343,7 +343,7 @@ def test_reconnect_delays_are_exponential_with_jitter() -> None:
     import random
 
     from tesaiot_cli.mqtt.backoff import RECONNECT_MAX_DELAY_S
-    from tesaiot_cli.mqtt.fleet import DeviceFleet
+    from tesaiot_cli.mqtt.per_device import DeviceFleet
 
     now = [100.0]
     base = resolve_connection({"broker": "mqtt://127.0.0.1:9"}, {}, client_prefix="t")

@@ -99,7 +99,7 @@ def damage(data: bytes, rng: random.Random) -> bytes:
 def read_like_the_commands(path: Path, work: Path) -> int:
     """What info, replay/convert and recover do with a recording; returns the rows
     ``info`` could read (-1: refused with a :class:`RecordingError`)."""
-    from tesaiot_cli.recording.stats import compute_stats
+    from tesaiot_cli.analysis.stats import compute_stats
 
     rows = -1
     for attempt in range(3):

@@ -24,19 +24,17 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("tesaiot_cli.__main__", "tesaiot_cli.cli", "tesaiot_cli.cliutil", "tesaiot_cli.commands")),
     ("services", ("tesaiot_cli.services",)),
-    ("engines", ("tesaiot_cli.replay", "tesaiot_cli.sim", "tesaiot_cli.broker", "tesaiot_cli.render",
-                 "tesaiot_cli.analysis", "tesaiot_cli.watch")),
+    ("engines", ("tesaiot_cli.sim", "tesaiot_cli.analysis", "tesaiot_cli.watch")),
     ("recording", ("tesaiot_cli.recording",)),
     ("mqtt", ("tesaiot_cli.mqtt",)),
     ("base", ("tesaiot_cli.config", "tesaiot_cli.message", "tesaiot_cli.errors", "tesaiot_cli.textfmt",
-              "tesaiot_cli.selection", "tesaiot_cli.pacing", "tesaiot_cli.limits", "tesaiot_cli.lean")),
+              "tesaiot_cli.playback", "tesaiot_cli.output", "tesaiot_cli.process")),
     ("root", ("tesaiot_cli",)),
 ]
 
 # Inside tesaiot_cli.recording, top to bottom (docs/architecture.md shows the same).
 RECORDING_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("facade", ("tesaiot_cli.recording", "tesaiot_cli.recording.api")),
-    ("analysis", ("tesaiot_cli.recording.stats", "tesaiot_cli.recording.dedupe")),
     ("remote", ("tesaiot_cli.recording.remote", "tesaiot_cli.recording.remote_dataset")),
     ("dataset", ("tesaiot_cli.recording.dataset",)),
     ("formats", ("tesaiot_cli.recording.formats", "tesaiot_cli.recording.foreign", "tesaiot_cli.recording.nab",

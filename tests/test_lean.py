@@ -1,4 +1,4 @@
-"""The CLI keeps pyarrow from importing pandas on its behalf (tesaiot_cli/lean.py)."""
+"""The CLI keeps pyarrow from importing pandas on its behalf (tesaiot_cli/process/lean.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tests.support.cli import clean_env
 
 CHILD = """
 import sys
-from tesaiot_cli import lean
+from tesaiot_cli.process import lean
 from tesaiot_cli.cli import main
 sys.argv = ["tesaiot", "convert", {source!r}, {target!r}]
 try:

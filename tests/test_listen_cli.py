@@ -392,7 +392,7 @@ def test_mosquitto_format_on_binary_payloads() -> None:
     """%p is the payload's bytes as they are; %j writes a payload that is not UTF-8 text as
     null with its bytes in payload_base64 (mosquitto_sub writes them raw: not JSON)."""
     from tesaiot_cli.message import Message
-    from tesaiot_cli.render import compile_template
+    from tesaiot_cli.output.render import compile_template
 
     message = Message("t/b", b"\xff\x00ab", 1, True, 1_796_637_600_123_456_789)
     assert compile_template("%p|%x|%X|%l|%r|%q|%U")(message) == b"\xff\x00ab|ff006162|FF006162|4|1|1|" \

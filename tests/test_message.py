@@ -20,7 +20,7 @@ from tesaiot_cli.message import (
     validate_topic_filter,
     validate_topic_name,
 )
-from tesaiot_cli.render import escape_control, human_block, message_record
+from tesaiot_cli.output.render import escape_control, human_block, message_record
 from tesaiot_cli.textfmt import iso_time
 
 
@@ -166,7 +166,7 @@ def test_topic_name_problem_is_the_check_validate_topic_name_makes(bad: str) -> 
 @pytest.mark.parametrize(("text", "bad"), [("a/b", "/"), ("a+", "+"), ("#", "#"), ("a\x00", "\x00"), ("ok", None)])
 def test_one_topic_level_check_for_device_ids_and_share_groups(text: str, bad: str | None) -> None:
     from tesaiot_cli.services.workers import check_share_group
-    from tesaiot_cli.sim.fleet import check_device_id
+    from tesaiot_cli.sim.naming import check_device_id
 
     assert level_forbidden_char(text) == bad
     for check in (check_device_id, check_share_group):

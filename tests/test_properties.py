@@ -30,8 +30,8 @@ from tesaiot_cli.message import (
     validate_topic_filter,
     validate_topic_name,
 )
+from tesaiot_cli.output.render import escape_control, human_block, json_line, message_record
 from tesaiot_cli.recording import RecordingMetadata, open_reader, open_writer
-from tesaiot_cli.render import escape_control, human_block, json_line, message_record
 
 BOUNDED = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                    suppress_health_check=[HealthCheck.too_slow])

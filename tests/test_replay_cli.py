@@ -17,9 +17,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from tesaiot_cli.commands.replay import loop_value_optional, parse_loops
+from tesaiot_cli.commands.replay import loop_value_optional
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
+from tesaiot_cli.playback.replay import parse_loops
 from tesaiot_cli.recording import RecordingMetadata, open_writer
 from tests.support.broker import Mosquitto
 from tests.support.cli import run_cli, start_cli

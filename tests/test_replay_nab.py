@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tesaiot_cli.message import Message
+from tesaiot_cli.playback.replay import Replayer, ReplayOptions
 from tesaiot_cli.recording import open_reader
-from tesaiot_cli.replay import Replayer, ReplayOptions
 from tests.support.broker import Mosquitto
 from tests.support.cli import run_cli, start_cli, wait_for_stderr
 

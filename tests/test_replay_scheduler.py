@@ -12,7 +12,7 @@ import pytest
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
-from tesaiot_cli.replay import (
+from tesaiot_cli.playback.replay import (
     MAX_SLEEP_S,
     LatenessHistogram,
     Replayer,
@@ -23,7 +23,7 @@ from tesaiot_cli.replay import (
     restamp_payload,
     summary,
 )
-from tesaiot_cli.selection import parse_time_bound
+from tesaiot_cli.playback.selection import parse_time_bound
 from tesaiot_cli.textfmt import iso_time
 from tests.support.fakes import FakeClock
 

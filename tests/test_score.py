@@ -180,6 +180,39 @@ def test_dropouts_recomputed_from_the_seed_when_the_metadata_says_null(tmp_path:
     assert dropout_plan(sharded) == ({}, False)
 
 
+def test_simulate_writes_the_dropout_plan_score_reads() -> None:
+    """One dropout plan (recording/truth.py, computed by sim.dps368.fleet_dropouts): what a
+    --count run lists at the start, a --duration run at the end, and score recomputes from
+    a null are the same numbers, per device, also for a shard."""
+    from tesaiot_cli.config import ConnectionSettings, parse_broker_url
+    from tesaiot_cli.recording.truth import DropoutPlan
+    from tesaiot_cli.services.simulator import finish_metadata, simulation_metadata
+    from tesaiot_cli.sim.dps368 import planned_dropouts
+    from tesaiot_cli.sim.options import resolve_options
+
+    settings = ConnectionSettings(url=parse_broker_url("mqtt://127.0.0.1:1883"), client_id="t")
+    def shard_of_six(**length: Any) -> Any:
+        return resolve_options({}, devices=6, shard="2/3", seed=7, anomaly_every=4, anomaly_kinds="spike,dropout",
+                               **length)
+
+    counted = shard_of_six(count=50)
+    ids = [f"d{i}" for i in range(counted.first_index, counted.first_index + counted.devices)]
+    at_start = simulation_metadata(counted, settings, ids, ids, [])
+    finish_metadata(at_start, 50 * len(ids), len(ids))
+    timed = shard_of_six(duration=10.0)
+    at_end = simulation_metadata(timed, settings, ids, ids, [])
+    assert at_end.extra["dropouts"] is None
+    finish_metadata(at_end, 50 * len(ids), len(ids))
+    expected = {device: planned_dropouts(seed=7, device_index=counted.first_index + offset, anomaly_every=4,
+                                         kinds=["spike", "dropout"], packets=50)
+                for offset, device in enumerate(ids)}
+    assert any(expected.values())
+    assert at_start.extra["dropouts"] == at_end.extra["dropouts"] == expected
+    assert DropoutPlan.of(at_start).listed == {device: tuple(numbers) for device, numbers in expected.items()}
+    nulled = RecordingMetadata(source="simulate", seed=7, labelled=True, extra={**at_end.extra, "dropouts": None})
+    assert dropout_plan(nulled) == ({device: set(numbers) for device, numbers in expected.items()}, True)
+
+
 def test_invalid_alert_payload_is_a_false_alarm() -> None:
     truth = Truth(SPIKES)
     junk = Message("device/d1/alerts", b"\xff not json", 0, False, T0)

@@ -101,8 +101,8 @@ def test_plot_of_no_matching_device_exits_9(rec: Path, tmp_path: Path) -> None:
 def test_info_summary_from_the_footer_equals_a_scan(rec: Path, tmp_path: Path) -> None:
     import orjson
 
+    from tesaiot_cli.playback.selection import Selection, parse_time_bound
     from tesaiot_cli.recording import open_reader
-    from tesaiot_cli.selection import Selection, parse_time_bound
 
     scan = orjson.loads(run_cli("info", str(rec), "--json", "--no-values").stdout)
     result = run_cli("info", str(rec), "--json", "--summary")
@@ -119,10 +119,11 @@ def test_info_summary_from_the_footer_equals_a_scan(rec: Path, tmp_path: Path) -
 def test_the_progress_line_counts_against_the_selection() -> None:
     from typing import Any, cast
 
-    from tesaiot_cli.commands.replay import _Plan, _Progress
-    from tesaiot_cli.replay import ReplayOptions, ReplayStats
+    from tesaiot_cli.commands.replay import _Progress
+    from tesaiot_cli.playback.replay import ReplayOptions, ReplayStats
+    from tesaiot_cli.services.replayer import ReplayPlan
 
-    plan = _Plan(10, T0, T0 + 9 * S, True)  # a selection of 10 messages
+    plan = ReplayPlan(10, T0, T0 + 9 * S, True)  # a selection of 10 messages
     progress = _Progress(ReplayOptions(speed=None, topic_filters=("t/1",)), plan, cast(Any, None), cast(Any, None))
     stats = ReplayStats(sent=4, position_ns=T0 + 3 * S)
     assert progress.text(stats, 1.0).startswith("sent 4 of 10   33%")

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
+from tesaiot_cli.playback.selection import Selection, TimeBound, parse_time_bound
 from tesaiot_cli.recording import RecordingMetadata, open_reader
 from tesaiot_cli.recording.formats.jsonl import JsonlWriter
 from tesaiot_cli.recording.formats.parquet_read import ParquetReader
 from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
-from tesaiot_cli.selection import Selection, TimeBound, parse_time_bound
 
 T0 = 1_796_000_000_000_000_000
 MS = 1_000_000

@@ -468,7 +468,7 @@ def test_the_network_thread_hands_the_io_lock_to_a_waiting_caller() -> None:
     def network() -> None:  # the shape of _network_main's loop while data flows
         nonlocal turns
         while not stop.is_set():
-            connection._stand_back()
+            connection.handoff.stand_back()
             with connection.io:
                 turns += 1
                 deadline = time.perf_counter() + 0.0005
@@ -481,7 +481,7 @@ def test_the_network_thread_hands_the_io_lock_to_a_waiting_caller() -> None:
         waited: list[int] = []
         for _ in range(50):
             before = turns
-            with connection.caller_io():
+            with connection.handoff.for_caller():
                 waited.append(turns - before)
             time.sleep(0.001)
     finally:

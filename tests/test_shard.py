@@ -9,7 +9,7 @@ import pytest
 from tesaiot_cli.cliutil import EXIT_CONFIG
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording import open_reader
-from tesaiot_cli.sim.fleet import parse_shard, shard_range
+from tesaiot_cli.sim.naming import parse_shard, shard_range
 from tesaiot_cli.sim.options import resolve_options
 from tests.support.broker import Mosquitto
 from tests.support.cli import run_cli

@@ -40,8 +40,8 @@ from tesaiot_cli.analysis.flatten import (
 )
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import DEFAULT_SENSOR, parse_topic, topic_sensor
+from tesaiot_cli.playback.selection import Selection
 from tesaiot_cli.recording.files import os_error_text
-from tesaiot_cli.selection import Selection
 
 META_COLUMNS = ("time", "topic", "device_id", "sensor_type", "qos", "retain", "label")
 RAW_COLUMN = "payload"

@@ -28,8 +28,8 @@ from tesaiot_cli.analysis.export import ExportReport, publish_file, selected_tab
 from tesaiot_cli.analysis.flatten import TIMESTAMP_TYPE, batch_fields, parse_payloads, path_key
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import parse_topic
+from tesaiot_cli.playback.selection import Selection
 from tesaiot_cli.recording.files import os_error_text
-from tesaiot_cli.selection import Selection
 
 INSTALL_HINT = "pip install 'tesaiot-cli[mcap]'"
 RAW_ENCODING = "application/octet-stream"

@@ -253,29 +253,20 @@ def dropout_plan(metadata: RecordingMetadata) -> tuple[dict[str, set[int]], bool
     """The packets each device left out on purpose, and whether they are known.
 
     From ``extra.dropouts`` when it is a mapping; for runs where it is ``null`` (length not
-    known in advance), recomputed from the seed and the packets made.
+    known in advance), recomputed from the seed and the packets made (:mod:`~tesaiot_cli.recording.truth`).
     """
-    extra = metadata.extra
-    planned = extra.get("dropouts")
-    if isinstance(planned, dict):
-        return {str(device): set(numbers) for device, numbers in planned.items()}, True
-    kinds = extra.get("anomaly_kinds") or []
-    if DROPOUT not in kinds or not extra.get("anomaly_every"):
-        return {}, True
-    ids, packets, seed = extra.get("device_ids"), extra.get("packets"), metadata.seed
-    if not isinstance(ids, list) or not isinstance(packets, int) or seed is None or (
-            "shard" in extra and "first_device_index" not in extra):
-        return {}, False
-    from tesaiot_cli.sim.dps368 import planned_dropouts
+    from tesaiot_cli.recording.truth import DropoutPlan
 
-    first = int(extra.get("first_device_index", 0))
-    plan = {}
-    for offset, device in enumerate(ids):
-        made = len(range(offset, packets, len(ids)))
-        plan[str(device)] = set(planned_dropouts(seed=seed, device_index=first + offset,
-                                                 anomaly_every=int(extra["anomaly_every"]), kinds=kinds,
-                                                 packets=made))
-    return plan, True
+    plan = DropoutPlan.of(metadata)
+    if plan.listed is not None:
+        return {device: set(numbers) for device, numbers in plan.listed.items()}, True
+    if not plan.possible:
+        return {}, True
+    if not plan.computable:
+        return {}, False
+    from tesaiot_cli.sim.dps368 import fleet_dropouts
+
+    return {device: set(numbers) for device, numbers in fleet_dropouts(plan).items()}, True
 
 
 @dataclass

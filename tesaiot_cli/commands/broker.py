@@ -27,7 +27,7 @@ def broker(
     duration: Annotated[Optional[float], typer.Option("--duration", "-d", metavar="SECONDS", help="Stop after SECONDS (default: until Ctrl+C).", show_default=False)] = None,  # noqa: E501
 ) -> None:
     """Run an embedded MQTT broker (amqtt) on localhost until Ctrl+C: for development and demos."""
-    from tesaiot_cli.broker import EmbeddedBroker
+    from tesaiot_cli.services.broker import EmbeddedBroker
 
     with cli_errors():
         embedded = EmbeddedBroker(host=host, port=port, ws_port=ws_port if ws else None)

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from tesaiot_cli.analysis.dedupe import DEFAULT_WINDOW_S
 from tesaiot_cli.cliutil import EXIT_RECORDING, check_recording_path, cli_errors, err, sigterm_unwinds, warn
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
 from tesaiot_cli.recording.storage import location
 from tesaiot_cli.textfmt import human_bytes, plural
 
@@ -45,6 +45,7 @@ def convert(
     written)."""
     from dataclasses import replace
 
+    from tesaiot_cli.analysis.dedupe import DuplicateFinder
     from tesaiot_cli.recording import (
         FORMATS,
         existing_outputs,
@@ -53,7 +54,6 @@ def convert(
         open_writer,
         strip_partial,
     )
-    from tesaiot_cli.recording.dedupe import DuplicateFinder
     from tesaiot_cli.recording.files import check_output_path
     from tesaiot_cli.recording.foreign import FOREIGN_FORMATS, ForeignReader
     from tesaiot_cli.recording.nab import NabReader

@@ -27,14 +27,11 @@ from tesaiot_cli.cliutil import (
     warn,
     with_connection_options,
 )
-from tesaiot_cli.errors import ConfigError, Interrupted
-from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_name
+from tesaiot_cli.errors import ConfigError
+from tesaiot_cli.message import validate_topic_filter, validate_topic_name
 from tesaiot_cli.recording.storage import is_remote, location
 
 DEFAULT_TOPIC = "device/+/telemetry/#"
-INBOX_LIMIT = 100_000  # readings waiting for the detector; then the network thread waits for room
-PUBLISH_TIMEOUT_S = 5.0
-DRAIN_TIMEOUT_S = 10.0
 
 EPILOG = """\b
 Examples:
@@ -165,79 +162,26 @@ def _offline(recording: Path, to: Path, *, force: bool, alert_topic: str, quiet:
 
 def _live(settings: Any, filters: list[str], *, alert_topic: str, qos: int, count: int | None,
           duration: float | None, quiet: bool, method: str, field: str | None) -> bool:
-    """Run the live detector; print the summary; return whether something was not delivered."""
-    from tesaiot_cli.analysis.detect import alert_message
-    from tesaiot_cli.analysis.detect_generic import make_detector
-    from tesaiot_cli.mqtt import Session
-    from tesaiot_cli.services.inbox import Inbox
+    """Run the live detector (services/detector.py); print the summary; return whether
+    something was not delivered or is missing from its sequence."""
+    from tesaiot_cli.services.detector import LiveDetectOptions, run_live_detection
 
-    inbox: Inbox[Message] = Inbox(INBOX_LIMIT)  # full: the network thread waits (the broker holds the rest)
-
-    from tesaiot_cli.analysis.sequence import LiveReport, SequenceCounter, whole_streams
-
-    sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
-    live = LiveReport(sequence)
-    counted = whole_streams(filters)  # a member of a shared subscription sees part of each stream
-    detector = make_detector(method, field)
-    published = other = 0
-    why = "end"
-    started = time.monotonic()
-    with StopSignals() as stop, Session(settings, on_event=print_event, interrupt=stop.event,
-                                        on_message=inbox.put) as session:
-        session.subscribe(filters, qos=qos)
-        if not quiet:
-            err(f"detecting on {settings.describe()} topics={','.join(filters)} qos={qos}; alerts to "
-                f"{alert_topic}; Ctrl+C stops")
-        deadline = None if duration is None else started + duration
-        try:
-            while True:
-                if stop.event.is_set():
-                    why = stop.signal_name or "signal"
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    why = "duration"
-                    break
-                message = inbox.get(timeout=0.1)
-                if not quiet and (line := live.due(time.monotonic())) is not None:
-                    err(line)
-                if message is None:
-                    session.check()
-                    continue
-                if counted:
-                    sequence.add(message.topic, message.payload)
-                alerts = detector.feed_message(message)
-                if alerts is None:
-                    other += 1
-                    continue
-                for alert in alerts:
-                    published += 1
-                    with inbox.publishing():
-                        session.publish(alert_message(alert, topic=alert_topic, qos=qos, time_ns=time.time_ns()),
-                                        timeout=PUBLISH_TIMEOUT_S)
-                if count is not None and detector.readings >= count:
-                    why = "count"
-                    break
-            inbox.close()  # the network thread no longer waits for room
-            stop.event.clear()  # a second Ctrl+C stops the wait for acknowledgements
-            session.flush(DRAIN_TIMEOUT_S)
-        except Interrupted:
-            pass
-        finally:
-            inbox.close()
-    stats = session.stats
+    options = LiveDetectOptions(settings, tuple(filters), alert_topic, qos=qos, count=count, duration_s=duration,
+                                method=method, field=field)
+    with StopSignals() as stop:
+        result = run_live_detection(options, stop, on_event=print_event, say=None if quiet else err)
+    stats = result.delivery
     if not quiet:
-        err(f"detect: stopped ({why}) after {time.monotonic() - started:.1f} s: {detector.readings} readings from "
-            f"{detector.devices} devices analysed, {published} alerts published, {stats.completed} acknowledged, "
+        err(f"detect: stopped ({result.stopped_by}) after {result.elapsed_s:.1f} s: {result.readings} readings from "
+            f"{result.devices} devices analysed, {result.published} alerts published, {stats.completed} acknowledged, "
             f"{stats.failed} refused, {stats.dropped} dropped"
-            + (f"; {other} messages were not readings {_not_reading(method, field)} (skipped)" if other else ""))
-    lost = stats.dropped + stats.failed
-    if lost:
-        warn(f"{lost} alerts were not delivered ({stats.dropped} dropped, {stats.failed} refused)")
-    left = len(inbox) + inbox.refused
-    if left:
-        warn(f"{left} readings received after the stop were not analysed")
+            + (f"; {result.other} messages were not readings {_not_reading(method, field)} (skipped)"
+               if result.other else ""))
+    if result.undelivered:
+        warn(f"{result.undelivered} alerts were not delivered ({stats.dropped} dropped, {stats.failed} refused)")
+    if result.left_over:
+        warn(f"{result.left_over} readings received after the stop were not analysed")
+    sequence = result.sequence
     if sequence.numbered and (sequence.missing or not quiet):
         (warn if sequence.missing else err)(sequence.report().summary_line())
-    return bool(lost or sequence.missing)
-
-
+    return result.lost

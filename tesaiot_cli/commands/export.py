@@ -15,8 +15,8 @@ from tesaiot_cli.errors import ConfigError, EmptySelection
 from tesaiot_cli.recording.storage import location, output_exists, staged_output
 
 if TYPE_CHECKING:
+    from tesaiot_cli.playback.selection import Selection
     from tesaiot_cli.recording import RecordingReader
-    from tesaiot_cli.selection import Selection
 
 EPILOG = """\b
 Examples:
@@ -44,9 +44,9 @@ def export(
     are counted and kept as bytes in a payload column. .mcap: one channel per topic for
     Foxglove. OUT appears only when complete."""
     from tesaiot_cli.analysis.export import EXPORT_DECAY_MS, export_format
+    from tesaiot_cli.playback.selection import Selection, parse_time_bound
     from tesaiot_cli.recording import is_dataset_path, open_reader, strip_partial
     from tesaiot_cli.recording.files import check_output_path
-    from tesaiot_cli.selection import Selection, parse_time_bound
 
     with cli_errors(), sigterm_unwinds():  # SIGTERM: the unfinished output is removed
         from tesaiot_cli.recording.schema import use_lean_memory_pool

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from tesaiot_cli.analysis.dedupe import DEFAULT_WINDOW_S
 from tesaiot_cli.cliutil import check_recording_path, cli_errors, warn
 from tesaiot_cli.errors import ConfigError
-from tesaiot_cli.recording.dedupe import DEFAULT_WINDOW_S
 from tesaiot_cli.recording.storage import location, remote
 from tesaiot_cli.textfmt import human_bytes, human_duration, iso_time
 
 if TYPE_CHECKING:
+    from tesaiot_cli.analysis.stats import RecordingStats
     from tesaiot_cli.recording import RecordingMetadata
-    from tesaiot_cli.recording.stats import RecordingStats
 
 EPILOG = """\b
 Examples:
@@ -51,9 +51,9 @@ def info(
     """Show what a recording holds: messages, time span, per-topic counts, rates and the
     longest silence, payload sizes, anomaly counts when the messages are labelled, and the
     numeric JSON fields' min / mean / max and nulls, overall and per device."""
+    from tesaiot_cli.analysis.dedupe import DuplicateFinder
+    from tesaiot_cli.analysis.stats import compute_stats
     from tesaiot_cli.recording import open_reader, strip_partial
-    from tesaiot_cli.recording.dedupe import DuplicateFinder
-    from tesaiot_cli.recording.stats import compute_stats
 
     with cli_errors():
         file = strip_partial(file)
@@ -99,8 +99,8 @@ def info(
 
 def _summary(file: Path, *, fmt: str | None, json_out: bool) -> None:
     """``info --summary``: counts and span from the reader's plan (the footer), no scan."""
+    from tesaiot_cli.analysis.stats import RecordingStats
     from tesaiot_cli.recording import open_reader
-    from tesaiot_cli.recording.stats import RecordingStats
 
     with open_reader(file, format=fmt) as reader:
         plan = reader.plan()
@@ -326,7 +326,7 @@ def _number(value: float | None) -> str:
 
 
 def _clip(text: str, width: int) -> str:
-    from tesaiot_cli.render import escape_control
+    from tesaiot_cli.output.render import escape_control
 
     text = escape_control(text)
     return text if len(text) <= width else text[: width - 3] + "..."

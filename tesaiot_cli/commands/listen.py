@@ -93,7 +93,7 @@ def listen(
         for topic_filter in filters:
             validate_topic_filter(topic_filter)
         check_token_topics(settings, filters)
-        from tesaiot_cli.render import BINARY_FORMATS, compile_template
+        from tesaiot_cli.output.render import BINARY_FORMATS, compile_template
 
         if binary not in BINARY_FORMATS:
             raise ConfigError(f"invalid --binary {binary!r}: use hex or base64")
@@ -138,11 +138,11 @@ def listen(
                 if render_line is not None:
                     out.buffer.write(render_line(message) + b"\n")  # bytes: %p is the payload as it is
                 elif json_out:
-                    from tesaiot_cli.render import json_line
+                    from tesaiot_cli.output.render import json_line
 
                     out.buffer.write(json_line(message))
                 else:
-                    from tesaiot_cli.render import human_block
+                    from tesaiot_cli.output.render import human_block
 
                     out.write(human_block(message, color=color_on, compact=compact) + ("\n" if compact else "\n\n"))
                 shown += 1

@@ -71,8 +71,8 @@ def _check_selection(recording: Path, devices: tuple[str, ...]) -> None:
     ``devices`` matches, known from the reader's index (Parquet statistics, dataset
     partitions) or a bounded scan (a small JSONL file)."""
     from tesaiot_cli.errors import EmptySelection
+    from tesaiot_cli.playback.selection import Selection
     from tesaiot_cli.recording import open_reader
-    from tesaiot_cli.selection import Selection
 
     selection = Selection((), devices)
     with open_reader(recording) as reader:

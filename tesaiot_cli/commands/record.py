@@ -26,7 +26,6 @@ from tesaiot_cli.cliutil import (
     env_topics,
     err,
     exit_if_protocol_broken,
-    freeze_startup_objects,
     load_environment,
     print_event,
     resolve_settings,
@@ -37,6 +36,7 @@ from tesaiot_cli.cliutil import (
 from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import validate_topic_filter
+from tesaiot_cli.playback.pacing import freeze_startup_objects
 from tesaiot_cli.recording.storage import is_remote, location, remote
 from tesaiot_cli.textfmt import human_bytes, human_duration, plural
 
@@ -287,7 +287,7 @@ def _print_summary(summary: WriteSummary, elapsed: float, why: str) -> None:
         f"{human_bytes(summary.payload_bytes)} of payload, to {summary.path} "
         f"({human_bytes(summary.file_bytes)}{per}); stopped by {why}")
     ranked = sorted(summary.topic_counts.items(), key=lambda item: (-item[1], item[0]))
-    from tesaiot_cli.render import escape_control
+    from tesaiot_cli.output.render import escape_control
 
     for topic, messages in ranked[:SUMMARY_TOPICS]:
         typer.echo(f"  {messages:>10,}  {escape_control(topic)}", err=True)

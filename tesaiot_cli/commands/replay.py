@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from typer.core import TyperCommand
@@ -17,36 +16,30 @@ from tesaiot_cli.cliutil import (
     EXIT_UNDELIVERED,
     ConnectionFlags,
     KeyPresses,
+    Pause,
     StatusLine,
     StopSignals,
     check_recording_path,
     cli_errors,
     clock_text,
     err,
-    freeze_startup_objects,
     print_event,
     resolve_settings,
     warn,
     with_connection_options,
 )
 from tesaiot_cli.errors import ConfigError, EmptySelection
-from tesaiot_cli.message import Message
+from tesaiot_cli.playback.replay import LOOP_FOREVER
 from tesaiot_cli.recording.storage import location
 from tesaiot_cli.textfmt import plural, utc_text
 
 if TYPE_CHECKING:
+    from tesaiot_cli.playback.replay import ReplayOptions, ReplayStats
+    from tesaiot_cli.playback.selection import Selection
     from tesaiot_cli.recording import RecordingReader
-    from tesaiot_cli.replay import Replayer, ReplayOptions, ReplayStats
-    from tesaiot_cli.selection import Selection
+    from tesaiot_cli.services.replayer import ReplayPlan
 
-Passes = Callable[[], Iterable[Message]]
-
-FLUSH_TIMEOUT_S = 10.0
-LOOP_FOREVER = "forever"
 PROGRESS_PERIOD_S = 0.5  # the progress line on a terminal
-KEEP_MESSAGES = 10_000  # a recording this small is read once, however often it loops
-PAUSE_KEY = " "
-KEY_POLL_S = 0.05  # how often keys are read while replaying
 
 EPILOG = """\b
 Examples:
@@ -88,21 +81,6 @@ def loop_value_optional(args: list[str]) -> list[str]:
     return result
 
 
-def parse_loops(value: str | None) -> int | None:
-    """``None`` (no --loop) -> 1; ``forever`` -> ``None``; ``N`` -> N >= 1. Raises ConfigError."""
-    if value is None:
-        return 1
-    if value.strip().lower() == LOOP_FOREVER:
-        return None
-    try:
-        loops = int(value)
-    except ValueError:
-        raise ConfigError(f"invalid --loop {value!r}: give a count (--loop 3) or none (--loop: forever)") from None
-    if loops < 1:
-        raise ConfigError(f"invalid --loop {loops}: it must be at least 1")
-    return loops
-
-
 @with_connection_options
 def replay(
     file: Annotated[Path, typer.Argument(parser=location, metavar="FILE", help="Recording (.parquet or .jsonl) from 'record' or 'simulate --record', or a dataset directory (its files merged by receive time).", show_default=False)],  # noqa: E501
@@ -126,14 +104,22 @@ def replay(
     conn: ConnectionFlags,
 ) -> None:
     """Republish a recording to a broker with its original timing (or --speed), or dry-run it to stdout."""
-    from tesaiot_cli.recording import open_reader
-    from tesaiot_cli.replay import (
+    from tesaiot_cli.playback.replay import (
         ReplayOptions,
         check_topic_prefix,
+        parse_loops,
         parse_remap,
         parse_speed,
     )
-    from tesaiot_cli.selection import Selection, parse_time_bound
+    from tesaiot_cli.playback.selection import Selection, parse_time_bound
+    from tesaiot_cli.recording import open_reader
+    from tesaiot_cli.services.replayer import (
+        RecordingPasses,
+        ReplayHooks,
+        plan_of,
+        replay_to_broker,
+        replay_to_stream,
+    )
 
     with cli_errors():
         if to is not None and to != "-":
@@ -155,57 +141,45 @@ def replay(
         selection = Selection(options.topic_filters, start=options.start, end=options.end,
                               keep_retained=options.restore_retained)
         with open_reader(file, format=recording_format) as first_reader:
-            metadata = first_reader.metadata
             if not first_reader.sealed:
                 warn(f"{file} is not sealed (left by a crash?): replaying what is readable; "
                      f"'tesaiot recover {file}' seals it")
-            plan = _plan(first_reader, selection)
+            plan = plan_of(first_reader, selection)
             if plan.messages == 0 and selection.active:
                 raise _nothing_to_replay(file, selection, first_reader)
-            pending: list[RecordingReader] = [first_reader]
-            labels = _Labels() if to == "-" and metadata.labelled else None
-
-            def passes() -> Iterator[Message]:
-                # The open reader serves the first loop; each later loop opens the file again,
-                # unless the first one was small enough to keep (a tiny selection looped at
-                # --speed max would otherwise spend its time opening and reading the file).
-                if pending:
-                    return _keep_small(_labelled(pending.pop(), labels, selection), cache, labels, selection)
-                if cache.complete:
-                    return _labelled_list(cache, labels, selection)
-                return _read_again(file, recording_format, labels, selection)
-
-            cache = _Cache()
+            passes = RecordingPasses(first_reader, file, recording_format, selection,
+                                     labelled=to == "-" and first_reader.metadata.labelled)
             with StopSignals() as stop, StatusLine(tty_period_s=PROGRESS_PERIOD_S,
                                                    enabled=not quiet) as status, KeyPresses() as keys:
+                pause = Pause(keys, stop, status)
+                progress = _Progress(options, plan, status, pause)
 
-                def announce(target: str) -> None:  # once connected: an unreachable broker is one error line
+                def on_start(target: str, sleep: Callable[[float], object]) -> None:
+                    # Once connected: an unreachable broker is one error line. While paused, the
+                    # connection is still served (keepalive, acknowledgements).
+                    pause.sleep = sleep
                     if not quiet:
                         err(_start_line(plan, options, target=target, pausable=keys.active and status.tty))
 
-                pause = _Pause(keys, stop, status)
-                progress = _Progress(options, plan, status, pause)
-                common: dict[str, Any] = {
-                    "should_stop": pause.should_stop,
-                    "clock": pause.clock,  # paused time does not count: the schedule resumes where it was
-                    "on_progress": progress.show if status.tty and not quiet else None,
-                    "selection": selection,
-                }
+                def on_event(kind: str, text: str) -> None:
+                    status.clear()
+                    print_event(kind, text)
+
+                hooks = ReplayHooks(should_stop=pause.should_stop,
+                                    clock=pause.clock,  # paused time does not count: the schedule resumes
+                                    on_progress=progress.show if status.tty and not quiet else None,
+                                    on_start=on_start, on_event=on_event)
                 if to == "-":
                     if any(value for value in conn.as_mapping().values()):
                         warn("connection options are ignored with --to -")
-                    pause.sleep = time.sleep
-                    announce("stdout")
-                    delivery = _replay_to_stdout(options, passes, common, labels)
-                    target = "-"
+                    result = replay_to_stream(options, passes, hooks, sys.stdout.buffer, selection=selection)
                 else:
-                    delivery = _replay_to_broker(options, passes, common, conn, stop, pause, announce,
-                                                 max_inflight=max_inflight)
-                    target = delivery.pop("broker")
+                    settings = resolve_settings(conn, command="replay", allow_token=False)
+                    result = replay_to_broker(settings, options, passes, hooks, stop.event, selection=selection,
+                                              max_inflight=max_inflight)
             for text in first_reader.warnings:
                 warn(text)
-        replayer = delivery.pop("replayer")
-        report = _report(replayer, delivery, file=file, target=target, signal_name=stop.signal_name)
+        report = result.report(file=file, signal_name=stop.signal_name)
         report["paused_s"] = round(pause.paused_s, 3)
         report["skipped"] += selection.excluded  # left out by the reader, unread where it could
         empty = not report["sent"] and not report["stopped"]
@@ -218,19 +192,14 @@ def replay(
             stream.write(orjson.dumps(report).decode() + "\n")
             stream.flush()
         elif not quiet:
-            _print_report(report)
+            from tesaiot_cli.playback.replay import report_lines
+
+            for line in report_lines(report):
+                err(line)
         if empty and selection.active:  # found while reading (a format without an index)
             raise _nothing_to_replay(file, selection, None)
         if report["failed"] or report["dropped"]:
             raise typer.Exit(EXIT_UNDELIVERED)
-
-
-def _read_again(path: Path, recording_format: str | None, labels: _Labels | None,
-                selection: Selection) -> Iterator[Message]:
-    from tesaiot_cli.recording import open_reader
-
-    with open_reader(path, format=recording_format) as reader:
-        yield from _labelled(reader, labels, selection)
 
 
 def _nothing_to_replay(file: Path, selection: Selection, reader: RecordingReader | None) -> EmptySelection:
@@ -248,144 +217,7 @@ def _nothing_to_replay(file: Path, selection: Selection, reader: RecordingReader
     return EmptySelection(f"nothing to replay: no message in {file} matches {selection.describe()}{held}")
 
 
-class _Labels:
-    """The label (ground truth) of the message the replayer took last, for ``--to -``:
-    the replayer sends each selected message before it takes the next one."""
-
-    def __init__(self) -> None:
-        self.time_ns: int | None = None
-        self.label: str | None = None
-
-    def of(self, message: Message) -> str | None:
-        # A restored retained message (sent when the first selected one is reached) has none.
-        return self.label if message.time_ns == self.time_ns else None
-
-
-def _labelled(reader: RecordingReader, labels: _Labels | None, selection: Selection) -> Iterator[Message]:
-    if labels is None:
-        yield from reader.iter_messages(selection)
-        return
-    for message, label in reader.iter_labelled(selection):
-        labels.time_ns, labels.label = message.time_ns, label
-        yield message
-
-
-def _labelled_list(cache: _Cache, labels: _Labels | None, selection: Selection) -> Iterator[Message]:
-    for message, label in cache.messages:
-        if labels is not None:
-            labels.time_ns, labels.label = message.time_ns, label
-        yield message
-    selection.excluded += cache.excluded  # what the reader left out of the pass this one repeats
-
-
-class _Cache:
-    """The first loop's messages that match --topic, kept when there are at most
-    ``KEEP_MESSAGES`` of them: later loops replay them without reading the file again (a
-    tiny selection of a large file, looped at --speed max, spent its time re-reading)."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[Message, str | None]] = []
-        self.complete = False
-        self.excluded = 0  # what the reader left out of the first loop
-
-
-def _keep_small(messages: Iterator[Message], cache: _Cache, labels: _Labels | None,
-                selection: Selection) -> Iterator[Message]:
-    kept: list[tuple[Message, str | None]] | None = []
-    for message in messages:  # already cut to the selection by the reader
-        if kept is not None:
-            if len(kept) < KEEP_MESSAGES:
-                kept.append((message, labels.label if labels is not None else None))
-            else:
-                kept = None
-        yield message
-    if kept is not None:
-        cache.messages, cache.complete, cache.excluded = kept, True, selection.excluded
-
-
-def _replay_to_broker(options: ReplayOptions, passes: Passes, common: dict[str, Any], conn: ConnectionFlags,
-                      stop: StopSignals, pause: _Pause, announce: Callable[[str], None], *,
-                      max_inflight: int | None = None) -> dict[str, Any]:
-    from tesaiot_cli.errors import Interrupted
-    from tesaiot_cli.mqtt import Session
-    from tesaiot_cli.replay import Replayer
-
-    settings = resolve_settings(conn, command="replay", allow_token=False)
-    # threaded=False: this thread runs the network loop, so each PUBLISH is written straight
-    # to the socket; the scheduler's sleeps serve the connection (acks, keepalive, reconnect).
-    def on_event(kind: str, text: str) -> None:
-        pause.status.clear()
-        print_event(kind, text)
-
-    with Session(settings, on_event=on_event, interrupt=stop.event, threaded=False,
-                 max_inflight=max_inflight) as session:
-        pause.sleep = session.wait  # a pause keeps the connection served (keepalive, acknowledgements)
-        announce(settings.url.display())
-        # At --speed max, QoS 0 packets go out in batches (one send per ~64 KiB); on a
-        # schedule each one is written at its due time.
-        send = functools.partial(session.publish, hold=True) if options.speed is None else session.publish
-        replayer = Replayer(options, send=send, sleep=session.wait, **common)
-        try:
-            freeze_startup_objects()
-            replayer.run(passes)
-        except Interrupted:  # Ctrl+C while waiting for room in the publish window
-            replayer.stats.stopped = True
-        # A first Ctrl+C/SIGTERM stops publishing; clearing the event lets the in-flight
-        # messages still complete (a second Ctrl+C cuts the flush short).
-        stop.event.clear()
-        try:
-            session.flush(FLUSH_TIMEOUT_S)
-        except Interrupted:
-            pass
-    stats = session.stats
-    return {"replayer": replayer, "broker": settings.url.display(), "published": stats.published,
-            "acknowledged": stats.completed, "failed": stats.failed, "dropped": stats.dropped,
-            "failed_reasons": dict(stats.failed_reasons)}
-
-
-def _replay_to_stdout(options: ReplayOptions, passes: Passes, common: dict[str, Any],
-                      labels: _Labels | None) -> dict[str, Any]:
-    import orjson
-
-    from tesaiot_cli.render import message_record
-    from tesaiot_cli.replay import Replayer
-
-    out = sys.stdout.buffer
-    written = 0
-
-    def write(message: Message) -> None:
-        # The listen --json line, as a listener would see it now, plus when it was recorded.
-        nonlocal written
-        record = message_record(message._replace(time_ns=time.time_ns()))
-        record["recorded_time_ns"] = message.time_ns
-        if labels is not None:  # the ground truth of a labelled recording (simulate --record)
-            record["label"] = labels.of(message)
-        out.write(orjson.dumps(record) + b"\n")
-        written += 1
-
-    replayer = Replayer(options, send=write, before_wait=out.flush, **common)
-    freeze_startup_objects()
-    replayer.run(passes)
-    out.flush()
-    return {"replayer": replayer, "published": written, "acknowledged": written, "failed": 0, "dropped": 0,
-            "failed_reasons": {}}
-
-
-class _Plan(NamedTuple):
-    """What will be replayed, known before replaying: for the start line and progress."""
-
-    messages: int | None  # selected (None: not known before reading, see RecordingReader.plan)
-    first_ns: int | None  # the span of the selection (or of the recording cut by the window)
-    last_ns: int | None
-    selective: bool  # --topic/--start/--end: not every message is replayed
-
-
-def _plan(reader: RecordingReader, selection: Selection) -> _Plan:
-    plan = reader.plan(selection)
-    return _Plan(plan.messages, plan.start_ns, plan.end_ns, selection.active)
-
-
-def _start_line(plan: _Plan, options: ReplayOptions, *, target: str, pausable: bool) -> str:
+def _start_line(plan: ReplayPlan, options: ReplayOptions, *, target: str, pausable: bool) -> str:
     """``replaying 1,200 messages (10.0 s recorded, 2026-11-22 08:00:00 UTC) at 5x: about 2.0 s``."""
     from tesaiot_cli.textfmt import human_duration
 
@@ -416,7 +248,7 @@ def _start_line(plan: _Plan, options: ReplayOptions, *, target: str, pausable: b
 class _Progress:
     """The progress line on a terminal: sent (of the total), percent, rate, ETA, loop."""
 
-    def __init__(self, options: ReplayOptions, plan: _Plan, status: StatusLine, pause: _Pause) -> None:
+    def __init__(self, options: ReplayOptions, plan: ReplayPlan, status: StatusLine, pause: Pause) -> None:
         self._options = options
         self._plan = plan
         self._status = status
@@ -459,89 +291,3 @@ class _Progress:
             return elapsed * (1 - done) / done
         total_s = (plan.last_ns - plan.first_ns) / 1e9 / speed * (self._options.loops or 1)
         return max(0.0, total_s * (1 - done))
-
-
-class _Pause:
-    """Space pauses and resumes a replay on a terminal (as ``ros2 bag play``).
-
-    The replayer's clock leaves paused time out, so the schedule carries on where it was;
-    while paused the connection is still served (``sleep`` is the session's wait).
-    """
-
-    def __init__(self, keys: KeyPresses, stop: StopSignals, status: StatusLine) -> None:
-        self.keys = keys
-        self.stop = stop
-        self.status = status
-        self.sleep: Callable[[float], object] = time.sleep
-        self.paused_s = 0.0
-        self.pauses = 0
-        self._next_poll = 0.0
-
-    def clock(self) -> float:
-        return time.perf_counter() - self.paused_s
-
-    def should_stop(self) -> bool:
-        if self.keys.active:
-            now = time.monotonic()
-            if now >= self._next_poll:
-                self._next_poll = now + KEY_POLL_S
-                if PAUSE_KEY in self.keys.read():
-                    self._pause()
-        return self.stop.event.is_set()
-
-    def _pause(self) -> None:
-        began = time.perf_counter()
-        self.pauses += 1
-        self.status.show("PAUSED: space resumes, Ctrl+C stops")
-        while not self.stop.event.is_set():
-            self.sleep(0.1)
-            if PAUSE_KEY in self.keys.read():
-                break
-        self.paused_s += time.perf_counter() - began
-        self.status.show("resumed")
-
-
-def _report(replayer: Replayer, delivery: dict[str, Any], *, file: Path, target: str,
-            signal_name: str | None) -> dict[str, Any]:
-    from tesaiot_cli.replay import summary
-
-    report: dict[str, Any] = {"file": str(file), "target": target}
-    report.update(summary(replayer.stats, speed=replayer.options.speed))
-    report.update(delivery)
-    report["stopped_by"] = signal_name if replayer.stats.stopped else None
-    return report
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    speed = report["speed"]
-    speed_text = "max speed" if speed == "max" else f"{speed:g}x"
-    expected = report["expected_s"]
-    timing = f"in {report['duration_s']:.3f} s" + (f" (expected {expected:.3f} s at {speed_text})"
-                                                  if expected is not None else f" ({speed_text})")
-    stopped = f", stopped by {report['stopped_by']}" if report["stopped_by"] else ""
-    if report.get("paused_s"):
-        stopped += f", paused {report['paused_s']:.1f} s"
-    target = "stdout" if report["target"] == "-" else report["target"]
-    err(f"replayed {plural(report['sent'], 'message')} from {report['file']} to {target} {timing}{stopped}")
-    restored = f" (incl. {report['restored_retained']} restored retained)" if report["restored_retained"] else ""
-    if report["target"] == "-":
-        err(f"  written {plural(report['published'], 'line')} to stdout{restored}")
-    else:
-        err(f"  published {report['published']}{restored}, acknowledged {report['acknowledged']}, "
-            f"failed {report['failed']}, dropped {report['dropped']}")
-    late = report["lateness_ms"]
-    if late["max"] is not None:
-        err(f"  send lateness p50 {late['p50']:.3f} ms, p99 {late['p99']:.3f} ms, max {late['max']:.3f} ms")
-    notes = []
-    if report["skipped"]:
-        notes.append(f"{report['skipped']} not selected")
-    if report["clamped"]:
-        notes.append(f"{report['clamped']} out of time order (sent right after their predecessor)")
-    if report["not_restamped"]:
-        notes.append(f"{report['not_restamped']} payloads without a JSON timestamp left as they were")
-    if report["loops"] > 1:
-        notes.append(f"{report['loops']} loops")
-    if notes:
-        err("  " + "; ".join(notes))
-    for reason, count in report["failed_reasons"].items():
-        err(f"  refused by the broker: {count} x {reason}")

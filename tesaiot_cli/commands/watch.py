@@ -152,7 +152,7 @@ def watch(
         # Everything that may prompt (a password) or fail is settled before the terminal is
         # put in cbreak mode and the screen taken.
         if replay is not None:
-            from tesaiot_cli.replay import parse_speed
+            from tesaiot_cli.playback.replay import parse_speed
 
             if any(value for value in conn.as_mapping().values()):
                 warn("connection options are ignored with --replay")

@@ -2,7 +2,7 @@
 
 ``session`` (the facade) ← ``loops`` (connection, network loops) ← ``flow`` (windows,
 counters), ``paho_compat`` (paho's private names, behind a probe) ← ``transport``
-(buffered socket) ← ``codec`` (pure packet encode/parse). ``fleet``: per-device
+(buffered socket) ← ``codec`` (pure packet encode/parse). ``per_device``: per-device
 connections for ``simulate --connections per-device`` (paho's public API only). See
 docs/architecture.md.
 """

@@ -12,8 +12,7 @@ from __future__ import annotations
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -35,14 +34,13 @@ from tesaiot_cli.mqtt.connect import (
 )
 from tesaiot_cli.mqtt.flow import SessionStats
 from tesaiot_cli.mqtt.paho_compat import FastPath
-from tesaiot_cli.mqtt.transport import BufferedSocket, set_nodelay
+from tesaiot_cli.mqtt.transport import BufferedSocket, IoHandoff, set_nodelay
 
 NETWORK_TICK_S = 0.05  # threaded=True: longest wait for the socket; bounds shutdown and write latency
 MAX_PUMP_S = 1.0  # longest single network wait: keepalive pings are sent between waits
 READ_BATCH = 64  # threaded=True: packets read per hold of the I/O lock
 MISC_EVERY_S = 0.1  # how often paho's keepalive check runs while data flows
 CLOSE_LINGER_S = 2.0  # after DISCONNECT: longest wait for the broker to close its side
-IO_HANDOFF_S = 0.05  # longest the network thread stands back for a caller that waits for the I/O lock
 
 EventCallback = Callable[[str, str], None]
 # Returns False when the message was not kept (it is then not acknowledged); None or True: kept.
@@ -69,14 +67,10 @@ class Connection:
         self.client: paho.Client | None = None
         self.fast: FastPath | None = None
         self.mqtt5 = settings.mqtt_version == 5
-        # Serialises paho's socket use between the network thread and the caller's thread.
-        # A lock is not fair: while data flows the network thread takes it again the moment
-        # it lets go, and a caller could wait seconds (seen: 1.3 s on paho's public path
-        # under a backlog). Callers say they wait (caller_io); the network thread stands
-        # back until they have it.
-        self.io = threading.Lock()
-        self._io_wanted = 0
-        self._io_wanted_lock = threading.Lock()
+        # Serialises paho's socket use between the network thread and the caller's thread,
+        # handed to a waiting caller first (transport.IoHandoff); ``io`` is its lock.
+        self.handoff = IoHandoff()
+        self.io = self.handoff.lock
         self.connack = threading.Event()
         self.connack_code = -1
         self.connack_text = ""
@@ -99,37 +93,6 @@ class Connection:
         self._next_misc = 0.0
         self._network: threading.Thread | None = None
         self._stop_network = threading.Event()
-
-    @contextmanager
-    def caller_io(self) -> Iterator[None]:
-        """The I/O lock for a caller's thread: handed over by the network thread even while
-        data flows (it checks ``_io_wanted`` before it takes the lock again)."""
-        if not self.io.acquire(blocking=False):
-            self.wait_for_io()
-        try:
-            yield
-        finally:
-            self.io.release()
-
-    def wait_for_io(self) -> None:
-        """Take the I/O lock on a caller's thread when it was not free: say so, so the
-        network thread stands back."""
-        with self._io_wanted_lock:
-            self._io_wanted += 1
-        try:
-            self.io.acquire()
-        finally:
-            with self._io_wanted_lock:
-                self._io_wanted -= 1
-
-    def _stand_back(self) -> None:
-        """On the network thread, before it takes the I/O lock: let a waiting caller have it
-        first (bounded: a caller that never comes does not stop the network)."""
-        if not self._io_wanted:
-            return
-        deadline = time.monotonic() + IO_HANDOFF_S
-        while self._io_wanted and time.monotonic() < deadline:
-            time.sleep(0.0002)
 
     # -- events and failures ---------------------------------------------------------
 
@@ -227,7 +190,7 @@ class Connection:
         why_not = self.fast.behaves()
         if why_not is None:
             return
-        with self.caller_io():
+        with self.handoff.for_caller():
             self.fast.uninstall()
             self.fast = None
             self.client.on_message = self._handle_public_message
@@ -337,7 +300,7 @@ class Connection:
                 if client.socket() is None:
                     self.pump(NETWORK_TICK_S, idle=stop)
                     continue
-                self._stand_back()
+                self.handoff.stand_back()
                 with self.io:
                     turn = self._turn(client, NETWORK_TICK_S, wait_first=False)
                 if turn is None:

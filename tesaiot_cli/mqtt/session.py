@@ -238,7 +238,7 @@ class Session:
         net.subscriptions = [(f, qos) for f in filters]
         # Lock order, as on the network thread: io, then suback_ready. Holding io while
         # subscribing keeps the SUBACK from being handled before its mid is noted.
-        with net.caller_io():
+        with net.handoff.for_caller():
             rc, mid = client.subscribe(net.subscription_list())
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
                 raise ConnectError(f"cannot subscribe: {paho.error_string(rc)}")
@@ -369,7 +369,7 @@ class Session:
         properties = paho_compat.to_paho_properties(message.properties) if net.mqtt5 else None
         io = net.io
         if not io.acquire(blocking=False):  # the hot path: no context manager when the lock is free
-            net.wait_for_io()
+            net.handoff.wait()
         try:
             info = client.publish(message.topic, message.payload, message.qos, message.retain,
                                   properties=properties)
@@ -441,7 +441,7 @@ class Session:
             return
         info = paho.MQTTMessageInfo(paho_compat.HELD_MID)
         self._held_batches.add(info, count)
-        with net.caller_io():
+        with net.handoff.for_caller():
             fast.queue_publishes(batch, info)
         while fast.unwritten_packets() > HOLD_QUEUED and client.socket() is not None:
             if self._interrupt.is_set():

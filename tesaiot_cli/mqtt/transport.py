@@ -1,4 +1,5 @@
-"""The buffered socket of the fast path: read-ahead, corked writes, a clean close.
+"""The buffered socket of the fast path: read-ahead, corked writes, a clean close; and
+the I/O lock a waiting caller gets before the network thread takes it again.
 
 It wraps the connection's socket (tcp, TLS or paho's websocket wrapper) and is what paho
 reads from and writes to on the fast path (installed by :mod:`paho_compat`). No paho name
@@ -10,12 +11,16 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tesaiot_cli.mqtt import codec
 
 READ_CHUNK = 64 * 1024  # bytes asked of the socket per read (paho asks for 1 byte at a time)
+IO_HANDOFF_S = 0.05  # longest the network thread stands back for a caller that waits for the I/O lock
 
 
 def set_nodelay(raw: Any) -> None:
@@ -25,6 +30,54 @@ def set_nodelay(raw: Any) -> None:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):
         pass  # not a TCP socket (a test's socket pair): nothing to switch off
+
+
+class IoHandoff:
+    """The I/O lock that serialises paho's socket use between the network thread and the
+    callers' threads, handed to a waiting caller first.
+
+    A lock is not fair: while data flows the network thread takes it again the moment it
+    lets go, and a caller could wait seconds (seen: 1.3 s on paho's public path under a
+    backlog). Callers say they wait (:meth:`for_caller`, :meth:`wait`); the network thread
+    :meth:`stand_back` s until they have it. ``lock`` is the plain lock: the publish hot path
+    tries it without a context manager, and the network thread holds it for a turn.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._wanted = 0
+        self._wanted_lock = threading.Lock()
+
+    @contextmanager
+    def for_caller(self) -> Iterator[None]:
+        """The I/O lock for a caller's thread: handed over by the network thread even while
+        data flows (it checks for waiting callers before it takes the lock again)."""
+        if not self.lock.acquire(blocking=False):
+            self.wait()
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def wait(self) -> None:
+        """Take the I/O lock on a caller's thread when it was not free: say so, so the
+        network thread stands back."""
+        with self._wanted_lock:
+            self._wanted += 1
+        try:
+            self.lock.acquire()
+        finally:
+            with self._wanted_lock:
+                self._wanted -= 1
+
+    def stand_back(self) -> None:
+        """On the network thread, before it takes the I/O lock: let a waiting caller have it
+        first (bounded: a caller that never comes does not stop the network)."""
+        if not self._wanted:
+            return
+        deadline = time.monotonic() + IO_HANDOFF_S
+        while self._wanted and time.monotonic() < deadline:
+            time.sleep(0.0002)
 
 
 class BufferedSocket:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from tesaiot_cli.message import Message
-from tesaiot_cli.selection import Selection
+from tesaiot_cli.playback.selection import Selection
 
 # 1: the first layout. 2: adds the nullable ``properties`` column (MQTT 5 publish
 # properties); every version-1 recording still reads (tests/golden/).
@@ -191,7 +191,7 @@ class RecordingReader(Protocol):
     ``warnings`` says what was skipped or is unsealed. Errors (missing, corrupt, unknown
     format version) raise :class:`~tesaiot_cli.errors.RecordingError`.
 
-    The iterators take a :class:`~tesaiot_cli.selection.Selection` (None: everything):
+    The iterators take a :class:`~tesaiot_cli.playback.selection.Selection` (None: everything):
     they yield only the messages it selects, bind its window to the recording's start,
     add the messages they leave out to ``selection.excluded``, and skip undecoded what the
     reader's index proves excluded (Parquet row groups by their statistics, dataset files

@@ -38,6 +38,7 @@ from typing import Any
 
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.message import Message
+from tesaiot_cli.playback.selection import Selection
 from tesaiot_cli.recording import storage
 from tesaiot_cli.recording.buffered import SealsOnExit
 from tesaiot_cli.recording.files import partial_dir
@@ -52,7 +53,6 @@ from tesaiot_cli.recording.model import (
     WriteSummary,
 )
 from tesaiot_cli.recording.storage import S3Path
-from tesaiot_cli.selection import Selection
 
 POLL_S = 0.1
 

@@ -3,8 +3,13 @@
 Two kinds of truth live in a recording's metadata (``RecordingMetadata.extra``):
 
 - **dropouts** (``tesaiot simulate --record``): ``extra.dropouts`` maps each device to the
-  packet numbers it left out on purpose (``null`` when not known in advance: recomputed
-  from the seed, which needs the simulator: ``analysis.score.dropout_plan`` reads it).
+  packet numbers (1-based) it left out on purpose. ``null`` when they were not known in
+  advance and the writer had no room to store them at close (a JSONL header): they are then
+  recomputed from the seed. :class:`DropoutPlan` is the typed view: the listed numbers, or
+  what recomputing them needs (seed, devices, first device index, anomaly pace and kinds,
+  packets made). Computing them needs the simulator (``recording`` does not import
+  ``sim``): :func:`tesaiot_cli.sim.dps368.fleet_dropouts` is the one computation, used by
+  ``simulate`` (writing the plan) and ``score`` (reading it).
 - **windows** (``tesaiot convert --from nab``): ``extra.windows`` maps each device to its
   anomaly windows, each ``[first, last]``: the ``timestamp`` texts of the first and the
   last reading inside it (both inclusive), in time order, not overlapping. Every device of
@@ -27,6 +32,8 @@ from typing import Any
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.recording.model import RecordingMetadata
 
+DROPOUTS_KEY = "dropouts"
+DROPOUT_KIND = "dropout"
 WINDOWS_KEY = "windows"
 BENCHMARK_KEY = "benchmark"
 # The label of every reading inside a window (readings outside are NORMAL_LABEL).
@@ -123,3 +130,64 @@ class TruthWindows:
             by_device[str(device)] = tuple(Window(first, last) for first, last in windows)
         benchmark = metadata.extra.get(BENCHMARK_KEY)
         return cls(by_device, benchmark if isinstance(benchmark, str) else None)
+
+
+@dataclass(frozen=True)
+class DropoutPlan:
+    """What a simulated recording's metadata says about its dropouts (plain data).
+
+    ``listed``: the packet numbers per device as stored (None: ``null``, to recompute).
+    The rest is what recomputing needs: ``packets`` is the packets made by all devices
+    (dropouts included), dealt round-robin over ``device_ids`` (device ``i`` made
+    :meth:`packets_of` ``(i)``); ``sharded_blind``: a shard of a fleet recorded before the
+    first device's index was stored, so its devices' numbers cannot be known.
+    """
+
+    listed: dict[str, tuple[int, ...]] | None
+    seed: int | None = None
+    device_ids: tuple[str, ...] | None = None
+    first_device_index: int = 0
+    anomaly_every: int = 0
+    kinds: tuple[str, ...] = ()
+    packets: int | None = None
+    sharded_blind: bool = False
+
+    @property
+    def possible(self) -> bool:
+        """Whether the run could leave packets out at all (the dropout kind, anomalies on)."""
+        return DROPOUT_KIND in self.kinds and self.anomaly_every > 0
+
+    @property
+    def computable(self) -> bool:
+        """Whether the numbers can be recomputed (the seed, the devices and the packets made are known)."""
+        return (self.seed is not None and self.device_ids is not None and self.packets is not None
+                and not self.sharded_blind)
+
+    def packets_of(self, offset: int) -> int:
+        """Packets made by the device at ``offset`` in :attr:`device_ids`."""
+        assert self.packets is not None and self.device_ids is not None
+        return len(range(offset, self.packets, len(self.device_ids)))
+
+    def trimmed(self, packets: int) -> dict[str, list[int]] | None:
+        """The listed numbers cut to the packets each device made of ``packets`` in all."""
+        if self.listed is None:
+            return None
+        made = {device: len(range(offset, packets, len(self.listed))) for offset, device in enumerate(self.listed)}
+        return {device: [k for k in numbers if k <= made[device]] for device, numbers in self.listed.items()}
+
+    @classmethod
+    def of(cls, metadata: RecordingMetadata) -> DropoutPlan:
+        """The plan of a recording's metadata (``extra`` as ``simulate`` writes it; what is
+        missing or of another type counts as not known)."""
+        extra = metadata.extra
+        planned = extra.get(DROPOUTS_KEY)
+        listed = ({str(device): tuple(numbers) for device, numbers in planned.items()}
+                  if isinstance(planned, dict) else None)
+        ids, packets, kinds = extra.get("device_ids"), extra.get("packets"), extra.get("anomaly_kinds") or []
+        return cls(listed, seed=metadata.seed,
+                   device_ids=tuple(str(d) for d in ids) if isinstance(ids, list) else None,
+                   first_device_index=int(extra.get("first_device_index", 0)),
+                   anomaly_every=int(extra.get("anomaly_every") or 0),
+                   kinds=tuple(str(kind) for kind in kinds),
+                   packets=packets if isinstance(packets, int) else None,
+                   sharded_blind="shard" in extra and "first_device_index" not in extra)

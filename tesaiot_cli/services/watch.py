@@ -317,8 +317,8 @@ def watch_replay(path: Path, *, recording_format: str | None, speed: float | Non
     as the view takes them), through the replay scheduler; no broker. ``filters`` select
     topics (none: every message). The view stays after the end until ``q``. Raises
     :class:`RecordingError` (also from the reading thread, on this one)."""
+    from tesaiot_cli.playback.replay import Replayer, ReplayOptions
     from tesaiot_cli.recording import open_reader
-    from tesaiot_cli.replay import Replayer, ReplayOptions
 
     clock = ReplayClock(speed)
     model = FleetModel(clock, stale_after=stale_after)

@@ -117,7 +117,7 @@ def _error_from(kind: str, text: str) -> TesaiotError:
 def worker_main(index: int, plan: WorkerPlan, channel: Any, counters: Any, remaining: Any, stop: Any,
                 parent_pid: int) -> None:
     """The body of worker ``index`` (1-based), in its own process."""
-    from tesaiot_cli.lean import refuse_pandas_for_pyarrow
+    from tesaiot_cli.process.lean import refuse_pandas_for_pyarrow
 
     refuse_pandas_for_pyarrow()  # a spawned worker does not run the CLI's main
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -22,9 +22,12 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from tesaiot_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tesaiot_cli.recording.truth import DropoutPlan
 
 SENSOR_TYPE = "DPS368"
 NORMAL = "normal"
@@ -311,6 +314,17 @@ def planned_dropouts(
         if choices[rng.randrange(len(choices))] == "dropout":
             dropped.extend(range(onset, min(onset + min(length, anomaly_every), packets + 1)))
     return dropped
+
+
+def fleet_dropouts(plan: DropoutPlan) -> dict[str, list[int]]:
+    """Every device's :func:`planned_dropouts` for the packets it made (``plan`` must be
+    :attr:`~DropoutPlan.computable`): the one computation of a run's dropouts, written by
+    ``simulate`` into the ground truth and recomputed by ``score`` when it says ``null``."""
+    assert plan.seed is not None and plan.device_ids is not None
+    return {device_id: planned_dropouts(seed=plan.seed, device_index=plan.first_device_index + offset,
+                                        anomaly_every=plan.anomaly_every, kinds=plan.kinds,
+                                        packets=plan.packets_of(offset))
+            for offset, device_id in enumerate(plan.device_ids)}
 
 
 class TimestampFormatter:

@@ -12,11 +12,15 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.sim.dps368 import UPSTREAM_KINDS, check_anomaly_every, check_profile, parse_kinds
-from tesaiot_cli.sim.fleet import DEFAULT_DEVICE_ID, DEFAULT_TOPIC, MAX_DEVICES, parse_shard, shard_range
+from tesaiot_cli.sim.naming import DEFAULT_DEVICE_ID, DEFAULT_TOPIC, MAX_DEVICES, parse_shard, shard_range
+
+if TYPE_CHECKING:
+    from tesaiot_cli.config import ConnectionSettings
 
 # Below this interval (or for a fleet) a live status line replaces the per-packet lines.
 PER_PACKET_MIN_INTERVAL_S = 0.2
@@ -153,6 +157,53 @@ def resolve_options(
         queue=queue if queue is not None else auto_queue, queue_given=queue, shard=shard_pair,
         fleet_devices=fleet_devices, first_index=first_index, sequence=sequence,
     )
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """``--connections per-device``: each device's settings, the connect rate, the per-device queue."""
+
+    settings: list[ConnectionSettings]
+    connect_rate: float
+    queue: int
+
+
+def link_options(opts: SimOptions, settings: ConnectionSettings, env: Mapping[str, str], *, connections: str,
+                 connect_rate: float | None, client_id: str | None, username_template: str | None,
+                 password_template: str | None, password_file: Path | None,
+                 cert_dir: Path | None) -> LinkOptions | None:
+    """Check the per-device options; None for one shared connection. Raises ConfigError."""
+    mode = connections.strip().lower()
+    if mode not in ("shared", "per-device"):
+        raise ConfigError(f"invalid --connections {connections!r}: use shared or per-device")
+    password_template = password_template or env.get("TESAIOT_PASSWORD_TEMPLATE") or None
+    given = [name for name, value in (("--connect-rate", connect_rate), ("--username-template", username_template),
+                                      ("--password-template", password_template),
+                                      ("--password-file", password_file), ("--cert-dir", cert_dir))
+             if value is not None]
+    if mode == "shared":
+        if given:
+            raise ConfigError(f"{given[0]} goes with --connections per-device")
+        return None
+    if opts.interval_s == 0:
+        raise ConfigError("--connections per-device needs a schedule: give --interval SECONDS (not 0)")
+    from tesaiot_cli.config import Secret
+    from tesaiot_cli.sim.credentials import device_settings
+    from tesaiot_cli.sim.naming import device_ids
+
+    rate = DEFAULT_CONNECT_RATE if connect_rate is None else connect_rate
+    if not math.isfinite(rate) or rate <= 0:
+        raise ConfigError(f"invalid --connect-rate {connect_rate}: it must be a positive number of connects per second")
+    ids = device_ids(opts.device_id, opts.fleet_size, start=opts.first_index, stop=opts.first_index + opts.devices)
+    per_device = device_settings(
+        settings, ids, first_number=opts.first_index + 1, client_id=client_id or env.get("MQTT_CLIENT_ID") or None,
+        username_template=username_template,
+        password_template=Secret(password_template) if password_template is not None else None,
+        password_file=password_file, cert_dir=cert_dir)
+    # --queue is per device here; by default about QUEUE_SECONDS of each device's packets.
+    queue = opts.queue_given or int(min(PER_DEVICE_QUEUE_MAX, max(PER_DEVICE_QUEUE_MIN,
+                                                                  math.ceil(QUEUE_SECONDS / opts.interval_s))))
+    return LinkOptions(per_device, rate, queue)
 
 
 _SECRET_FLAGS = ("--password", "--token", "--password-template")

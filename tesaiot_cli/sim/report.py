@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from tesaiot_cli.sim.dps368 import NORMAL, Packet
 from tesaiot_cli.textfmt import paint, plural
+
+if TYPE_CHECKING:
+    from tesaiot_cli.config import ConnectionSettings
+    from tesaiot_cli.mqtt.per_device import DeviceCounts
+    from tesaiot_cli.sim.options import SimOptions
 
 
 def packet_line(packet: Packet, *, sent: bool, pressure_decimals: int = 2, color: bool = False,
@@ -146,4 +152,48 @@ def summary_lines(
             f"schedule: last packet {last_lateness_s * 1000:.1f} ms after its due time "
             f"(at most {max_lateness_s * 1000:.1f} ms late)"
         )
+    return lines
+
+
+def banner_lines(opts: SimOptions, settings: ConnectionSettings, ids: Sequence[str], topics: Sequence[str], *,
+                 per_device: bool = False) -> list[str]:
+    """What runs where: the devices, the broker, the topic, the pace, the anomalies, the seed."""
+    who = ids[0] if len(ids) == 1 else f"{ids[0]} .. {ids[-1]}"
+    where = topics[0] if len(topics) == 1 else opts.topic
+    pace = "as fast as possible" if opts.interval_s == 0 else f"every {opts.interval_s:g} s"
+    anomalies = (f"anomaly every {opts.anomaly_every} packets ({', '.join(opts.kinds)})" if opts.anomaly_every
+                 else "no anomalies")
+    seed = f"seed {opts.seed}" + ("" if opts.seed_given else f" (repeat this run with --seed {opts.seed})")
+    shard = "" if opts.shard is None else f", shard {opts.shard[0]}/{opts.shard[1]} of a {opts.fleet_size}-device fleet"
+    where_to = (f"{settings.url.display()}, one connection per device" if per_device else settings.describe())
+    return [
+        f"simulating {len(ids)} DPS368 device{'s' if len(ids) > 1 else ''} ({who}{shard}) on {where_to}",
+        f"topic {where}, {pace}, {anomalies}, profile {opts.profile}, QoS {opts.qos}, {seed}",
+    ]
+
+
+def device_lines(counts: Sequence[DeviceCounts], connect_times: Sequence[float], *, qos: int) -> list[str]:
+    """Per-device summary: connections, connect times, and the devices that lost packets."""
+    times = sorted(connect_times)
+    connected = sum(1 for c in counts if c.connects)
+    lines = [f"devices: {connected} of {len(counts)} connected at least once, "
+             f"{sum(c.disconnects for c in counts)} connections lost, "
+             f"{sum(max(c.connects - 1, 0) for c in counts)} reconnects"]
+    if times:
+        def at(q: float) -> float:
+            return times[min(len(times) - 1, int(q * len(times)))]
+        lines.append(f"connect time (attempt to CONNACK) p50 {at(0.5) * 1000:.1f} ms, p99 {at(0.99) * 1000:.1f} ms, "
+                     f"max {times[-1] * 1000:.1f} ms")
+    lossy = [c for c in counts if c.dropped or c.failed or c.sent != c.acknowledged]
+    if lossy:
+        lines.append(f"{len(lossy)} device(s) with packets not {'acknowledged' if qos else 'written'} "
+                     "(sent / acknowledged / failed / dropped):")
+        for c in lossy[:10]:
+            why = f" -- {c.last_error}" if c.last_error and not c.connects else ""
+            lines.append(f"  {c.device_id} ({c.client_id}): {c.sent} / {c.acknowledged} / {c.failed} / "
+                         f"{c.dropped}{why}")
+        if len(lossy) > 10:
+            lines.append(f"  ... and {len(lossy) - 10} more")
+    else:
+        lines.append("every device: every packet sent was " + ("acknowledged" if qos else "written (QoS 0)"))
     return lines

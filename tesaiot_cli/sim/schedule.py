@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message
-from tesaiot_cli.pacing import Clock, LatenessHistogram, Sleep, StopCheck, wait_until
+from tesaiot_cli.playback.pacing import Clock, LatenessHistogram, Sleep, StopCheck, wait_until
 from tesaiot_cli.sim.dps368 import DPS368Device, Packet
 
 # Longest single sleep, so a stop request is seen even with a sleep that cannot be woken.

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from tesaiot_cli.message import UNKNOWN_DEVICE, Message, parse_topic
-from tesaiot_cli.render import escape_control
+from tesaiot_cli.output.render import escape_control
 
 SPARK_WINDOW = 48  # values kept per field per row: the widest sparkline drawn
 RATE_BUCKETS = 10  # one-second buckets: the rate is over the last 10 s
@@ -210,7 +210,7 @@ class Row:
         ring = self.series.get(field)
         return ring.last(n) if ring is not None else []
 
-    def _topic(self, topic: str) -> None:
+    def note_topic(self, topic: str) -> None:
         if topic not in self.topics and len(self.topics) < MAX_TOPICS:
             self.topics.append(topic)
 
@@ -298,7 +298,7 @@ class FleetModel:
             row.first_s = now
         row.last_s = now
         row.messages += 1
-        row._topic(message.topic)
+        row.note_topic(message.topic)
         if not payload.parsed:
             row.not_parsed += 1
         for name, value in payload.values:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from rich.text import Text
 
-from tesaiot_cli.render import escape_control, human_block
+from tesaiot_cli.output.render import escape_control, human_block
 from tesaiot_cli.textfmt import plural
 from tesaiot_cli.watch.model import SPARK_WINDOW, FleetModel, Row
 from tesaiot_cli.watch.state import ViewState

@@ -9,7 +9,7 @@ from typing import Any
 
 from tesaiot_cli.recording import RecordingMetadata, open_writer
 from tesaiot_cli.sim.dps368 import EPISODE_PACKETS, DPS368Device, DPS368Model, parse_kinds, planned_dropouts
-from tesaiot_cli.sim.fleet import device_ids
+from tesaiot_cli.sim.naming import device_ids
 
 START_NS = 1_795_000_000_000_000_000
 

@@ -25,6 +25,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from tesaiot_cli.errors import RecordingError
+from tesaiot_cli.playback.selection import Selection
 from tesaiot_cli.recording.dataset.layout import (
     CONTROL_DIR,
     PART_PREFIX,
@@ -40,7 +41,6 @@ from tesaiot_cli.recording.dataset.partition import bucket_of
 from tesaiot_cli.recording.files import partial_dir
 from tesaiot_cli.recording.formats.parquet_read import ParquetReader, TableReader, UnsealedParquetReader
 from tesaiot_cli.recording.model import PARTIAL_SUFFIX, RecordingMetadata, SelectionPlan, TimeSpan
-from tesaiot_cli.selection import Selection
 
 FORMAT_NAME = "parquet-dataset"
 TableSource = Callable[[], Iterator[pa.Table]]

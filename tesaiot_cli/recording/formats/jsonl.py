@@ -40,6 +40,7 @@ from tesaiot_cli.message import (
     properties_to_json,
     topic_sensor,
 )
+from tesaiot_cli.playback.selection import Selection
 from tesaiot_cli.recording.buffered import FLUSH_INTERVAL_S, BufferedWriter, Columns
 from tesaiot_cli.recording.files import (
     check_output_path,
@@ -53,7 +54,6 @@ from tesaiot_cli.recording.files import (
 )
 from tesaiot_cli.recording.meta import JSONL_HEADER_KEY, finished_metadata, metadata_from_dict, metadata_to_dict
 from tesaiot_cli.recording.model import RecordingMetadata, RecoverResult, SelectionPlan, TimeSpan
-from tesaiot_cli.selection import Selection
 
 HEADER_ROOM = 1024  # bytes reserved for the metadata line
 LINE_FIELDS = frozenset({"time", "topic", "device_id", "sensor_type", "qos", "retain", "label", "properties",

@@ -1,7 +1,7 @@
 """Reading Parquet recordings: sealed files, and the ``.partial`` directory a crash leaves.
 
 Both readers stream one row group (or journal batch) at a time and raise only
-:class:`RecordingError`. They take a :class:`~tesaiot_cli.selection.Selection`: a sealed
+:class:`RecordingError`. They take a :class:`~tesaiot_cli.playback.selection.Selection`: a sealed
 file skips, unread, every row group whose footer statistics (time range, topic range,
 retain) prove that the selection takes none of its rows. Page checksums are verified, so a damaged page is reported
 instead of read as wrong data.
@@ -21,11 +21,11 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from tesaiot_cli.errors import RecordingError
 from tesaiot_cli.message import Message
+from tesaiot_cli.playback.selection import Selection
 from tesaiot_cli.recording import schema
 from tesaiot_cli.recording.files import check_regular_file, partial_dir
 from tesaiot_cli.recording.meta import METADATA_KEY, finished_metadata, metadata_from_json
 from tesaiot_cli.recording.model import RecordingMetadata, SelectionPlan, TimeSpan
-from tesaiot_cli.selection import Selection
 
 _NUMBERED = re.compile(r"^(part|journal)-(\d+)\.(parquet|arrows)$")
 

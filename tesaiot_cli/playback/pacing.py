@@ -26,6 +26,17 @@ MAX_SLEEP_S = 0.25  # longest single sleep: stop requests and progress are seen 
 release_gil: Callable[[], object] = getattr(os, "sched_yield", None) or functools.partial(time.sleep, 0)
 
 
+def freeze_startup_objects() -> None:
+    """Take what start-up allocated (typer, pyarrow, paho...) out of the garbage collector's
+    sight, just before a timed loop. A full collection would otherwise walk all of it in the
+    middle of a schedule: measured here, a 1 kHz replay's send lateness went from p99 0.2-0.5 ms,
+    max ~20 ms, to p99 0.003 ms, max ~4 ms."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def wait_until(
     due: float,
     *,

@@ -12,22 +12,24 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import Message, validate_topic_filter, validate_topic_name
-from tesaiot_cli.pacing import MAX_SLEEP_S, LatenessHistogram, release_gil, wait_until
-from tesaiot_cli.selection import Selection, TimeBound, check_window
-from tesaiot_cli.textfmt import iso_time
+from tesaiot_cli.playback.pacing import MAX_SLEEP_S, LatenessHistogram, release_gil, wait_until
+from tesaiot_cli.playback.selection import Selection, TimeBound, check_window
+from tesaiot_cli.textfmt import iso_time, plural
 
 MIN_SPEED = 1e-6
 MAX_FINITE_SPEED = 1e6
 SPIN_S = 0.0005  # spin (instead of sleeping) this long before a due time
 PROGRESS_EVERY_S = 0.5
 SINGLE_MESSAGE_PERIOD_NS = 1_000_000_000
+LOOP_FOREVER = "forever"  # --loop without a count
 
 
 # -- option values ---------------------------------------------------------------------
@@ -53,6 +55,21 @@ def parse_speed(text: str) -> float | None:
             f"invalid --speed {text!r}: use a factor from {MIN_SPEED:g} to {MAX_FINITE_SPEED:g}, or max"
         )
     return speed
+
+
+def parse_loops(value: str | None) -> int | None:
+    """``None`` (no --loop) -> 1; ``forever`` -> ``None``; ``N`` -> N >= 1. Raises ConfigError."""
+    if value is None:
+        return 1
+    if value.strip().lower() == LOOP_FOREVER:
+        return None
+    try:
+        loops = int(value)
+    except ValueError:
+        raise ConfigError(f"invalid --loop {value!r}: give a count (--loop 3) or none (--loop: forever)") from None
+    if loops < 1:
+        raise ConfigError(f"invalid --loop {loops}: it must be at least 1")
+    return loops
 
 
 def _check_topic_part(value: str, what: str) -> None:
@@ -385,3 +402,41 @@ def summary(stats: ReplayStats, *, speed: float | None) -> dict[str, object]:
                         "max": ms(late.max_s if late.count else None), "mean": ms(late.mean_s)},
         "stopped": stats.stopped,
     }
+
+
+def report_lines(report: Mapping[str, Any]) -> list[str]:
+    """The summary (:func:`summary` plus the delivery counts) as the lines ``replay`` prints on stderr."""
+    lines: list[str] = []
+    speed = report["speed"]
+    speed_text = "max speed" if speed == "max" else f"{speed:g}x"
+    expected = report["expected_s"]
+    timing = f"in {report['duration_s']:.3f} s" + (f" (expected {expected:.3f} s at {speed_text})"
+                                                  if expected is not None else f" ({speed_text})")
+    stopped = f", stopped by {report['stopped_by']}" if report["stopped_by"] else ""
+    if report.get("paused_s"):
+        stopped += f", paused {report['paused_s']:.1f} s"
+    target = "stdout" if report["target"] == "-" else report["target"]
+    lines.append(f"replayed {plural(report['sent'], 'message')} from {report['file']} to {target} {timing}{stopped}")
+    restored = f" (incl. {report['restored_retained']} restored retained)" if report["restored_retained"] else ""
+    if report["target"] == "-":
+        lines.append(f"  written {plural(report['published'], 'line')} to stdout{restored}")
+    else:
+        lines.append(f"  published {report['published']}{restored}, acknowledged {report['acknowledged']}, "
+            f"failed {report['failed']}, dropped {report['dropped']}")
+    late = report["lateness_ms"]
+    if late["max"] is not None:
+        lines.append(f"  send lateness p50 {late['p50']:.3f} ms, p99 {late['p99']:.3f} ms, max {late['max']:.3f} ms")
+    notes = []
+    if report["skipped"]:
+        notes.append(f"{report['skipped']} not selected")
+    if report["clamped"]:
+        notes.append(f"{report['clamped']} out of time order (sent right after their predecessor)")
+    if report["not_restamped"]:
+        notes.append(f"{report['not_restamped']} payloads without a JSON timestamp left as they were")
+    if report["loops"] > 1:
+        notes.append(f"{report['loops']} loops")
+    if notes:
+        lines.append("  " + "; ".join(notes))
+    for reason, count in report["failed_reasons"].items():
+        lines.append(f"  refused by the broker: {count} x {reason}")
+    return lines

@@ -42,7 +42,7 @@ class _RefusePandas:
         module = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
         if module.split(".")[0] in _REFUSED_FOR:
             self.refused += 1
-            raise ImportError("pandas is not used by tesaiot (tesaiot_cli.lean)", name="pandas")
+            raise ImportError("pandas is not used by tesaiot (tesaiot_cli.process.lean)", name="pandas")
         return None
 
 
