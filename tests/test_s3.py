@@ -359,8 +359,8 @@ def test_a_failed_s3_output_leaves_nothing_under_its_name_nor_a_local_temporary(
     assert list(spool.iterdir()) == []  # every local temporary removed
 
 
-def test_a_killed_dataset_recorder_leaves_its_open_file_s_parts_and_recover_seals_them(moto: Moto,
-                                                                                     broker: Mosquitto) -> None:
+def test_a_killed_dataset_recorder_leaves_its_open_file_s_parts_and_recover_seals_them(
+        moto: Moto, broker: Mosquitto, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     bucket, top = moto.new_bucket(), _topic()
@@ -375,7 +375,7 @@ def test_a_killed_dataset_recorder_leaves_its_open_file_s_parts_and_recover_seal
                 rows += int(pq.read_metadata(source).num_rows)
         return rows
 
-    recorder = _record(moto, broker, url, top)  # rolls every 60 s: the file stays open
+    recorder = _record(moto, broker, url, top, TMPDIR=str(tmp_path))  # rolls every 60 s: the file stays open
     try:
         publish(broker.tcp_port, _messages(top, 200))
         _wait_for(lambda: staged_rows() == 200, timeout=30)  # every message in an uploaded part
