@@ -298,10 +298,105 @@ def test_a_dataset_recorder_that_cannot_upload_stops_with_the_count(broker: Mosq
     assert "kept locally in" in recorder.stderr and recorder.stderr.count("error:") == 1
 
 
-def test_export_and_plot_outputs_on_s3_are_refused_in_one_line(moto: Moto) -> None:
+SAMPLE = Path(__file__).resolve().parent.parent / "recordings" / "dps368-sample.parquet"
+
+
+def test_export_and_plot_write_s3_outputs_once_complete_and_an_existing_object_needs_force(moto: Moto) -> None:
+    bucket = moto.new_bucket()
     env = clean_env(**moto.env())
-    for args in (["export", "recordings/dps368-sample.parquet", "s3://bucket/out.csv"],
-                 ["plot", "recordings/dps368-sample.parquet", "-o", "s3://bucket/out.png"]):
-        result = run_cli(*args, env=env, cwd=Path(__file__).resolve().parent.parent)
-        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
-        assert "s3://bucket/out." in result.stderr and "local" in result.stderr
+    for name in ("out.parquet", "out.csv", "out.mcap"):
+        result = run_cli("export", str(SAMPLE), f"s3://{bucket}/x/{name}", env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"-> s3://{bucket}/x/{name}" in result.stderr
+    plot = run_cli("plot", str(SAMPLE), "-o", f"s3://{bucket}/x/p.png", env=env)
+    assert plot.returncode == 0, plot.stderr
+    assert f"written to s3://{bucket}/x/p.png" in plot.stderr
+    assert moto.keys(bucket) == ["x/out.csv", "x/out.mcap", "x/out.parquet", "x/p.png"]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    info = run_cli("info", str(SAMPLE), "--json", env=env)
+    assert info.returncode == 0, info.stderr
+    with moto.filesystem().open_input_file(f"{bucket}/x/out.parquet") as source:  # type: ignore[attr-defined]
+        assert pq.read_metadata(source).num_rows == json.loads(info.stdout)["messages"]
+    with moto.filesystem().open_input_stream(f"{bucket}/x/out.csv") as source:  # type: ignore[attr-defined]
+        csv_rows = source.read().decode().splitlines()
+    with moto.filesystem().open_input_stream(f"{bucket}/x/p.png") as source:  # type: ignore[attr-defined]
+        assert source.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert len(csv_rows) == json.loads(info.stdout)["messages"] + 1
+    for args in (["export", str(SAMPLE), f"s3://{bucket}/x/out.csv"],
+                 ["plot", str(SAMPLE), "-o", f"s3://{bucket}/x/p.png"]):
+        again = run_cli(*args, env=env)
+        assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
+        assert "already exists" in again.stderr and "--force" in again.stderr
+        forced = run_cli(*args, "--force", env=env)
+        assert forced.returncode == 0, forced.stderr
+
+
+def test_a_failed_s3_output_leaves_nothing_under_its_name_nor_a_local_temporary(moto: Moto, tmp_path: Path) -> None:
+    bucket = moto.new_bucket()
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    env = clean_env(**moto.env(TMPDIR=str(spool)))
+    # Failing before the upload: an empty selection (exit 9) writes nothing.
+    empty = run_cli("export", str(SAMPLE), f"s3://{bucket}/out.csv", "--device", "no-such-device", env=env,
+                    process=True)
+    assert empty.returncode == 9, empty.stderr
+    # Failing in the upload: a missing bucket (--force: the upload is the first request), and
+    # storage that is unreachable (retried for TESAIOT_S3_RETRY_S, then one line).
+    missing = run_cli("export", str(SAMPLE), "s3://no-such-bucket-here/out.csv", "--force", env=env, process=True)
+    assert missing.returncode == EXIT_RECORDING and missing.stderr.count("\n") == 1, missing.stderr
+    assert "bucket 'no-such-bucket-here' does not exist" in missing.stderr
+    from tests.support.broker import free_ports
+
+    down = clean_env(**moto.env(TMPDIR=str(spool), AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_ports(1)[0]}",
+                                TESAIOT_S3_RETRY_S="1"))
+    for args in (["export", str(SAMPLE), f"s3://{bucket}/out.parquet", "--force"],
+                 ["plot", str(SAMPLE), "-o", f"s3://{bucket}/p.svg", "--force"]):
+        result = run_cli(*args, env=down, process=True)
+        assert result.returncode == EXIT_RECORDING and result.stderr.count("\n") == 1, result.stderr
+        assert "unreachable" in result.stderr and "attempts in 1 s" in result.stderr
+    assert moto.keys(bucket) == []
+    assert list(spool.iterdir()) == []  # every local temporary removed
+
+
+def test_a_killed_dataset_recorder_leaves_its_open_file_s_parts_and_recover_seals_them(
+        moto: Moto, broker: Mosquitto, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    bucket, top = moto.new_bucket(), _topic()
+    url = f"s3://{bucket}/fleet/"
+    s3 = moto.filesystem()
+
+    def staged_rows() -> int:
+        keys = [key for key in moto.keys(bucket) if key.startswith("fleet/_tesaiot/staging/") and "/part-" in key]
+        rows = 0
+        for key in keys:
+            with s3.open_input_file(f"{bucket}/{key}") as source:  # type: ignore[attr-defined]
+                rows += int(pq.read_metadata(source).num_rows)
+        return rows
+
+    recorder = _record(moto, broker, url, top, TMPDIR=str(tmp_path))  # rolls every 60 s: the file stays open
+    try:
+        publish(broker.tcp_port, _messages(top, 200))
+        _wait_for(lambda: staged_rows() == 200, timeout=30)  # every message in an uploaded part
+        keys = moto.keys(bucket)
+        assert not any(key.startswith("fleet/date=") for key in keys)  # nothing sealed yet
+        assert not any(key.endswith(".parquet") for key in keys)  # `**/*.parquet` globs find no staged part
+    finally:
+        recorder.stop(signal.SIGKILL)
+    env = clean_env(**moto.env())
+    before = run_cli("info", url, env=env)  # read as unsealed, the recover command named as the user would type it
+    assert before.returncode == 0 and "200" in before.stdout and "NOT SEALED" in before.stdout, before.stderr
+    assert f"'tesaiot recover s3://{bucket}/fleet'" in before.stderr and "/tmp" not in before.stderr
+    recover = run_cli("recover", url, env=env)
+    assert recover.returncode == 0, recover.stderr
+    assert "sealed 200 messages" in recover.stderr, recover.stderr
+    keys = moto.keys(bucket)
+    assert not any("staging" in key for key in keys), keys
+    assert [key for key in keys if key.endswith(".parquet")] and \
+        all(key.startswith("fleet/date=") for key in keys if key.endswith(".parquet"))
+    info = run_cli("info", url, "--json", env=env)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["messages"] == 200
+    again = run_cli("recover", url, env=env)
+    assert again.returncode == 0 and "nothing to recover" in again.stderr, again.stderr

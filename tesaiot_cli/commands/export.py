@@ -12,7 +12,7 @@ import typer
 
 from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds, warn
 from tesaiot_cli.errors import ConfigError, EmptySelection
-from tesaiot_cli.recording.storage import is_remote, location
+from tesaiot_cli.recording.storage import location, output_exists, staged_output
 
 if TYPE_CHECKING:
     from tesaiot_cli.playback.selection import Selection
@@ -54,11 +54,8 @@ def export(
         use_lean_memory_pool(dict(os.environ), decay_ms=EXPORT_DECAY_MS)  # bounded RSS, few page faults
         file = strip_partial(file)
         kind = export_format(output)
-        if is_remote(output):
-            raise ConfigError(f"export writes a local file, not {output}: export to a local name, then copy it "
-                              "(aws s3 cp)")
         check_output_path(output)
-        if output.exists() and not force:
+        if not force and output_exists(output):
             raise ConfigError(f"{output} already exists: choose another name, or --force to overwrite")
         if output.resolve() == file.resolve():
             raise ConfigError("RECORDING and OUT are the same file")
@@ -71,17 +68,18 @@ def export(
 
             require_mcap()
         reader: RecordingReader
-        with open_reader(file, format=None if is_dataset_path(file) else fmt) as reader:
+        # An s3:// OUT: written locally, uploaded once complete.
+        with staged_output(output) as local, open_reader(file, format=None if is_dataset_path(file) else fmt) as reader:
             # The reader applies the selection (skipping row groups and files it excludes).
             tables = functools.partial(_selected, reader, selection, file)
             if kind == "mcap":
                 from tesaiot_cli.analysis.mcap_export import export_mcap
 
-                report = export_mcap(tables, output, selection=Selection())
+                report = export_mcap(tables, local, selection=Selection())
             else:
                 from tesaiot_cli.analysis.export import export_table
 
-                report = export_table(tables, output, selection=Selection(),
+                report = export_table(tables, local, selection=Selection(),
                                       labelled=bool(reader.metadata.labelled))
             report.skipped += selection.excluded
             warnings = list(reader.warnings)

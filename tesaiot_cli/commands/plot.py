@@ -10,7 +10,7 @@ import typer
 from tesaiot_cli.cliutil import cli_errors, err, sigterm_unwinds, warn
 from tesaiot_cli.errors import ConfigError, RecordingError
 from tesaiot_cli.recording.files import check_output_path, commit_temp, os_error_text
-from tesaiot_cli.recording.storage import is_remote, location
+from tesaiot_cli.recording.storage import location, output_exists, staged_output
 
 INSTALL_HINT = "pip install 'tesaiot-cli[plot]'"
 
@@ -54,10 +54,8 @@ def plot(
             raise ConfigError(f"cannot tell the image format of {str(output)!r}: use .png or .svg")
         if max_devices < 1:
             raise ConfigError(f"invalid --max-devices {max_devices}: it must be at least 1")
-        if is_remote(output):
-            raise ConfigError(f"plot writes a local image, not {output}: give a local file name")
         check_output_path(output)
-        if output.exists() and not force:
+        if not force and output_exists(output):
             raise ConfigError(f"{output} already exists: choose another file name, or --force to overwrite")
         tolerance_s = parse_duration_s(tolerance, option="--tolerance")
         if field and not all(name.strip() for name in field):
@@ -96,15 +94,17 @@ def _plot(recording: Path, output: Path, *, alerts: Path | None, devices: list[s
     else:
         data = collect(lambda: open_reader(recording), devices=devices, max_devices=max_devices,
                        tolerance_s=tolerance_s, fields=fields)
-    # Drawn to a temporary name and renamed: an error leaves no half-written image.
-    partial = output.with_name(f".{output.stem}.{secrets.token_hex(4)}{output.suffix}")
-    try:
-        render(data, partial, title=title)
-        commit_temp(partial, output)
-    except OSError as exc:  # the user's name, not the temporary one
-        raise RecordingError(f"cannot write {output}: {os_error_text(exc)}") from None
-    finally:
-        partial.unlink(missing_ok=True)
+    # Drawn to a temporary name and renamed: an error leaves no half-written image (an
+    # s3:// FILE: drawn locally, uploaded once complete).
+    with staged_output(output) as local:
+        partial = local.with_name(f".{local.stem}.{secrets.token_hex(4)}{local.suffix}")
+        try:
+            render(data, partial, title=title)
+            commit_temp(partial, local)
+        except OSError as exc:  # the user's name, not the temporary one
+            raise RecordingError(f"cannot write {output}: {os_error_text(exc)}") from None
+        finally:
+            partial.unlink(missing_ok=True)
     seen = max(data.devices_seen, len(data.devices))
     shown = f"{len(data.devices)} of {seen} device{'s' if seen > 1 else ''}"
     marks = sum(len(v) for v in data.events.values())

@@ -100,6 +100,11 @@ def recover(path: Path, *, output: Path | None = None, format: str | None = None
     if source is not None:
         from tesaiot_cli.recording import remote
 
+        if remote.is_dataset_key(source) and output is None:
+            from tesaiot_cli.recording.remote_dataset import recover_prefix
+
+            storage.check_bucket(source, "recover")
+            return recover_prefix(source)
         return remote.recover(source, output=output, format=format)
     if is_dataset_path(path):
         from tesaiot_cli.recording.dataset.seal import recover_dataset

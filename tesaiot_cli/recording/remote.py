@@ -62,11 +62,23 @@ def partial_prefix(target: S3Path) -> S3Path:
     return S3Path(f"s3:/{target.bucket}/{target.key}{PARTIAL_SUFFIX}")
 
 
+# A dataset's staged parts on object storage end in this, not in .parquet: the prefix's
+# `**/*.parquet` globs (DuckDB, Polars) find only sealed files, as in a local dataset.
+STAGED_PART_SUFFIX = ".unsealed"
+
+
 def is_dataset_key(target: S3Path) -> bool:
     """Whether ``target`` names a dataset prefix: no key, or a key without a recording suffix
     (``s3://bucket/prefix`` or ``s3://bucket/prefix/``)."""
     suffix = Path(target.key).suffix.lower() if target.key else ""
     return not any(suffix in suffixes for suffixes in FORMATS.values())
+
+
+def upload_part(target: S3Path, part: Path, *, suffix: str = "") -> None:
+    """Upload a closed part (or ``metadata.json``) of the unsealed recording ``target`` as
+    ``<key>.partial/<name><suffix>``: what ``recover`` seals after a crash. Raises as
+    :func:`storage.upload`."""
+    storage.upload(part, storage.child(target, f"{partial_prefix(target).key}/{part.name}{suffix}"))
 
 
 def _spool() -> Path:
@@ -115,8 +127,7 @@ class RemoteWriter(SealsOnExit):
                 from tesaiot_cli.recording.formats.parquet_write import ParquetWriter
 
                 self._local = ParquetWriter(local_path, self._metadata, crash_safe=True).open()
-                storage.upload(partial_dir(local_path) / "metadata.json",
-                               storage.child(self.target, f"{partial_prefix(self.target).key}/metadata.json"))
+                upload_part(self.target, partial_dir(local_path) / "metadata.json")
                 self._uploader = threading.Thread(target=self._run, name="tesaiot-s3-upload", daemon=True)
                 self._uploader.start()
             else:
@@ -151,8 +162,7 @@ class RemoteWriter(SealsOnExit):
                 return
 
     def _upload_part(self, part: Path, rows: int) -> None:
-        key = f"{partial_prefix(self.target).key}/{part.name}"
-        storage.upload(part, storage.child(self.target, key))
+        upload_part(self.target, part)
         self.stored_rows += rows
         self.parts_uploaded += 1
         self._stored_at = time.monotonic()
@@ -264,13 +274,14 @@ class StagedReader:
     """A reader of a local copy (in a temporary directory, removed on close) that names
     the remote location as its path."""
 
-    def __init__(self, path: Path, inner: RecordingReader, directory: Path) -> None:
+    def __init__(self, path: Path, inner: RecordingReader, directory: Path, *, local: Path | None = None) -> None:
         self.path = path
         self._inner = inner
         self._dir = directory
         self.metadata = inner.metadata
         self.sealed = inner.sealed
-        self.warnings = inner.warnings
+        # Named as the user gave it: the local copy's name (``local``) replaced by the remote one.
+        self.warnings = [text.replace(str(local), str(path)) for text in inner.warnings] if local else inner.warnings
 
     def __iter__(self) -> Iterator[Message]:
         return iter(self._inner)
@@ -304,13 +315,14 @@ class StagedReader:
         self.close()
 
 
-def _download_prefix(prefix: S3Path, into: Path) -> int:
+def download_prefix(prefix: S3Path, into: Path) -> int:
     """Copy every object under ``prefix/`` into the local directory ``into`` (keys made
-    relative). Returns how many."""
+    relative, a dataset's staged parts named back without :data:`STAGED_PART_SUFFIX`).
+    Returns how many."""
     objects = storage.list_objects(prefix)
     cut = len(prefix.key) + 1 if prefix.key else 0
     for key, _ in objects:
-        local = into / key[cut:]
+        local = into / key[cut:].removesuffix(STAGED_PART_SUFFIX)
         local.parent.mkdir(parents=True, exist_ok=True)
         storage.download(storage.child(prefix, key), local)
     return len(objects)
@@ -350,7 +362,7 @@ def _open_unsealed(source: S3Path) -> RecordingReader:
     directory = _spool()
     try:
         local = directory / source.name
-        _download_prefix(partial_prefix(source), partial_dir(local))
+        download_prefix(partial_prefix(source), partial_dir(local))
         return StagedReader(source, UnsealedParquetReader.open(local), directory)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
@@ -364,9 +376,9 @@ def _open_dataset(prefix: S3Path) -> RecordingReader:
     try:
         local = directory / (prefix.name or prefix.bucket)
         local.mkdir()
-        if not _download_prefix(prefix, local):
+        if not download_prefix(prefix, local):
             raise RecordingError(f"recording not found: {prefix.url}/ holds no object")
-        return StagedReader(prefix, DatasetReader.open(local), directory)
+        return StagedReader(prefix, DatasetReader.open(local), directory, local=local)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
@@ -406,7 +418,7 @@ def recover(source: S3Path, *, output: Path | None = None, format: str | None = 
     directory = _spool()
     try:
         local = directory / source.name
-        _download_prefix(prefix, partial_dir(local))
+        download_prefix(prefix, partial_dir(local))
         result = recover_local(local)
         storage.upload(local, source)
         storage.delete([storage.child(source, key) for key, _ in parts])

@@ -24,8 +24,11 @@ location is used.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PosixPath
 from typing import Any, TypeVar
@@ -306,6 +309,36 @@ def upload(local: Path, where: S3Path, *, chunk: int = 8 * 1024 * 1024) -> int:
         return size
 
     return with_retries(put, doing="write", where=where)
+
+
+def output_exists(target: Path) -> bool:
+    """Whether an output file is in the way: the local file, or the object on ``s3://``.
+    Raises as :func:`with_retries` (a missing bucket: :class:`RecordingError`)."""
+    where = remote(target)
+    if where is None:
+        return target.exists()
+    check_bucket(where, "write")
+    return object_size(where) is not None
+
+
+@contextmanager
+def staged_output(target: Path) -> Iterator[Path]:
+    """Where a one-shot command (``export OUT``, ``plot -o``) writes its output file: the
+    local ``target`` itself; for ``s3://`` a file in a local temporary directory, uploaded
+    under the key by :func:`upload` when the block ends without an error, so nothing is under
+    the final name unless complete. The temporary directory is removed in every case.
+    Raises as :func:`with_retries`."""
+    where = remote(target)
+    if where is None:
+        yield target
+        return
+    directory = Path(tempfile.mkdtemp(prefix="tesaiot-s3-"))
+    try:
+        local = directory / where.name
+        yield local
+        upload(local, where)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def download(where: S3Path, local: Path, *, chunk: int = 8 * 1024 * 1024) -> int:

@@ -62,9 +62,14 @@ class DatasetWriter(SealsOnExit):
     def __init__(self, root: Path, *, metadata: RecordingMetadata, spec: PartitionSpec, worker_id: str,
                  roll_rows: int = ROLL_ROWS, roll_bytes: int = ROLL_BYTES,
                  roll_interval_s: float | None = ROLL_INTERVAL_S, check_every_s: float = CHECK_EVERY_S,
-                 on_sealed: Callable[[list[Path]], None] | None = None) -> None:
+                 on_sealed: Callable[[Path, list[Path]], None] | None = None,
+                 on_tick: Callable[[ParquetWriter], None] | None = None) -> None:
         self.path = root
-        self._on_sealed = on_sealed  # called with each sealed file's part files (object storage uploads them)
+        # Object storage: on_sealed(staged, outputs) with each sealed file's staged path and part
+        # files (uploaded); on_tick(writer) with the open file's writer on every check (its
+        # flushed parts uploaded). Both on the maintenance thread (on_sealed also in close).
+        self._on_sealed = on_sealed
+        self._on_tick = on_tick
         self.metadata = metadata
         self.spec = spec
         self.worker_id = worker_id
@@ -166,6 +171,9 @@ class DatasetWriter(SealsOnExit):
             try:
                 if self._roll_due():
                     self.roll()
+                current = self._open
+                if self._on_tick is not None and current is not None:
+                    self._on_tick(current.writer)
             except RecordingError as exc:
                 self._error = exc
                 return
@@ -202,8 +210,8 @@ class DatasetWriter(SealsOnExit):
         self._summaries.append(summary)
         self.files.extend(outputs)
         self._file_bytes += sum(p.stat().st_size for p in outputs if p.exists())
-        if self._on_sealed is not None and outputs:
-            self._on_sealed(outputs)
+        if self._on_sealed is not None:
+            self._on_sealed(old.writer.path, outputs)
 
     # -- finishing ---------------------------------------------------------------------------
 
