@@ -17,7 +17,7 @@ from tesaiot_cli.recording import storage
 from tests.support.broker import Mosquitto
 from tests.support.cli import Proc, clean_env, record, run_cli
 from tests.support.clients import publish
-from tests.support.s3 import Moto, start_moto
+from tests.support.s3 import Moto, duckdb_on, start_moto
 
 
 def _topic() -> str:
@@ -218,6 +218,10 @@ def test_recorders_on_two_machines_with_one_share_group_make_one_dataset_on_a_pr
                        ignore_prefixes=["_", "."]).to_table()
     assert table.num_rows == 300 and "date" in table.column_names
     assert sorted(json.loads(p)["n"] for p in table.column("payload").to_pylist()) == list(range(300))
+    rows = duckdb_on(moto).sql(  # the query of docs/scaling.md's walk-through, as DuckDB runs it
+        f"SELECT count(*), count(DISTINCT payload), min(date) IS NOT NULL "
+        f"FROM read_parquet('s3://{bucket}/fleet/**/*.parquet', hive_partitioning=true)").fetchall()
+    assert rows == [(300, 300, True)]
 
 
 def test_detect_score_plot_and_convert_take_s3_paths(moto: Moto, tmp_path: Path) -> None:
@@ -400,3 +404,41 @@ def test_a_killed_dataset_recorder_leaves_its_open_file_s_parts_and_recover_seal
     assert json.loads(info.stdout)["messages"] == 200
     again = run_cli("recover", url, env=env)
     assert again.returncode == 0 and "nothing to recover" in again.stderr, again.stderr
+
+
+_INTERRUPTED_UPLOAD = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from tesaiot_cli.recording import storage
+
+storage.configure_environment(os.environ)
+fifo = Path(sys.argv[1])
+os.mkfifo(fifo)
+
+def feed():
+    with open(fifo, "wb") as pipe:
+        pipe.write(b"x" * 1000)  # a part of the file: the upload has begun
+        pipe.flush()
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C while the rest is still to come
+        time.sleep(5)
+
+threading.Thread(target=feed, daemon=True).start()
+try:
+    storage.upload(fifo, storage.location(sys.argv[2]), chunk=1000)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_an_upload_interrupted_by_ctrl_c_leaves_nothing_under_the_key(moto: Moto, tmp_path: Path) -> None:
+    # pyarrow's output stream completes its upload when closed, also on an exception: the bytes
+    # go to a temporary key and are copied to the final one only once whole.
+    import subprocess
+    import sys
+
+    bucket = moto.new_bucket()
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_UPLOAD, str(tmp_path / "fifo"), f"s3://{bucket}/run.parquet"],
+                          env=clean_env(**moto.env()), capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "interrupted", done.stderr
+    assert moto.keys(bucket) == []  # neither the part under the final name nor the temporary object

@@ -24,6 +24,7 @@ location is used.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 import time
@@ -296,19 +297,33 @@ def child(prefix: S3Path, key: str) -> S3Path:
     return S3Path(f"s3:/{prefix.bucket}/{key}")
 
 
+UPLOADING = ".uploading-"  # a temporary object: <key>.uploading-<random>, copied to <key> once whole
+
+
 def upload(local: Path, where: S3Path, *, chunk: int = 8 * 1024 * 1024) -> int:
-    """Copy the local file to ``where``: the object appears only once complete (a single or
-    multipart upload is all or nothing). Returns its size. Raises as :func:`with_retries`."""
+    """Copy the local file to ``where``: the object appears only once complete. Returns its
+    size. Raises as :func:`with_retries`.
+
+    The bytes go to a temporary key first, then a server-side copy (S3 CopyObject, all or
+    nothing) makes ``where``, and the temporary key is deleted in every case: pyarrow's output
+    stream completes its upload when it is closed, also when an error or Ctrl+C interrupts the
+    writing, so writing ``where`` directly could leave a part of the file under its name."""
+    temp = child(where, f"{where.key}{UPLOADING}{secrets.token_hex(4)}")
 
     def put() -> int:
         size = 0
-        with open(local, "rb") as source, filesystem().open_output_stream(where.fs_path, metadata={}) as sink:
+        with open(local, "rb") as source, filesystem().open_output_stream(temp.fs_path, metadata={}) as sink:
             while block := source.read(chunk):
                 sink.write(block)
                 size += len(block)
         return size
 
-    return with_retries(put, doing="write", where=where)
+    try:
+        size = with_retries(put, doing="write", where=where)
+        with_retries(lambda: filesystem().copy_file(temp.fs_path, where.fs_path), doing="write", where=where)
+    finally:
+        delete([temp])
+    return size
 
 
 def output_exists(target: Path) -> bool:

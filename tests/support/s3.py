@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.broker import free_ports
 
@@ -104,6 +105,22 @@ class Moto:
         selector = fs.FileSelector(bucket, recursive=True, allow_not_found=True)
         infos = self.filesystem().get_file_info(selector)  # type: ignore[attr-defined]
         return sorted(info.path[len(bucket) + 1:] for info in infos if info.type == fs.FileType.File)
+
+
+def duckdb_on(moto: Moto) -> Any:
+    """A DuckDB connection whose ``s3://`` URLs reach ``moto``: DuckDB's own S3 support
+    (the httpfs extension) is downloaded on first use and cannot be had offline, so pyarrow's
+    S3 filesystem is handed to DuckDB through fsspec (``register_filesystem``); the SQL is
+    the one a user runs against S3 with httpfs."""
+    import duckdb
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    class S3(ArrowFSWrapper):  # type: ignore[misc]
+        protocol = "s3"
+
+    connection = duckdb.connect()
+    connection.register_filesystem(S3(moto.filesystem()))
+    return connection
 
 
 def start_moto(*, strict: bool = False, port: int | None = None) -> Moto:
