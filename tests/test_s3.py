@@ -33,6 +33,12 @@ def _messages(top: str, count: int, start: int = 0) -> list[tuple[str, bytes]]:
     return [(f"{top}/d{i % 3}/telemetry", json.dumps({"n": i}).encode()) for i in range(start, start + count)]
 
 
+def _a_part_and_no_upload(keys: list[str]) -> bool:
+    """A whole part stored and no upload under way (its temporary object): storage stopped
+    now fails the next upload, not the end of this one."""
+    return any("/part-" in key for key in keys) and not any(storage.UPLOADING in key for key in keys)
+
+
 def _wait_for(predicate: object, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -140,7 +146,7 @@ def test_a_network_fault_mid_upload_is_counted_and_fails_the_recording(broker: M
     try:
         recorder = _record(own, broker, url, top, TESAIOT_S3_RETRY_S="2")
         publish(broker.tcp_port, _messages(top, 100))
-        _wait_for(lambda: any("/part-" in key for key in own.keys(bucket)), timeout=30)
+        _wait_for(lambda: _a_part_and_no_upload(own.keys(bucket)), timeout=30)
         own.stop()  # the storage goes away mid-recording
         publish(broker.tcp_port, _messages(top, 50, start=100))
         time.sleep(1)
@@ -252,7 +258,7 @@ def test_a_persistent_upload_failure_stops_the_recorder_with_the_count(broker: M
     try:
         recorder = _record(own, broker, f"s3://{bucket}/run5.parquet", top, TESAIOT_S3_RETRY_S="1")
         publish(broker.tcp_port, _messages(top, 100))
-        _wait_for(lambda: any("/part-" in key for key in own.keys(bucket)), timeout=30)
+        _wait_for(lambda: _a_part_and_no_upload(own.keys(bucket)), timeout=30)
         own.stop()
         publish(broker.tcp_port, _messages(top, 40, start=100))  # the next segment cannot be uploaded
         code = recorder.wait(timeout=60)  # stops by itself: no signal
@@ -289,7 +295,7 @@ def test_a_dataset_recorder_that_cannot_upload_stops_with_the_count(broker: Mosq
     try:
         recorder = _record(own, broker, f"s3://{bucket}/ds", top, "--roll", "1", TESAIOT_S3_RETRY_S="1")
         publish(broker.tcp_port, _messages(top, 100))
-        _wait_for(lambda: any("/part-" in key for key in own.keys(bucket)), timeout=30)
+        _wait_for(lambda: _a_part_and_no_upload(own.keys(bucket)), timeout=30)
         own.stop()
         publish(broker.tcp_port, _messages(top, 40, start=100))
         code = recorder.wait(timeout=60)

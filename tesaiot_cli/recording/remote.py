@@ -225,7 +225,7 @@ class RemoteWriter(SealsOnExit):
             raise RecordingError(f"{missing:,} of {summary.messages:,} messages not stored on object storage ({exc})"
                                  f"{where}; the whole recording is kept locally in {sealed}") from None
         if self._segments:
-            parts = storage.list_objects(partial_prefix(self.target))
+            parts = storage.list_objects(partial_prefix(self.target), uploads=True)
             storage.delete([storage.child(self.target, key) for key, _ in parts])
         shutil.rmtree(self._dir, ignore_errors=True)
         self._summary = WriteSummary(
@@ -263,7 +263,7 @@ def existing_outputs(target: S3Path) -> list[Path]:
 
 def remove_outputs(target: S3Path) -> None:
     """Delete the object and its ``.partial/`` parts (``--force``)."""
-    parts = storage.list_objects(partial_prefix(target))
+    parts = storage.list_objects(partial_prefix(target), uploads=True)
     storage.delete([target, *(storage.child(target, key) for key, _ in parts)])
 
 
@@ -421,7 +421,8 @@ def recover(source: S3Path, *, output: Path | None = None, format: str | None = 
         download_prefix(prefix, partial_dir(local))
         result = recover_local(local)
         storage.upload(local, source)
-        storage.delete([storage.child(source, key) for key, _ in parts])
+        leftovers = storage.list_objects(prefix, uploads=True)  # the parts and any upload cut short
+        storage.delete([storage.child(source, key) for key, _ in leftovers])
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return RecoverResult(source, source, result.action, result.messages, lost=result.lost, detail=result.detail)

@@ -139,7 +139,7 @@ class RemoteDatasetWriter:
             self.stored_files += 1
         if staged in self._announced:
             parts = partial_prefix(self._remote(staged))
-            storage.delete([storage.child(parts, key) for key, _ in storage.list_objects(parts)])
+            storage.delete([storage.child(parts, key) for key, _ in storage.list_objects(parts, uploads=True)])
             self._announced.discard(staged)
 
     @property
@@ -216,7 +216,8 @@ def recover_prefix(prefix: S3Path) -> RecoverResult:
             # Already there: the recorder uploaded it and was killed before deleting the parts.
             if not relative.startswith(f"{CONTROL_DIR}/") and storage.object_size(target) is None:
                 storage.upload(path, target)
-        storage.delete([storage.child(prefix, key) for key in staged])
+        leftovers = storage.list_objects(_on_prefix(prefix, f"{CONTROL_DIR}/staging"), uploads=True)
+        storage.delete([storage.child(prefix, key) for key, _ in leftovers])  # the parts and any upload cut short
     finally:
         shutil.rmtree(root.parent, ignore_errors=True)
     detail = result.detail if result.action != "nothing" else f"{prefix.url} has nothing unsealed"

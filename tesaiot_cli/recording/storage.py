@@ -279,8 +279,10 @@ def check_bucket(where: S3Path, doing: str) -> None:
         raise RecordingError(f"cannot {doing} {where.url}: the bucket {where.bucket!r} does not exist")
 
 
-def list_objects(prefix: S3Path) -> list[tuple[str, int]]:
-    """(key, size) of every object under ``prefix/``, sorted; [] when there is none."""
+def list_objects(prefix: S3Path, *, uploads: bool = False) -> list[tuple[str, int]]:
+    """(key, size) of every object under ``prefix/``, sorted; [] when there is none. An
+    upload's temporary object (:func:`upload`) is not one of them, unless ``uploads`` (for
+    deleting what a killed writer left)."""
     from pyarrow import fs
 
     def listing() -> list[Any]:
@@ -289,7 +291,8 @@ def list_objects(prefix: S3Path) -> list[tuple[str, int]]:
 
     infos = with_retries(listing, doing="list", where=prefix)
     cut = len(prefix.bucket) + 1
-    return sorted((info.path[cut:], int(info.size)) for info in infos if info.type == fs.FileType.File)
+    return sorted((info.path[cut:], int(info.size)) for info in infos
+                  if info.type == fs.FileType.File and (uploads or not info.base_name.startswith(UPLOADING)))
 
 
 def child(prefix: S3Path, key: str) -> S3Path:
@@ -297,18 +300,22 @@ def child(prefix: S3Path, key: str) -> S3Path:
     return S3Path(f"s3:/{prefix.bucket}/{key}")
 
 
-UPLOADING = ".uploading-"  # a temporary object: <key>.uploading-<random>, copied to <key> once whole
+# An upload's temporary object: _tesaiot-upload-<random>-<name>.part beside its final name,
+# hidden from readers of the prefix (Hive, Spark, Athena and pyarrow.dataset skip "_" names;
+# `**/*.parquet` globs do not match ".part").
+UPLOADING = "_tesaiot-upload-"
 
 
 def upload(local: Path, where: S3Path, *, chunk: int = 8 * 1024 * 1024) -> int:
     """Copy the local file to ``where``: the object appears only once complete. Returns its
     size. Raises as :func:`with_retries`.
 
-    The bytes go to a temporary key first, then a server-side copy (S3 CopyObject, all or
-    nothing) makes ``where``, and the temporary key is deleted in every case: pyarrow's output
-    stream completes its upload when it is closed, also when an error or Ctrl+C interrupts the
+    The bytes go to a temporary object first, then a server-side copy (S3 CopyObject, all or
+    nothing) makes ``where``, and the temporary object is deleted: pyarrow's output stream
+    completes its upload when it is closed, also when an error or Ctrl+C interrupts the
     writing, so writing ``where`` directly could leave a part of the file under its name."""
-    temp = child(where, f"{where.key}{UPLOADING}{secrets.token_hex(4)}")
+    head, _, name = where.key.rpartition("/")
+    temp = child(where, f"{head}/" * bool(head) + f"{UPLOADING}{secrets.token_hex(4)}-{name}.part")
 
     def put() -> int:
         size = 0
@@ -321,8 +328,20 @@ def upload(local: Path, where: S3Path, *, chunk: int = 8 * 1024 * 1024) -> int:
     try:
         size = with_retries(put, doing="write", where=where)
         with_retries(lambda: filesystem().copy_file(temp.fs_path, where.fs_path), doing="write", where=where)
-    finally:
+    except BaseException as failure:  # not caught: the temporary object goes, then the failure goes on
+        try:
+            delete([temp])
+        except RecordingError as cleanup:
+            if isinstance(failure, RecordingError):  # one line that says both
+                raise RecordingError(f"{failure}; the temporary object {temp.url} may be left ({cleanup})") from None
+        raise
+    try:
         delete([temp])
+    except RecordingError:
+        # The object is stored: failing the upload would count stored messages as lost. The
+        # hidden temporary (a "_" name, no .parquet suffix) stays; the seal or recover that
+        # deletes a recording's parts deletes it with them (list_objects(uploads=True)).
+        pass
     return size
 
 
