@@ -56,6 +56,9 @@ class Message(NamedTuple):
     ``payload`` holds the exact bytes, never re-encoded. ``time_ns`` is when it was
     received (or generated), in nanoseconds since the Unix epoch, UTC. ``properties``
     holds the MQTT 5 publish properties, ``None`` when there are none (always at 3.1.1).
+    ``mid`` is the packet identifier it arrived with on this connection (``listen -F %m``,
+    mosquitto_sub's ``"mid"``): 1..65535 at QoS 1 and 2, 0 at QoS 0 and for a message not
+    received live. It belongs to one connection, so recordings do not keep it.
     """
 
     topic: str
@@ -64,6 +67,7 @@ class Message(NamedTuple):
     retain: bool = False
     time_ns: int = 0
     properties: PublishProperties | None = None
+    mid: int = 0
 
 
 class TopicParts(NamedTuple):

@@ -247,3 +247,26 @@ def test_record_says_when_the_disk_falls_behind(capsys: pytest.CaptureFixture[st
     warnings = [line for line in capsys.readouterr().err.splitlines() if "disk is slow" in line]
     assert warnings == ["tesaiot: warning: the disk is slow: the last 7 s of messages are not on disk yet "
                         "(held in memory; a crash would lose them); recording continues"]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_a_bug_in_a_writer_is_not_reported_as_a_disk_error(tmp_path: Path, fmt: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the file's and pyarrow's errors become "cannot write" (exit 5): a bug of ours (here a
+    TypeError from the batch step) stays itself, so the CLI says "internal error" and exits 70."""
+    path = tmp_path / f"bug.{fmt}"
+    def bug(self: object, columns: object) -> None:
+        raise TypeError("a bug, not the disk")
+
+    writer = open_writer(path, metadata=RecordingMetadata())
+    try:
+        monkeypatch.setattr(type(writer), "_write_batch", bug)
+        writer.write(Message("device/d/telemetry", b"1", 0, False, 1))
+        with pytest.raises(TypeError, match="a bug, not the disk"):
+            writer.flush()
+        with pytest.raises(TypeError, match="a bug, not the disk"):  # kept: every later call says it
+            writer.write(Message("device/d/telemetry", b"2", 0, False, 2))
+        with pytest.raises(TypeError, match="a bug, not the disk"):
+            writer.close()
+    finally:
+        writer.discard()

@@ -218,7 +218,7 @@ def test_reconnects_after_broker_restart(own_broker: Mosquitto) -> None:
         (["-F", "%t %z"], 1, "unknown code %z"),
         (["-F", "%t %"], 1, "ends in the middle of a %-code"),
         (["-F", "%t\\q"], 1, "unknown escape \\q"),
-        (["-F", "%m"], 1, "%m is not available: the packet identifier"),
+        (["-F", "%J"], 1, "%J is not available: the payload unquoted"),
         (["-F", "%C"], 1, "%C is not available: an MQTT 5 property: use --json"),
         (["-F", "{topic} %t"], 1, "mixes {fields} and mosquitto_sub's %-codes (%t)"),
         (["--color", "sometimes"], 1, "invalid --color"),
@@ -388,18 +388,61 @@ def test_mosquitto_sub_format_codes_as_mosquitto_sub_prints_them(broker: Mosquit
         assert iso == time.strftime("%Y-%m-%dT%H:%M:%S+0700", time.gmtime(int(unix.split(b".")[0]) + 7 * 3600)).encode()
 
 
+def test_packet_identifiers_as_mosquitto_sub_prints_them(broker: Mosquitto) -> None:
+    """%m (with widths) and %j's "mid" at QoS 1 and 2: the packet identifier the broker gave
+    each message on this connection, compared with mosquitto_sub's on the same messages (the
+    broker numbers each new subscriber's packets the same way); 0 and no "mid" at QoS 0."""
+    import re
+
+    base = f"mid-{time.monotonic_ns()}"
+    template = "%m|%5m|%-5m|%05m|%q|%j"
+    publish(broker.tcp_port, [(f"{base}/ready", b"retained")], qos=1, retain=True)
+    messages = [(f"{base}/q1", f"one {n}".encode()) for n in range(3)]
+    count = str(len(messages) + 2)  # the retained one, three at QoS 1, one at QoS 0
+    env = clean_env()
+    processes = []
+    try:
+        for qos in ("1", "2"):
+            processes.append(_capture(["mosquitto_sub", "-p", str(broker.tcp_port), "-t", f"{base}/#", "-q", qos,
+                                       "-C", count, "-F", template], env))
+            processes.append(_capture(cli_command("listen", "-b", broker.tcp_url, "--quiet", "-t", f"{base}/#",
+                                                  "-q", qos, "-n", count, "-F", template), env))
+        early: list[list[bytes]] = []
+        for process in processes:  # each has subscribed once it shows the retained message
+            early.append([])
+            _lines_so_far(process, 1, early[-1])
+        publish(broker.tcp_port, messages, qos=1)
+        publish(broker.tcp_port, [(f"{base}/q0", b"zero")], qos=0)
+        outputs = []
+        for process, start in zip(processes, early, strict=True):
+            out, err = process.communicate(timeout=20)
+            assert process.returncode == 0, err
+            outputs.append(re.sub(rb'"tst":"[^"]+"', b"TST", b"".join(start) + out))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    theirs_1, ours_1, theirs_2, ours_2 = outputs
+    assert ours_1 == theirs_1 and ours_2 == theirs_2, (ours_1, theirs_1)
+    first = ours_1.splitlines()[0].split(b"|")
+    assert int(first[0]) > 0 and len(first[1]) == 5 and first[3] == first[0].rjust(5, b"0")
+    assert ours_1.splitlines()[-1].startswith(b"0|    0|0    |00000|0|") and b'"mid"' not in ours_1.splitlines()[-1]
+
+
 def test_mosquitto_format_on_binary_payloads() -> None:
     """%p is the payload's bytes as they are; %j writes a payload that is not UTF-8 text as
     null with its bytes in payload_base64 (mosquitto_sub writes them raw: not JSON)."""
     from tesaiot_cli.message import Message
     from tesaiot_cli.output.render import compile_template
 
-    message = Message("t/b", b"\xff\x00ab", 1, True, 1_796_637_600_123_456_789)
-    assert compile_template("%p|%x|%X|%l|%r|%q|%U")(message) == b"\xff\x00ab|ff006162|FF006162|4|1|1|" \
+    message = Message("t/b", b"\xff\x00ab", 1, True, 1_796_637_600_123_456_789, None, 7)
+    assert compile_template("%p|%x|%X|%l|%r|%q|%m|%U")(message) == b"\xff\x00ab|ff006162|FF006162|4|1|1|7|" \
         b"1796637600.123456789"
     record = json.loads(compile_template("%j")(message))
     assert record["payload"] is None and base64.b64decode(record["payload_base64"]) == b"\xff\x00ab"
-    assert record["payloadlen"] == 4 and "mid" not in record
+    assert record["payloadlen"] == 4 and record["mid"] == 7
+    assert "mid" not in json.loads(compile_template("%j")(message._replace(qos=0)))  # as mosquitto_sub: QoS 1, 2
     assert compile_template("%p", terminal=True)(message) == b"\\xff\\x00ab"
     # our own {field} templates are as before
     assert compile_template("{topic}\\t{bytes} 100%")(message) == b"t/b\t4 100%"

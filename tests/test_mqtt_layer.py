@@ -50,9 +50,13 @@ properties_strategy = st.builds(
 )
 
 
-def collect(parts: list[tuple[str, bytes, int, bool, PublishProperties | None]], keep: bool = True) -> codec.Deliver:
-    def deliver(topic: str, payload: bytes, qos: int, retain: bool, properties: PublishProperties | None) -> bool:
+def collect(parts: list[tuple[str, bytes, int, bool, PublishProperties | None]], keep: bool = True,
+            mids: list[int] | None = None) -> codec.Deliver:
+    def deliver(topic: str, payload: bytes, qos: int, retain: bool, properties: PublishProperties | None,
+                mid: int) -> bool:
         parts.append((topic, payload, qos, retain, properties))
+        if mids is not None:
+            mids.append(mid)
         return keep
 
     return deliver
@@ -81,10 +85,13 @@ def test_publish_round_trip(topic: str, payload: bytes, qos: int, retain: bool, 
     packet = codec.encode_publish(topic, payload, qos=qos, retain=retain, packet_id=9, mqtt5=mqtt5,
                                   properties=properties)
     parts: list[tuple[str, bytes, int, bool, PublishProperties | None]] = []
+    mids: list[int] = []
     acks = bytearray()
-    assert codec.take_publishes(packet, 0, mqtt5=mqtt5, topics={}, deliver=collect(parts), acks=acks) == len(packet)
+    assert codec.take_publishes(packet, 0, mqtt5=mqtt5, topics={}, deliver=collect(parts, mids=mids),
+                                acks=acks) == len(packet)
     expected = properties if mqtt5 and properties != PublishProperties() else None
     assert parts == [(topic, payload, qos, retain, expected)]
+    assert mids == [9 if qos else 0]  # the packet id (listen -F %m), 0 at QoS 0
     assert acks == (codec.encode_ack(codec.PUBACK, 9) if qos else b"")
     # Cut anywhere: nothing is taken until the packet is whole.
     for cut in range(len(packet)):

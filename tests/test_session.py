@@ -572,7 +572,7 @@ def test_take_publishes_parses_what_it_can_and_leaves_the_rest() -> None:
         buffered = _BufferedSocket(ours)
         got: list[tuple[str, bytes, int, bool]] = []
 
-        def keep(topic: str, payload: bytes, qos: int, retain: bool, properties: object) -> bool:
+        def keep(topic: str, payload: bytes, qos: int, retain: bool, properties: object, mid: int) -> bool:
             got.append((topic, payload, qos, retain))
             return True
 

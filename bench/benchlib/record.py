@@ -183,7 +183,7 @@ def _trial(ctx: Context, tool: SubscriberTool, result: dict[str, Any], *, n: int
 def _remove(path: Path) -> None:
     import shutil
 
-    for candidate in (path, path.with_name(path.name + ".partial")):
+    for candidate in (path, path.with_name(path.name + ".partial"), path.with_name(path.name + ".stderr")):
         if candidate.is_dir():
             shutil.rmtree(candidate, ignore_errors=True)
         elif candidate.exists():

@@ -53,7 +53,20 @@ class Running:
         self.received = self.tool.received(self)
         if code not in (0, -2, 130) and not self.note:
             self.note = f"exit code {code}"
+        if self.note:
+            said = _last_line(self.output.with_name(self.output.name + ".stderr"))
+            if said:
+                self.note += f"; exit code {code}, its stderr ended: {said}"
         return self.received
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a tool's stderr (for a failed trial's note), "" when none."""
+    try:
+        lines = [line for line in path.read_bytes()[-4096:].decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:300] if lines else ""
 
 
 class SubscriberTool:
@@ -77,9 +90,11 @@ class SubscriberTool:
         argv = self.argv(broker, topic=topic, qos=qos, count=count, client_id=client_id, output=output)
         stdout = self.stdout_target(output)
         env = {**os.environ, **self.env()} if self.env() else None
+        stderr = open(output.with_name(output.name + ".stderr"), "wb")  # noqa: SIM115 - the child's
         try:
-            process = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, cwd=workdir, env=env)
+            process = subprocess.Popen(argv, stdout=stdout, stderr=stderr, cwd=workdir, env=env)
         finally:
+            stderr.close()
             if stdout not in (subprocess.DEVNULL, subprocess.PIPE) and hasattr(stdout, "close"):
                 stdout.close()
         running = Running(self, process, output, count)

@@ -37,8 +37,9 @@ SUBSCRIPTION_IDENTIFIER = 0x0B
 TOPIC_ALIAS = 0x23
 USER_PROPERTY = 0x26
 
-# deliver(topic, payload, qos, retain, properties) -> whether the message was kept (and may be acknowledged)
-Deliver = Callable[[str, bytes, int, bool, "PublishProperties | None"], bool]
+# deliver(topic, payload, qos, retain, properties, packet id: 0 at QoS 0) -> whether the message
+# was kept (and may be acknowledged)
+Deliver = Callable[[str, bytes, int, bool, "PublishProperties | None", int], bool]
 # acknowledged(packet id, reason code) -> whether that PUBACK was for one of ours (else it is left for paho)
 Acknowledged = Callable[[int, int], bool]
 
@@ -340,6 +341,7 @@ def take_publishes(data: bytes, pos: int, *, mqtt5: bool, topics: dict[bytes, st
             topic = check_topic_name(name)
             if len(topics) < MAX_TOPIC_CACHE:
                 topics[name] = topic
+        packet_id = 0
         if qos:
             packet_id = (data[name_end] << 8) | data[name_end + 1]
             if packet_id == 0:
@@ -353,7 +355,7 @@ def take_publishes(data: bytes, pos: int, *, mqtt5: bool, topics: dict[bytes, st
             else:
                 properties, payload_start = decode_properties(data, payload_start, body_end)
         pos = body_end
-        if deliver(topic, data[payload_start:body_end], qos, bool(first & 0x01), properties) and qos:
+        if deliver(topic, data[payload_start:body_end], qos, bool(first & 0x01), properties, packet_id) and qos:
             acks += b"\x40\x02" + data[name_end:name_end + 2]
     return pos
 

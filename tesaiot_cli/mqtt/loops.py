@@ -403,14 +403,14 @@ class Connection:
     # -- receiving --------------------------------------------------------------------
 
     def _deliver(self, topic: str, payload: bytes, qos: int, retain: bool,
-                 properties: PublishProperties | None) -> bool:
+                 properties: PublishProperties | None, mid: int) -> bool:
         """One received message to the callback: whether it was kept (and may be acknowledged)."""
         self.stats.received += 1
         sink = self.on_message
         if sink is None:
             return True
         try:
-            kept = sink(Message(topic, payload, qos, retain, time.time_ns(), properties)) is not False
+            kept = sink(Message(topic, payload, qos, retain, time.time_ns(), properties, mid)) is not False
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             self.fail(exc)
             return False
@@ -430,7 +430,7 @@ class Connection:
         qos = int(msg.qos)
         codec.check_packet_id(int(msg.mid), qos)
         properties = paho_compat.from_paho_properties(msg.properties) if self.mqtt5 else None
-        kept = self._deliver(topic, bytes(msg.payload), qos, bool(msg.retain), properties)
+        kept = self._deliver(topic, bytes(msg.payload), qos, bool(msg.retain), properties, int(msg.mid) if qos else 0)
         if qos == 2 and not kept:
             # QoS 2 handed it over when paho sent PUBREC: it cannot go back to the broker.
             self.stats.not_kept -= 1

@@ -187,15 +187,15 @@ MOSQUITTO_CODES = {
     "q": "the QoS",
     "r": "the retained flag: 1 or 0",
     "l": "the payload's length in bytes",
+    "m": "the packet identifier it arrived with (0 at QoS 0)",
     "x": "the payload as hex, lower case",
     "X": "the payload as hex, upper case",
     "I": "receive time, ISO 8601 in the local time zone: 2026-12-07T19:01:26+0700",
     "U": "receive time, Unix seconds with nanoseconds: 1796644862.599643829",
-    "j": "the message as JSON: tst, topic, qos, retain, payloadlen, payload (text; null when empty)",
+    "j": "the message as JSON: tst, topic, qos, retain, payloadlen, mid (QoS 1, 2), payload (text; null when empty)",
 }
 # mosquitto_sub's codes that listen cannot give, and why (asked for, they are one line, exit 1)
 MOSQUITTO_UNAVAILABLE = {
-    "m": "the packet identifier, which tesaiot's MQTT layer does not pass on",
     "J": "the payload unquoted, which is JSON only when the payload is: use %j, or --json",
     "A": "the MQTT 5 topic alias, which the session resolves and does not keep",
     "S": "the MQTT 5 subscription identifier, which the session does not keep",
@@ -207,8 +207,8 @@ MOSQUITTO_ESCAPES = {"\\": b"\\", "0": b"\0", "a": b"\a", "e": b"\x1b", "n": b"\
 _MOSQUITTO_CODE = re.compile(r"%[-0]*\d*(?:\.\d+)?[%tpqrlxXIUjmJASCDEFPR]")
 _SPEC = re.compile(r"%([-0]*)(\d*)(?:\.(\d+))?(.?)", re.DOTALL)
 # field width: the codes mosquitto_sub pads (and cuts, with a precision: %t %I)
-_WIDTH_CODES = frozenset("tIlpxX")
-_ZERO_CODES = frozenset("lxX")
+_WIDTH_CODES = frozenset("tIlmpxX")
+_ZERO_CODES = frozenset("lmxX")
 _CUT_CODES = frozenset("tI")
 
 
@@ -230,12 +230,14 @@ class _Moment:
 def _mosquitto_json(message: Message, moment: _Moment) -> bytes:
     """mosquitto_sub's %j. Not its bugs: a payload with a NUL is written whole (mosquitto cuts
     it there), one that is not UTF-8 text is "payload":null with its exact bytes in
-    "payload_base64" (mosquitto writes them raw, which is not JSON); no "mid" (see %m)."""
+    "payload_base64" (mosquitto writes them raw, which is not JSON)."""
     import base64
 
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.nanoseconds // 1000:06d}Z" + moment.strftime("%z")
     record: dict[str, Any] = {"tst": stamp, "topic": message.topic, "qos": message.qos,
                               "retain": int(message.retain), "payloadlen": len(message.payload)}
+    if message.qos:
+        record["mid"] = message.mid
     try:
         record["payload"] = message.payload.decode("utf-8") if message.payload else None
     except UnicodeDecodeError:
@@ -255,6 +257,8 @@ def _code_value(code: str, message: Message, moment: _Moment) -> bytes:
         return b"1" if message.retain else b"0"
     if code == "l":
         return str(len(message.payload)).encode()
+    if code == "m":
+        return str(message.mid).encode()
     if code == "x":
         return message.payload.hex().encode()
     if code == "X":
@@ -268,7 +272,7 @@ def _code_value(code: str, message: Message, moment: _Moment) -> bytes:
 
 def _padded(value: bytes, code: str, flags: str, width: int, precision: int | None) -> bytes:
     """mosquitto_sub's field width (in bytes, as C's printf): right-aligned with blanks, or
-    zeros (``0``, for %l %x %X), or left-aligned (``-``); a precision cuts %t and %I; a width
+    zeros (``0``, for %l %m %x %X), or left-aligned (``-``); a precision cuts %t and %I; a width
     on %p is exact (the payload cut or padded to it, as mosquitto_sub does)."""
     if code not in _WIDTH_CODES:
         return value

@@ -27,6 +27,12 @@ from tesaiot_cli.recording.model import FORMAT_VERSION, RecordingMetadata, TimeS
 FLUSH_INTERVAL_S = 0.25
 
 
+def _library_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is pyarrow's word on the data or the file (translated to a
+    :class:`RecordingError`, exit 5), rather than a bug of ours (left as it is: exit 70)."""
+    return type(exc).__module__.split(".")[0] == "pyarrow"
+
+
 class Columns(NamedTuple):
     """One batch of messages, column-wise (tuples, as ``zip(*messages)`` makes them)."""
 
@@ -95,7 +101,7 @@ class BufferedWriter(SealsOnExit):
         self._labels: list[str | None] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._error: RecordingError | None = None
+        self._error: BaseException | None = None  # a RecordingError, or a bug kept for the caller (exit 70)
         self._closed = False
         self._summary: WriteSummary | None = None
         self._dirty = False
@@ -144,8 +150,8 @@ class BufferedWriter(SealsOnExit):
         while not self._stop.wait(self._flush_interval):
             try:
                 self._drain(sync=True)
-            except RecordingError:
-                return  # kept in self._error; the next write/flush/close raises it
+            except Exception:  # noqa: BLE001 - kept in self._error; the next write/flush/close raises it
+                return
 
     def _drain(self, *, sync: bool) -> None:
         started = time.monotonic()
@@ -157,7 +163,7 @@ class BufferedWriter(SealsOnExit):
                 labels, self._labels = self._labels, []
             try:
                 if batch:
-                    topics, payloads, qos, retain, times, properties = zip(*batch, strict=True)
+                    topics, payloads, qos, retain, times, properties, _mids = zip(*batch, strict=True)
                     columns = Columns(topics, payloads, qos, retain, times, labels, properties)
                     self._account(columns)
                     self._write_batch(columns)
@@ -173,7 +179,10 @@ class BufferedWriter(SealsOnExit):
             except OSError as exc:
                 self._error = RecordingError(f"cannot write {self.path}: {os_error_text(exc)}")
                 raise self._error from None
-            except Exception as exc:  # noqa: BLE001 - pyarrow errors and the like, translated
+            except Exception as exc:
+                if not _library_error(exc):
+                    self._error = exc  # a bug, not the file: it reaches the user as one (exit 70) line
+                    raise
                 self._error = RecordingError(f"cannot write {self.path}: {type(exc).__name__}: {exc}")
                 raise self._error from None
 
@@ -222,8 +231,10 @@ class BufferedWriter(SealsOnExit):
         except OSError as exc:
             self._abort()
             raise RecordingError(f"cannot finish {self.path}: {os_error_text(exc)}") from None
-        except Exception as exc:  # noqa: BLE001 - translated
+        except Exception as exc:
             self._abort()
+            if not _library_error(exc):
+                raise
             raise RecordingError(f"cannot finish {self.path}: {type(exc).__name__}: {exc}") from None
         self._summary = WriteSummary(
             path=self.path,

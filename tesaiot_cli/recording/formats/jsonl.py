@@ -506,7 +506,7 @@ class JsonlReader:
 
 def _table(rows: list[tuple[Message, str | None]], schema: Any) -> Any:
     messages = [m for m, _ in rows]
-    topics, payloads, qos, retain, times, properties = zip(*messages, strict=True)
+    topics, payloads, qos, retain, times, properties, _mids = zip(*messages, strict=True)
     return schema.full_table(schema.base_table(times, topics, payloads, qos, retain, [lab for _, lab in rows],
                                                properties))
 
