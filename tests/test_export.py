@@ -282,7 +282,7 @@ def test_value_stats_cap_the_devices() -> None:
 
     stats = ValueStats(max_devices=3)
     rows = [Message(f"device/d{i}/telemetry", b'{"v": %d}' % i, 0, False, i) for i in range(10)]
-    topics, payloads, qos, retain, times, _ = zip(*rows, strict=True)
+    topics, payloads, qos, retain, times, _, _ = zip(*rows, strict=True)
     stats.add(schema.full_table(schema.base_table(times, topics, payloads, qos, retain, [None] * 10)))
     report = stats.report()
     assert list(report["devices"]) == ["d0", "d1", "d2"] and report["devices_not_shown"] == 7
