@@ -224,6 +224,7 @@ def test_a_slow_disk_delays_durability_but_loses_nothing(tmp_path: Path) -> None
 def test_record_says_when_the_disk_falls_behind(capsys: pytest.CaptureFixture[str]) -> None:
     from tesaiot_cli.cliutil import StopSignals
     from tesaiot_cli.commands import record as record_command
+    from tesaiot_cli.services import record as record_service
     from tesaiot_cli.services import recorder as recorder_service
 
     class Lagging:
@@ -242,7 +243,8 @@ def test_record_says_when_the_disk_falls_behind(capsys: pytest.CaptureFixture[st
     threading.Timer(0.5, stop.event.set).start()
     why = recorder_service._wait(Lagging(), Lagging(), done=threading.Event(), stop=stop.event.is_set,  # type: ignore[arg-type]
                                  started=time.monotonic(), duration_s=None,
-                                 on_tick=record_command._Progress(time.monotonic()).tick)
+                                 on_tick=record_service.RecordProgress(time.monotonic(),
+                                                                       record_command.Console()).tick)
     assert why == "signal"
     warnings = [line for line in capsys.readouterr().err.splitlines() if "disk is slow" in line]
     assert warnings == ["tesaiot: warning: the disk is slow: the last 7 s of messages are not on disk yet "

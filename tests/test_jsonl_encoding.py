@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tesaiot_cli.message import Message, PublishProperties
-from tesaiot_cli.recording.formats.jsonl import FRAGMENT_CACHE_MAX, FragmentKey, encode_line, encode_lines
+from tesaiot_cli.recording.formats.jsonl_lines import FRAGMENT_CACHE_MAX, FragmentKey, encode_line, encode_lines
 
 texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=8)  # MQTT strings: UTF-8
 properties = st.none() | st.builds(

@@ -217,3 +217,27 @@ def test_no_test_module_imports_another() -> None:
             offenders += [f"{path.relative_to(ROOT)} imports {name}" for name in names
                           if name.startswith(("tests.test_", "tests.conftest"))]
     assert offenders == []
+
+
+COMMAND_MAX_LINES = 300  # docs/architecture.md: a command is options, help, one call, printing
+MODULE_MAX_LINES = 600
+
+
+def oversized(paths: list[Path], limit: int, base: Path = ROOT) -> list[str]:
+    """The files among ``paths`` with more than ``limit`` lines, as 'path: N lines' (relative to ``base``)."""
+    counts = {path: len(path.read_text().splitlines()) for path in paths}
+    return [f"{path.relative_to(base)}: {n} lines" for path, n in counts.items() if n > limit]
+
+
+def test_commands_and_modules_stay_small() -> None:
+    commands = sorted((PACKAGE / "commands").glob("*.py"))
+    assert commands, "no command modules found"
+    assert oversized(commands, COMMAND_MAX_LINES) == [], f"a command over {COMMAND_MAX_LINES} lines"
+    assert oversized(sorted(PACKAGE.rglob("*.py")), MODULE_MAX_LINES) == [], f"a module over {MODULE_MAX_LINES} lines"
+
+
+def test_the_size_check_catches_a_long_file(tmp_path: Path) -> None:
+    long = tmp_path / "long.py"
+    long.write_text("x = 1\n" * 301)
+    assert oversized([long], COMMAND_MAX_LINES, base=tmp_path) == ["long.py: 301 lines"]
+    assert oversized([long], MODULE_MAX_LINES, base=tmp_path) == []

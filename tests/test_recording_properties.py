@@ -18,7 +18,7 @@ from tesaiot_cli.message import Message, PublishProperties
 from tesaiot_cli.recording import FORMAT_VERSION, RecordingMetadata, open_reader, open_writer, recover
 from tesaiot_cli.recording.dataset.layout import prepare_dataset
 from tesaiot_cli.recording.dataset.writer import DatasetWriter
-from tesaiot_cli.recording.formats.jsonl import decode_line, encode_line
+from tesaiot_cli.recording.formats.jsonl_lines import decode_line, encode_line
 from tests.support.cli import run_cli
 from tests.support.recordings import write_recording
 

@@ -1,18 +1,17 @@
 """``tesaiot record``: capture MQTT messages to a Parquet or JSONL recording, safely and fast.
 
-The recorder flow itself (session, writer, --count, --duration) is
-:mod:`tesaiot_cli.services.recorder`, shared with the ``--workers`` processes; this module
-holds the options, the checks and what is printed.
+The run (one recorder, or ``--workers`` processes, into a file or a dataset) is
+:func:`tesaiot_cli.services.record.run_record`: :class:`RecordOptions` in, a
+:class:`RecordResult` out, what the user sees while recording through :class:`Console`
+(its ``RecordView``). This module holds the options, the checks, what is printed and the
+exit code.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -36,24 +35,23 @@ from tesaiot_cli.cliutil import (
 from tesaiot_cli.config import check_token_topics
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.message import validate_topic_filter
-from tesaiot_cli.playback.pacing import freeze_startup_objects
-from tesaiot_cli.recording.storage import is_remote, location, remote
+from tesaiot_cli.recording.storage import location
+from tesaiot_cli.services.record import (
+    DEFAULT_ROLL_S,
+    RecordOptions,
+    RecordResult,
+    dataset_options,
+    run_record,
+)
 from tesaiot_cli.textfmt import human_bytes, human_duration, plural
 
 if TYPE_CHECKING:
-    from tesaiot_cli.analysis.sequence import SequenceCounter
-    from tesaiot_cli.config import ConnectionSettings
-    from tesaiot_cli.recording import RecordingMetadata, RecordingWriter, WriteSummary
-    from tesaiot_cli.recording.dataset.partition import PartitionSpec
-    from tesaiot_cli.services.workers import WorkerPool
+    from tesaiot_cli.recording import WriteSummary
 
 DEFAULT_TOPIC = "#"
 TOKEN_DEFAULT_TOPIC = "device/+/telemetry/#"
 STATUS_EVERY_S = 0.5
-SLOW_DISK_S = 5.0  # warn when what is accepted has not been durable for this long
 SUMMARY_TOPICS = 10
-
-DEFAULT_ROLL_S = 3600.0  # --roll for a local dataset
 
 EPILOG = """\b
 Examples:
@@ -100,12 +98,15 @@ def record(
         if session is not None and not session.strip():
             raise ConfigError("invalid --session '': give a name (it becomes the MQTT client id)")
         new_directory = not file.exists() and not file.suffix
-        dataset = _dataset_options(file, fmt=fmt, force=force, workers=workers, share=share, partition=partition,
-                                   roll=roll)
-        if dataset is not None and new_directory and workers == 1 and partition is None:
-            dataset["no_suffix"] = True  # said in the banner, once connected
+        dataset = dataset_options(file, fmt=fmt, force=force, workers=workers, share=share, partition=partition,
+                                  roll=roll)
+        if dataset is not None and dataset.leftovers:
+            warn(f"{file} holds {dataset.leftovers} unsealed file(s) left by a crash: "
+                 f"'tesaiot recover {file}' seals them")
+        # said in the banner, once connected
+        no_suffix = dataset is not None and new_directory and workers == 1 and partition is None
         format_name = "parquet" if dataset is not None else format_for(file, fmt)
-        if dataset is None:  # a dataset's path was checked by _dataset_options
+        if dataset is None:  # a dataset's path was checked by dataset_options
             check_output_path(file)
         in_the_way = [] if force or dataset is not None else existing_outputs(file, format=format_name)
         if in_the_way and in_the_way[-1].name.endswith(PARTIAL_SUFFIX):
@@ -135,60 +136,29 @@ def record(
             from tesaiot_cli.services.workers import shared_filters
 
             filters = shared_filters(group, filters)
-        if workers > 1:
-            _record_workers(file, workers, settings, filters, qos, count, duration, metadata, dataset or {})
-        else:
-            _record(file, format_name, settings, filters, qos, count, duration, force, metadata, dataset)
-
-
-def _record(file: Path, format_name: str, settings: ConnectionSettings, filters: list[str], qos: int,
-            count: int | None, duration: float | None, force: bool, metadata: RecordingMetadata,
-            dataset: dict[str, Any] | None = None) -> None:
-    from tesaiot_cli.analysis.sequence import SequenceCounter, whole_streams
-    from tesaiot_cli.recording import open_writer, remove_outputs
-    from tesaiot_cli.services.recorder import CountLimit, run_recorder
-
-    if format_name == "parquet":
         import os
 
-        from tesaiot_cli.recording.schema import use_lean_memory_pool
+        options = RecordOptions(file=file, format_name=format_name, settings=settings, filters=tuple(filters),
+                                qos=qos, metadata=metadata, count=count, duration_s=duration, force=force,
+                                dataset=dataset, workers=workers,
+                                memory_pool=os.environ.get("ARROW_DEFAULT_MEMORY_POOL") or None)
+        with StopSignals() as stop:
+            run = run_record(options, Console(no_suffix=no_suffix), stop.event)
+        _report(run, options, stop.signal_name)
 
-        use_lean_memory_pool(dict(os.environ))  # flat RSS over millions of messages
-    kind = format_name
-    discard_output: Callable[[], None] = functools.partial(remove_outputs, file, format=format_name)
 
-    def open_output() -> RecordingWriter:
-        nonlocal kind, discard_output
-        if dataset is not None:
-            writer, spec, discard_output = _open_dataset(file, metadata, dataset)
-            kind = f"dataset, partitioned by {spec.text()}"
-            if dataset.get("no_suffix"):
-                kind = (f"a dataset directory, as the name has no suffix: Parquet files partitioned by "
-                        f"{spec.text()}; name it {file}.parquet or {file}.jsonl for one file")
-            return writer
-        if force:
-            remove_outputs(file, format=format_name)
-        return open_writer(file, metadata=metadata, format=format_name)
-
-    def announce(_writer: RecordingWriter) -> None:
-        err(f"recording {settings.url.display()} topics={','.join(filters)} qos={qos} to {file} "
-            f"({kind}); Ctrl+C stops")
-
-    sequence = SequenceCounter()  # per-device "seq" numbers (simulate --sequence): what the broker lost
-    counted = whole_streams(filters)  # not a member of a shared subscription (it sees part of each stream)
-    with StopSignals() as stop:
-        try:
-            run = run_recorder(
-                settings, open_output, filters, qos, limit=CountLimit(count) if count is not None else None,
-                duration_s=duration, stop=stop.event.is_set, interrupt=stop.event, on_event=print_event,
-                before_subscribe=freeze_startup_objects, on_subscribed=announce,
-                on_tick=_Progress(time.monotonic(), shared=any(f.startswith("$share/") for f in filters),
-                                  sequence=sequence if counted else None).tick,
-                discard_output=lambda: discard_output(), kept=lambda: _what_is_kept(file, format_name),
-                count_message=sequence.add if counted else None)
-        finally:
-            _clear_status()
-    _print_summary(run.summary, run.elapsed_s, stop.signal_name or run.stopped_by)
+def _report(run: RecordResult, options: RecordOptions, signal_name: str | None) -> None:
+    """What is printed after a run, and the exit code."""
+    file, qos = options.file, options.qos
+    _print_summary(run.summary, run.elapsed_s, signal_name or run.stopped_by)
+    if run.per_worker is not None:
+        typer.echo("  workers: " + ", ".join(f"{index}: {messages:,}" for index, messages in run.per_worker.items()),
+                   err=True)
+        if run.reconnects and qos > 0 and run.summary.messages:
+            err(f"workers reconnected {run.reconnects} time(s): QoS {qos} is 'at least once', so a few messages "
+                f"may be recorded twice; 'tesaiot info --duplicates {file}' counts them")
+        exit_if_protocol_broken(run.protocol_errors, options.settings.url.display(), what="recorded")
+        return
     if run.discarded:
         warn(f"{plural(run.discarded, 'QoS 2 message')} arrived after --count was reached and were not recorded: "
              "QoS 2 hands a message over before it can be refused (use --qos 1 to leave them with the broker)")
@@ -196,35 +166,63 @@ def _record(file: Path, format_name: str, settings: ConnectionSettings, filters:
         err(f"the connection was lost and restored {run.reconnects} time(s): QoS {qos} is 'at least "
             f"once', so a few messages may be recorded twice; 'tesaiot info --duplicates {file}' counts them, "
             "'tesaiot convert --dedupe' removes them")
-    if sequence.numbered:
+    sequence = run.sequence
+    if sequence is not None and sequence.numbered:
         (warn if sequence.missing else err)(sequence.report().summary_line())
-    exit_if_protocol_broken(run.protocol_errors, settings.url.display(), what="recorded")
-    if sequence.missing:
+    exit_if_protocol_broken(run.protocol_errors, options.settings.url.display(), what="recorded")
+    if sequence is not None and sequence.missing:
         raise typer.Exit(EXIT_UNDELIVERED)
 
 
-class _Progress:
-    """What ``record`` shows while recording: the live status line, one warning when the
-    disk falls behind by ``SLOW_DISK_S`` or more, and one when a shared subscription stays
-    silent (``shared``)."""
+class Console:
+    """What ``record`` shows while recording (a :class:`~tesaiot_cli.services.record.RecordView`):
+    session events, the banner once subscribed, the live status line, the warnings.
+    ``no_suffix``: the banner says that a name without suffix made a dataset."""
 
-    def __init__(self, started: float, *, shared: bool = False, sequence: SequenceCounter | None = None) -> None:
-        self.status = _LiveStatus(started)
-        self.sequence = sequence
-        self.slow_warned = False
-        self.silence = _ShareSilence(started) if shared else None
+    def __init__(self, *, no_suffix: bool = False) -> None:
+        self.no_suffix = no_suffix
+        self.live: _LiveStatus | None = None
 
-    def tick(self, writer: RecordingWriter, now: float) -> None:
-        behind = writer.unsynced_s()
-        if behind >= SLOW_DISK_S and not self.slow_warned:
-            self.status.line.clear()
-            warn(f"the disk is slow: the last {behind:.0f} s of messages are not on disk yet (held in memory; "
-                 "a crash would lose them); recording continues")
-            self.slow_warned = True
-        if self.silence is not None:
-            self.silence.check(now, writer.messages)
-        seq = "" if self.sequence is None or not self.sequence.numbered else "  " + self.sequence.status_text()
-        self.status.update(now, lambda: (writer.messages, writer.disk_bytes()), suffix=seq)
+    def event(self, kind: str, text: str) -> None:
+        print_event(kind, text)
+
+    def recording(self, options: RecordOptions, partition: str | None) -> None:
+        if partition is None:
+            kind = options.format_name
+        elif options.workers > 1:
+            kind = f"dataset, partitioned by {partition}, {options.workers} workers"
+        elif self.no_suffix:
+            kind = (f"a dataset directory, as the name has no suffix: Parquet files partitioned by "
+                    f"{partition}; name it {options.file}.parquet or {options.file}.jsonl for one file")
+        else:
+            kind = f"dataset, partitioned by {partition}"
+        err(f"recording {options.settings.url.display()} topics={','.join(options.filters)} qos={options.qos} "
+            f"to {options.file} ({kind}); Ctrl+C stops")
+
+    def begin(self, started: float) -> None:
+        self.live = _LiveStatus(started)
+
+    def status(self, now: float, counts: Callable[[], tuple[int, int]], suffix: str) -> None:
+        if self.live is None:
+            self.begin(now)
+        assert self.live is not None
+        self.live.update(now, counts, suffix=suffix)
+
+    def slow_disk(self, behind_s: float) -> None:
+        if self.live is not None:
+            self.live.line.clear()
+        warn(f"the disk is slow: the last {behind_s:.0f} s of messages are not on disk yet (held in memory; "
+             "a crash would lose them); recording continues")
+
+    def share_silent(self, waited_s: float) -> None:
+        _clear_status()
+        warn(f"nothing received in {waited_s:g} s on a shared subscription ($share/...): if the broker "
+             "does not support shared subscriptions (amqtt, which 'tesaiot broker' runs, and aedes do not), it "
+             "takes $share/... as an ordinary topic and delivers nothing; record with one worker and without "
+             "--share there (docs/scaling.md lists the brokers)")
+
+    def clear(self) -> None:
+        _clear_status()
 
 
 class _LiveStatus:
@@ -265,22 +263,6 @@ def _rate_text(summary: WriteSummary) -> str:
     return f" ({(summary.messages - 1) / span_s:,.1f} msg/s from the first message to the last)"
 
 
-def _what_is_kept(file: Path, format_name: str) -> str:
-    from tesaiot_cli.recording import PARTIAL_SUFFIX
-
-    if is_remote(file):
-        return ""  # the object-storage writer's error says what was stored and where the rest is
-    if file.is_dir():
-        return (f"what was recorded before is in {file}; 'tesaiot recover {file}' seals what is left in its "
-                "staging area")
-    partial = file.with_name(file.name + PARTIAL_SUFFIX)
-    if partial.is_dir():
-        return f"what was recorded before is in {partial}/ ('tesaiot recover {file}' seals it)"
-    if file.exists():
-        return f"what was recorded before is in {file}"
-    return "nothing was recorded"
-
-
 def _print_summary(summary: WriteSummary, elapsed: float, why: str) -> None:
     per = f", {summary.file_bytes / summary.messages:.1f} B/message" if summary.messages else ""
     err(f"recorded {plural(summary.messages, 'message')} in {human_duration(elapsed)}{_rate_text(summary)}, "
@@ -294,182 +276,3 @@ def _print_summary(summary: WriteSummary, elapsed: float, why: str) -> None:
     if len(ranked) > SUMMARY_TOPICS:
         typer.echo(f"  ... and {len(ranked) - SUMMARY_TOPICS} more topics ('tesaiot info {summary.path}')",
                    err=True)
-
-
-# -- datasets and workers ----------------------------------------------------------------
-
-
-def _dataset_options(file: Path, *, fmt: str | None, force: bool, workers: int, share: str | None,
-                     partition: str | None, roll: float) -> dict[str, Any] | None:
-    """The dataset settings when FILE is a dataset (a directory, or a name without suffix), else None."""
-    from tesaiot_cli.recording import is_dataset_path
-    from tesaiot_cli.services.workers import MAX_WORKERS, check_share_group
-
-    if not 1 <= workers <= MAX_WORKERS:
-        raise ConfigError(f"invalid --workers {workers}: use 1 to {MAX_WORKERS}")
-    if share is not None:
-        check_share_group(share)
-    if roll <= 0:
-        raise ConfigError(f"invalid --roll {roll:g}: it must be a positive number of seconds")
-    if not is_dataset_path(file) and file.suffix:
-        if workers > 1 or partition is not None:
-            what = f"--workers {workers}" if workers > 1 else "--partition"
-            raise ConfigError(f"{what} writes a dataset directory, not one file: give a directory name without a "
-                              f"suffix (e.g. {file.with_suffix('')})")
-        return None
-    if fmt is not None and fmt.lower() != "parquet":
-        raise ConfigError(f"a dataset is written as Parquet: --format {fmt} is for single files")
-    if force:
-        raise ConfigError(f"--force is for single files: recording into the dataset {file} adds files to it "
-                          "(delete the directory first to start afresh)")
-    if is_remote(file):  # checked against the prefix's dataset.json when recording starts
-        from tesaiot_cli.recording.remote_dataset import REMOTE_ROLL_S
-
-        return {"partition": partition, "roll": REMOTE_ROLL_S if roll == DEFAULT_ROLL_S else roll}
-    from tesaiot_cli.recording.dataset.layout import leftovers, prepare_dataset
-
-    prepare_dataset(file, partition=partition, tool_version=__version__, create=False)  # ConfigError early
-    left = leftovers(file)
-    if left:
-        warn(f"{file} holds {len(left)} unsealed file(s) left by a crash: 'tesaiot recover {file}' seals them")
-    return {"partition": partition, "roll": roll}
-
-
-def _open_dataset(file: Path, metadata: RecordingMetadata, dataset: dict[str, Any]
-                  ) -> tuple[RecordingWriter, PartitionSpec, Callable[[], None]]:
-    from tesaiot_cli.recording.dataset.layout import prepare_dataset
-    from tesaiot_cli.recording.dataset.writer import DatasetWriter, new_recorder_id
-
-    prefix = remote(file)
-    if prefix is not None:
-        from tesaiot_cli.recording.remote_dataset import (
-            RemoteDatasetWriter,
-            prepare_remote_dataset,
-            remote_recorder_id,
-        )
-
-        root, spec = prepare_remote_dataset(prefix, partition=dataset["partition"], tool_version=__version__)
-        remote_writer = RemoteDatasetWriter(prefix, root, metadata=metadata, spec=spec,
-                                            worker_id=remote_recorder_id(), roll_interval_s=dataset["roll"]).open()
-        return remote_writer, spec, _nothing
-    spec, undo = prepare_dataset(file, partition=dataset["partition"], tool_version=__version__)
-    writer = DatasetWriter(file, metadata=metadata, spec=spec, worker_id=new_recorder_id(),
-                           roll_interval_s=dataset["roll"]).open()
-    return writer, spec, undo
-
-
-def _record_workers(file: Path, workers: int, settings: ConnectionSettings, filters: list[str], qos: int,
-                    count: int | None, duration: float | None, metadata: RecordingMetadata,
-                    dataset: dict[str, Any]) -> None:
-    import os
-
-    from tesaiot_cli.recording.dataset.layout import prepare_dataset
-    from tesaiot_cli.recording.dataset.writer import new_recorder_id
-    from tesaiot_cli.recording.model import merge_summaries
-    from tesaiot_cli.services.workers import WorkerPlan, WorkerPool, settings_to_wire
-
-    prefix = remote(file)
-    if prefix is not None:
-        from tesaiot_cli.recording import storage
-        from tesaiot_cli.recording.remote_dataset import prepare_remote_dataset, remote_recorder_id
-
-        root, spec = prepare_remote_dataset(prefix, partition=dataset.get("partition"), tool_version=__version__)
-        undo: Callable[[], None] = _nothing
-        recorder_id, remote_plan = remote_recorder_id(), (str(prefix), storage.options())
-    else:
-        spec, undo = prepare_dataset(file, partition=dataset.get("partition"), tool_version=__version__)
-        root, recorder_id, remote_plan = file, new_recorder_id(), None
-    _quiet_resource_tracker()
-    plan = WorkerPlan(root=root, settings=settings_to_wire(settings), filters=tuple(filters), qos=qos,
-                      metadata=metadata, partition=spec.text(), recorder_id=recorder_id, count=count,
-                      duration_s=duration, roll_interval_s=dataset.get("roll"),
-                      memory_pool=os.environ.get("ARROW_DEFAULT_MEMORY_POOL"), remote=remote_plan)
-    pool = WorkerPool(workers, plan, on_event=lambda index, kind, text: print_event(kind, f"worker {index}: {text}"))
-    why = "end"
-    with StopSignals() as stop:
-        started = time.monotonic()
-        try:
-            pool.start(interrupt=stop.event, timeout=settings.connect_timeout)
-            if pool.error is None and not stop.event.is_set():
-                err(f"recording {settings.url.display()} topics={','.join(filters)} qos={qos} to {file} "
-                    f"(dataset, partitioned by {spec.text()}, {workers} workers); Ctrl+C stops")
-                started = time.monotonic()
-                why = _wait_pool(pool, stop, started)
-        finally:
-            pool.stop()
-            _clear_status()
-        elapsed = time.monotonic() - started
-    summary = merge_summaries(file, list(pool.summaries.values()))
-    if prefix is not None:
-        from tesaiot_cli.recording.remote_dataset import remove_spool
-
-        remove_spool(root)  # kept when something in it was not uploaded (the workers' errors say so)
-    if pool.error is not None:
-        if summary.messages == 0:
-            undo()
-        kept = f"; {_what_is_kept(file, 'parquet')}" if summary.messages and prefix is None else ""
-        raise type(pool.error)(f"{pool.error}{kept}")
-    _print_summary(summary, elapsed, stop.signal_name or why)
-    typer.echo("  workers: " + ", ".join(f"{index}: {pool.summaries[index].messages:,}"
-                                         for index in sorted(pool.summaries)), err=True)
-    if pool.reconnects and qos > 0 and summary.messages:
-        err(f"workers reconnected {pool.reconnects} time(s): QoS {qos} is 'at least once', so a few messages may "
-            f"be recorded twice; 'tesaiot info --duplicates {file}' counts them")
-    exit_if_protocol_broken(pool.protocol_errors, settings.url.display(), what="recorded")
-
-
-def _nothing() -> None:
-    """Nothing to undo (an s3:// dataset: dataset.json on the prefix is shared)."""
-
-
-def _quiet_resource_tracker() -> None:
-    """The worker pool's queues and events are named semaphores, registered with Python's
-    resource tracker (a helper process of the parent's). When the parent is killed with
-    SIGKILL the tracker unlinks them, as it should, but prints "There appear to be N leaked
-    semaphore objects to clean up at shutdown": alarming, and nothing is leaked. The
-    tracker starts with the parent's -W options, so this filter reaches it too. Called
-    before the first semaphore is made (the tracker starts then)."""
-    import warnings
-
-    option = "ignore:resource_tracker:UserWarning"
-    if option not in sys.warnoptions:
-        sys.warnoptions.append(option)
-    warnings.filterwarnings("ignore", message="resource_tracker", category=UserWarning)
-
-
-def _wait_pool(pool: WorkerPool, stop: StopSignals, started: float) -> str:
-    status = _LiveStatus(started)
-    silence = _ShareSilence(started)
-    while not stop.event.wait(0.05):
-        pool.poll()
-        if pool.error is not None:
-            return "error"
-        if pool.finished:  # the workers stop by themselves at --count and --duration
-            return "count" if pool.counted_out else "duration"
-        now = time.monotonic()
-        silence.check(now, pool.messages)
-        status.update(now, lambda: (pool.messages, pool.disk_bytes), suffix=f"  {pool.workers} workers")
-    return "signal"
-
-
-SHARE_SILENCE_S = 5.0
-
-
-class _ShareSilence:
-    """Warns once when a shared subscription (--workers, --share) has received nothing after
-    ``SHARE_SILENCE_S``: a broker without shared subscriptions takes ``$share/...`` as an
-    ordinary topic and delivers nothing, and at MQTT 3.1.1 it cannot say so."""
-
-    def __init__(self, started: float) -> None:
-        self.started = started
-        self.warned = False
-
-    def check(self, now: float, messages: int) -> None:
-        if self.warned or messages or now - self.started < SHARE_SILENCE_S:
-            return
-        self.warned = True
-        _clear_status()
-        warn(f"nothing received in {SHARE_SILENCE_S:g} s on a shared subscription ($share/...): if the broker "
-             "does not support shared subscriptions (amqtt, which 'tesaiot broker' runs, and aedes do not), it "
-             "takes $share/... as an ordinary topic and delivers nothing; record with one worker and without "
-             "--share there (docs/scaling.md lists the brokers)")

@@ -8,11 +8,12 @@ no forked threads or locks) running the one recorder flow
 ``$share/GROUP/FILTER``, so the broker hands each message to one of them, and write
 their own files into the same dataset.
 
-The parent never prints: the CLI polls :class:`WorkerPool` for events, counts and
-errors. Workers ignore SIGINT (the terminal sends it to the whole process group: the
-parent decides), stop cleanly on SIGTERM, stop when the parent dies, and report
-errors back as (class name, text), re-raised in the parent as the same exception class.
-Connection settings travel through the spawn pipe, never on a command line.
+The parent never prints: ``record``'s run (:mod:`~tesaiot_cli.services.record`) polls
+:class:`WorkerPool` for events, counts and errors. Workers ignore SIGINT (the terminal
+sends it to the whole process group: the parent decides), stop cleanly on SIGTERM, stop
+when the parent dies, and report errors back as (class name, text), re-raised in the
+parent as the same exception class. Connection settings travel through the spawn pipe,
+never on a command line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +66,21 @@ def shared_filters(group: str, filters: list[str]) -> list[str]:
             raise errors.ConfigError(f"topic filter {topic_filter!r} is already shared: give the plain filter, "
                                      f"--share adds {SHARE_PREFIX}GROUP/")
     return [f"{SHARE_PREFIX}{group}/{topic_filter}" for topic_filter in filters]
+
+
+def quiet_resource_tracker() -> None:
+    """The worker pool's queues and events are named semaphores, registered with Python's
+    resource tracker (a helper process of the parent's). When the parent is killed with
+    SIGKILL the tracker unlinks them, as it should, but prints "There appear to be N leaked
+    semaphore objects to clean up at shutdown": alarming, and nothing is leaked. The
+    tracker starts with the parent's -W options, so this filter reaches it too. Called
+    before the first semaphore is made (the tracker starts then)."""
+    import warnings
+
+    option = "ignore:resource_tracker:UserWarning"
+    if option not in sys.warnoptions:
+        sys.warnoptions.append(option)
+    warnings.filterwarnings("ignore", message="resource_tracker", category=UserWarning)
 
 
 @dataclass(frozen=True)
