@@ -89,7 +89,8 @@ def test_a_device_that_cannot_deliver_is_counted_and_exit_7(own_broker: Mosquitt
     base = uid()
     process = start_cli("simulate", "-b", own_broker.tcp_url, "--devices", "20", "--device-id", f"{base}-01",
                         "-t", f"{base}/{{device_id}}/telemetry", "--connections", "per-device", "--connect-rate",
-                        "1000", "--interval", "0.2", "--count", "15", "--qos", "1", "--anomaly-every", "0")
+                        "1000", "--interval", "0.2", "--count", "15", "--qos", "1", "--anomaly-every", "0",
+                        "--drain-timeout", "1")
     try:
         time.sleep(2.0)
         own_broker.stop()
@@ -98,6 +99,7 @@ def test_a_device_that_cannot_deliver_is_counted_and_exit_7(own_broker: Mosquitt
         process.kill()
     assert process.returncode == 7, err[-3000:]
     assert "device(s) with packets not acknowledged" in err
+    assert "waiting up to 1 s for" in err  # --drain-timeout: the final wait is the user's to set
     match = re.search(r"300 packets published .*?(\d+) acknowledged by the broker, 0 failed, (\d+) dropped", err)
     assert match and int(match.group(1)) + int(match.group(2)) == 300 and int(match.group(2)) > 0
 

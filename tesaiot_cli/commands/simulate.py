@@ -30,6 +30,7 @@ from tesaiot_cli.cliutil import (
 )
 from tesaiot_cli.errors import ConfigError
 from tesaiot_cli.recording.storage import location
+from tesaiot_cli.services.drain import DRAIN_TIMEOUT_S
 from tesaiot_cli.sim.dps368 import DECIMALS
 from tesaiot_cli.sim.naming import DEFAULT_DEVICE_ID, DEFAULT_TOPIC
 from tesaiot_cli.sim.options import (
@@ -89,6 +90,7 @@ def simulate(
     qos: Annotated[int, typer.Option("--qos", "-q", metavar="QOS", help="Publish QoS (upstream: 1).")] = 1,
     queue: Annotated[Optional[int], typer.Option("--queue", metavar="N", help=f"Keep at most N unacknowledged packets (in flight, or queued while disconnected; per device with --connections per-device); more are dropped and counted. Default: {QUEUE_SECONDS:g} s of packets, {QUEUE_MIN} to {QUEUE_MAX}; {QUEUE_FLAT_OUT} with --interval 0.", show_default=False)] = None,  # noqa: E501
     max_inflight: Annotated[Optional[int], typer.Option("--max-inflight", metavar="N", min=1, max=65535, help="At most N QoS 1/2 messages unacknowledged at once. Default: the broker's Receive Maximum at MQTT 5; at MQTT 3.1.1 20 for QoS 2 (mosquitto's default max_inflight_messages: a broker that keeps fewer refuses the rest) and no limit but --queue/the window for QoS 1.", show_default=False)] = None,  # noqa: E501
+    drain_timeout: Annotated[float, typer.Option("--drain-timeout", metavar="SECONDS", min=0, help="After the last packet, wait at most SECONDS for the broker to acknowledge what is still in flight (QoS 1, 2); what is unacknowledged then is counted as dropped (exit 7). 0: do not wait.")] = DRAIN_TIMEOUT_S,  # noqa: E501
     quiet: Annotated[bool, typer.Option("--quiet", help="Nothing on stdout or stderr but warnings and errors.")] = False,  # noqa: E501
     connections: Annotated[str, typer.Option("--connections", metavar="MODE", help="shared: every device on one MQTT connection and client id; per-device: each device its own connection (client id, keepalive, session, credentials), all from this process on one event loop.")] = "shared",  # noqa: E501
     connect_rate: Annotated[Optional[float], typer.Option("--connect-rate", metavar="N", help=f"per-device: at most N connects (and reconnects) per second. [default: {DEFAULT_CONNECT_RATE:g}]", show_default=False)] = None,  # noqa: E501
@@ -131,14 +133,15 @@ def simulate(
         from tesaiot_cli.services.simulator import SimulatorOptions, run_simulation
 
         options = SimulatorOptions(opts, settings, links=links, record=record, force=force,
-                                   max_inflight=max_inflight, argv=tuple(safe_argv(sys.argv[1:])))
+                                   max_inflight=max_inflight, argv=tuple(safe_argv(sys.argv[1:])),
+                                   drain_timeout_s=drain_timeout)
         console = _Console(opts, quiet=quiet, color=use_color(sys.stdout, env))
         with StopSignals() as stop:
             result = run_simulation(options, console, stop)
         if not quiet:
             _print_summary(result, opts, record=record, per_device=links is not None)
         if result.undelivered:
-            _warn_undelivered(result, opts, stopped_by=stop.signal_name)
+            _warn_undelivered(result, opts, stopped_by=stop.signal_name, drain_timeout_s=drain_timeout)
     if result.undelivered:
         raise typer.Exit(EXIT_UNDELIVERED)
 
@@ -243,15 +246,15 @@ def _print_summary(result: SimulationResult, opts: SimOptions, *, record: Path |
         err(f"ground truth written to {record}")
 
 
-def _warn_undelivered(result: SimulationResult, opts: SimOptions, *, stopped_by: str | None) -> None:
-    from tesaiot_cli.services.drain import DRAIN_TIMEOUT_S
+def _warn_undelivered(result: SimulationResult, opts: SimOptions, *, stopped_by: str | None,
+                      drain_timeout_s: float) -> None:
     from tesaiot_cli.sim.report import undelivered_lines
 
     s = result.delivery
     for line in undelivered_lines(
         dropped=s.dropped, failed=s.failed, failed_reasons=dict(s.failed_reasons), qos=opts.qos,
         queue=opts.queue, dropped_slow=result.drops.slow, dropped_offline=result.drops.offline,
-        stopped_by=stopped_by, drained=result.drained, drain_timeout_s=DRAIN_TIMEOUT_S,
+        stopped_by=stopped_by, drained=result.drained, drain_timeout_s=drain_timeout_s,
         acknowledged_rate=s.completed / max(result.elapsed_s, 1e-9),
         scheduled_rate=(opts.devices / opts.interval_s) if opts.interval_s > 0 else None,
     ):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tesaiot_cli import __version__
-from tesaiot_cli.services.drain import Drained, StopFlag, drain
+from tesaiot_cli.services.drain import DRAIN_TIMEOUT_S, Drained, StopFlag, drain
 
 if TYPE_CHECKING:
     from tesaiot_cli.config import ConnectionSettings
@@ -79,6 +79,7 @@ class SimulatorOptions:
     force: bool = False  # --record replaces what is there
     max_inflight: int | None = None
     argv: tuple[str, ...] = ()
+    drain_timeout_s: float = DRAIN_TIMEOUT_S  # the final wait for acknowledgements (--drain-timeout)
 
 
 @dataclass
@@ -135,7 +136,7 @@ class _Publisher:
 
 
 def _shared_publisher(session: Session, opts: SimOptions, stop: threading.Event, view: SimulatorView,
-                      drops: Drops, *, batched: bool) -> _Publisher:
+                      drops: Drops, *, batched: bool, drain_timeout_s: float) -> _Publisher:
     from tesaiot_cli.errors import Interrupted
     from tesaiot_cli.sim.schedule import StopRun
 
@@ -171,10 +172,12 @@ def _shared_publisher(session: Session, opts: SimOptions, stop: threading.Event,
         queued = session.in_flight()  # first: it also counts what was acknowledged since the last line
         return stats.completed, queued, stats.dropped, session.connected, None
 
-    return _Publisher(publish, wait, stats, progress, lambda: drain(session, stop, say=view.say))
+    return _Publisher(publish, wait, stats, progress,
+                      lambda: drain(session, stop, timeout_s=drain_timeout_s, say=view.say))
 
 
-def _fleet_publisher(fleet: DeviceFleet, stop: threading.Event, view: SimulatorView, drops: Drops) -> _Publisher:
+def _fleet_publisher(fleet: DeviceFleet, stop: threading.Event, view: SimulatorView, drops: Drops,
+                     drain_timeout_s: float) -> _Publisher:
     stats = fleet.stats
 
     def publish(message: Message) -> bool:
@@ -191,7 +194,7 @@ def _fleet_publisher(fleet: DeviceFleet, stop: threading.Event, view: SimulatorV
 
     return _Publisher(publish, wait, stats,
                       lambda: (stats.completed, fleet.in_flight(), stats.dropped, True, fleet.link_counts()),
-                      lambda: drain(fleet, stop, say=view.say))
+                      lambda: drain(fleet, stop, timeout_s=drain_timeout_s, say=view.say))
 
 
 def run_simulation(options: SimulatorOptions, view: SimulatorView, stop: StopFlag) -> SimulationResult:
@@ -239,7 +242,8 @@ def run_simulation(options: SimulatorOptions, view: SimulatorView, stop: StopFla
             # the next packet goes through it, reading acknowledgements and reconnecting meanwhile.
             scheduler = Scheduler(interval_s=opts.interval_s, devices=opts.devices,
                                   sleep=lambda seconds: publisher.wait(seconds))
-            publisher = _shared_publisher(session, opts, stop.event, view, drops, batched=scheduler.batched)
+            publisher = _shared_publisher(session, opts, stop.event, view, drops, batched=scheduler.batched,
+                                          drain_timeout_s=options.drain_timeout_s)
             view.attach(publisher.progress)
         else:
             from tesaiot_cli.mqtt.per_device import DeviceFleet
@@ -247,7 +251,7 @@ def run_simulation(options: SimulatorOptions, view: SimulatorView, stop: StopFla
             devices = resources.enter_context(DeviceFleet(
                 links.settings, topics, ids, connect_rate=links.connect_rate, queue=links.queue,
                 on_event=view.event, interrupt=stop.event))
-            publisher = _fleet_publisher(devices, stop.event, view, drops)
+            publisher = _fleet_publisher(devices, stop.event, view, drops, options.drain_timeout_s)
             view.attach(publisher.progress)
             view.say(f"connecting {len(ids)} devices at up to {links.connect_rate:g} connects/s "
                      f"({links.settings[0].client_id} .. {links.settings[-1].client_id})")
