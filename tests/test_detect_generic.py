@@ -6,8 +6,10 @@ import json
 import math
 import random
 import shutil
+import subprocess
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 
 from tesaiot_cli.analysis import detect_generic
@@ -136,25 +138,37 @@ def test_a_field_that_is_not_there_is_counted(nab_small: Path, tmp_path: Path) -
     assert "2751 messages were not readings (no number at 'rpm') (skipped)" in result.stderr
 
 
-def test_live_on_nab_replayed_at_max_speed_publishes_what_offline_finds(broker: Mosquitto, nab_small: Path,
-                                                                         tmp_path: Path) -> None:
+def _offline_alerts(source: Path, tmp_path: Path, *args: str) -> list[bytes]:
+    """The alerts offline ``detect`` writes for ``source`` (sorted payloads)."""
     offline = tmp_path / "offline.parquet"
-    assert run_cli("detect", str(nab_small), "--to", str(offline), "--field", "value").returncode == 0
+    assert run_cli("detect", str(source), "--to", str(offline), *args).returncode == 0
     with open_reader(offline) as reader:
-        expected = sorted(m.payload for m in reader)
-    detect = start_cli("detect", "-b", broker.tcp_url, "-t", "nab/#", "--field", "value", "--count", "2751")
+        return sorted(m.payload for m in reader)
+
+
+def _replay_into(detect: subprocess.Popen[str], broker: Mosquitto, source: Path, alerts_expected: int
+                 ) -> tuple[str, list[paho.MQTTMessage]]:
+    """Replay ``source`` at max speed into the live ``detect``; its stderr and the alerts it published."""
     try:
         with Collector(broker.tcp_port, "device/+/alerts", qos=1) as alerts:
             wait_for_stderr(detect, "detecting on")
-            replay = run_cli("replay", str(nab_small), "-b", broker.tcp_url, "--speed", "max", "--qos", "1")
+            replay = run_cli("replay", str(source), "-b", broker.tcp_url, "--speed", "max", "--qos", "1")
             assert replay.returncode == 0, replay.stderr
             _out, err = detect.communicate(timeout=60)
-            received = alerts.wait_for(len(expected), timeout=10)
+            received = alerts.wait_for(alerts_expected, timeout=10)
     finally:
         if detect.poll() is None:
             detect.kill()
             detect.communicate()
     assert detect.returncode == 0, err
+    return err, received
+
+
+def test_live_on_nab_replayed_at_max_speed_publishes_what_offline_finds(broker: Mosquitto, nab_small: Path,
+                                                                         tmp_path: Path) -> None:
+    expected = _offline_alerts(nab_small, tmp_path, "--field", "value")
+    detect = start_cli("detect", "-b", broker.tcp_url, "-t", "nab/#", "--field", "value", "--count", "2751")
+    err, received = _replay_into(detect, broker, nab_small, len(expected))
     assert f"2751 readings from 2 devices analysed, {len(expected)} alerts published" in err
     assert sorted(m.payload for m in received) == expected
 
@@ -163,32 +177,17 @@ def test_live_detector_behind_the_replay_holds_the_stream_instead_of_dropping(br
                                                                               tmp_path: Path) -> None:
     """A detector slower than replay --speed max: with a 20-reading inbox (100,000 in the real
     command) the network thread waits for room, the broker holds the rest: every reading analysed."""
-    import subprocess
     import sys
 
     from tests.support.cli import clean_env
 
-    offline = tmp_path / "offline.parquet"
-    assert run_cli("detect", str(nab_small), "--to", str(offline)).returncode == 0
-    with open_reader(offline) as reader:
-        expected = sorted(m.payload for m in reader)
+    expected = _offline_alerts(nab_small, tmp_path)
     code = ("import sys; import tesaiot_cli.services.detector as d; d.INBOX_LIMIT = 20; "
             "sys.argv[0] = 'tesaiot'; from tesaiot_cli.cli import main; main()")
     detect = subprocess.Popen([sys.executable, "-c", code, "detect", "-b", broker.tcp_url, "-t", "nab/#",
                                "--count", "2751"], env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
-    try:
-        with Collector(broker.tcp_port, "device/+/alerts", qos=1) as alerts:
-            wait_for_stderr(detect, "detecting on")
-            replay = run_cli("replay", str(nab_small), "-b", broker.tcp_url, "--speed", "max", "--qos", "1")
-            assert replay.returncode == 0, replay.stderr
-            _out, err = detect.communicate(timeout=60)
-            received = alerts.wait_for(len(expected), timeout=10)
-    finally:
-        if detect.poll() is None:
-            detect.kill()
-            detect.communicate()
-    assert detect.returncode == 0, err
+    err, received = _replay_into(detect, broker, nab_small, len(expected))
     assert "2751 readings from 2 devices analysed" in err and "not analysed" not in err
     assert sorted(m.payload for m in received) == expected
 

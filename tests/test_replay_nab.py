@@ -71,13 +71,12 @@ def test_large_factors_keep_the_order_and_the_spacing_ratios(overlap: Path, spee
     assert sorted(set(gaps)) == [120 * 10**9, 180 * 10**9, 300 * 10**9]  # the hourly series between 5-minute rows
 
 
-def test_3600x_through_mosquitto_records_everything_in_order(broker: Mosquitto, overlap: Path,
-                                                              tmp_path: Path) -> None:
-    out = tmp_path / "out.parquet"
-    record = start_cli("record", str(out), "-b", broker.tcp_url, "-t", "nab/#", "--qos", "1", "--count", "39")
+def _replay_into_record(broker: Mosquitto, source: Path, out: Path, *, count: int, speed: str) -> None:
+    """``record OUT --count N`` (QoS 1) while ``source`` is replayed at ``speed``; both exit 0."""
+    record = start_cli("record", str(out), "-b", broker.tcp_url, "-t", "nab/#", "--qos", "1", "--count", str(count))
     try:
         wait_for_stderr(record, "recording")
-        replay = run_cli("replay", str(overlap), "-b", broker.tcp_url, "--speed", "3600x", "--qos", "1")
+        replay = run_cli("replay", str(source), "-b", broker.tcp_url, "--speed", speed, "--qos", "1")
         assert replay.returncode == 0, replay.stderr
         _out, err = record.communicate(timeout=60)
     finally:
@@ -85,6 +84,12 @@ def test_3600x_through_mosquitto_records_everything_in_order(broker: Mosquitto, 
             record.kill()
             record.communicate()
     assert record.returncode == 0, err
+
+
+def test_3600x_through_mosquitto_records_everything_in_order(broker: Mosquitto, overlap: Path,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    _replay_into_record(broker, overlap, out, count=39, speed="3600x")
     assert recorded(out) == recorded(overlap)
     score = run_cli("score", str(overlap), "--received", str(out), "--json", "--fail-under", "delivered=1")
     assert score.returncode == 0, score.stdout + score.stderr
@@ -96,17 +101,7 @@ def test_max_speed_through_mosquitto_loses_nothing(broker: Mosquitto, tmp_path: 
     truth = nab_truth(tmp_path, WHOLE)  # 2,751 readings of two series four years apart
     count = len(recorded(truth))
     out = tmp_path / "out.jsonl"
-    record = start_cli("record", str(out), "-b", broker.tcp_url, "-t", "nab/#", "--qos", "1", "--count", str(count))
-    try:
-        wait_for_stderr(record, "recording")
-        replay = run_cli("replay", str(truth), "-b", broker.tcp_url, "--speed", "max", "--qos", "1")
-        assert replay.returncode == 0, replay.stderr
-        _out, err = record.communicate(timeout=60)
-    finally:
-        if record.poll() is None:
-            record.kill()
-            record.communicate()
-    assert record.returncode == 0, err
+    _replay_into_record(broker, truth, out, count=count, speed="max")
     assert recorded(out) == recorded(truth)
     score = run_cli("score", str(truth), "--received", str(out), "--json")
     assert score.returncode == 0, score.stderr

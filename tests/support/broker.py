@@ -57,7 +57,47 @@ def find_mosquitto_passwd() -> str:
     raise BrokerUnavailable("mosquitto_passwd not found (it comes with the mosquitto package)")
 
 
+# Ports for the servers the tests start: each pytest-xdist worker takes its own slice of
+# 20000-31999 (below the kernel's ephemeral range, 32768-60999, where port 0 binds and
+# outgoing connections come from), so two workers never pick the same port between one's
+# bind check and its server's bind. Each process walks its slice in turn from a random
+# start, skipping what is in use. Beyond 8 workers: port 0, as before.
+PORT_BASE, PORT_SLICE, PORT_SLICES = 20000, 1500, 8
+_next_port: list[int] = []
+
+
+def _worker_slice() -> int | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return index if index < PORT_SLICES else None
+
+
 def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that nothing listens on (see PORT_BASE)."""
+    index = _worker_slice()
+    if index is None:
+        return _kernel_ports(count)
+    if not _next_port:
+        import random
+
+        _next_port.append(random.randrange(PORT_SLICE))
+    low = PORT_BASE + index * PORT_SLICE
+    ports: list[int] = []
+    for _ in range(PORT_SLICE):
+        port = low + _next_port[0] % PORT_SLICE
+        _next_port[0] += 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise BrokerUnavailable(f"no {count} free ports in 127.0.0.1:{low}-{low + PORT_SLICE - 1}")
+
+
+def _kernel_ports(count: int) -> list[int]:
     sockets = []
     try:
         for _ in range(count):
@@ -70,9 +110,12 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
+def wait_for_port(port: int, timeout: float = 10.0, *, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until something listens on ``port``; sooner a failure when ``process`` (the server) has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise BrokerUnavailable(f"the server for 127.0.0.1:{port} exited ({process.returncode})")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -175,9 +218,27 @@ class Mosquitto:
         return config
 
     def start(self) -> None:
-        if not self.tcp_port:
-            (self.tcp_port, self.auth_port, self.ws_port, self.ws_auth_port, self.tls_port,
-             self.mtls_port, self.wss_port) = free_ports(7)
+        """Start mosquitto; on its first start on ports of its own choosing, a port another
+        process took in the meantime means new ports and another try (at most 5)."""
+        fresh = not self.tcp_port
+        for attempt in range(5 if fresh else 1):
+            if fresh:
+                (self.tcp_port, self.auth_port, self.ws_port, self.ws_auth_port, self.tls_port,
+                 self.mtls_port, self.wss_port) = free_ports(7)
+            try:
+                self._start_once()
+                break
+            except BrokerUnavailable as exc:
+                taken = "Unable to create" in str(exc) or "Address already in use" in str(exc)
+                if not (fresh and taken) or attempt == 4:
+                    raise
+        if self.terminator is None:
+            self.terminator = TLSTerminator(listen_port=self.wss_port, target_port=self.ws_auth_port,
+                                            cert=self.pki.server_cert, key=self.pki.server_key)
+            self.terminator.start()
+        self.starts += 1
+
+    def _start_once(self) -> None:
         config = self._write_config()
         self.process = subprocess.Popen(
             [find_mosquitto(), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -186,16 +247,11 @@ class Mosquitto:
         try:
             for port in (self.tcp_port, self.auth_port, self.ws_port, self.ws_auth_port, self.tls_port,
                          self.mtls_port):
-                wait_for_port(port)
+                wait_for_port(port, process=self.process)
         except BrokerUnavailable:
             self.stop()
             log = self.log_path.read_text() if self.log_path.exists() else ""
             raise BrokerUnavailable(f"mosquitto did not start:\n{log[-2000:]}") from None
-        if self.terminator is None:
-            self.terminator = TLSTerminator(listen_port=self.wss_port, target_port=self.ws_auth_port,
-                                            cert=self.pki.server_cert, key=self.pki.server_key)
-            self.terminator.start()
-        self.starts += 1
 
     def stop(self) -> None:
         """Stop mosquitto (SIGTERM, so it saves its persistence file). The wss front stays."""
