@@ -114,21 +114,29 @@ def run_section(ctx: Context, *, count: int, runs: int) -> dict[str, Any]:
     return section
 
 
+def say_paired(title: str, result: dict[str, Any], *, digits: int) -> bool:
+    """A table of one paired measurement (see :func:`paired`) and its median ratio; False,
+    after a line that says so, when it was not measured."""
+    if "error" in result:
+        say(f"{title}: not measured ({result['error']})")
+        return False
+    table = Table(["command", "median s", "peak RSS MiB"])
+    for name, side in result["sides"].items():
+        table.add(name, f"{side['median_s']:.2f}", f"{side['peak_rss_mib']:.0f}")
+    say(table.render())
+    say(f"{title}: median ratio of {result['runs']} paired runs {result['median_ratio']:.{digits}f}x "
+        f"(ratios {', '.join(f'{r:.{digits}f}' for r in result['ratios'])})")
+    say()
+    return True
+
+
 def report(section: dict[str, Any]) -> list[dict[str, Any]]:
     say(f"## 8. Export: {section['count']:,} DPS368 messages ({section['file_bytes'] / 2**20:.1f} MiB Parquet)")
     goals: list[dict[str, Any]] = []
     for key, title in (("export", "export to Parquet vs DuckDB"), ("info", "info with value statistics")):
         result = section[key]
-        if "error" in result:
-            say(f"{title}: not measured ({result['error']})")
+        if not say_paired(title, result, digits=2):
             continue
-        table = Table(["command", "median s", "peak RSS MiB"])
-        for name, side in result["sides"].items():
-            table.add(name, f"{side['median_s']:.2f}", f"{side['peak_rss_mib']:.0f}")
-        say(table.render())
-        say(f"{title}: median ratio of {result['runs']} paired runs {result['median_ratio']:.2f}x "
-            f"(ratios {', '.join(f'{r:.2f}' for r in result['ratios'])})")
-        say()
         if key == "export":
             ours = result["sides"]["tesaiot export"]
             goals.append({"goal": "export no slower than DuckDB (median paired ratio <= 1.0)",

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import data
-from benchlib.common import Table, progress, say
-from benchlib.export import paired
+from benchlib.common import progress, say
+from benchlib.export import paired, say_paired
 from benchlib.record import Context
 
 RATE_HZ = 10_000.0
@@ -71,16 +71,8 @@ def report(section: dict[str, Any]) -> list[dict[str, Any]]:
               ("info_scan", "info --no-values of 10x the messages / of 1x (a scan, for comparison)"))
     for key, title in titles:
         result = section[key]
-        if "error" in result:
-            say(f"{title}: not measured ({result['error']})")
+        if not say_paired(title, result, digits=3):
             continue
-        table = Table(["command", "median s", "peak RSS MiB"])
-        for name, side in result["sides"].items():
-            table.add(name, f"{side['median_s']:.2f}", f"{side['peak_rss_mib']:.0f}")
-        say(table.render())
-        say(f"{title}: median ratio of {result['runs']} paired runs {result['median_ratio']:.3f}x "
-            f"(ratios {', '.join(f'{r:.3f}' for r in result['ratios'])})")
-        say()
         if key == "replay":
             goals.append({"goal": "replay --start of the last 2 % <= 0.10x a full pass",
                           "met": result["median_ratio"] <= 0.10, "detail": f"{result['median_ratio']:.3f}x"})
