@@ -18,7 +18,7 @@ from tesaiot_cli.sim.credentials import device_settings
 from tesaiot_cli.sim.dps368 import NORMAL, Packet
 from tesaiot_cli.sim.schedule import BATCH_S, LATE_IDLE_EVERY, Scheduler, run
 from tests.support.broker import PASSWORD, USER, Mosquitto
-from tests.support.cli import clean_env, cli_command, run_cli, start_cli
+from tests.support.cli import clean_env, cli_command, run_cli, start_cli, wait_for_stderr
 from tests.support.clients import Collector
 from tests.support.fakes import FakeClock, uid
 
@@ -92,9 +92,11 @@ def test_a_device_that_cannot_deliver_is_counted_and_exit_7(own_broker: Mosquitt
                         "1000", "--interval", "0.2", "--count", "15", "--qos", "1", "--anomaly-every", "0",
                         "--drain-timeout", "1")
     try:
-        time.sleep(2.0)
+        begun = wait_for_stderr(process, "tesaiot: topic ")  # connected and publishing, however slow the start
+        time.sleep(1.0)
         own_broker.stop()
         _, err = process.communicate(timeout=60)
+        err = begun + err
     finally:
         process.kill()
     assert process.returncode == 7, err[-3000:]

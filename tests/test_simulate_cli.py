@@ -22,7 +22,7 @@ from tesaiot_cli.sim.dps368 import Packet, planned_dropouts
 from tesaiot_cli.sim.options import QUEUE_FLAT_OUT, QUEUE_MAX, QUEUE_MIN, resolve_options, safe_argv
 from tesaiot_cli.sim.report import packet_line, summary_lines
 from tests.support.broker import TOKEN, Mosquitto
-from tests.support.cli import clean_env, run_cli, start_cli
+from tests.support.cli import clean_env, run_cli, start_cli, wait_for_stderr
 from tests.support.clients import Collector
 from tests.support.fakes import uid
 
@@ -354,18 +354,21 @@ def test_qos0_outage_hint_says_qos0_is_not_queued(own_broker: Mosquitto) -> None
 def simulate_with_broker_paused(broker: Mosquitto, options: list[str], *, pause_at: float,
                                 pause_for: float) -> tuple[int, str]:
     """Run simulate (one device, no anomalies) and stop the broker (SIGSTOP: the connection
-    stays up, nothing is read or acknowledged) from ``pause_at`` s for ``pause_for`` s.
-    Returns the exit code and stderr."""
+    stays up, nothing is read or acknowledged) from ``pause_at`` s after it has connected
+    and begun (its "topic" line: a loaded machine's start-up time does not count) for
+    ``pause_for`` s. Returns the exit code and stderr."""
     import signal as signals
 
     assert broker.process is not None
     process = start_cli("simulate", "-b", broker.tcp_url, "--device-id", uid(), "--anomaly-every", "0", *options)
     try:
+        begun = wait_for_stderr(process, "tesaiot: topic ")
         time.sleep(pause_at)
         broker.process.send_signal(signals.SIGSTOP)
         time.sleep(pause_for)
         broker.process.send_signal(signals.SIGCONT)
-        _, err = process.communicate(timeout=40)
+        _, rest = process.communicate(timeout=40)
+        err = begun + rest
     finally:
         broker.process.send_signal(signals.SIGCONT)
         process.kill()
