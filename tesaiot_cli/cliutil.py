@@ -86,9 +86,14 @@ def exit_if_protocol_broken(count: int, broker: str, *, what: str) -> None:
 
 @contextmanager
 def cli_errors() -> Iterator[None]:
-    """Turn the core's exceptions into one stderr line and a documented exit code."""
+    """Turn the core's exceptions into one stderr line and a documented exit code. On the
+    way out, however the command ended, it says which temporary objects an upload to
+    ``s3://`` could not delete (the recording is whole; they only cost storage)."""
     try:
-        yield
+        try:
+            yield
+        finally:
+            _say_left_behind()
     except Interrupted:
         raise typer.Exit(EXIT_OK) from None
     except TesaiotError as exc:
@@ -104,6 +109,15 @@ def cli_errors() -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback
         err(f"internal error: {type(exc).__name__}: {exc} (please report this)")
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _say_left_behind() -> None:
+    storage = sys.modules.get("tesaiot_cli.recording.storage")  # not imported: nothing was uploaded
+    if storage is None:
+        return
+    for leftover in storage.left_behind():
+        warn(f"could not delete the temporary upload {leftover}: the recording is whole; that hidden "
+             "object only costs storage: delete it")
 
 
 @contextmanager

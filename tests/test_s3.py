@@ -448,3 +448,33 @@ def test_an_upload_interrupted_by_ctrl_c_leaves_nothing_under_the_key(moto: Moto
                           env=clean_env(**moto.env()), capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "interrupted", done.stderr
     assert moto.keys(bucket) == []  # neither the part under the final name nor the temporary object
+
+
+def test_a_temporary_upload_the_store_will_not_delete_is_said(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A credential that may write but not delete (a common write-only policy): the object is
+    stored whole and the command succeeds, but the hidden temporary it was uploaded through
+    stays on the store, so the command says which one, as a warning, instead of nothing."""
+    bucket = moto.new_bucket()
+    sample = Path(__file__).resolve().parent.parent / "recordings" / "dps368-sample.parquet"
+    real = storage.filesystem
+
+    class NoDelete:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def delete_file(self, path: str) -> None:
+            if storage.UPLOADING in path:
+                raise OSError("When deleting key: AWS Error ACCESS_DENIED during DeleteObject operation: Access Denied")
+            self.inner.delete_file(path)  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(storage, "filesystem", lambda: NoDelete(real()))
+    result = run_cli("convert", str(sample), f"s3://{bucket}/run.parquet", env=clean_env(**moto.env()))
+    assert result.returncode == 0, result.stderr
+    leftovers = [key for key in moto.keys(bucket) if storage.UPLOADING in key]
+    assert "run.parquet" in moto.keys(bucket) and len(leftovers) == 1
+    warning = [line for line in result.stderr.splitlines() if "could not delete the temporary upload" in line]
+    assert len(warning) == 1 and leftovers[0] in warning[0] and "refused the credentials" in warning[0], result.stderr
+    assert storage.left_behind() == []  # said once, then forgotten

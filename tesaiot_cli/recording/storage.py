@@ -337,12 +337,24 @@ def upload(local: Path, where: S3Path, *, chunk: int = 8 * 1024 * 1024) -> int:
         raise
     try:
         delete([temp])
-    except RecordingError:
+    except (RecordingError, AuthError) as cleanup:  # AuthError: a credential that may write, not delete
         # The object is stored: failing the upload would count stored messages as lost. The
-        # hidden temporary (a "_" name, no .parquet suffix) stays; the seal or recover that
-        # deletes a recording's parts deletes it with them (list_objects(uploads=True)).
-        pass
+        # hidden temporary (a "_" name, no .parquet suffix) stays, and is said on the way out
+        # (left_behind); the seal or recover that deletes a recording's parts deletes it too.
+        _left_behind.append(f"{temp.url} ({cleanup})")
     return size
+
+
+# Temporary objects an upload could not delete after its object was stored (see upload).
+_left_behind: list[str] = []
+
+
+def left_behind() -> list[str]:
+    """The temporary objects left on the store since the last call (each with the reason),
+    for the command to say at its end; the list is emptied."""
+    taken = list(_left_behind)
+    _left_behind.clear()
+    return taken
 
 
 def output_exists(target: Path) -> bool:
