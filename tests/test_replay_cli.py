@@ -23,7 +23,7 @@ from tesaiot_cli.message import Message
 from tesaiot_cli.playback.replay import parse_loops
 from tesaiot_cli.recording import RecordingMetadata, open_writer
 from tests.support.broker import Mosquitto
-from tests.support.cli import run_cli, start_cli
+from tests.support.cli import run_cli, start_cli, wait_for_stderr
 from tests.support.recordings import write_recording
 
 T0 = 1_790_000_000_000_000_000
@@ -395,7 +395,11 @@ def test_dry_run_carries_the_ground_truth_label(tmp_path: Path) -> None:
 def test_replaying_an_unsealed_recording_says_so(broker: Mosquitto, tmp_path: Path) -> None:
     path = tmp_path / "crash.parquet"
     process = start_cli("record", str(path), "-b", broker.tcp_url, "-t", f"{unique_prefix()}/#")
-    time.sleep(1.5)
+    wait_for_stderr(process, "recording")  # started, however slowly (a loaded machine)
+    deadline = time.monotonic() + 20
+    while not path.with_name(path.name + ".partial").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
     process.kill()  # SIGKILL: the recording stays unsealed (crash.parquet.partial/)
     process.communicate(timeout=10)
     for args in (["replay", str(path), "--to", "-"], ["convert", str(path), str(tmp_path / "out.jsonl")]):
