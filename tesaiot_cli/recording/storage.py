@@ -306,6 +306,10 @@ def child(prefix: S3Path, key: str) -> S3Path:
 UPLOADING = "_tesaiot-upload-"
 
 
+# Temporary objects an upload could not delete (see upload), said by the command at its end.
+_left_behind: list[str] = []
+
+
 def upload(local: Path, where: S3Path, *, chunk: int = 8 * 1024 * 1024) -> int:
     """Copy the local file to ``where``: the object appears only once complete. Returns its
     size. Raises as :func:`with_retries`.
@@ -331,9 +335,10 @@ def upload(local: Path, where: S3Path, *, chunk: int = 8 * 1024 * 1024) -> int:
     except BaseException as failure:  # not caught: the temporary object goes, then the failure goes on
         try:
             delete([temp])
-        except RecordingError as cleanup:
+        except (RecordingError, AuthError) as cleanup:
             if isinstance(failure, RecordingError):  # one line that says both
                 raise RecordingError(f"{failure}; the temporary object {temp.url} may be left ({cleanup})") from None
+            _left_behind.append(f"{temp.url} ({cleanup})")  # said on the way out (cli_errors)
         raise
     try:
         delete([temp])
@@ -344,9 +349,6 @@ def upload(local: Path, where: S3Path, *, chunk: int = 8 * 1024 * 1024) -> int:
         _left_behind.append(f"{temp.url} ({cleanup})")
     return size
 
-
-# Temporary objects an upload could not delete after its object was stored (see upload).
-_left_behind: list[str] = []
 
 
 def left_behind() -> list[str]:
