@@ -56,7 +56,8 @@ class Running:
         if self.note:
             said = _last_line(self.output.with_name(self.output.name + ".stderr"))
             if said:
-                self.note += f"; exit code {code}, its stderr ended: {said}"
+                exit_said = "" if self.note == f"exit code {code}" else f"exit code {code}, "
+                self.note += f"; {exit_said}its stderr ended: {said}"
         return self.received
 
 
