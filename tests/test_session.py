@@ -22,7 +22,7 @@ from tesaiot_cli.mqtt.loops import Connection
 from tesaiot_cli.mqtt.session import HOLD_QUEUED, Session
 from tesaiot_cli.mqtt.transport import BufferedSocket as _BufferedSocket
 from tests.support.broker import PASSWORD, TOKEN, USER, Mosquitto
-from tests.support.clients import Collector, publish
+from tests.support.clients import Collector, publish, publish_many
 from tests.support.settings import settings_for
 
 
@@ -434,8 +434,7 @@ def test_subscribe_waits_while_a_persistent_session_backlog_arrives(broker: Mosq
     settings = settings_for(broker.tcp_url, session=name, connect_timeout=1.5)
     with Session(settings) as session:
         session.subscribe([topic], qos=1)
-    for start in range(0, total, 50_000):  # queued for the session (paho's message ids wrap at 65535)
-        publish(broker.tcp_port, [(topic, b"%d" % i) for i in range(start, min(start + 50_000, total))])
+    assert publish_many(broker.tcp_port, topic, (b"%d" % i for i in range(total))) == total  # queued for the session
     received: list[bytes] = []
     with Session(settings, on_message=lambda m: received.append(m.payload)) as session:
         time.sleep(0.3)  # the broker is sending the backlog
