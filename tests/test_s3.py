@@ -417,6 +417,7 @@ import os, signal, sys, threading, time
 from pathlib import Path
 from tesaiot_cli.recording import storage
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job's child inherits SIGINT ignored
 storage.configure_environment(os.environ)
 fifo = Path(sys.argv[1])
 os.mkfifo(fifo)
@@ -446,7 +447,7 @@ def test_an_upload_interrupted_by_ctrl_c_leaves_nothing_under_the_key(moto: Moto
     bucket = moto.new_bucket()
     done = subprocess.run([sys.executable, "-c", _INTERRUPTED_UPLOAD, str(tmp_path / "fifo"), f"s3://{bucket}/run.parquet"],
                           env=clean_env(**moto.env()), capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "interrupted", done.stderr
+    assert done.stdout.strip() == "interrupted", (done.returncode, done.stderr)
     assert moto.keys(bucket) == []  # neither the part under the final name nor the temporary object
 
 
