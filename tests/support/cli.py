@@ -25,6 +25,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     if os.environ.get("TESAIOT_PAHO_PATH"):  # scripts/test runs the MQTT tests again on paho's public path
         env["TESAIOT_PAHO_PATH"] = os.environ["TESAIOT_PAHO_PATH"]
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a process that hangs is sent SIGABRT: its threads' stacks go to stderr
     env.update(extra)
     return env
 
@@ -56,7 +57,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60, 
     ``tesaiot`` entry point runs, with ``env`` as the whole environment and ``cwd`` as
     the working directory. Either way: the exit code, stdout and stderr the user gets."""
     chosen = env if env is not None else clean_env()
-    interpreter = {k for k in {*chosen, *os.environ} if k.startswith("PYTHON") and k != "PYTHONUNBUFFERED"}
+    interpreter = {k for k in {*chosen, *os.environ}
+                   if k.startswith("PYTHON") and k not in ("PYTHONUNBUFFERED", "PYTHONFAULTHANDLER")}
     same_interpreter = all(chosen.get(k) == os.environ.get(k) for k in interpreter)  # PYTHONPATH...: a process
     if process is False or (process is None and runs_offline(args) and same_interpreter):
         return run_in_process(*args, env=env if env is not None else clean_env(), cwd=cwd, input=input)
@@ -165,8 +167,22 @@ class Proc:
         return not any(thread.is_alive() for thread in self._threads)
 
     def wait(self, timeout: float = 60) -> int:
+        """The exit code, waiting at most ``timeout`` s. A process still running then is
+        sent SIGABRT (with PYTHONFAULTHANDLER set, as :func:`clean_env` sets it, it writes
+        every thread's stack to stderr), then killed; the test fails with that stderr."""
         try:
             code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+            for thread in self._threads:
+                thread.join(timeout=5)
+            raise AssertionError(f"the process did not exit within {timeout:g} s; its stacks and stderr:\n"
+                                 f"{self.stderr}") from None
         finally:
             if self.process.poll() is None:
                 self.process.kill()
