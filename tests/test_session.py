@@ -453,6 +453,27 @@ def test_subscribe_waits_while_a_persistent_session_backlog_arrives(broker: Mosq
     assert again == []
 
 
+def test_stopping_never_waits_forever_on_a_network_loop_that_did_not_stop(broker: Mosquitto,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network loop that keeps the I/O lock (stuck inside paho) must not hang the stop
+    after it: the connection is closed without a DISCONNECT, and that is said."""
+    monkeypatch.setattr("tesaiot_cli.mqtt.loops.STOP_WAIT_S", 0.2)
+    events: list[tuple[str, str]] = []
+    session = Session(settings_for(broker.tcp_url), on_event=lambda k, t: events.append((k, t)))
+    session.connect()
+    net = session._net  # noqa: SLF001 - the lock the network loop holds is the point of the test
+    assert net is not None and net.client is not None
+    sock = net.client.socket()
+    net.io.acquire()  # as a network loop stuck inside paho holds it
+    try:
+        session.close()
+    finally:
+        net.io.release()
+    assert ("warning", "the network loop did not stop within 0.4 s: the connection was closed without a "
+                       "DISCONNECT") in events
+    assert sock.fileno() == -1
+
+
 def test_the_network_thread_hands_the_io_lock_to_a_waiting_caller() -> None:
     """A lock is not fair: a network thread that takes it again the moment it lets go (as
     it does while a backlog flows) kept a caller waiting 1.3 s for it on paho's public path,

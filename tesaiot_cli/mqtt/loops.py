@@ -41,6 +41,7 @@ MAX_PUMP_S = 1.0  # longest single network wait: keepalive pings are sent betwee
 READ_BATCH = 64  # threaded=True: packets read per hold of the I/O lock
 MISC_EVERY_S = 0.1  # how often paho's keepalive check runs while data flows
 CLOSE_LINGER_S = 2.0  # after DISCONNECT: longest wait for the broker to close its side
+STOP_WAIT_S = 5.0  # stop(): longest wait for the network thread, then for the I/O lock
 
 EventCallback = Callable[[str, str], None]
 # Returns False when the message was not kept (it is then not acknowledged); None or True: kept.
@@ -390,14 +391,28 @@ class Connection:
         network, self._network = self._network, None
         if network is not None:
             self._stop_network.set()
-            network.join(timeout=5)
-        sock = client.socket()
-        if isinstance(sock, BufferedSocket):
-            sock.linger_s = CLOSE_LINGER_S
-        if client.socket() is not None:
-            client.disconnect()
+            network.join(timeout=STOP_WAIT_S)
+        # The I/O lock, so nothing else is inside paho: free unless the network thread did
+        # not stop. Then it holds paho's state, and stopping must not wait on it forever:
+        # the socket is closed under it (no DISCONNECT: the broker sees the connection drop).
+        if not self.io.acquire(timeout=STOP_WAIT_S):
+            self.emit("warning", f"the network loop did not stop within {2 * STOP_WAIT_S:g} s: "
+                                 "the connection was closed without a DISCONNECT")
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+            self.connected.clear()
+            return
+        try:
+            sock = client.socket()
+            if isinstance(sock, BufferedSocket):
+                sock.linger_s = CLOSE_LINGER_S
             if client.socket() is not None:
-                client.loop_write()  # writes the DISCONNECT, then paho closes the socket
+                client.disconnect()
+                if client.socket() is not None:
+                    client.loop_write()  # writes the DISCONNECT, then paho closes the socket
+        finally:
+            self.io.release()
         self.connected.clear()
 
     # -- receiving --------------------------------------------------------------------
