@@ -132,3 +132,24 @@ def test_flat_out_qos1_is_acknowledged_on_amqtt(embedded: tuple[int, int]) -> No
         while len(collector.messages) < 3000 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len({bytes(m.payload) for m in collector.messages}) == 3000
+
+
+def test_a_failed_shutdown_is_said_as_an_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """amqtt's shutdown failing is a bug, never passed over: one line, exit 70, no traceback,
+    and the broker's thread and ports are still released."""
+    from amqtt.broker import Broker
+
+    shutdown = Broker.shutdown
+
+    async def failing_shutdown(self: Broker) -> None:
+        await shutdown(self)
+        raise RuntimeError("the shutdown failed")
+
+    monkeypatch.setattr(Broker, "shutdown", failing_shutdown)
+    (port,) = free_ports(1)
+    result = run_cli("broker", "--port", str(port), "--no-ws", "--duration", "0.5", process=False)
+    assert result.returncode == 70, result.stderr
+    assert "internal error: RuntimeError: the shutdown failed" in result.stderr
+    assert "Traceback" not in result.stderr and "embedded broker stopped" not in result.stderr
+    with socket.socket() as again:  # the port was let go
+        again.bind(("127.0.0.1", port))

@@ -8,6 +8,7 @@ anything. For real loads use mosquitto, EMQX or the TESAIoT platform.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 
 from tesaiot_cli.errors import ConfigError, ConnectError
 
+SHUTDOWN_WAIT_S = 10.0  # longest wait for amqtt's shutdown, then for its thread
 INSTALL_HINT = "the embedded broker needs the 'broker' extra: pip install 'tesaiot-cli[broker]' (it adds amqtt)"
 
 
@@ -136,23 +138,33 @@ class EmbeddedBroker:
         self._thread = threading.Thread(target=run, name="embedded-broker", daemon=True)
         self._thread.start()
         if not started.wait(15) or failure:
-            self.stop()
             why = f"{type(failure[0]).__name__}: {failure[0]}" if failure else "timed out"
+            try:
+                self.stop()
+            except Exception as exc:  # noqa: BLE001 - said with the failure to start, not dropped
+                raise ConnectError(f"the embedded broker did not start ({why}); stopping it then failed too "
+                                   f"({type(exc).__name__}: {exc})") from exc
             raise ConnectError(f"the embedded broker did not start ({why})")
         return self.address
 
     def stop(self) -> None:
+        """Shut amqtt down (it disconnects its clients), then stop its thread. What amqtt's
+        shutdown raises is raised here, after the thread was stopped: a bug, not a state a
+        user can mend (the CLI says it as an internal error, exit 70)."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
-        if self._broker is not None and loop.is_running():
-            try:
-                asyncio.run_coroutine_threadsafe(self._broker.shutdown(), loop).result(timeout=10)
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._loop = self._thread = self._broker = None
+        try:
+            if self._broker is not None and loop.is_running():
+                shutdown = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), loop)
+                try:
+                    shutdown.result(timeout=SHUTDOWN_WAIT_S)
+                except concurrent.futures.TimeoutError:
+                    raise TimeoutError(f"amqtt did not shut down within {SHUTDOWN_WAIT_S:g} s") from None
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=SHUTDOWN_WAIT_S)
+            self._loop = self._thread = self._broker = None
 
     def __enter__(self) -> BrokerAddress:
         return self.start()
