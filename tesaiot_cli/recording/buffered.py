@@ -250,16 +250,14 @@ class BufferedWriter(SealsOnExit):
 
     def discard(self) -> None:
         """Stop without finishing: a temporary output is deleted, a crash-safe one is left
-        for ``tesaiot recover``. Never raises."""
+        for ``tesaiot recover``. Raises nothing a disk can cause (each ``_abort`` takes its
+        own OSError and format errors): only a bug, which the CLI says as one (exit 70)."""
         self._closed = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         with self._io_lock:
-            try:
-                self._abort()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
+            self._abort()
 
     # -- for subclasses ----------------------------------------------------------------
 
@@ -274,7 +272,8 @@ class BufferedWriter(SealsOnExit):
         raise NotImplementedError
 
     def _abort(self) -> None:
-        """Release handles after a failure, leaving what is durable in place."""
+        """Release handles after a failure, leaving what is durable in place; raises no
+        OSError or format error (the failure before it is the one reported)."""
         raise NotImplementedError
 
     def disk_bytes(self) -> int:

@@ -119,8 +119,8 @@ class PartWriter:
         if writer is not None:
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001 - best effort after a failure
-                pass
+            except (OSError, pa.ArrowException):
+                pass  # after the failure that is being reported: the file is given up (or left to recover)
 
     def size(self) -> int:
         return size_or_zero(self.path)
@@ -283,10 +283,13 @@ class ParquetWriter(BufferedWriter):
             part.abort()
         try:
             self._close_journal(delete=False)
-        except Exception:  # noqa: BLE001 - best effort after a failure
-            pass
+        except OSError:
+            pass  # after the failure that is being reported: what was synced stays for recover
         if part is not None and not self.crash_safe:
-            part.path.unlink(missing_ok=True)
+            try:
+                part.path.unlink(missing_ok=True)
+            except OSError:
+                pass  # a temporary (hidden) name: never taken for a recording
 
     def disk_bytes(self) -> int:
         if not self.crash_safe:
