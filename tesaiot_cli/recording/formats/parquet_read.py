@@ -345,7 +345,7 @@ class ParquetReader(TableReader):
         for index in range(self.row_groups):
             try:
                 schema.conform(self._file.read_row_group(index), where=str(self.path))
-            except Exception:  # noqa: BLE001 - damaged, whatever the error
+            except (pa.ArrowException, OSError, RecordingError):  # a damaged page, or not our schema
                 damaged.append(index)
         return damaged
 
@@ -382,7 +382,7 @@ def journal_batches(path: Path, problems: list[str]) -> Iterator[pa.RecordBatch]
             return
         try:
             stream = pa.ipc.open_stream(handle)
-        except Exception:  # noqa: BLE001 - torn before the first batch
+        except (pa.ArrowException, OSError):  # torn before the first batch
             problems.append(f"{path.name}: {size} bytes cut off by the crash were skipped")
             return
         good = handle.tell()
@@ -391,7 +391,7 @@ def journal_batches(path: Path, problems: list[str]) -> Iterator[pa.RecordBatch]
                 batch = stream.read_next_batch()
             except StopIteration:
                 return
-            except Exception:  # noqa: BLE001 - a torn or damaged last batch
+            except (pa.ArrowException, OSError):  # a torn or damaged last batch
                 problems.append(f"{path.name}: the last {size - good} bytes were cut off by the crash and skipped")
                 return
             good = handle.tell()
