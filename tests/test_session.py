@@ -518,7 +518,8 @@ def test_buffered_socket_keeps_order_when_the_socket_is_full() -> None:
     ours.setblocking(False)
     try:
         buffered = _BufferedSocket(ours)
-        chunks = [bytes([i % 256]) * 1000 + i.to_bytes(4, "big") for i in range(20_000)]  # ~20 MB
+        # ~20 MB; each starts as a PUBACK does (a PUBLISH is never buffered: the next test)
+        chunks = [bytes([0x40 | i % 16]) + bytes([i % 256]) * 999 + i.to_bytes(4, "big") for i in range(20_000)]
         buffered.cork()
         for chunk in chunks[:10_000]:
             assert buffered.send(chunk) == len(chunk)
@@ -547,6 +548,50 @@ def test_buffered_socket_keeps_order_when_the_socket_is_full() -> None:
             received += peer.recv(1 << 20)
             buffered.flush()
         assert received == expected and not buffered.has_output()
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_buffered_socket_never_buffers_a_message() -> None:
+    """paho counts a QoS 0 message delivered once its write returns: a PUBLISH (or the rest
+    of a packet the socket took part of) written while corked is refused, as a full socket
+    refuses it, so its bytes are in the kernel when paho counts it, never in a buffer a
+    close could drop. Acknowledgements are still collected, and go out with uncork."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        buffered = _BufferedSocket(ours)
+        puback, publish_packet = b"\x40\x02\x00\x07", b"\x30\x05\x00\x01tab"
+        buffered.cork()
+        assert buffered.send(puback) == len(puback)
+        with pytest.raises(BlockingIOError):
+            buffered.send(publish_packet)
+        buffered.uncork()
+        assert buffered.send(publish_packet) == len(publish_packet)  # after uncork: to the kernel
+        peer.settimeout(5)
+        assert peer.recv(100) == puback + publish_packet
+        big = b"\x30" + b"x" * (64 << 20)  # more than the socket takes: part of it is sent
+        sent = buffered.send(big)
+        assert 0 < sent < len(big)
+        buffered.cork()
+        with pytest.raises(BlockingIOError):  # the rest of it, whatever its first byte
+            buffered.send(b"\x40" + big[sent + 1:])
+        buffered.uncork()
+        seen = bytearray()
+        rest = big[sent:]
+        while rest:  # as paho writes the rest
+            try:
+                rest = rest[buffered.send(rest):]
+            except BlockingIOError:
+                seen += peer.recv(1 << 20)
+        buffered.cork()  # the packet is whole in the kernel: acknowledgements are collected again
+        assert buffered.send(puback) == len(puback)
+        buffered.uncork()
+        while len(seen) < len(big) + len(puback):
+            seen += peer.recv(1 << 20)
+            buffered.flush()
+        assert seen == big + puback
     finally:
         ours.close()
         peer.close()

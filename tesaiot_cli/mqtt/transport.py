@@ -93,13 +93,18 @@ class BufferedSocket:
     While corked, writes (the PUBACKs of a batch) are collected and sent together by
     :meth:`uncork`. What the socket does not take at once stays ahead of anything written
     later: until it has drained, other writes are refused as a full socket refuses them
-    (paho keeps those packets and retries).
+    (paho keeps those packets and retries). A PUBLISH is never taken into that buffer
+    (nor the rest of a packet the socket took part of): paho counts a QoS 0 message
+    delivered once its write returns, so its bytes must be in the kernel by then. While
+    corked such a write is refused, and paho writes it after :meth:`uncork`. What the
+    buffer can hold is acknowledgements and control packets, whose loss at a close costs
+    a message sent again (QoS 1/2 received) or counted dropped (a PUBREL unanswered).
 
     ``raw`` is the TCP socket under ``inner`` (the same object unless ``inner`` is a
     websocket wrapper): used to half-close it in :meth:`close`.
     """
 
-    __slots__ = ("_inner", "_raw", "_data", "_pos", "_out", "_corked", "_eof", "_topics", "linger_s")
+    __slots__ = ("_inner", "_raw", "_data", "_pos", "_out", "_corked", "_part_sent", "_eof", "_topics", "linger_s")
 
     def __init__(self, inner: Any, raw: Any = None) -> None:
         self._inner = inner
@@ -108,6 +113,7 @@ class BufferedSocket:
         self._pos = 0
         self._out = bytearray()
         self._corked = False
+        self._part_sent = False  # the socket took part of paho's last write: its rest comes next
         self._eof = False
         self._topics: dict[bytes, str] = {}
         self.linger_s = 0.0  # set before a clean DISCONNECT: see close()
@@ -175,13 +181,17 @@ class BufferedSocket:
 
     def send(self, data: bytes | bytearray) -> int:
         if self._corked:
+            if self._part_sent or (data and data[0] & 0xF0 == codec.PUBLISH):
+                raise BlockingIOError  # not buffered (see the class docstring): written after uncork
             self._out += data
             return len(data)
         if self._out:
             self.flush()
             if self._out:
                 raise BlockingIOError  # the socket is full: paho keeps the packet and retries
-        return self._inner.send(data)  # type: ignore[no-any-return]
+        sent: int = self._inner.send(data)
+        self._part_sent = sent < len(data)
+        return sent
 
     def cork(self) -> None:
         self._corked = True
@@ -217,7 +227,8 @@ class BufferedSocket:
         drops what it had not yet read: the last PUBACKs, so their messages would come
         again to a persistent session. The broker reads in order, so when it closes after
         our DISCONNECT it has taken every PUBACK before it. Errors on the way out are the
-        connection already being gone: nothing is left to save."""
+        connection already being gone: what is still buffered then is acknowledgements and
+        control packets, never a message (see the class docstring)."""
         try:
             self.flush()  # a DISCONNECT written after buffered PUBACKs goes out with them
             if self.linger_s > 0 and not self._out:
